@@ -1,0 +1,46 @@
+//! Every compile-time limit of the core in one place, tied together by
+//! compile-time assertions (TigerBeetle's "limits on everything").
+//!
+//! Runtime limits (ring size, in-flight completions, dedup capacity) live in
+//! [`crate::EngineConfig`] and are validated against the bounds here.
+
+/// Maximum bytes of command payload carried inline in a ring slot.
+pub const PAYLOAD_BYTES_MAX: usize = 256;
+
+/// Maximum bytes of state-machine result carried inline in a slot's result area.
+pub const RESULT_BYTES_MAX: usize = 48;
+
+/// Smallest ring the engine accepts (slots); the `disruptor` multi-producer barrier needs 64.
+pub const RING_SLOTS_MIN: usize = 64;
+
+/// Largest ring the engine accepts (slots): 1 Mi slots of 384 B is 384 MiB.
+pub const RING_SLOTS_MAX: usize = 1 << 20;
+
+/// Largest number of commands whose callers may wait for completion at once.
+pub const IN_FLIGHT_MAX: usize = 1 << 20;
+
+/// Largest idempotency window (entries in the dedup table).
+pub const DEDUP_ENTRIES_MAX: usize = 1 << 24;
+
+/// Iterations an idle stage or waiting caller spins before yielding.
+pub const SPIN_ITERATIONS_DEFAULT: u32 = 256;
+
+/// Iterations a spin-then-yield waiter yields before it parks (blocking strategy only).
+pub const YIELD_ITERATIONS_DEFAULT: u32 = 16;
+
+/// Number of pipeline stages (journaller, replicator, BLP, publisher).
+pub const STAGE_COUNT: usize = 4;
+
+/// Highest value recorded in a latency histogram (ns): 60 s. Larger values are clamped.
+pub const LATENCY_NS_MAX: u64 = 60_000_000_000;
+
+/// Significant figures kept by latency histograms.
+pub const LATENCY_SIGNIFICANT_FIGURES: u8 = 3;
+
+const _: () = assert!(RING_SLOTS_MIN.is_power_of_two());
+const _: () = assert!(RING_SLOTS_MAX.is_power_of_two());
+const _: () = assert!(RING_SLOTS_MIN <= RING_SLOTS_MAX);
+const _: () = assert!(PAYLOAD_BYTES_MAX <= u16::MAX as usize);
+const _: () = assert!(RESULT_BYTES_MAX <= u8::MAX as usize);
+const _: () = assert!(IN_FLIGHT_MAX < u32::MAX as usize);
+const _: () = assert!(PAYLOAD_BYTES_MAX % 64 == 0);

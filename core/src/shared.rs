@@ -1,0 +1,138 @@
+//! State shared by the engine handle, its submitters and its stage threads:
+//! the admission gate, stop flags, completion cells, parkers and metrics.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::clock::Clock;
+use crate::completion::CompletionCell;
+use crate::config::EngineConfig;
+use crate::constants::STAGE_COUNT;
+use crate::error::{StageName, StopReason};
+use crate::metrics::Metrics;
+use crate::wait::Parker;
+
+/// Gate bit: no new commands (shutdown or failure).
+pub(crate) const GATE_CLOSED: u64 = 1 << 63;
+/// Gate bit: paused; new commands get `Paused`.
+pub(crate) const GATE_PAUSED: u64 = 1 << 62;
+/// Gate bits below the flags: submitters currently between admission and publish.
+pub(crate) const GATE_SUBMITTERS: u64 = GATE_PAUSED - 1;
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: EngineConfig,
+    /// Flags plus the count of submitters inside admission (see `GATE_*`).
+    /// Both sides use read-modify-writes, so a drain that sees zero
+    /// submitters after setting a flag knows every admitted command is published.
+    pub(crate) gate: AtomicU64,
+    /// One past the highest published ring sequence.
+    pub(crate) published_next: AtomicU64,
+    /// Per stage: one past the highest ring sequence it has released.
+    pub(crate) stage_next: [AtomicU64; STAGE_COUNT],
+    /// Stage threads must exit now (failure, or shutdown after draining).
+    pub(crate) halt: AtomicBool,
+    /// Set once no ack will ever be delivered again; waiting callers are woken.
+    pub(crate) stopped: AtomicBool,
+    pub(crate) stop_reason: Mutex<Option<StopReason>>,
+    pub(crate) cells: Box<[CompletionCell]>,
+    pub(crate) free_cells: ArrayQueue<u32>,
+    pub(crate) parkers: Box<[Parker]>,
+    pub(crate) metrics: Metrics,
+    pub(crate) clock: Box<dyn Clock>,
+    pub(crate) epoch: Instant,
+}
+
+impl Shared {
+    pub(crate) fn new(config: EngineConfig, clock: Box<dyn Clock>) -> Self {
+        let cells: Box<[CompletionCell]> = (0..config.in_flight_max)
+            .map(|_| CompletionCell::new())
+            .collect();
+        let free_cells = ArrayQueue::new(config.in_flight_max);
+        for i in 0..config.in_flight_max {
+            free_cells
+                .push(i as u32)
+                .expect("free list sized to the cells");
+        }
+        let parkers = (0..config.fusion.lanes()).map(|_| Parker::new()).collect();
+        Self {
+            metrics: Metrics::new(config.ring_slots),
+            config,
+            gate: AtomicU64::new(0),
+            published_next: AtomicU64::new(0),
+            stage_next: std::array::from_fn(|_| AtomicU64::new(0)),
+            halt: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            stop_reason: Mutex::new(None),
+            cells,
+            free_cells,
+            parkers,
+            clock,
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Monotonic ns since engine start (metrics only).
+    pub(crate) fn monotonic_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Wakes every lane that may be parked. Call after making work visible.
+    pub(crate) fn notify_lanes(&self) {
+        if self.config.wait_strategy.parks() {
+            for parker in self.parkers.iter() {
+                parker.notify();
+            }
+        }
+    }
+
+    /// Returns a completion cell to the free list.
+    pub(crate) fn free_cell(&self, index: u32) {
+        self.cells[index as usize].reset();
+        self.free_cells
+            .push(index)
+            .expect("free list never holds more than the cells");
+    }
+
+    /// The reason the engine stopped, if it did.
+    pub(crate) fn stop_reason(&self) -> Option<StopReason> {
+        self.stop_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Fail-stop (or final stop): records the first reason, closes the gate,
+    /// halts the lanes and wakes every waiting caller with `EngineStopped`.
+    pub(crate) fn stop(&self, reason: StopReason) {
+        {
+            let mut slot = self.stop_reason.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = Some(reason);
+            }
+        }
+        self.gate.fetch_or(GATE_CLOSED, Ordering::AcqRel);
+        self.halt.store(true, Ordering::SeqCst);
+        self.stopped.store(true, Ordering::SeqCst);
+        self.notify_all_lanes();
+        for cell in self.cells.iter() {
+            cell.wake();
+        }
+    }
+
+    fn notify_all_lanes(&self) {
+        for parker in self.parkers.iter() {
+            parker.notify();
+        }
+    }
+
+    /// Records that `stage` released every sequence below `next`, and wakes
+    /// lanes that may wait for it.
+    pub(crate) fn stage_released(&self, stage: StageName, next: u64) {
+        self.stage_next[stage.index()].store(next, Ordering::Release);
+        self.notify_lanes();
+    }
+}

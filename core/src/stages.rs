@@ -1,0 +1,287 @@
+//! The four stage runners (journaller, replicator, BLP, publisher) on
+//! `disruptor` event pollers, and the [`Lane`] abstraction that lets one
+//! thread run one stage or several in pipeline order (stage fusion).
+//!
+//! Every runner holds its batch in a `ManuallyDrop<EventGuard>` and releases
+//! it (advancing its cursor) only after the batch fully succeeded: an error
+//! or a panic mid-batch leaves the cursor where it was, so a later stage can
+//! never see a command an earlier stage did not finish (log-first).
+
+use std::cell::Cell;
+use std::mem::ManuallyDrop;
+use std::sync::Arc;
+
+use disruptor::{EventPoller, MultiConsumerBarrier, MultiProducerBarrier, SingleConsumerBarrier};
+
+use crate::completion::NO_COMPLETION;
+use crate::error::{StageName, StopReason};
+use crate::idempotency::DedupTable;
+use crate::outcome::{Ack, Outcome};
+use crate::shared::Shared;
+use crate::slot::{Applied, Slot};
+use crate::stage::{EventSink, Journaller, Replicator, StageError};
+use crate::state_machine::StateMachine;
+
+thread_local! {
+    /// The stage this thread is running, for attributing a panic.
+    pub(crate) static CURRENT_STAGE: Cell<StageName> = const { Cell::new(StageName::Journaller) };
+}
+
+/// Whether a lane step did work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    Progress,
+    Idle,
+}
+
+/// One thread's worth of stages.
+pub(crate) trait Lane: Send + 'static {
+    /// Processes at most one batch per stage. An `Err` is fail-stop.
+    fn step(&mut self, shared: &Shared) -> Result<Step, StopReason>;
+    /// Whether a `step` would find work (used before parking).
+    fn has_work(&self) -> bool;
+}
+
+/// Per-batch scratch for latency metrics: submit instants are collected while
+/// iterating and recorded once the batch's work (e.g. the sync) is done.
+#[derive(Debug)]
+pub(crate) struct BatchLatency {
+    submitted_at_ns: Box<[u64]>,
+    len: usize,
+}
+
+impl BatchLatency {
+    pub(crate) fn new(ring_slots: usize) -> Self {
+        Self {
+            submitted_at_ns: vec![0; ring_slots].into_boxed_slice(),
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, submitted_at_ns: u64) {
+        self.submitted_at_ns[self.len] = submitted_at_ns;
+        self.len += 1;
+    }
+
+    fn record(&mut self, shared: &Shared, stage: StageName) {
+        let now = shared.monotonic_ns();
+        let mut histogram = shared.metrics.stage(stage);
+        for &at in &self.submitted_at_ns[..self.len] {
+            histogram.saturating_record(now.saturating_sub(at).max(1));
+        }
+        self.len = 0;
+    }
+}
+
+fn failed(stage: StageName, sequence: u64, source: StageError) -> StopReason {
+    StopReason::StageFailed {
+        stage,
+        sequence,
+        source: Arc::from(source),
+    }
+}
+
+/// Journaller runner: append every command of the batch, then `end_of_batch`
+/// (write + sync per policy), then release.
+pub(crate) struct JournalStage<J> {
+    pub(crate) poller: EventPoller<Slot, MultiProducerBarrier>,
+    pub(crate) journaller: J,
+    pub(crate) next: u64,
+    pub(crate) latency: BatchLatency,
+}
+
+/// Replicator runner: same shape as the journaller, in parallel with it.
+pub(crate) struct ReplicaStage<R> {
+    pub(crate) poller: EventPoller<Slot, MultiProducerBarrier>,
+    pub(crate) replicator: R,
+    pub(crate) next: u64,
+    pub(crate) latency: BatchLatency,
+}
+
+/// Business-logic processor: gated on journaller and replicator.
+pub(crate) struct BlpStage<S> {
+    pub(crate) poller: EventPoller<Slot, MultiConsumerBarrier>,
+    pub(crate) state_machine: S,
+    pub(crate) dedup: DedupTable,
+    pub(crate) next: u64,
+    pub(crate) latency: BatchLatency,
+}
+
+/// Publisher: completes callers and feeds the sink.
+pub(crate) struct PublishStage<K> {
+    pub(crate) poller: EventPoller<Slot, SingleConsumerBarrier>,
+    pub(crate) sink: K,
+    pub(crate) next: u64,
+    pub(crate) latency: BatchLatency,
+}
+
+macro_rules! durable_stage {
+    ($runner:ident, $field:ident, $trait:ident, $name:expr) => {
+        impl<T: $trait> Lane for $runner<T> {
+            fn step(&mut self, shared: &Shared) -> Result<Step, StopReason> {
+                CURRENT_STAGE.with(|c| c.set($name));
+                let base = shared.config.first_sequence;
+                let Ok(guard) = self.poller.poll() else {
+                    return Ok(Step::Idle);
+                };
+                let mut guard = ManuallyDrop::new(guard);
+                let mut next = self.next;
+                for slot in &mut *guard {
+                    let command = slot.command(base + next);
+                    self.latency.push(slot.header.submitted_at_ns);
+                    self.$field
+                        .append(&command)
+                        .map_err(|e| failed($name, base + next, e))?;
+                    next += 1;
+                }
+                assert!(next > self.next, "a polled batch is never empty");
+                self.$field
+                    .end_of_batch(base + next - 1)
+                    .map_err(|e| failed($name, base + next - 1, e))?;
+                drop(ManuallyDrop::into_inner(guard));
+                self.next = next;
+                self.latency.record(shared, $name);
+                shared.stage_released($name, next);
+                Ok(Step::Progress)
+            }
+
+            fn has_work(&self) -> bool {
+                self.poller.has_available()
+            }
+        }
+    };
+}
+
+durable_stage!(JournalStage, journaller, Journaller, StageName::Journaller);
+durable_stage!(ReplicaStage, replicator, Replicator, StageName::Replicator);
+
+/// Applies one slot's command, or answers it from the idempotency window.
+fn apply<S: StateMachine>(
+    state_machine: &mut S,
+    dedup: &mut DedupTable,
+    slot: &Slot,
+    sequence: u64,
+) -> Applied {
+    let command = slot.command(sequence);
+    let key = slot.header.idempotency_key;
+    if key != 0 {
+        if let Some(outcome) = dedup.get(key) {
+            return Applied {
+                outcome,
+                duplicate: true,
+            };
+        }
+    }
+    let mut outcome = Outcome::default();
+    state_machine.before_apply(&command);
+    state_machine.apply(&command, &mut outcome);
+    state_machine.after_apply(&command, &outcome);
+    if key != 0 {
+        dedup.insert(key, outcome);
+    }
+    Applied {
+        outcome,
+        duplicate: false,
+    }
+}
+
+impl<S: StateMachine> Lane for BlpStage<S> {
+    fn step(&mut self, shared: &Shared) -> Result<Step, StopReason> {
+        CURRENT_STAGE.with(|c| c.set(StageName::BusinessLogic));
+        let base = shared.config.first_sequence;
+        let Ok(guard) = self.poller.poll() else {
+            return Ok(Step::Idle);
+        };
+        let mut guard = ManuallyDrop::new(guard);
+        let mut next = self.next;
+        for slot in &mut *guard {
+            self.latency.push(slot.header.submitted_at_ns);
+            let applied = apply(&mut self.state_machine, &mut self.dedup, slot, base + next);
+            // SAFETY: this thread is the BLP, the slot's only result writer,
+            // and `next` is inside its current batch: the publisher cannot
+            // read the cell until the guard below releases the BLP cursor
+            // (slot.rs, hand-off protocol steps 2-3).
+            unsafe { slot.result.write(applied) };
+            next += 1;
+        }
+        drop(ManuallyDrop::into_inner(guard));
+        self.next = next;
+        self.latency.record(shared, StageName::BusinessLogic);
+        shared.stage_released(StageName::BusinessLogic, next);
+        Ok(Step::Progress)
+    }
+
+    fn has_work(&self) -> bool {
+        self.poller.has_available()
+    }
+}
+
+/// Completes the slot's caller (if one waits) and feeds the sink.
+fn publish<K: EventSink>(sink: &mut K, shared: &Shared, slot: &Slot, sequence: u64) {
+    // SAFETY: this thread is the publisher, the slot's only result
+    // reader; the poller handed out this slot only after an Acquire load
+    // of the BLP cursor at or past it (slot.rs, protocol step 3).
+    let applied = unsafe { slot.result.read() };
+    let completion = slot.header.completion;
+    if completion != NO_COMPLETION {
+        let ack = Ack {
+            sequence,
+            correlation_id: slot.header.correlation_id,
+            outcome: applied.outcome,
+            duplicate: applied.duplicate,
+        };
+        if shared.cells[completion as usize].complete(ack) {
+            shared.free_cell(completion);
+        }
+    }
+    sink.on_applied(&slot.command(sequence), &applied);
+}
+
+impl<K: EventSink> Lane for PublishStage<K> {
+    fn step(&mut self, shared: &Shared) -> Result<Step, StopReason> {
+        CURRENT_STAGE.with(|c| c.set(StageName::Publisher));
+        let base = shared.config.first_sequence;
+        let Ok(guard) = self.poller.poll() else {
+            return Ok(Step::Idle);
+        };
+        let mut guard = ManuallyDrop::new(guard);
+        let mut next = self.next;
+        for slot in &mut *guard {
+            self.latency.push(slot.header.submitted_at_ns);
+            publish(&mut self.sink, shared, slot, base + next);
+            next += 1;
+        }
+        self.sink.end_of_batch(base + next - 1);
+        drop(ManuallyDrop::into_inner(guard));
+        self.next = next;
+        self.latency.record(shared, StageName::Publisher);
+        let published = shared
+            .published_next
+            .load(std::sync::atomic::Ordering::Relaxed);
+        shared
+            .metrics
+            .record_occupancy(published.saturating_sub(next));
+        shared.stage_released(StageName::Publisher, next);
+        Ok(Step::Progress)
+    }
+
+    fn has_work(&self) -> bool {
+        self.poller.has_available()
+    }
+}
+
+impl<A: Lane, B: Lane> Lane for (A, B) {
+    fn step(&mut self, shared: &Shared) -> Result<Step, StopReason> {
+        let a = self.0.step(shared)?;
+        let b = self.1.step(shared)?;
+        Ok(if a == Step::Idle && b == Step::Idle {
+            Step::Idle
+        } else {
+            Step::Progress
+        })
+    }
+
+    fn has_work(&self) -> bool {
+        self.0.has_work() || self.1.has_work()
+    }
+}

@@ -1,0 +1,337 @@
+//! Multi-producer submission: [`Submitter`] validates a command on the
+//! calling thread, admits it through the gate, copies it into a claimed ring
+//! slot and waits for its ack — blocking ([`Submitter::submit`]) or async
+//! ([`Submitter::submit_async`] returns a [`PendingAck`] future). Neither
+//! allocates per command.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Instant;
+
+use disruptor::{MultiProducer, Producer, SingleConsumerBarrier};
+
+use crate::completion::{to_poll, CellPoll, NO_COMPLETION};
+use crate::config::{BackPressure, CALLER_SPINS};
+use crate::constants::PAYLOAD_BYTES_MAX;
+use crate::envelope::{Command, CommandHeader};
+use crate::error::{StopReason, SubmitError};
+use crate::outcome::Ack;
+use crate::shared::{Shared, GATE_CLOSED, GATE_PAUSED};
+use crate::slot::Slot;
+use crate::state_machine::Validator;
+use crate::wait::IdleAction;
+
+/// A submission handle. Clone one per submitting thread; each clone is a
+/// producer on the shared multi-producer ring.
+pub struct Submitter {
+    producer: MultiProducer<Slot, SingleConsumerBarrier>,
+    shared: Arc<Shared>,
+    validator: Arc<dyn Validator>,
+}
+
+impl Clone for Submitter {
+    fn clone(&self) -> Self {
+        Self {
+            producer: self.producer.clone(),
+            shared: Arc::clone(&self.shared),
+            validator: Arc::clone(&self.validator),
+        }
+    }
+}
+
+impl std::fmt::Debug for Submitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Submitter").finish_non_exhaustive()
+    }
+}
+
+/// Holds one place in the gate's submitter count while a command is admitted.
+struct Admission<'a>(&'a AtomicU64);
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl Submitter {
+    pub(crate) fn new(
+        producer: MultiProducer<Slot, SingleConsumerBarrier>,
+        shared: Arc<Shared>,
+        validator: Arc<dyn Validator>,
+    ) -> Self {
+        Self {
+            producer,
+            shared,
+            validator,
+        }
+    }
+
+    /// Submits a command and blocks until it is applied (under the
+    /// journaller's durability policy) and acknowledged.
+    pub fn submit(&mut self, command: &Command<'_>) -> Result<Ack, SubmitError> {
+        let (index, _sequence) = self.publish(command, true)?;
+        self.wait_ack(index)
+    }
+
+    /// Submits a command and returns a future of its ack. The command is
+    /// sequenced before this returns; the future only waits.
+    pub fn submit_async(&mut self, command: &Command<'_>) -> Result<PendingAck, SubmitError> {
+        let (index, sequence) = self.publish(command, true)?;
+        Ok(PendingAck {
+            shared: Arc::clone(&self.shared),
+            index,
+            sequence,
+            finished: false,
+        })
+    }
+
+    /// Submits a command nobody waits for; returns its sequence. Its outcome
+    /// reaches only the event sink.
+    pub fn submit_detached(&mut self, command: &Command<'_>) -> Result<u64, SubmitError> {
+        self.publish(command, false).map(|(_, sequence)| sequence)
+    }
+
+    fn validate(&self, command: &Command<'_>) -> Result<(), SubmitError> {
+        if command.payload.len() > PAYLOAD_BYTES_MAX {
+            return Err(SubmitError::PayloadTooLarge {
+                len: command.payload.len(),
+                max: PAYLOAD_BYTES_MAX,
+            });
+        }
+        if command.command_type == 0 {
+            return Err(SubmitError::ReservedCommandType);
+        }
+        if command.schema_version == 0 {
+            return Err(SubmitError::ReservedSchemaVersion);
+        }
+        self.validator
+            .validate(command)
+            .map_err(|e| SubmitError::Rejected { code: e.code })
+    }
+
+    fn stopped(&self) -> SubmitError {
+        stopped(&self.shared)
+    }
+
+    /// Validates, admits, takes a completion cell (if wanted) and publishes.
+    /// Returns the cell index (or `NO_COMPLETION`) and the sequence.
+    fn publish(&mut self, command: &Command<'_>, wait: bool) -> Result<(u32, u64), SubmitError> {
+        self.validate(command)?;
+        let shared = &*self.shared;
+        let _admission = admit(shared)?;
+        let deadline = BackoffDeadline::new(shared.config.back_pressure);
+        let index = match wait {
+            true => take_cell(shared, &deadline)?,
+            false => NO_COMPLETION,
+        };
+        let mut header = CommandHeader {
+            idempotency_key: command.idempotency_key,
+            correlation_id: command.correlation_id,
+            timestamp_ns: 0,
+            submitted_at_ns: shared.monotonic_ns(),
+            command_type: command.command_type,
+            schema_version: command.schema_version,
+            tenant_id: command.tenant_id,
+            payload_len: command.payload.len() as u32,
+            completion: index,
+        };
+        let mut round = 0;
+        let ring_sequence = loop {
+            let published = self.producer.try_publish(|slot| {
+                header.timestamp_ns = shared.clock.now_ns();
+                slot.header = header;
+                slot.payload[..command.payload.len()].copy_from_slice(command.payload);
+                slot.result.reset();
+            });
+            match published {
+                Ok(sequence) => break sequence as u64,
+                Err(_) if shared.stopped.load(Ordering::Acquire) || deadline.expired(round) => {
+                    if index != NO_COMPLETION {
+                        shared.free_cell(index);
+                    }
+                    return Err(match shared.stopped.load(Ordering::Acquire) {
+                        true => stopped(shared),
+                        false => SubmitError::Busy,
+                    });
+                }
+                Err(_) => deadline.backoff(&mut round),
+            }
+        };
+        shared
+            .published_next
+            .fetch_max(ring_sequence + 1, Ordering::AcqRel);
+        shared.notify_lanes();
+        Ok((index, shared.config.first_sequence + ring_sequence))
+    }
+
+    /// Waits for the ack in cell `index`: spin/yield per the wait strategy,
+    /// then park. The thread's waker is created on its first blocking submit
+    /// (one allocation per thread, never per command).
+    fn wait_ack(&self, index: u32) -> Result<Ack, SubmitError> {
+        let shared = &*self.shared;
+        let cell = &shared.cells[index as usize];
+        let strategy = shared.config.wait_strategy;
+        THREAD_WAKER.with(|waker| {
+            let mut round: u32 = 0;
+            while !shared.stopped.load(Ordering::Relaxed) {
+                if let Some(ack) = cell.try_take() {
+                    shared.free_cell(index);
+                    return Ok(ack);
+                }
+                match strategy.action(round) {
+                    IdleAction::Spin => std::hint::spin_loop(),
+                    IdleAction::Yield => std::thread::yield_now(),
+                    IdleAction::Park => break,
+                }
+                round = round.saturating_add(1);
+            }
+            loop {
+                match cell.poll(waker, &shared.stopped) {
+                    Some(CellPoll::Ready(ack)) => {
+                        shared.free_cell(index);
+                        return Ok(ack);
+                    }
+                    Some(CellPoll::Stopped) => return Err(self.stopped()),
+                    None => std::thread::park(),
+                }
+            }
+        })
+    }
+}
+
+fn stopped(shared: &Shared) -> SubmitError {
+    SubmitError::EngineStopped(shared.stop_reason().unwrap_or(StopReason::Shutdown))
+}
+
+/// Enters the gate, or says why not.
+fn admit(shared: &Shared) -> Result<Admission<'_>, SubmitError> {
+    let previous = shared.gate.fetch_add(1, Ordering::AcqRel);
+    let admission = Admission(&shared.gate);
+    if previous & GATE_CLOSED != 0 {
+        return Err(stopped(shared));
+    }
+    if previous & GATE_PAUSED != 0 {
+        return Err(SubmitError::Paused);
+    }
+    Ok(admission)
+}
+
+/// Takes a free completion cell, waiting per the back-pressure policy.
+fn take_cell(shared: &Shared, deadline: &BackoffDeadline) -> Result<u32, SubmitError> {
+    let mut round = 0;
+    loop {
+        if let Some(index) = shared.free_cells.pop() {
+            shared.cells[index as usize].arm();
+            return Ok(index);
+        }
+        if shared.stopped.load(Ordering::Acquire) {
+            return Err(stopped(shared));
+        }
+        if deadline.expired(round) {
+            return Err(SubmitError::Busy);
+        }
+        deadline.backoff(&mut round);
+    }
+}
+
+struct ThreadWaker(std::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+thread_local! {
+    /// One waker per submitting thread, created on its first blocking wait.
+    static THREAD_WAKER: Waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+}
+
+/// Bounded back-pressure wait: spin, then yield, until the configured wait is over.
+struct BackoffDeadline {
+    until: Option<Instant>,
+}
+
+impl BackoffDeadline {
+    fn new(policy: BackPressure) -> Self {
+        Self {
+            until: match policy {
+                BackPressure::Fail => None,
+                BackPressure::Wait(d) => Some(Instant::now() + d),
+            },
+        }
+    }
+
+    fn expired(&self, round: u32) -> bool {
+        match self.until {
+            None => true,
+            // Read the clock only every 64 rounds.
+            Some(until) => round % 64 == 63 && Instant::now() >= until,
+        }
+    }
+
+    fn backoff(&self, round: &mut u32) {
+        if *round < CALLER_SPINS {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+        *round = round.wrapping_add(1);
+    }
+}
+
+/// The ack of a command submitted with [`Submitter::submit_async`]. Dropping
+/// it before completion is allowed: the command still runs, the ack is
+/// discarded.
+#[derive(Debug)]
+pub struct PendingAck {
+    shared: Arc<Shared>,
+    index: u32,
+    sequence: u64,
+    finished: bool,
+}
+
+impl PendingAck {
+    /// The sequence the command was given.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+}
+
+impl Future for PendingAck {
+    type Output = Result<Ack, SubmitError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        assert!(!self.finished, "PendingAck polled after completion");
+        let cell = &self.shared.cells[self.index as usize];
+        let result = to_poll(cell.poll(cx.waker(), &self.shared.stopped));
+        match result {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(CellPoll::Ready(ack)) => {
+                self.finished = true;
+                self.shared.free_cell(self.index);
+                Poll::Ready(Ok(ack))
+            }
+            Poll::Ready(CellPoll::Stopped) => {
+                self.finished = true;
+                let reason = self.shared.stop_reason().unwrap_or(StopReason::Shutdown);
+                Poll::Ready(Err(SubmitError::EngineStopped(reason)))
+            }
+        }
+    }
+}
+
+impl Drop for PendingAck {
+    fn drop(&mut self) {
+        if !self.finished && self.shared.cells[self.index as usize].abandon() {
+            self.shared.free_cell(self.index);
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Submission: validation, idempotency, back-pressure and async completion.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_core::constants::PAYLOAD_BYTES_MAX;
+use keel_core::{
+    BackPressure, Command, CommandRef, EngineBuilder, EngineConfig, InMemoryJournaller, Journaller,
+    StageError, SubmitError, ValidationError, Validator,
+};
+
+use crate::support::{payload, Balances, DEPOSIT};
+
+struct TenantAllowList;
+
+impl Validator for TenantAllowList {
+    fn validate(&self, command: &Command<'_>) -> Result<(), ValidationError> {
+        match command.tenant_id {
+            0 | 1 => Ok(()),
+            _ => Err(ValidationError { code: 403 }),
+        }
+    }
+}
+
+#[test]
+fn malformed_commands_are_rejected_and_never_enter_the_ring() {
+    let engine = EngineBuilder::new(EngineConfig::default(), Balances::default())
+        .journaller(InMemoryJournaller::with_capacity(16))
+        .validator(TenantAllowList)
+        .start()
+        .unwrap();
+    let mut submitter = engine.submitter();
+    let big = vec![0u8; PAYLOAD_BYTES_MAX + 1];
+    assert!(matches!(
+        submitter.submit(&Command::new(DEPOSIT, &big)),
+        Err(SubmitError::PayloadTooLarge { len, max }) if len == PAYLOAD_BYTES_MAX + 1 && max == PAYLOAD_BYTES_MAX
+    ));
+    assert!(matches!(
+        submitter.submit(&Command::new(0, b"")),
+        Err(SubmitError::ReservedCommandType)
+    ));
+    let mut no_schema = Command::new(DEPOSIT, b"");
+    no_schema.schema_version = 0;
+    assert!(matches!(
+        submitter.submit(&no_schema),
+        Err(SubmitError::ReservedSchemaVersion)
+    ));
+    let mut stranger = Command::new(DEPOSIT, b"");
+    stranger.tenant_id = 9;
+    assert!(matches!(
+        submitter.submit_detached(&stranger),
+        Err(SubmitError::Rejected { code: 403 })
+    ));
+    // A payload of exactly the maximum is fine.
+    let mut max = vec![0u8; PAYLOAD_BYTES_MAX];
+    max[..12].copy_from_slice(&payload(0, 5));
+    let ack = submitter.submit(&Command::new(DEPOSIT, &max)).unwrap();
+    assert_eq!(ack.sequence, 0, "rejected commands consumed no sequence");
+    drop(submitter);
+    let stopped = engine.shutdown().unwrap();
+    assert_eq!(stopped.journaller.records().len(), 1);
+}
+
+#[test]
+fn duplicate_idempotency_key_returns_original_outcome_without_reapplying() {
+    let config = EngineConfig {
+        dedup_entries: 4,
+        ..EngineConfig::default()
+    };
+    let engine = EngineBuilder::new(config, Balances::default())
+        .start()
+        .unwrap();
+    let mut submitter = engine.submitter();
+    let body = payload(3, 100);
+    let mut command = Command::new(DEPOSIT, &body);
+    command.idempotency_key = 0xfeed;
+    let first = submitter.submit(&command).unwrap();
+    assert!(!first.duplicate);
+    let second = submitter.submit(&command).unwrap();
+    assert!(second.duplicate);
+    assert_eq!(second.outcome, first.outcome);
+    assert_ne!(second.sequence, first.sequence);
+    // Push the key out of the 4-entry window: then it is applied again.
+    for key in 1..=4u128 {
+        let mut other = Command::new(DEPOSIT, &body);
+        other.idempotency_key = key;
+        submitter.submit(&other).unwrap();
+    }
+    let third = submitter.submit(&command).unwrap();
+    assert!(!third.duplicate, "key evicted from the bounded window");
+    drop(submitter);
+    let stopped = engine.shutdown().unwrap();
+    assert_eq!(stopped.state_machine.balances[3], 100 * 6);
+    assert_eq!(stopped.dedup.len(), 4);
+}
+
+/// A journaller that blocks every batch until the test opens its valve.
+struct Valve(Arc<AtomicBool>);
+
+impl Journaller for Valve {
+    fn append(&mut self, _command: &CommandRef<'_>) -> Result<(), StageError> {
+        Ok(())
+    }
+    fn end_of_batch(&mut self, _last_sequence: u64) -> Result<(), StageError> {
+        while !self.0.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn full_ring_gives_busy_not_an_endless_spin() {
+    for back_pressure in [
+        BackPressure::Fail,
+        BackPressure::Wait(Duration::from_millis(20)),
+    ] {
+        let valve = Arc::new(AtomicBool::new(false));
+        let config = EngineConfig {
+            ring_slots: 64,
+            in_flight_max: 64,
+            back_pressure,
+            ..EngineConfig::default()
+        };
+        let engine = EngineBuilder::new(config, Balances::default())
+            .journaller(Valve(Arc::clone(&valve)))
+            .start()
+            .unwrap();
+        let mut submitter = engine.submitter();
+        let body = payload(0, 1);
+        let mut accepted = 0;
+        let busy = loop {
+            match submitter.submit_detached(&Command::new(DEPOSIT, &body)) {
+                Ok(_) => accepted += 1,
+                Err(e) => break e,
+            }
+            assert!(
+                accepted <= 64,
+                "a ring of 64 accepted more than 64 unjournaled commands"
+            );
+        };
+        assert!(
+            matches!(busy, SubmitError::Busy),
+            "{back_pressure:?}: {busy:?}"
+        );
+        assert_eq!(accepted, 64);
+        valve.store(true, Ordering::Release);
+        engine.pause().unwrap();
+        engine.resume();
+        let ack = submitter.submit(&Command::new(DEPOSIT, &body)).unwrap();
+        assert_eq!(ack.sequence, 64);
+        drop(submitter);
+        assert_eq!(engine.shutdown().unwrap().state_machine.balances[0], 65);
+    }
+}
+
+#[test]
+fn completion_table_exhaustion_is_busy_and_dropped_futures_free_their_cells() {
+    let valve = Arc::new(AtomicBool::new(false));
+    let config = EngineConfig {
+        ring_slots: 64,
+        in_flight_max: 4,
+        back_pressure: BackPressure::Fail,
+        ..EngineConfig::default()
+    };
+    let engine = EngineBuilder::new(config, Balances::default())
+        .journaller(Valve(Arc::clone(&valve)))
+        .start()
+        .unwrap();
+    let mut submitter = engine.submitter();
+    let body = payload(0, 1);
+    let pending: Vec<_> = (0..4)
+        .map(|_| {
+            submitter
+                .submit_async(&Command::new(DEPOSIT, &body))
+                .unwrap()
+        })
+        .collect();
+    assert!(matches!(
+        submitter.submit_async(&Command::new(DEPOSIT, &body)),
+        Err(SubmitError::Busy)
+    ));
+    drop(pending);
+    valve.store(true, Ordering::Release);
+    // The publisher frees abandoned cells as it completes them; pause drains.
+    engine.pause().unwrap();
+    engine.resume();
+    // Every abandoned cell comes back: 4 more waits succeed, repeatedly.
+    for _ in 0..3 {
+        let futures: Vec<_> = (0..4)
+            .map(|_| {
+                submitter
+                    .submit_async(&Command::new(DEPOSIT, &body))
+                    .unwrap()
+            })
+            .collect();
+        for ack in futures::executor::block_on(futures::future::join_all(futures)) {
+            assert!(ack.unwrap().outcome.code.is_ok());
+        }
+    }
+    drop(submitter);
+    assert_eq!(engine.shutdown().unwrap().state_machine.balances[0], 16);
+}
+
+#[test]
+fn async_submit_completes_with_correlation_ids() {
+    let engine = EngineBuilder::new(EngineConfig::default(), Balances::default())
+        .start()
+        .unwrap();
+    let mut submitter = engine.submitter();
+    let futures: Vec<_> = (0..1000u64)
+        .map(|i| {
+            let body = payload(2, 1);
+            let mut command = Command::new(DEPOSIT, &body);
+            command.correlation_id = i * 3;
+            submitter.submit_async(&command).unwrap()
+        })
+        .collect();
+    let sequences: Vec<u64> = futures.iter().map(|f| f.sequence()).collect();
+    let acks = futures::executor::block_on(futures::future::join_all(futures));
+    for (i, ack) in acks.into_iter().enumerate() {
+        let ack = ack.unwrap();
+        assert_eq!(ack.correlation_id, i as u64 * 3);
+        assert_eq!(ack.sequence, sequences[i]);
+        assert_eq!(ack.outcome.data(), &(i as i64 + 1).to_le_bytes());
+    }
+}
