@@ -1,0 +1,100 @@
+//! The dependency direction written in docs/ARCHITECTURE.md, checked over
+//! `cargo metadata`: core depends on no workspace crate; nothing depends on
+//! harness or perf; every workspace package is named `keel-<dir>`.
+
+use std::collections::BTreeMap;
+
+fn workspace() -> BTreeMap<String, Vec<String>> {
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .manifest_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"))
+        .no_deps()
+        .exec()
+        .expect("cargo metadata");
+    let members: Vec<String> = metadata
+        .workspace_packages()
+        .iter()
+        .map(|p| p.name.to_string())
+        .collect();
+    metadata
+        .workspace_packages()
+        .iter()
+        .map(|p| {
+            let deps = p
+                .dependencies
+                .iter()
+                .filter(|d| {
+                    members.contains(&d.name) && d.kind == cargo_metadata::DependencyKind::Normal
+                })
+                .map(|d| d.name.clone())
+                .collect();
+            (p.name.to_string(), deps)
+        })
+        .collect()
+}
+
+/// Allowed workspace dependencies per package (normal dependencies only).
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("keel-core", &[]),
+    ("keel-journal", &["keel-core"]),
+    ("keel-codecs", &["keel-core"]),
+    (
+        "keel-projector",
+        &["keel-core", "keel-journal", "keel-codecs"],
+    ),
+    (
+        "keel-harness",
+        &["keel-core", "keel-journal", "keel-codecs", "keel-projector"],
+    ),
+    (
+        "keel-perf",
+        &["keel-core", "keel-journal", "keel-codecs", "keel-harness"],
+    ),
+];
+
+#[test]
+fn dependencies_point_one_way() {
+    let packages = workspace();
+    assert!(packages.contains_key("keel-core"));
+    for (package, deps) in &packages {
+        let allowed = ALLOWED
+            .iter()
+            .find(|(name, _)| name == package)
+            .unwrap_or_else(|| panic!("{package} is not in the architecture table"))
+            .1;
+        for dep in deps {
+            assert!(
+                allowed.contains(&dep.as_str()),
+                "{package} must not depend on {dep}"
+            );
+        }
+    }
+    for (package, deps) in &packages {
+        if package != "keel-perf" {
+            assert!(
+                !deps.iter().any(|d| d == "keel-perf"),
+                "{package} depends on perf"
+            );
+        }
+        assert!(
+            !deps.iter().any(|d| d == "keel-harness") || package == "keel-perf",
+            "{package} depends on harness"
+        );
+    }
+}
+
+#[test]
+fn packages_are_named_after_their_directory() {
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .manifest_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"))
+        .no_deps()
+        .exec()
+        .expect("cargo metadata");
+    for package in metadata.workspace_packages() {
+        let dir = package
+            .manifest_path
+            .parent()
+            .and_then(|p| p.file_name())
+            .expect("package directory");
+        assert_eq!(package.name.as_str(), format!("keel-{dir}"));
+    }
+}

@@ -1,0 +1,4 @@
+//! Integration tests of the host side: the architecture rules and the main job.
+
+mod architecture;
+mod main_job;
