@@ -9,15 +9,37 @@ pub trait Clock: Send + Sync + 'static {
     fn now_ns(&self) -> u64;
 }
 
-/// The system's real-time clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
+/// Wall-clock time that never goes backwards: the real-time clock is read
+/// once at creation, then advanced by the monotonic clock. One `clock_gettime`
+/// per reading, and NTP steps cannot reorder timestamps within a run.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemClock {
+    anchor_unix_ns: u64,
+    anchor: std::time::Instant,
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SystemClock {
+    /// Anchors the clock at the current real time.
+    pub fn new() -> Self {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Self {
+            anchor_unix_ns: unix,
+            anchor: std::time::Instant::now(),
+        }
+    }
+}
 
 impl Clock for SystemClock {
     fn now_ns(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
+        self.anchor_unix_ns + self.anchor.elapsed().as_nanos() as u64
     }
 }
 

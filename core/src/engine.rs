@@ -19,7 +19,7 @@ use crate::shared::{Shared, GATE_CLOSED, GATE_PAUSED, GATE_SUBMITTERS};
 use crate::slot::Slot;
 use crate::stage::{EventSink, Journaller, NoopJournaller, NoopReplicator, NoopSink, Replicator};
 use crate::stages::{
-    BatchLatency, BlpStage, JournalStage, Lane, PublishStage, ReplicaStage, Step, CURRENT_STAGE,
+    BlpStage, JournalStage, Lane, PublishStage, ReplicaStage, Step, CURRENT_STAGE,
 };
 use crate::state_machine::{AcceptAll, StateMachine, Validator};
 use crate::submit::Submitter;
@@ -59,7 +59,7 @@ impl<S: StateMachine> EngineBuilder<S> {
             replicator: NoopReplicator,
             sink: NoopSink,
             validator: Arc::new(AcceptAll),
-            clock: Box::new(SystemClock),
+            clock: Box::new(SystemClock::new()),
         }
     }
 }
@@ -134,26 +134,26 @@ impl<S: StateMachine, J: Journaller, R: Replicator, K: EventSink> EngineBuilder<
             poller: journal_poller,
             journaller: self.journaller,
             next: 0,
-            latency: BatchLatency::new(slots),
+            batches: 0,
         };
         let replica = ReplicaStage {
             poller: replica_poller,
             replicator: self.replicator,
             next: 0,
-            latency: BatchLatency::new(slots),
+            batches: 0,
         };
         let blp = BlpStage {
             poller: blp_poller,
             state_machine: self.state_machine,
             dedup: DedupTable::with_capacity(config.dedup_entries),
             next: 0,
-            latency: BatchLatency::new(slots),
+            batches: 0,
         };
         let publish = PublishStage {
             poller: publish_poller,
             sink: self.sink,
             next: 0,
-            latency: BatchLatency::new(slots),
+            batches: 0,
         };
 
         let pinning = plan_pinning(&config.pinning, config.fusion.lanes());
@@ -389,7 +389,7 @@ impl<S, J, R, K> Engine<S, J, R, K> {
         self.submitter.clone()
     }
 
-    /// A snapshot of the per-stage latency histograms and ring occupancy.
+    /// A snapshot of the stage service times, ack latency and ring occupancy.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.shared.metrics.snapshot()
     }

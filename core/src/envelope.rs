@@ -47,11 +47,9 @@ pub struct CommandHeader {
     pub idempotency_key: u128,
     /// Caller-chosen id, carried end to end.
     pub correlation_id: u64,
-    /// Sequencer timestamp (ns since the Unix epoch) stamped at submit.
+    /// Sequencer timestamp (ns since the Unix epoch) stamped at submit; also
+    /// the start of the command's acknowledgement-latency measurement.
     pub timestamp_ns: u64,
-    /// Monotonic submit instant (ns since engine start); for latency metrics only,
-    /// never visible to the state machine.
-    pub submitted_at_ns: u64,
     /// State-machine-defined command type (non-zero).
     pub command_type: u16,
     /// Payload schema version (non-zero).

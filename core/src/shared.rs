@@ -3,9 +3,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
 
 use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::CachePadded;
 
 use crate::clock::Clock;
 use crate::completion::CompletionCell;
@@ -28,11 +28,13 @@ pub(crate) struct Shared {
     /// Flags plus the count of submitters inside admission (see `GATE_*`).
     /// Both sides use read-modify-writes, so a drain that sees zero
     /// submitters after setting a flag knows every admitted command is published.
-    pub(crate) gate: AtomicU64,
+    /// Each hot counter has its own cache line: producers, lanes and admin
+    /// threads write them at different rates and must not false-share.
+    pub(crate) gate: CachePadded<AtomicU64>,
     /// One past the highest published ring sequence.
-    pub(crate) published_next: AtomicU64,
+    pub(crate) published_next: CachePadded<AtomicU64>,
     /// Per stage: one past the highest ring sequence it has released.
-    pub(crate) stage_next: [AtomicU64; STAGE_COUNT],
+    pub(crate) stage_next: [CachePadded<AtomicU64>; STAGE_COUNT],
     /// Stage threads must exit now (failure, or shutdown after draining).
     pub(crate) halt: AtomicBool,
     /// Set once no ack will ever be delivered again; waiting callers are woken.
@@ -43,7 +45,6 @@ pub(crate) struct Shared {
     pub(crate) parkers: Box<[Parker]>,
     pub(crate) metrics: Metrics,
     pub(crate) clock: Box<dyn Clock>,
-    pub(crate) epoch: Instant,
 }
 
 impl Shared {
@@ -61,9 +62,9 @@ impl Shared {
         Self {
             metrics: Metrics::new(config.ring_slots),
             config,
-            gate: AtomicU64::new(0),
-            published_next: AtomicU64::new(0),
-            stage_next: std::array::from_fn(|_| AtomicU64::new(0)),
+            gate: CachePadded::new(AtomicU64::new(0)),
+            published_next: CachePadded::new(AtomicU64::new(0)),
+            stage_next: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
             halt: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             stop_reason: Mutex::new(None),
@@ -71,13 +72,12 @@ impl Shared {
             free_cells,
             parkers,
             clock,
-            epoch: Instant::now(),
         }
     }
 
-    /// Monotonic ns since engine start (metrics only).
-    pub(crate) fn monotonic_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+    /// The sequencer clock (timestamps and metrics; never read by the BLP's state machine).
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.clock.now_ns()
     }
 
     /// Wakes every lane that may be parked. Call after making work visible.

@@ -42,34 +42,21 @@ pub(crate) trait Lane: Send + 'static {
     fn has_work(&self) -> bool;
 }
 
-/// Per-batch scratch for latency metrics: submit instants are collected while
-/// iterating and recorded once the batch's work (e.g. the sync) is done.
-#[derive(Debug)]
-pub(crate) struct BatchLatency {
-    submitted_at_ns: Box<[u64]>,
-    len: usize,
+/// Times one batch in [`SERVICE_SAMPLE_EVERY`]: a clock read costs as much as
+/// a small batch's work, so timing every batch would slow the stages it
+/// measures. Sampling keeps the histogram's shape at a sixteenth of the cost.
+pub(crate) const SERVICE_SAMPLE_EVERY: u64 = 16;
+
+fn sample_start(shared: &Shared, batches: &mut u64) -> Option<u64> {
+    *batches += 1;
+    (*batches % SERVICE_SAMPLE_EVERY == 1).then(|| shared.now_ns())
 }
 
-impl BatchLatency {
-    pub(crate) fn new(ring_slots: usize) -> Self {
-        Self {
-            submitted_at_ns: vec![0; ring_slots].into_boxed_slice(),
-            len: 0,
-        }
-    }
-
-    fn push(&mut self, submitted_at_ns: u64) {
-        self.submitted_at_ns[self.len] = submitted_at_ns;
-        self.len += 1;
-    }
-
-    fn record(&mut self, shared: &Shared, stage: StageName) {
-        let now = shared.monotonic_ns();
-        let mut histogram = shared.metrics.stage(stage);
-        for &at in &self.submitted_at_ns[..self.len] {
-            histogram.saturating_record(now.saturating_sub(at).max(1));
-        }
-        self.len = 0;
+fn sample_finish(shared: &Shared, stage: StageName, started_ns: Option<u64>) {
+    if let Some(started_ns) = started_ns {
+        shared
+            .metrics
+            .record_service(stage, started_ns, shared.now_ns());
     }
 }
 
@@ -87,7 +74,8 @@ pub(crate) struct JournalStage<J> {
     pub(crate) poller: EventPoller<Slot, MultiProducerBarrier>,
     pub(crate) journaller: J,
     pub(crate) next: u64,
-    pub(crate) latency: BatchLatency,
+    /// Batches taken so far (drives service-time sampling).
+    pub(crate) batches: u64,
 }
 
 /// Replicator runner: same shape as the journaller, in parallel with it.
@@ -95,7 +83,8 @@ pub(crate) struct ReplicaStage<R> {
     pub(crate) poller: EventPoller<Slot, MultiProducerBarrier>,
     pub(crate) replicator: R,
     pub(crate) next: u64,
-    pub(crate) latency: BatchLatency,
+    /// Batches taken so far (drives service-time sampling).
+    pub(crate) batches: u64,
 }
 
 /// Business-logic processor: gated on journaller and replicator.
@@ -104,7 +93,8 @@ pub(crate) struct BlpStage<S> {
     pub(crate) state_machine: S,
     pub(crate) dedup: DedupTable,
     pub(crate) next: u64,
-    pub(crate) latency: BatchLatency,
+    /// Batches taken so far (drives service-time sampling).
+    pub(crate) batches: u64,
 }
 
 /// Publisher: completes callers and feeds the sink.
@@ -112,7 +102,8 @@ pub(crate) struct PublishStage<K> {
     pub(crate) poller: EventPoller<Slot, SingleConsumerBarrier>,
     pub(crate) sink: K,
     pub(crate) next: u64,
-    pub(crate) latency: BatchLatency,
+    /// Batches taken so far (drives service-time sampling).
+    pub(crate) batches: u64,
 }
 
 macro_rules! durable_stage {
@@ -124,11 +115,11 @@ macro_rules! durable_stage {
                 let Ok(guard) = self.poller.poll() else {
                     return Ok(Step::Idle);
                 };
+                let started_ns = sample_start(shared, &mut self.batches);
                 let mut guard = ManuallyDrop::new(guard);
                 let mut next = self.next;
                 for slot in &mut *guard {
                     let command = slot.command(base + next);
-                    self.latency.push(slot.header.submitted_at_ns);
                     self.$field
                         .append(&command)
                         .map_err(|e| failed($name, base + next, e))?;
@@ -140,7 +131,7 @@ macro_rules! durable_stage {
                     .map_err(|e| failed($name, base + next - 1, e))?;
                 drop(ManuallyDrop::into_inner(guard));
                 self.next = next;
-                self.latency.record(shared, $name);
+                sample_finish(shared, $name, started_ns);
                 shared.stage_released($name, next);
                 Ok(Step::Progress)
             }
@@ -192,10 +183,10 @@ impl<S: StateMachine> Lane for BlpStage<S> {
         let Ok(guard) = self.poller.poll() else {
             return Ok(Step::Idle);
         };
+        let started_ns = sample_start(shared, &mut self.batches);
         let mut guard = ManuallyDrop::new(guard);
         let mut next = self.next;
         for slot in &mut *guard {
-            self.latency.push(slot.header.submitted_at_ns);
             let applied = apply(&mut self.state_machine, &mut self.dedup, slot, base + next);
             // SAFETY: this thread is the BLP, the slot's only result writer,
             // and `next` is inside its current batch: the publisher cannot
@@ -206,7 +197,7 @@ impl<S: StateMachine> Lane for BlpStage<S> {
         }
         drop(ManuallyDrop::into_inner(guard));
         self.next = next;
-        self.latency.record(shared, StageName::BusinessLogic);
+        sample_finish(shared, StageName::BusinessLogic, started_ns);
         shared.stage_released(StageName::BusinessLogic, next);
         Ok(Step::Progress)
     }
@@ -244,17 +235,23 @@ impl<K: EventSink> Lane for PublishStage<K> {
         let Ok(guard) = self.poller.poll() else {
             return Ok(Step::Idle);
         };
+        let started_ns = sample_start(shared, &mut self.batches);
+        let now_ns = started_ns.unwrap_or_else(|| shared.now_ns());
         let mut guard = ManuallyDrop::new(guard);
         let mut next = self.next;
+        let mut acks = shared.metrics.ack_latency();
         for slot in &mut *guard {
-            self.latency.push(slot.header.submitted_at_ns);
+            // Acks of a batch complete within its processing; `now_ns` is
+            // their common completion time (one clock read per batch).
+            acks.saturating_record(now_ns.saturating_sub(slot.header.timestamp_ns).max(1));
             publish(&mut self.sink, shared, slot, base + next);
             next += 1;
         }
+        drop(acks);
         self.sink.end_of_batch(base + next - 1);
         drop(ManuallyDrop::into_inner(guard));
         self.next = next;
-        self.latency.record(shared, StageName::Publisher);
+        sample_finish(shared, StageName::Publisher, started_ns);
         let published = shared
             .published_next
             .load(std::sync::atomic::Ordering::Relaxed);

@@ -132,7 +132,6 @@ impl Submitter {
             idempotency_key: command.idempotency_key,
             correlation_id: command.correlation_id,
             timestamp_ns: 0,
-            submitted_at_ns: shared.monotonic_ns(),
             command_type: command.command_type,
             schema_version: command.schema_version,
             tenant_id: command.tenant_id,
@@ -142,7 +141,7 @@ impl Submitter {
         let mut round = 0;
         let ring_sequence = loop {
             let published = self.producer.try_publish(|slot| {
-                header.timestamp_ns = shared.clock.now_ns();
+                header.timestamp_ns = shared.now_ns();
                 slot.header = header;
                 slot.payload[..command.payload.len()].copy_from_slice(command.payload);
                 slot.result.reset();
@@ -254,25 +253,32 @@ thread_local! {
     static THREAD_WAKER: Waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
 }
 
-/// Bounded back-pressure wait: spin, then yield, until the configured wait is over.
+/// Bounded back-pressure wait: spin, then yield, until the configured wait
+/// is over. The clock is read only once something is actually full.
 struct BackoffDeadline {
-    until: Option<Instant>,
+    policy: BackPressure,
+    until: std::cell::Cell<Option<Instant>>,
 }
 
 impl BackoffDeadline {
     fn new(policy: BackPressure) -> Self {
         Self {
-            until: match policy {
-                BackPressure::Fail => None,
-                BackPressure::Wait(d) => Some(Instant::now() + d),
-            },
+            policy,
+            until: std::cell::Cell::new(None),
         }
     }
 
     fn expired(&self, round: u32) -> bool {
-        match self.until {
-            None => true,
-            // Read the clock only every 64 rounds.
+        let wait = match self.policy {
+            BackPressure::Fail => return true,
+            BackPressure::Wait(wait) => wait,
+        };
+        // Read the clock on the first full attempt, then every 64 rounds.
+        match self.until.get() {
+            None => {
+                self.until.set(Some(Instant::now() + wait));
+                false
+            }
             Some(until) => round % 64 == 63 && Instant::now() >= until,
         }
     }

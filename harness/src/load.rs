@@ -55,8 +55,8 @@ pub struct LoadReport {
     pub transfers_per_second: f64,
     /// Submit-to-ack latency of every command, recorded by the engine (ns).
     pub ack_latency_ns: Histogram<u64>,
-    /// Submit-to-durable latency (journaller stage), ns.
-    pub journal_latency_ns: Histogram<u64>,
+    /// Journaller batch service time (append + write + sync), ns.
+    pub journal_batch_ns: Histogram<u64>,
     /// Transfers applied and rejected (insufficient funds etc.).
     pub applied: u64,
     /// Transfers rejected with a business code.
@@ -126,8 +126,8 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
         commands: stopped.commands,
         elapsed,
         transfers_per_second: config.transfers as f64 / elapsed.as_secs_f64(),
-        ack_latency_ns: stopped.metrics.stage(StageName::Publisher).clone(),
-        journal_latency_ns: stopped.metrics.stage(StageName::Journaller).clone(),
+        ack_latency_ns: stopped.metrics.ack_latency_ns.clone(),
+        journal_batch_ns: stopped.metrics.stage(StageName::Journaller).clone(),
         applied: accounts.applied() - deposits,
         rejected: accounts.rejected(),
         total_balance: accounts.total(),

@@ -221,7 +221,7 @@ fn multi_producer_stress_matches_model() {
 }
 
 #[test]
-fn metrics_record_every_stage() {
+fn metrics_record_every_stage_and_every_ack() {
     let engine = EngineBuilder::new(EngineConfig::default(), Balances::default())
         .start()
         .unwrap();
@@ -232,18 +232,10 @@ fn metrics_record_every_stage() {
             .unwrap();
     }
     let metrics = engine.metrics();
+    assert_eq!(metrics.ack_latency_ns.len(), 100);
     for stage in keel_core::StageName::ALL {
-        assert_eq!(metrics.stage(stage).len(), 100, "{stage}");
+        let batches = metrics.stage(stage).len();
+        assert!((1..=100).contains(&batches), "{stage}: {batches} batches");
     }
-    let journal = metrics
-        .stage(keel_core::StageName::Journaller)
-        .value_at_quantile(0.5);
-    let publish = metrics
-        .stage(keel_core::StageName::Publisher)
-        .value_at_quantile(0.5);
-    assert!(
-        journal <= publish,
-        "a later stage's latency includes the earlier's"
-    );
     assert!(!metrics.ring_occupancy.is_empty());
 }

@@ -130,7 +130,7 @@ fn run(args: &RunArgs) -> ExitCode {
         report.elapsed.as_secs_f64()
     );
     println!("ack latency  {}", percentiles(&report.ack_latency_ns));
-    println!("journaled    {}", percentiles(&report.journal_latency_ns));
+    println!("journal batch {}", percentiles(&report.journal_batch_ns));
     println!(
         "outcomes     {} applied, {} rejected (insufficient funds etc.)",
         report.applied, report.rejected

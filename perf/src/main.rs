@@ -1,0 +1,75 @@
+//! `keel-perf`: benchmarks with in-run baselines. Never part of `cargo test`.
+//!
+//! `keel-perf pipeline` runs the same diamond (producer → journaller ∥
+//! replicator → BLP → publisher, trivial work per stage) three ways in one
+//! process — the Keel engine, a raw `disruptor` pipeline and a
+//! crossbeam-channel pipeline — and reports throughput and paced,
+//! coordinated-omission-corrected latency percentiles as ratios to the raw ring.
+
+#![forbid(unsafe_code)]
+
+mod channel;
+mod clock;
+mod keel;
+mod raw;
+mod report;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "keel-perf", about = "Keel benchmarks with in-run baselines")]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Keel pipeline vs raw disruptor vs crossbeam channels.
+    Pipeline(PipelineArgs),
+}
+
+/// Options of `keel-perf pipeline`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct PipelineArgs {
+    /// Events per throughput run.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub events: u64,
+    /// Paced rate for the latency runs (events/s).
+    #[arg(long, default_value_t = 100_000)]
+    pub rate: u64,
+    /// Events per latency run (after warm-up).
+    #[arg(long, default_value_t = 300_000)]
+    pub latency_events: u64,
+    /// Repetitions; the median run of each contender is reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Run only contenders whose name contains this text (the raw baseline always runs).
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Ring slots / channel capacity.
+    #[arg(long, default_value_t = 4096)]
+    pub ring_slots: usize,
+}
+
+impl PipelineArgs {
+    /// Paced events sent before recording starts (a tenth of the recorded ones).
+    pub fn warmup(&self) -> u64 {
+        self.latency_events / 10
+    }
+}
+
+/// One contender's measurements.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// Events per second in the throughput run.
+    pub throughput: f64,
+    /// Intended-send-to-final-stage latency at the paced rate (ns).
+    pub latency_ns: hdrhistogram::Histogram<u64>,
+}
+
+fn main() {
+    match Cli::parse().command {
+        Commands::Pipeline(args) => report::pipeline(&args),
+    }
+}
