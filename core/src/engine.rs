@@ -23,7 +23,7 @@ use crate::stages::{
 };
 use crate::state_machine::{AcceptAll, StateMachine, Validator};
 use crate::submit::Submitter;
-use crate::wait::IdleAction;
+use crate::wait::{IdleAction, Idler};
 
 /// Builds an [`Engine`]: a state machine plus pluggable stages.
 #[derive(Debug)]
@@ -312,25 +312,24 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 fn run_lane<L: Lane>(mut lane: L, shared: &Shared, index: usize) -> Option<L> {
     let parker = &shared.parkers[index];
     parker.register_current();
-    let strategy = shared.config.wait_strategy;
-    let mut round: u32 = 0;
+    let mut idler = Idler::new(shared.config.wait_strategy);
     loop {
         if shared.halt.load(Ordering::Acquire) {
             return Some(lane);
         }
         match lane.step(shared) {
-            Ok(Step::Progress) => round = 0,
-            Ok(Step::Idle) => {
-                match strategy.action(round) {
-                    IdleAction::Spin => std::hint::spin_loop(),
-                    IdleAction::Yield => std::thread::yield_now(),
-                    IdleAction::Park => parker.park_unless(
+            Ok(Step::Progress) => idler.reset(),
+            Ok(Step::Idle) => match idler.next() {
+                IdleAction::Spin => std::hint::spin_loop(),
+                IdleAction::Yield => std::thread::yield_now(),
+                IdleAction::Park => {
+                    parker.park_unless(
                         || lane.has_work() || shared.halt.load(Ordering::Acquire),
                         None,
-                    ),
+                    );
+                    idler.reset();
                 }
-                round = round.saturating_add(1);
-            }
+            },
             Err(reason) => {
                 shared.stop(reason);
                 return None;

@@ -9,7 +9,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::clock::Clock;
 use crate::completion::CompletionCell;
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, Fusion};
 use crate::constants::STAGE_COUNT;
 use crate::error::{StageName, StopReason};
 use crate::metrics::Metrics;
@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub(crate) cells: Box<[CompletionCell]>,
     pub(crate) free_cells: ArrayQueue<u32>,
     pub(crate) parkers: Box<[Parker]>,
+    /// The lane each stage runs on (by fusion), for targeted wake-ups.
+    lane_of: [usize; STAGE_COUNT],
     pub(crate) metrics: Metrics,
     pub(crate) clock: Box<dyn Clock>,
 }
@@ -59,6 +61,11 @@ impl Shared {
                 .expect("free list sized to the cells");
         }
         let parkers = (0..config.fusion.lanes()).map(|_| Parker::new()).collect();
+        let lane_of = match config.fusion {
+            Fusion::Separate => [0, 1, 2, 3],
+            Fusion::Paired => [0, 0, 1, 1],
+            Fusion::Single => [0, 0, 0, 0],
+        };
         Self {
             metrics: Metrics::new(config.ring_slots),
             config,
@@ -71,6 +78,7 @@ impl Shared {
             cells,
             free_cells,
             parkers,
+            lane_of,
             clock,
         }
     }
@@ -80,11 +88,14 @@ impl Shared {
         self.clock.now_ns()
     }
 
-    /// Wakes every lane that may be parked. Call after making work visible.
-    pub(crate) fn notify_lanes(&self) {
+    /// Producers: wakes the lanes of the first stages after a publish.
+    pub(crate) fn notify_published(&self) {
         if self.config.wait_strategy.parks() {
-            for parker in self.parkers.iter() {
-                parker.notify();
+            let journal = self.lane_of[StageName::Journaller.index()];
+            let replica = self.lane_of[StageName::Replicator.index()];
+            self.parkers[journal].notify();
+            if replica != journal {
+                self.parkers[replica].notify();
             }
         }
     }
@@ -130,9 +141,17 @@ impl Shared {
     }
 
     /// Records that `stage` released every sequence below `next`, and wakes
-    /// lanes that may wait for it.
+    /// the lane of the stage that waits for it (unless that is this lane).
     pub(crate) fn stage_released(&self, stage: StageName, next: u64) {
         self.stage_next[stage.index()].store(next, Ordering::Release);
-        self.notify_lanes();
+        let waiter = match stage {
+            StageName::Journaller | StageName::Replicator => StageName::BusinessLogic,
+            StageName::BusinessLogic => StageName::Publisher,
+            StageName::Publisher => return,
+        };
+        let lane = self.lane_of[waiter.index()];
+        if self.config.wait_strategy.parks() && lane != self.lane_of[stage.index()] {
+            self.parkers[lane].notify();
+        }
     }
 }

@@ -22,7 +22,7 @@ use crate::outcome::Ack;
 use crate::shared::{Shared, GATE_CLOSED, GATE_PAUSED};
 use crate::slot::Slot;
 use crate::state_machine::Validator;
-use crate::wait::IdleAction;
+use crate::wait::{IdleAction, Idler};
 
 /// A submission handle. Clone one per submitting thread; each clone is a
 /// producer on the shared multi-producer ring.
@@ -163,7 +163,7 @@ impl Submitter {
         shared
             .published_next
             .fetch_max(ring_sequence + 1, Ordering::AcqRel);
-        shared.notify_lanes();
+        shared.notify_published();
         Ok((index, shared.config.first_sequence + ring_sequence))
     }
 
@@ -173,20 +173,18 @@ impl Submitter {
     fn wait_ack(&self, index: u32) -> Result<Ack, SubmitError> {
         let shared = &*self.shared;
         let cell = &shared.cells[index as usize];
-        let strategy = shared.config.wait_strategy;
+        let mut idler = Idler::new(shared.config.wait_strategy);
         THREAD_WAKER.with(|waker| {
-            let mut round: u32 = 0;
             while !shared.stopped.load(Ordering::Relaxed) {
                 if let Some(ack) = cell.try_take() {
                     shared.free_cell(index);
                     return Ok(ack);
                 }
-                match strategy.action(round) {
+                match idler.next() {
                     IdleAction::Spin => std::hint::spin_loop(),
                     IdleAction::Yield => std::thread::yield_now(),
                     IdleAction::Park => break,
                 }
-                round = round.saturating_add(1);
             }
             loop {
                 match cell.poll(waker, &shared.stopped) {

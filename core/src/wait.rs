@@ -3,20 +3,22 @@
 //!
 //! # Parking protocol (checked by loom in `loom_models.rs`)
 //!
-//! An idle lane under [`WaitStrategy::Blocking`] does `sleeping.swap(true,
-//! AcqRel)`, re-checks for work (an `Acquire` load of the cursors it waits on)
-//! and parks only if there is none. Anyone who makes work visible (a producer
-//! after publishing, a stage after releasing its cursor, the engine on stop)
-//! does its `Release` store first and then `sleeping.swap(false, AcqRel)`,
-//! unparking the lane if it saw `true`. Both sides use read-modify-writes on
-//! `sleeping`, so whichever comes second in its modification order either
-//! sees the other's flag or synchronises with its earlier cursor store: a
-//! wake-up is never lost.
+//! An idle lane under [`WaitStrategy::Blocking`] stores `sleeping = true`,
+//! issues a `SeqCst` fence, re-checks for work (loads of the cursors it waits
+//! on) and parks only if there is none. Anyone who makes work visible (a
+//! producer after publishing, a stage after releasing its cursor, the engine
+//! on stop) does its store first, then a `SeqCst` fence, then loads
+//! `sleeping` and unparks the lane if it is set. The two fences are ordered
+//! in the single total order of `SeqCst` operations: if the notifier's fence
+//! comes first, the lane's re-check sees the new work; if the lane's comes
+//! first, the notifier sees `sleeping`. A wake-up is never lost, and the
+//! common case (nobody asleep) costs the notifier one fence and one plain
+//! load, no read-modify-write on a shared line.
 
 use std::time::Duration;
 
-use crate::constants::{SPIN_ITERATIONS_DEFAULT, YIELD_ITERATIONS_DEFAULT};
-use crate::sync::{thread, AtomicBool, Mutex, Ordering};
+use crate::constants::{SPIN_ITERATIONS_DEFAULT, YIELD_BEFORE_PARK_DEFAULT};
+use crate::sync::{fence, thread, AtomicBool, Mutex, Ordering};
 
 /// How idle stage threads (and callers waiting for their ack) wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,13 +32,15 @@ pub enum WaitStrategy {
         /// Spin iterations before yielding.
         spins: u32,
     },
-    /// Spin, then yield, then park until notified: idle threads cost no CPU.
-    /// The default, for machines with fewer cores than threads.
+    /// Spin, then yield for up to `yield_for`, then park until notified
+    /// (phased back-off): a steadily loaded engine never pays a wake-up, an
+    /// idle one costs no CPU. The default, for machines with fewer cores than
+    /// threads.
     Blocking {
         /// Spin iterations before yielding.
         spins: u32,
-        /// Yield iterations before parking.
-        yields: u32,
+        /// How long an idle thread keeps yielding before it parks.
+        yield_for: Duration,
     },
 }
 
@@ -44,7 +48,7 @@ impl Default for WaitStrategy {
     fn default() -> Self {
         Self::Blocking {
             spins: SPIN_ITERATIONS_DEFAULT,
-            yields: YIELD_ITERATIONS_DEFAULT,
+            yield_for: YIELD_BEFORE_PARK_DEFAULT,
         }
     }
 }
@@ -71,17 +75,52 @@ pub(crate) enum IdleAction {
     Park,
 }
 
-impl WaitStrategy {
-    pub(crate) fn action(self, round: u32) -> IdleAction {
-        match self {
-            Self::BusySpin => IdleAction::Spin,
-            Self::SpinThenYield { spins } if round < spins => IdleAction::Spin,
-            Self::SpinThenYield { .. } => IdleAction::Yield,
-            Self::Blocking { spins, .. } if round < spins => IdleAction::Spin,
-            Self::Blocking { spins, yields } if round < spins.saturating_add(yields) => {
-                IdleAction::Yield
+/// Phased back-off state of one waiting thread: which [`IdleAction`] its
+/// next idle check takes. Reset it whenever work was found.
+#[derive(Debug)]
+pub(crate) struct Idler {
+    strategy: WaitStrategy,
+    round: u32,
+    yielding_since: Option<std::time::Instant>,
+}
+
+impl Idler {
+    pub(crate) fn new(strategy: WaitStrategy) -> Self {
+        Self {
+            strategy,
+            round: 0,
+            yielding_since: None,
+        }
+    }
+
+    /// Work was found: start the next idle phase from spinning again.
+    pub(crate) fn reset(&mut self) {
+        self.round = 0;
+        self.yielding_since = None;
+    }
+
+    /// The action for the next consecutive idle check.
+    pub(crate) fn next(&mut self) -> IdleAction {
+        let round = self.round;
+        self.round = self.round.saturating_add(1);
+        match self.strategy {
+            WaitStrategy::BusySpin => IdleAction::Spin,
+            WaitStrategy::SpinThenYield { spins } if round < spins => IdleAction::Spin,
+            WaitStrategy::SpinThenYield { .. } => IdleAction::Yield,
+            WaitStrategy::Blocking { spins, .. } if round < spins => IdleAction::Spin,
+            WaitStrategy::Blocking { yield_for, .. } => {
+                // Read the clock only every 16 yields.
+                if round % 16 != 0 {
+                    return IdleAction::Yield;
+                }
+                let since = *self
+                    .yielding_since
+                    .get_or_insert_with(std::time::Instant::now);
+                match since.elapsed() >= yield_for {
+                    true => IdleAction::Park,
+                    false => IdleAction::Yield,
+                }
             }
-            Self::Blocking { .. } => IdleAction::Park,
         }
     }
 }
@@ -110,7 +149,8 @@ impl Parker {
     /// Parks the registered (calling) thread unless `has_work` says there is
     /// work. `timeout` bounds the park (None: until notified).
     pub(crate) fn park_unless(&self, has_work: impl Fn() -> bool, timeout: Option<Duration>) {
-        self.sleeping.swap(true, Ordering::AcqRel);
+        self.sleeping.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
         if has_work() {
             self.sleeping.store(false, Ordering::Relaxed);
             return;
@@ -126,9 +166,10 @@ impl Parker {
     }
 
     /// Wakes the parked thread if it is (about to be) asleep. Call after the
-    /// Release store that made the work visible.
+    /// store that made the work visible.
     pub(crate) fn notify(&self) {
-        if self.sleeping.swap(false, Ordering::AcqRel) {
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
             if let Some(t) = self
                 .thread
                 .lock()

@@ -21,7 +21,7 @@ fn configs() -> Vec<EngineConfig> {
             WaitStrategy::spin_then_yield(),
             WaitStrategy::Blocking {
                 spins: 0,
-                yields: 0,
+                yield_for: std::time::Duration::ZERO,
             },
         ] {
             out.push(EngineConfig {
