@@ -1,0 +1,517 @@
+//! The journal writer: recovery on open, then the journaller stage. Each
+//! batch is copied into one pre-allocated aligned buffer and written with one
+//! `pwrite` padded to the block size at `end_of_batch` (group commit), then
+//! synced per policy; the durable sequence is published only after that.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keel_core::{CommandRef, Journaller, StageError};
+
+use crate::aligned::AlignedBuf;
+use crate::format::{
+    align_up, encode_record, record_footprint, RecordHeader, RecordMeta, SegmentHeader,
+    RECORD_BYTES_MAX, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+};
+use crate::prealloc::Preallocator;
+use crate::scan::{scan, ScanError, ScanReport, TornTail};
+use crate::storage::{SegmentFile, Storage};
+
+/// When the journaller makes a batch durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// Every batch is durable before the BLP sees it (group commit).
+    Sync,
+    /// Written to the OS per batch; synced at most every interval.
+    Async(Duration),
+    /// Written to the OS only.
+    None,
+}
+
+/// Which segments to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Never delete.
+    KeepAll,
+    /// Keep the newest N segments (N ≥ 2).
+    KeepSegments(usize),
+}
+
+/// Journal configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalConfig {
+    /// Bytes per segment file (a multiple of the block size).
+    pub segment_size: u64,
+    /// Bytes of the pre-allocated write buffer (one group-commit write at most).
+    pub write_buffer_bytes: usize,
+    /// Sync policy.
+    pub sync: SyncPolicy,
+    /// Writer epoch stamped into every record and header.
+    pub epoch: u32,
+    /// Segment retention.
+    pub retention: Retention,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            segment_size: 64 << 20,
+            write_buffer_bytes: 1 << 20,
+            sync: SyncPolicy::Sync,
+            epoch: 1,
+            retention: Retention::KeepAll,
+        }
+    }
+}
+
+/// Why the journal could not open for writing.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The scan failed or found corruption (refuses to write until an operator acts).
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    /// Repairing the torn tail or creating the first segment failed.
+    #[error("journal open: segment {segment_id}: {source}")]
+    Io {
+        /// Segment id.
+        segment_id: u64,
+        /// The error.
+        source: io::Error,
+    },
+    /// A configuration value is out of range.
+    #[error("journal config `{option}`: {expected}")]
+    Config {
+        /// The option.
+        option: &'static str,
+        /// What is expected.
+        expected: &'static str,
+    },
+}
+
+/// A write-path failure: fail-stop, says what and where.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// `pwrite` failed.
+    #[error(
+        "journal write failed: segment {segment_id} offset {offset} ({bytes} bytes): {source}"
+    )]
+    Write {
+        /// Segment id.
+        segment_id: u64,
+        /// Offset.
+        offset: u64,
+        /// Bytes in the write.
+        bytes: usize,
+        /// The error.
+        source: io::Error,
+    },
+    /// `fdatasync` failed: nothing since the last good sync is durable.
+    #[error(
+        "journal sync failed: segment {segment_id} (last durable sequence {durable:?}): {source}"
+    )]
+    Sync {
+        /// Segment id.
+        segment_id: u64,
+        /// Last sequence known durable.
+        durable: Option<u64>,
+        /// The error.
+        source: io::Error,
+    },
+    /// Creating the next segment failed with something other than "no space".
+    #[error("creating segment {segment_id}: {source}")]
+    Roll {
+        /// Segment id.
+        segment_id: u64,
+        /// The error.
+        source: io::Error,
+    },
+    /// The engine handed a sequence other than the journal's next one.
+    #[error("sequence {got} handed to the journal, expected {expected}")]
+    SequenceMismatch {
+        /// Expected.
+        expected: u64,
+        /// Received.
+        got: u64,
+    },
+}
+
+/// What open found and did.
+#[derive(Debug, Clone)]
+pub struct OpenReport {
+    /// The scan.
+    pub scan: ScanReport,
+    /// The torn tail that was zeroed, if any.
+    pub truncated: Option<TornTail>,
+}
+
+/// Readable from any thread: the highest durable sequence and whether the
+/// writer is waiting for disk space.
+#[derive(Debug, Clone, Default)]
+pub struct JournalStatus {
+    durable_next: Arc<AtomicU64>,
+    out_of_space: Arc<AtomicBool>,
+}
+
+impl JournalStatus {
+    /// One past the highest sequence durable under the policy (0: none).
+    pub fn durable_next(&self) -> u64 {
+        self.durable_next.load(Ordering::Acquire)
+    }
+    /// True while a segment roll waits for disk space (commands back up; submitters get `Busy`).
+    pub fn out_of_space(&self) -> bool {
+        self.out_of_space.load(Ordering::Acquire)
+    }
+}
+
+/// The journal, open for writing; the engine's journaller stage.
+pub struct Journal<S: Storage> {
+    storage: Arc<S>,
+    config: JournalConfig,
+    block: u64,
+    segment: S::File,
+    segment_id: u64,
+    /// Next write position in the segment (block-aligned, never written before).
+    write_offset: u64,
+    buf: AlignedBuf,
+    /// Bytes of records in `buf` not yet written.
+    buf_len: usize,
+    next_sequence: u64,
+    /// One past the last sequence made durable by a successful sync.
+    synced_next: u64,
+    unsynced: bool,
+    last_sync: Instant,
+    segments: VecDeque<u64>,
+    prealloc: Preallocator<S>,
+    status: JournalStatus,
+}
+
+impl<S: Storage> std::fmt::Debug for Journal<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("segment_id", &self.segment_id)
+            .field("write_offset", &self.write_offset)
+            .field("next_sequence", &self.next_sequence)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Storage> Journal<S> {
+    /// Recovers the journal in `storage` (zeroing a torn tail, refusing on
+    /// corruption) and opens it for appending.
+    pub fn open(storage: S, config: JournalConfig) -> Result<(Self, OpenReport), OpenError> {
+        let block = u64::from(storage.block_size());
+        check_config(&config, block)?;
+        let report = scan(&storage, &mut |_| {})?;
+        if let Some(torn) = report.torn {
+            zero_range(&storage, torn, block)?;
+        }
+        let storage = Arc::new(storage);
+        let last = report.segments.last().copied();
+        let (segment_id, segment, write_offset, next_sequence) = match last {
+            Some(s) if u64::from(s.header.block_size) == block => {
+                let id = s.header.segment_id;
+                let file = storage.open(id).map_err(|source| OpenError::Io {
+                    segment_id: id,
+                    source,
+                })?;
+                (id, file, align_up(s.data_end, block), report.next_sequence)
+            }
+            _ => {
+                let id = last.map_or_else(
+                    || report.unused_segments.first().copied().unwrap_or(1),
+                    |s| s.header.segment_id + 1,
+                );
+                let file = start_segment(&*storage, &config, block, id, report.next_sequence)
+                    .map_err(|source| OpenError::Io {
+                        segment_id: id,
+                        source,
+                    })?;
+                (id, file, block, report.next_sequence)
+            }
+        };
+        let mut segments: VecDeque<u64> = report
+            .segments
+            .iter()
+            .map(|s| s.header.segment_id)
+            .collect();
+        if segments.back() != Some(&segment_id) {
+            segments.push_back(segment_id);
+        }
+        let prealloc =
+            Preallocator::start(Arc::clone(&storage), config.segment_size, segment_id + 1);
+        let status = JournalStatus::default();
+        status.durable_next.store(next_sequence, Ordering::Release);
+        let journal = Self {
+            buf: AlignedBuf::new(config.write_buffer_bytes, block as usize),
+            storage,
+            block,
+            segment,
+            segment_id,
+            write_offset,
+            buf_len: 0,
+            next_sequence,
+            synced_next: next_sequence,
+            unsynced: false,
+            last_sync: Instant::now(),
+            segments,
+            prealloc,
+            status,
+            config,
+        };
+        let truncated = report.torn;
+        Ok((
+            journal,
+            OpenReport {
+                scan: report,
+                truncated,
+            },
+        ))
+    }
+
+    /// The sequence the next appended command must have (the engine's `first_sequence`).
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// A status handle readable from other threads.
+    pub fn status(&self) -> JournalStatus {
+        self.status.clone()
+    }
+
+    /// The segment currently written.
+    pub fn segment_id(&self) -> u64 {
+        self.segment_id
+    }
+
+    fn write_buffer(&mut self) -> Result<(), JournalError> {
+        if self.buf_len == 0 {
+            return Ok(());
+        }
+        let padded = align_up(self.buf_len as u64, self.block) as usize;
+        self.buf.as_mut_slice()[self.buf_len..padded].fill(0);
+        let data = &self.buf.as_slice()[..padded];
+        self.segment
+            .write_at(self.write_offset, data)
+            .map_err(|source| JournalError::Write {
+                segment_id: self.segment_id,
+                offset: self.write_offset,
+                bytes: padded,
+                source,
+            })?;
+        self.write_offset += padded as u64;
+        self.buf_len = 0;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), JournalError> {
+        let due = match self.config.sync {
+            SyncPolicy::Sync => true,
+            SyncPolicy::Async(interval) => self.last_sync.elapsed() >= interval,
+            SyncPolicy::None => false,
+        };
+        if due && self.unsynced {
+            self.segment.sync().map_err(|source| JournalError::Sync {
+                segment_id: self.segment_id,
+                durable: self.status.durable_next().checked_sub(1),
+                source,
+            })?;
+            self.unsynced = false;
+            self.synced_next = self.next_sequence;
+            self.last_sync = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Closes the current segment (synced) and continues in the next one.
+    fn roll(&mut self) -> Result<(), JournalError> {
+        self.write_buffer()?;
+        if self.unsynced {
+            self.segment.sync().map_err(|source| JournalError::Sync {
+                segment_id: self.segment_id,
+                durable: self.status.durable_next().checked_sub(1),
+                source,
+            })?;
+            self.unsynced = false;
+            self.synced_next = self.next_sequence;
+        }
+        let id = self.segment_id + 1;
+        let mut file = loop {
+            match self.prealloc.take(id) {
+                Ok(file) => break file,
+                Err(e) if is_no_space(&e) => {
+                    // Back-pressure: nothing is written or acknowledged until
+                    // space returns; the ring fills and submitters get Busy.
+                    self.status.out_of_space.store(true, Ordering::Release);
+                    std::thread::sleep(Duration::from_millis(10));
+                    self.prealloc.request(id);
+                }
+                Err(source) => {
+                    return Err(JournalError::Roll {
+                        segment_id: id,
+                        source,
+                    })
+                }
+            }
+        };
+        self.status.out_of_space.store(false, Ordering::Release);
+        write_header(&mut file, &self.config, self.block, id, self.next_sequence).map_err(
+            |source| JournalError::Roll {
+                segment_id: id,
+                source,
+            },
+        )?;
+        self.segment = file;
+        self.segment_id = id;
+        self.write_offset = self.block;
+        self.segments.push_back(id);
+        self.prealloc.request(id + 1);
+        self.apply_retention();
+        Ok(())
+    }
+
+    fn apply_retention(&mut self) {
+        if let Retention::KeepSegments(keep) = self.config.retention {
+            while self.segments.len() > keep {
+                let old = self.segments.pop_front().expect("len > keep >= 2");
+                // A failed delete is not fatal: the data stays valid.
+                let _ = self.storage.remove(old);
+            }
+        }
+    }
+}
+
+fn is_no_space(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == io::ErrorKind::StorageFull
+}
+
+fn check_config(config: &JournalConfig, block: u64) -> Result<(), OpenError> {
+    let bad = |option, expected| Err(OpenError::Config { option, expected });
+    if config.segment_size % block != 0 || config.segment_size < block + RECORD_BYTES_MAX as u64 * 4
+    {
+        return bad(
+            "segment_size",
+            "a multiple of the block size, room for at least 4 records",
+        );
+    }
+    if config.write_buffer_bytes % block as usize != 0
+        || config.write_buffer_bytes < RECORD_BYTES_MAX.next_multiple_of(block as usize)
+    {
+        return bad(
+            "write_buffer_bytes",
+            "a multiple of the block size, at least one record",
+        );
+    }
+    if let Retention::KeepSegments(n) = config.retention {
+        if n < 2 {
+            return bad("retention", "keep at least 2 segments");
+        }
+    }
+    Ok(())
+}
+
+fn write_header<F: SegmentFile>(
+    file: &mut F,
+    config: &JournalConfig,
+    block: u64,
+    id: u64,
+    first_sequence: u64,
+) -> io::Result<()> {
+    let mut buf = AlignedBuf::new(block as usize, block as usize);
+    SegmentHeader {
+        block_size: block as u32,
+        segment_id: id,
+        first_sequence,
+        epoch: config.epoch,
+        segment_size: config.segment_size,
+    }
+    .encode(&mut buf.as_mut_slice()[..SEGMENT_HEADER_BYTES]);
+    file.write_at(0, buf.as_slice())?;
+    file.sync()
+}
+
+fn start_segment<S: Storage>(
+    storage: &S,
+    config: &JournalConfig,
+    block: u64,
+    id: u64,
+    first_sequence: u64,
+) -> io::Result<S::File> {
+    let mut file = match storage.list()?.contains(&id) {
+        true => storage.open(id)?,
+        false => storage.create(id, config.segment_size)?,
+    };
+    write_header(&mut file, config, block, id, first_sequence)?;
+    Ok(file)
+}
+
+/// Zeroes a torn tail (read-modify-write of its first, partial block) and syncs.
+fn zero_range<S: Storage>(storage: &S, torn: TornTail, block: u64) -> Result<(), OpenError> {
+    let io_err = |source| OpenError::Io {
+        segment_id: torn.segment_id,
+        source,
+    };
+    let mut file = storage.open(torn.segment_id).map_err(io_err)?;
+    let start = torn.offset - torn.offset % block;
+    let len = (align_up(torn.end, block) - start) as usize;
+    let mut buf = AlignedBuf::new(len, block as usize);
+    let keep = (torn.offset - start) as usize;
+    if keep > 0 {
+        file.read_at(start, &mut buf.as_mut_slice()[..keep])
+            .map_err(io_err)?;
+    }
+    file.write_at(start, buf.as_slice()).map_err(io_err)?;
+    file.sync().map_err(io_err)
+}
+
+impl<S: Storage> Journaller for Journal<S> {
+    fn append(&mut self, command: &CommandRef<'_>) -> Result<(), StageError> {
+        if command.sequence != self.next_sequence {
+            return Err(Box::new(JournalError::SequenceMismatch {
+                expected: self.next_sequence,
+                got: command.sequence,
+            }));
+        }
+        let footprint = record_footprint(command.payload.len()) as u64;
+        if self.write_offset + self.buf_len as u64 + footprint > self.config.segment_size {
+            self.roll()?;
+        }
+        if self.buf_len + footprint as usize > self.buf.capacity() {
+            self.write_buffer()?;
+        }
+        let h = command.header;
+        let header = RecordHeader {
+            synced_next: self.synced_next,
+            record_len: (RECORD_HEADER_BYTES + command.payload.len()) as u32,
+            sequence: command.sequence,
+            segment_id: self.segment_id,
+            offset: self.write_offset + self.buf_len as u64,
+            epoch: self.config.epoch,
+            meta: RecordMeta {
+                command_type: h.command_type,
+                schema_version: h.schema_version,
+                timestamp_ns: h.timestamp_ns,
+                correlation_id: h.correlation_id,
+                idempotency_key: h.idempotency_key,
+                tenant_id: h.tenant_id,
+            },
+        };
+        let at = self.buf_len;
+        self.buf_len += encode_record(&mut self.buf.as_mut_slice()[at..], &header, command.payload);
+        self.next_sequence += 1;
+        Ok(())
+    }
+
+    fn end_of_batch(&mut self, last_sequence: u64) -> Result<(), StageError> {
+        debug_assert_eq!(last_sequence + 1, self.next_sequence);
+        self.write_buffer()?;
+        self.sync()?;
+        self.status
+            .durable_next
+            .store(self.next_sequence, Ordering::Release);
+        Ok(())
+    }
+}

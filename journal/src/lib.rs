@@ -1,0 +1,22 @@
+//! Keel's durable journal: fixed-size preallocated segments written with
+//! `O_DIRECT` (alignment from `statx`), group commit per batch, a recovery
+//! scan that tells a torn tail from corruption, a reader, and a
+//! fault-injecting storage for tests. Format: `docs/journal.md`.
+
+pub mod aligned;
+pub mod faulty;
+pub mod format;
+pub mod journal;
+mod prealloc;
+pub mod reader;
+pub mod scan;
+pub mod storage;
+
+pub use crate::faulty::{FaultConfig, FaultyStorage};
+pub use crate::journal::{
+    Journal, JournalConfig, JournalError, JournalStatus, OpenError, OpenReport, Retention,
+    SyncPolicy,
+};
+pub use crate::reader::{read_records, OwnedRecord};
+pub use crate::scan::{scan, BadSpot, Corruption, ScanError, ScanReport, TornTail};
+pub use crate::storage::{FsStorage, IoMode, SegmentFile, Storage, StorageError};

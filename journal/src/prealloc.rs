@@ -1,0 +1,60 @@
+//! Background preallocation: a thread creates (zero-fills, syncs, renames)
+//! the next segment while the current one is being written, so a segment
+//! roll never waits for `create` unless the disk is slower than the log.
+
+use std::io;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+
+use crate::storage::Storage;
+
+/// Hands out pre-created segment files, one ahead.
+pub(crate) struct Preallocator<S: Storage> {
+    requests: Sender<u64>,
+    ready: Receiver<(u64, io::Result<S::File>)>,
+}
+
+impl<S: Storage> Preallocator<S> {
+    /// Starts the thread and requests segment `first`.
+    pub(crate) fn start(storage: Arc<S>, segment_size: u64, first: u64) -> Self {
+        let (requests, request_rx) = channel::<u64>();
+        let (ready_tx, ready) = channel();
+        std::thread::Builder::new()
+            .name("keel-prealloc".into())
+            .spawn(move || {
+                for id in request_rx {
+                    let file = match storage.list() {
+                        Ok(ids) if ids.contains(&id) => storage.open(id),
+                        Ok(_) => storage.create(id, segment_size),
+                        Err(e) => Err(e),
+                    };
+                    if ready_tx.send((id, file)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("spawning the preallocation thread");
+        let this = Self { requests, ready };
+        this.request(first);
+        this
+    }
+
+    /// Asks for segment `id` to be prepared.
+    pub(crate) fn request(&self, id: u64) {
+        // The thread only exits when this sender is dropped.
+        let _ = self.requests.send(id);
+    }
+
+    /// Waits for segment `id` (requested earlier).
+    pub(crate) fn take(&self, id: u64) -> io::Result<S::File> {
+        loop {
+            let (got, file) = self
+                .ready
+                .recv()
+                .map_err(|_| io::Error::other("preallocation thread stopped"))?;
+            if got == id {
+                return file;
+            }
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! The journal scan: walks every segment in order, hands each valid record to
+//! a visitor, and classifies where the valid data ends — a clean end, a torn
+//! tail (recoverable: only garbage or zeros follow), or corruption in the
+//! middle (valid data follows a bad spot: never skipped, always an error).
+//! Used read-only by the reader and `keel journal verify`, and by recovery
+//! before the writer resumes.
+
+use std::io;
+
+use crate::format::{
+    align_up, decode_record, HeaderError, Record, RecordError, SegmentHeader, RECORD_ALIGN,
+};
+use crate::storage::{SegmentFile, Storage};
+
+/// Why a journal is corrupt: always says where.
+#[derive(Debug, thiserror::Error)]
+pub enum Corruption {
+    /// A bad record (or a hole of zeros) where synced data must be: a later
+    /// valid record vouches that this sequence had been synced.
+    #[error(
+        "corrupt record in segment {segment_id} at offset {offset} (expected sequence {expected_sequence}): {reason}; later records prove it had been synced, so this is not a torn tail"
+    )]
+    Record {
+        /// Segment id.
+        segment_id: u64,
+        /// Byte offset in the segment.
+        offset: u64,
+        /// The sequence that should be here.
+        expected_sequence: u64,
+        /// What is wrong.
+        reason: BadSpot,
+    },
+    /// A segment header does not decode (and data follows it).
+    #[error("segment {segment_id}: bad header: {error}")]
+    Header {
+        /// Segment id.
+        segment_id: u64,
+        /// The decode error.
+        error: HeaderError,
+    },
+    /// A header decodes but belongs elsewhere (wrong id, sequence or size).
+    #[error(
+        "segment {segment_id}: header says id {found_id}, first sequence {found_sequence}, expected first sequence {expected_sequence}"
+    )]
+    Misplaced {
+        /// Segment id (file name).
+        segment_id: u64,
+        /// Id in the header.
+        found_id: u64,
+        /// First sequence in the header.
+        found_sequence: u64,
+        /// The sequence that should start this segment.
+        expected_sequence: u64,
+    },
+    /// Segment ids are not contiguous.
+    #[error("segment {missing} is missing (found {found} after {previous})")]
+    MissingSegment {
+        /// The id that should exist.
+        missing: u64,
+        /// The previous id.
+        previous: u64,
+        /// The id found instead.
+        found: u64,
+    },
+}
+
+/// What is wrong at a bad spot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadSpot {
+    /// The bytes do not decode.
+    #[error("{0}")]
+    Undecodable(RecordError),
+    /// A record that validates but belongs elsewhere (stale, recycled or misdirected).
+    #[error("record for segment {segment_id} offset {offset} sequence {sequence} found here")]
+    Misplaced {
+        /// Its segment id field.
+        segment_id: u64,
+        /// Its offset field.
+        offset: u64,
+        /// Its sequence.
+        sequence: u64,
+    },
+    /// A block of zeros where data must be (a hole).
+    #[error("hole of zeros")]
+    Hole,
+}
+
+/// The scan failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// Reading a segment failed.
+    #[error("reading segment {segment_id}: {source}")]
+    Io {
+        /// Segment id.
+        segment_id: u64,
+        /// The error.
+        source: io::Error,
+    },
+    /// The journal is corrupt.
+    #[error(transparent)]
+    Corrupt(#[from] Corruption),
+}
+
+/// A torn tail: garbage after the last valid record of the last written segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TornTail {
+    /// Segment id.
+    pub segment_id: u64,
+    /// Where the valid data ends.
+    pub offset: u64,
+    /// End of the damaged bytes (block-aligned).
+    pub end: u64,
+    /// Complete-looking records lost in the torn range (best effort: 0 if unknown).
+    pub bytes: u64,
+}
+
+/// One scanned segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentSummary {
+    /// Its header.
+    pub header: SegmentHeader,
+    /// Records in it.
+    pub records: u64,
+    /// Byte offset just past its last valid record.
+    pub data_end: u64,
+}
+
+/// What a scan found.
+#[derive(Debug, Clone, Default)]
+pub struct ScanReport {
+    /// Segments with data (or at least a header), in order.
+    pub segments: Vec<SegmentSummary>,
+    /// Preallocated segments never written (all zeros).
+    pub unused_segments: Vec<u64>,
+    /// The sequence the next record must have.
+    pub next_sequence: u64,
+    /// A torn tail, if one was found.
+    pub torn: Option<TornTail>,
+}
+
+impl ScanReport {
+    /// Records in the journal.
+    pub fn records(&self) -> u64 {
+        self.segments.iter().map(|s| s.records).sum()
+    }
+}
+
+fn read_segment<S: Storage>(storage: &S, id: u64) -> Result<Vec<u8>, ScanError> {
+    let io_err = |source| ScanError::Io {
+        segment_id: id,
+        source,
+    };
+    let size = storage.size(id).map_err(io_err)?;
+    let file = storage.open(id).map_err(io_err)?;
+    let mut bytes = vec![0u8; size as usize];
+    file.read_at(0, &mut bytes).map_err(io_err)?;
+    Ok(bytes)
+}
+
+/// Whether any record in `bytes[from..]` validates at its own position in
+/// segment `id` and vouches that sequence `expected` was already synced when
+/// it was written. Such a record proves the bad spot held synced
+/// (acknowledged) data: corruption. Valid records that do not vouch for it
+/// are the rest of the same torn, unsynced write.
+fn synced_before_later_record(bytes: &[u8], id: u64, from: usize, expected: u64) -> bool {
+    let mut pos = from.next_multiple_of(RECORD_ALIGN);
+    while pos + RECORD_ALIGN <= bytes.len() {
+        if let Ok(r) = decode_record(&bytes[pos..]) {
+            let h = &r.header;
+            if h.segment_id == id && h.offset == pos as u64 && h.synced_next > expected {
+                return true;
+            }
+        }
+        pos += RECORD_ALIGN;
+    }
+    false
+}
+
+/// Where the records of one segment stop.
+enum Stop {
+    /// A zero header at a block boundary (or the segment is full).
+    End(u64),
+    /// Something invalid at this offset.
+    Bad(u64, BadSpot),
+}
+
+/// Walks the records of one segment, visiting each valid one.
+fn walk_segment(
+    bytes: &[u8],
+    header: &SegmentHeader,
+    next_sequence: &mut u64,
+    visit: &mut dyn FnMut(&Record<'_>),
+) -> (u64, Stop) {
+    let block = u64::from(header.block_size);
+    let mut pos = block;
+    let mut records = 0;
+    loop {
+        if pos as usize >= bytes.len() {
+            return (records, Stop::End(pos));
+        }
+        let boundary = align_up(pos, block);
+        if pos != boundary
+            && bytes[pos as usize..boundary as usize]
+                .iter()
+                .all(|&b| b == 0)
+        {
+            // Padding at the end of a write: the next write starts at the next block.
+            pos = boundary;
+            continue;
+        }
+        match decode_record(&bytes[pos as usize..]) {
+            Ok(r) => {
+                let h = &r.header;
+                if h.segment_id != header.segment_id
+                    || h.offset != pos
+                    || h.sequence != *next_sequence
+                {
+                    let spot = BadSpot::Misplaced {
+                        segment_id: h.segment_id,
+                        offset: h.offset,
+                        sequence: h.sequence,
+                    };
+                    return (records, Stop::Bad(pos, spot));
+                }
+                visit(&r);
+                records += 1;
+                *next_sequence += 1;
+                pos += crate::format::record_footprint(r.payload.len()) as u64;
+            }
+            Err(RecordError::Zero) if pos % block == 0 => return (records, Stop::End(pos)),
+            Err(e) => return (records, Stop::Bad(pos, BadSpot::Undecodable(e))),
+        }
+    }
+}
+
+/// Scans the whole journal, visiting every valid record in order.
+pub fn scan<S: Storage>(
+    storage: &S,
+    visit: &mut dyn FnMut(&Record<'_>),
+) -> Result<ScanReport, ScanError> {
+    let ids = storage.list().map_err(|source| ScanError::Io {
+        segment_id: 0,
+        source,
+    })?;
+    let mut report = ScanReport::default();
+    let mut expected_sequence: Option<u64> = None;
+    for (n, &id) in ids.iter().enumerate() {
+        if n > 0 && id != ids[n - 1] + 1 {
+            return Err(Corruption::MissingSegment {
+                missing: ids[n - 1] + 1,
+                previous: ids[n - 1],
+                found: id,
+            }
+            .into());
+        }
+        if report.torn.is_some() {
+            // After a torn tail only never-written segments may follow.
+            let bytes = read_segment(storage, id)?;
+            if bytes.iter().any(|&b| b != 0) {
+                return Err(corrupt_after_torn(&report, expected_sequence.unwrap_or(0)));
+            }
+            report.unused_segments.push(id);
+            continue;
+        }
+        let bytes = read_segment(storage, id)?;
+        let header = match SegmentHeader::decode(&bytes) {
+            Ok(h) => h,
+            Err(HeaderError::Zero) if bytes.iter().all(|&b| b == 0) => {
+                report.unused_segments.push(id);
+                continue;
+            }
+            Err(error) => {
+                let expected = expected_sequence.unwrap_or(0);
+                if report.unused_segments.is_empty()
+                    && later_data(storage, &ids[n + 1..], expected)?
+                {
+                    return Err(Corruption::Header {
+                        segment_id: id,
+                        error,
+                    }
+                    .into());
+                }
+                // A header block torn at roll: nothing after it was acknowledged.
+                let end = last_nonzero(&bytes, 512);
+                report.torn = Some(TornTail {
+                    segment_id: id,
+                    offset: 0,
+                    end,
+                    bytes: end,
+                });
+                continue;
+            }
+        };
+        if !report.unused_segments.is_empty() {
+            // A written segment after a never-written one.
+            return Err(Corruption::Header {
+                segment_id: id,
+                error: HeaderError::Zero,
+            }
+            .into());
+        }
+        let expected = *expected_sequence.get_or_insert(header.first_sequence);
+        if header.segment_id != id || header.first_sequence != expected {
+            return Err(Corruption::Misplaced {
+                segment_id: id,
+                found_id: header.segment_id,
+                found_sequence: header.first_sequence,
+                expected_sequence: expected,
+            }
+            .into());
+        }
+        let mut next = expected;
+        let (records, stop) = walk_segment(&bytes, &header, &mut next, visit);
+        expected_sequence = Some(next);
+        let (data_end, bad) = match stop {
+            Stop::End(end) => (end, None),
+            Stop::Bad(at, spot) => (at, Some(spot)),
+        };
+        report.segments.push(SegmentSummary {
+            header,
+            records,
+            data_end,
+        });
+        let tail = &bytes[(data_end as usize).min(bytes.len())..];
+        let dirty_tail = tail.iter().any(|&b| b != 0);
+        if bad.is_none() && !dirty_tail {
+            continue;
+        }
+        let spot = bad.unwrap_or(BadSpot::Hole);
+        if synced_before_later_record(&bytes, id, data_end as usize + 1, next)
+            || later_data(storage, &ids[n + 1..], next)?
+        {
+            return Err(Corruption::Record {
+                segment_id: id,
+                offset: data_end,
+                expected_sequence: next,
+                reason: spot,
+            }
+            .into());
+        }
+        let block = u64::from(header.block_size);
+        let end = align_up(data_end + last_nonzero(tail, 1), block);
+        report.torn = Some(TornTail {
+            segment_id: id,
+            offset: data_end,
+            end,
+            bytes: end - data_end,
+        });
+    }
+    report.next_sequence = expected_sequence.unwrap_or(0);
+    Ok(report)
+}
+
+/// Offset just past the last non-zero byte of `bytes`, rounded up to `align`.
+fn last_nonzero(bytes: &[u8], align: u64) -> u64 {
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1) as u64;
+    align_up(end, align)
+}
+
+/// Whether any later segment holds a valid header (a roll syncs everything
+/// before it) or a record vouching that `expected` was synced.
+fn later_data<S: Storage>(storage: &S, ids: &[u64], expected: u64) -> Result<bool, ScanError> {
+    for &id in ids {
+        let bytes = read_segment(storage, id)?;
+        if SegmentHeader::decode(&bytes).is_ok()
+            || synced_before_later_record(&bytes, id, 0, expected)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn corrupt_after_torn(report: &ScanReport, expected_sequence: u64) -> ScanError {
+    let torn = report.torn.expect("called after a torn tail");
+    Corruption::Record {
+        segment_id: torn.segment_id,
+        offset: torn.offset,
+        expected_sequence,
+        reason: BadSpot::Hole,
+    }
+    .into()
+}

@@ -1,0 +1,8 @@
+//! Journal integration tests: round trips, every fault the design names, a
+//! model-based property test, the real file system, and golden files.
+
+mod faults;
+mod fs;
+mod golden;
+mod property;
+mod support;
