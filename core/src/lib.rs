@@ -35,6 +35,8 @@ pub mod state_machine;
 mod sync;
 
 #[cfg(not(loom))]
+pub mod apply;
+#[cfg(not(loom))]
 pub mod clock;
 #[cfg(not(loom))]
 pub mod completion;
@@ -66,6 +68,7 @@ mod loom_models;
 
 #[cfg(not(loom))]
 pub use crate::{
+    apply::apply,
     clock::{Clock, ManualClock, SystemClock},
     config::{BackPressure, EngineConfig, Fusion, Pinning},
     engine::{Engine, EngineBuilder, LanePinning, Stopped},

@@ -13,12 +13,13 @@ use std::sync::Arc;
 
 use disruptor::{EventPoller, MultiConsumerBarrier, MultiProducerBarrier, SingleConsumerBarrier};
 
+use crate::apply::apply;
 use crate::completion::NO_COMPLETION;
 use crate::error::{StageName, StopReason};
 use crate::idempotency::DedupTable;
-use crate::outcome::{Ack, Outcome};
+use crate::outcome::Ack;
 use crate::shared::Shared;
-use crate::slot::{Applied, Slot};
+use crate::slot::Slot;
 use crate::stage::{EventSink, Journaller, Replicator, StageError};
 use crate::state_machine::StateMachine;
 
@@ -146,36 +147,6 @@ macro_rules! durable_stage {
 durable_stage!(JournalStage, journaller, Journaller, StageName::Journaller);
 durable_stage!(ReplicaStage, replicator, Replicator, StageName::Replicator);
 
-/// Applies one slot's command, or answers it from the idempotency window.
-fn apply<S: StateMachine>(
-    state_machine: &mut S,
-    dedup: &mut DedupTable,
-    slot: &Slot,
-    sequence: u64,
-) -> Applied {
-    let command = slot.command(sequence);
-    let key = slot.header.idempotency_key;
-    if key != 0 {
-        if let Some(outcome) = dedup.get(key) {
-            return Applied {
-                outcome,
-                duplicate: true,
-            };
-        }
-    }
-    let mut outcome = Outcome::default();
-    state_machine.before_apply(&command);
-    state_machine.apply(&command, &mut outcome);
-    state_machine.after_apply(&command, &outcome);
-    if key != 0 {
-        dedup.insert(key, outcome);
-    }
-    Applied {
-        outcome,
-        duplicate: false,
-    }
-}
-
 impl<S: StateMachine> Lane for BlpStage<S> {
     fn step(&mut self, shared: &Shared) -> Result<Step, StopReason> {
         CURRENT_STAGE.with(|c| c.set(StageName::BusinessLogic));
@@ -187,7 +158,11 @@ impl<S: StateMachine> Lane for BlpStage<S> {
         let mut guard = ManuallyDrop::new(guard);
         let mut next = self.next;
         for slot in &mut *guard {
-            let applied = apply(&mut self.state_machine, &mut self.dedup, slot, base + next);
+            let applied = apply(
+                &mut self.state_machine,
+                &mut self.dedup,
+                &slot.command(base + next),
+            );
             // SAFETY: this thread is the BLP, the slot's only result writer,
             // and `next` is inside its current batch: the publisher cannot
             // read the cell until the guard below releases the BLP cursor

@@ -11,12 +11,34 @@ use indicatif::{ProgressBar, ProgressStyle};
 use keel_core::{
     Command, ConfigError, Engine, EngineConfig, StageName, StopReason, SubmitError, Submitter,
 };
+use keel_journal::{FsStorage, IoMode, Journal, JournalConfig, SyncPolicy};
+
+use crate::replay::replay;
 
 use crate::demo::{encode, DemoAccounts, DEPOSIT, TRANSFER};
+
+/// Where commands are journaled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Durability {
+    /// No journal (benchmarks).
+    None,
+    /// A journal in `dir` with the given sync policy; an existing journal is
+    /// recovered and replayed first.
+    Journal {
+        /// The journal directory.
+        dir: std::path::PathBuf,
+        /// Sync policy.
+        sync: SyncPolicy,
+        /// Allow buffered I/O on file systems without direct I/O (development only).
+        allow_buffered: bool,
+    },
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
+    /// Durability.
+    pub durability: Durability,
     /// Transfers to push (after one deposit per account).
     pub transfers: u64,
     /// Submitting threads.
@@ -34,6 +56,7 @@ pub struct LoadConfig {
 impl Default for LoadConfig {
     fn default() -> Self {
         Self {
+            durability: Durability::None,
             transfers: 1_000_000,
             producers: 4,
             window: 64,
@@ -67,6 +90,25 @@ pub struct LoadReport {
     pub deposited: u64,
     /// The state machine's hash at the end.
     pub state_hash: u64,
+    /// Journal recovery at start and the replay check at the end (durable runs).
+    pub journal: Option<JournalReport>,
+}
+
+/// What the durable run did with its journal.
+#[derive(Debug)]
+pub struct JournalReport {
+    /// Records found (and replayed) at start.
+    pub recovered_records: u64,
+    /// Time to recover and replay them.
+    pub recovery: Duration,
+    /// A torn tail cut at start, if any.
+    pub truncated: Option<keel_journal::TornTail>,
+    /// Records in the journal at the end.
+    pub records_at_end: u64,
+    /// The state hash a full replay of the journal gives at the end.
+    pub replayed_state_hash: u64,
+    /// Time of that replay.
+    pub replay: Duration,
 }
 
 /// Why a run failed.
@@ -81,14 +123,107 @@ pub enum LoadError {
     /// The engine stopped during the run.
     #[error("engine stopped: {0}")]
     Stopped(#[from] StopReason),
+    /// The journal directory could not be used.
+    #[error(transparent)]
+    Storage(#[from] keel_journal::StorageError),
+    /// The journal could not be opened (corruption is reported with its location).
+    #[error(transparent)]
+    JournalOpen(#[from] keel_journal::OpenError),
+    /// Replaying the journal failed.
+    #[error("replaying the journal: {0}")]
+    Replay(#[from] keel_journal::ScanError),
 }
 
 const DEPOSIT_AMOUNT: u64 = 1_000_000;
 
-/// Runs the workload on a fresh engine and shuts it down.
+/// Runs the workload and shuts the engine down. With a journal, recovers
+/// and replays it first, and at the end replays the whole journal again into
+/// a fresh state machine to check it reaches the engine's state hash.
 pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
-    let accounts = DemoAccounts::new(config.accounts as usize);
-    let engine = Engine::builder(config.engine.clone(), accounts).start()?;
+    match &config.durability {
+        Durability::None => {
+            let engine = Engine::builder(
+                config.engine.clone(),
+                DemoAccounts::new(config.accounts as usize),
+            )
+            .start()?;
+            drive(config, engine, None, Baseline::default())
+        }
+        Durability::Journal {
+            dir,
+            sync,
+            allow_buffered,
+        } => {
+            let mode = match allow_buffered {
+                true => IoMode::BufferedDevelopment,
+                false => IoMode::DirectSync,
+            };
+            let started = Instant::now();
+            let storage = FsStorage::open(dir, mode)?;
+            let replayed = replay(
+                &storage,
+                DemoAccounts::new(config.accounts as usize),
+                config.engine.dedup_entries,
+            )?;
+            let journal_config = JournalConfig {
+                sync: *sync,
+                ..JournalConfig::default()
+            };
+            let (journal, open) = Journal::open(storage, journal_config)?;
+            let recovery = JournalReport {
+                recovered_records: replayed.records,
+                recovery: started.elapsed(),
+                truncated: open.truncated,
+                records_at_end: 0,
+                replayed_state_hash: 0,
+                replay: Duration::ZERO,
+            };
+            let baseline = Baseline {
+                applied: replayed.state_machine.applied(),
+                rejected: replayed.state_machine.rejected(),
+                total: replayed.state_machine.total(),
+            };
+            let engine_config = EngineConfig {
+                first_sequence: journal.next_sequence(),
+                ..config.engine.clone()
+            };
+            let engine = Engine::builder(engine_config, replayed.state_machine)
+                .journaller(journal)
+                .start()?;
+            let mut report = drive(config, engine, Some(recovery), baseline)?;
+            let check = Instant::now();
+            let storage = FsStorage::open(dir, mode)?;
+            let full = replay(
+                &storage,
+                DemoAccounts::new(config.accounts as usize),
+                config.engine.dedup_entries,
+            )?;
+            let journal = report
+                .journal
+                .as_mut()
+                .expect("durable runs report their journal");
+            journal.records_at_end = full.records;
+            journal.replayed_state_hash = keel_core::StateMachine::state_hash(&full.state_machine);
+            journal.replay = check.elapsed();
+            Ok(report)
+        }
+    }
+}
+
+/// What the state held before this run's commands (recovered from the journal).
+#[derive(Debug, Default, Clone, Copy)]
+struct Baseline {
+    applied: u64,
+    rejected: u64,
+    total: u64,
+}
+
+fn drive<J: keel_core::Journaller>(
+    config: &LoadConfig,
+    engine: Engine<DemoAccounts, J>,
+    journal: Option<JournalReport>,
+    baseline: Baseline,
+) -> Result<LoadReport, LoadError> {
     let mut submitter = engine.submitter();
     for account in 0..config.accounts {
         let body = encode(0, account, DEPOSIT_AMOUNT);
@@ -123,15 +258,16 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
     let stopped = engine.shutdown()?;
     let accounts = &stopped.state_machine;
     Ok(LoadReport {
+        journal,
         commands: stopped.commands,
         elapsed,
         transfers_per_second: config.transfers as f64 / elapsed.as_secs_f64(),
         ack_latency_ns: stopped.metrics.ack_latency_ns.clone(),
         journal_batch_ns: stopped.metrics.stage(StageName::Journaller).clone(),
-        applied: accounts.applied() - deposits,
-        rejected: accounts.rejected(),
+        applied: accounts.applied() - deposits - baseline.applied,
+        rejected: accounts.rejected() - baseline.rejected,
         total_balance: accounts.total(),
-        deposited: DEPOSIT_AMOUNT * u64::from(config.accounts),
+        deposited: DEPOSIT_AMOUNT * u64::from(config.accounts) + baseline.total,
         state_hash: keel_core::StateMachine::state_hash(accounts),
     })
 }
