@@ -153,6 +153,8 @@ pub struct OpenReport {
 pub struct JournalStatus {
     durable_next: Arc<AtomicU64>,
     out_of_space: Arc<AtomicBool>,
+    prepared_segment: Arc<AtomicU64>,
+    segment_id: Arc<AtomicU64>,
 }
 
 impl JournalStatus {
@@ -163,6 +165,11 @@ impl JournalStatus {
     /// True while a segment roll waits for disk space (commands back up; submitters get `Busy`).
     pub fn out_of_space(&self) -> bool {
         self.out_of_space.load(Ordering::Acquire)
+    }
+
+    /// Whether the segment after the current one is already preallocated.
+    pub fn spare_ready(&self) -> bool {
+        self.prepared_segment.load(Ordering::Acquire) > self.segment_id.load(Ordering::Acquire)
     }
 }
 
@@ -242,8 +249,12 @@ impl<S: Storage> Journal<S> {
         }
         let prealloc =
             Preallocator::start(Arc::clone(&storage), config.segment_size, segment_id + 1);
-        let status = JournalStatus::default();
+        let status = JournalStatus {
+            prepared_segment: prealloc.prepared(),
+            ..JournalStatus::default()
+        };
         status.durable_next.store(next_sequence, Ordering::Release);
+        status.segment_id.store(segment_id, Ordering::Release);
         let journal = Self {
             buf: AlignedBuf::new(config.write_buffer_bytes, block as usize),
             storage,
@@ -366,6 +377,7 @@ impl<S: Storage> Journal<S> {
         )?;
         self.segment = file;
         self.segment_id = id;
+        self.status.segment_id.store(id, Ordering::Release);
         self.write_offset = self.block;
         self.segments.push_back(id);
         self.prealloc.request(id + 1);

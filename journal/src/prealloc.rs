@@ -3,6 +3,7 @@
 //! roll never waits for `create` unless the disk is slower than the log.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
@@ -12,6 +13,8 @@ use crate::storage::Storage;
 pub(crate) struct Preallocator<S: Storage> {
     requests: Sender<u64>,
     ready: Receiver<(u64, io::Result<S::File>)>,
+    /// The id of the last segment the thread finished preparing (0: none).
+    prepared: Arc<AtomicU64>,
 }
 
 impl<S: Storage> Preallocator<S> {
@@ -19,6 +22,8 @@ impl<S: Storage> Preallocator<S> {
     pub(crate) fn start(storage: Arc<S>, segment_size: u64, first: u64) -> Self {
         let (requests, request_rx) = channel::<u64>();
         let (ready_tx, ready) = channel();
+        let prepared = Arc::new(AtomicU64::new(0));
+        let prepared_by_thread = Arc::clone(&prepared);
         std::thread::Builder::new()
             .name("keel-prealloc".into())
             .spawn(move || {
@@ -28,15 +33,27 @@ impl<S: Storage> Preallocator<S> {
                         Ok(_) => storage.create(id, segment_size),
                         Err(e) => Err(e),
                     };
+                    if file.is_ok() {
+                        prepared_by_thread.store(id, Ordering::Release);
+                    }
                     if ready_tx.send((id, file)).is_err() {
                         return;
                     }
                 }
             })
             .expect("spawning the preallocation thread");
-        let this = Self { requests, ready };
+        let this = Self {
+            requests,
+            ready,
+            prepared,
+        };
         this.request(first);
         this
+    }
+
+    /// The id of the last segment prepared so far (0: none yet).
+    pub(crate) fn prepared(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.prepared)
     }
 
     /// Asks for segment `id` to be prepared.

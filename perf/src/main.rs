@@ -10,6 +10,7 @@
 
 mod channel;
 mod clock;
+mod journal;
 mod keel;
 mod raw;
 mod report;
@@ -27,6 +28,8 @@ struct Cli {
 enum Commands {
     /// Keel pipeline vs raw disruptor vs crossbeam channels.
     Pipeline(PipelineArgs),
+    /// The durable journal vs raw direct+dsync writes of the same sizes.
+    Journal(journal::JournalArgs),
 }
 
 /// Options of `keel-perf pipeline`.
@@ -71,5 +74,6 @@ pub struct Measured {
 fn main() {
     match Cli::parse().command {
         Commands::Pipeline(args) => report::pipeline(&args),
+        Commands::Journal(args) => journal::run(&args),
     }
 }
