@@ -151,14 +151,13 @@ fn journal_bandwidth(dir: &Path, batches: usize) -> f64 {
 fn journal_latency(dir: &Path, n: usize) -> Histogram<u64> {
     let mut journal = journal(dir, LATENCY_SEGMENT_BYTES);
     let body = [0xcd; PAYLOAD];
-    let mut sequence = journal.next_sequence();
+    let first = journal.next_sequence();
     let mut h = histogram();
-    for _ in 0..n {
+    for sequence in first..first + n as u64 {
         let t = Instant::now();
         append(&mut journal, sequence, &body);
         journal.end_of_batch(sequence).expect("end of batch");
         h.saturating_record(t.elapsed().as_nanos() as u64);
-        sequence += 1;
     }
     h
 }
