@@ -323,10 +323,7 @@ fn run_lane<L: Lane>(mut lane: L, shared: &Shared, index: usize) -> Option<L> {
                 IdleAction::Spin => std::hint::spin_loop(),
                 IdleAction::Yield => std::thread::yield_now(),
                 IdleAction::Park => {
-                    parker.park_unless(
-                        || lane.has_work() || shared.halt.load(Ordering::Acquire),
-                        None,
-                    );
+                    parker.park_unless(|| lane.has_work() || shared.halt.load(Ordering::Acquire));
                     idler.reset();
                 }
             },

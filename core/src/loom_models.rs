@@ -168,7 +168,7 @@ fn parker_no_lost_wakeup() {
             thread::spawn(move || {
                 parker.register_current();
                 while cursor.load(Ordering::Acquire) == 0 {
-                    parker.park_unless(|| cursor.load(Ordering::Acquire) != 0, None);
+                    parker.park_unless(|| cursor.load(Ordering::Acquire) != 0);
                 }
             })
         };

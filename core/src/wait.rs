@@ -146,22 +146,16 @@ impl Parker {
         *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread::current());
     }
 
-    /// Parks the registered (calling) thread unless `has_work` says there is
-    /// work. `timeout` bounds the park (None: until notified).
-    pub(crate) fn park_unless(&self, has_work: impl Fn() -> bool, timeout: Option<Duration>) {
+    /// Parks the registered (calling) thread until notified, unless
+    /// `has_work` says there is work.
+    pub(crate) fn park_unless(&self, has_work: impl Fn() -> bool) {
         self.sleeping.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         if has_work() {
             self.sleeping.store(false, Ordering::Relaxed);
             return;
         }
-        match timeout {
-            #[cfg(not(loom))]
-            Some(t) => thread::park_timeout(t),
-            #[cfg(loom)]
-            Some(_) => thread::park(),
-            None => thread::park(),
-        }
+        thread::park();
         self.sleeping.store(false, Ordering::Relaxed);
     }
 

@@ -25,7 +25,9 @@ use crate::storage::{SegmentFile, Storage};
 pub enum SyncPolicy {
     /// Every batch is durable before the BLP sees it (group commit).
     Sync,
-    /// Written to the OS per batch; synced at most every interval.
+    /// Written to the OS per batch; synced at the first batch end at least
+    /// this long after the previous sync (an idle journal is not synced by a
+    /// timer: not built yet).
     Async(Duration),
     /// Written to the OS only.
     None,
@@ -324,7 +326,15 @@ impl<S: Storage> Journal<S> {
             SyncPolicy::Async(interval) => self.last_sync.elapsed() >= interval,
             SyncPolicy::None => false,
         };
-        if due && self.unsynced {
+        match due {
+            true => self.sync_now(),
+            false => Ok(()),
+        }
+    }
+
+    /// Syncs everything written so far, if anything is unsynced.
+    fn sync_now(&mut self) -> Result<(), JournalError> {
+        if self.unsynced {
             self.segment.sync().map_err(|source| JournalError::Sync {
                 segment_id: self.segment_id,
                 durable: self.status.durable_next().checked_sub(1),
@@ -340,15 +350,7 @@ impl<S: Storage> Journal<S> {
     /// Closes the current segment (synced) and continues in the next one.
     fn roll(&mut self) -> Result<(), JournalError> {
         self.write_buffer()?;
-        if self.unsynced {
-            self.segment.sync().map_err(|source| JournalError::Sync {
-                segment_id: self.segment_id,
-                durable: self.status.durable_next().checked_sub(1),
-                source,
-            })?;
-            self.unsynced = false;
-            self.synced_next = self.next_sequence;
-        }
+        self.sync_now()?;
         let id = self.segment_id + 1;
         let mut file = loop {
             match self.prealloc.take(id) {

@@ -103,10 +103,5 @@ pub fn measure(args: &PipelineArgs, fusion: Fusion, wait_strategy: WaitStrategy)
         }
         (events as f64 * 1e9 / elapsed as f64, stopped.sink.histogram)
     };
-    let (throughput, _) = run(args.events, None);
-    let (_, latency_ns) = run(args.latency_events + args.warmup(), Some(args.rate));
-    Measured {
-        throughput,
-        latency_ns,
-    }
+    Measured::from_runs(args, run)
 }

@@ -71,6 +71,23 @@ pub struct Measured {
     pub latency_ns: hdrhistogram::Histogram<u64>,
 }
 
+impl Measured {
+    /// Runs a contender twice: unpaced for throughput, then paced at
+    /// `args.rate` (with warm-up) for latency. `run(events, rate)` returns
+    /// events per second and the latency histogram.
+    pub fn from_runs(
+        args: &PipelineArgs,
+        run: impl Fn(u64, Option<u64>) -> (f64, hdrhistogram::Histogram<u64>),
+    ) -> Self {
+        let (throughput, _) = run(args.events, None);
+        let (_, latency_ns) = run(args.latency_events + args.warmup(), Some(args.rate));
+        Self {
+            throughput,
+            latency_ns,
+        }
+    }
+}
+
 fn main() {
     match Cli::parse().command {
         Commands::Pipeline(args) => report::pipeline(&args),

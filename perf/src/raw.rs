@@ -114,10 +114,5 @@ fn run(args: &PipelineArgs, events: u64, rate: Option<u64>) -> (f64, hdrhistogra
 
 /// Runs the raw disruptor contender.
 pub fn measure(args: &PipelineArgs) -> Measured {
-    let (throughput, _) = run(args, args.events, None);
-    let (_, latency_ns) = run(args, args.latency_events + args.warmup(), Some(args.rate));
-    Measured {
-        throughput,
-        latency_ns,
-    }
+    Measured::from_runs(args, |events, rate| run(args, events, rate))
 }
