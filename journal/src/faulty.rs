@@ -5,8 +5,9 @@
 //! makes the file's current bytes durable. [`FaultyStorage::crash`] keeps,
 //! drops or tears (a random prefix of the new bytes survives) each dirty
 //! sector independently, as a power cut can. Injected faults: EIO on the
-//! n-th write or sync, ENOSPC when creating segments, and a misdirected n-th
-//! write (lands one block further than asked). Creating a segment is atomic
+//! n-th write or sync, ENOSPC when creating segments, a misdirected n-th
+//! write (lands one block further than asked), and latency on every write
+//! and sync. Creating a segment is atomic
 //! and durable, as `FsStorage` makes it with tmp + fsync + rename.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,6 +27,8 @@ pub struct FaultConfig {
     pub eio_on_sync: Option<u64>,
     /// The write (0-based) that lands one block after its offset.
     pub misdirect_write: Option<u64>,
+    /// Added to every write and sync (a slow device).
+    pub latency: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -140,6 +143,13 @@ impl FaultyStorage {
         file.dirty_sectors.clear();
     }
 
+    fn delay(&self) {
+        let latency = self.lock().config.latency;
+        if let Some(latency) = latency {
+            std::thread::sleep(latency);
+        }
+    }
+
     /// The durable bytes of a segment.
     pub fn durable_bytes(&self, id: u64) -> Vec<u8> {
         self.lock().files[&id].durable.clone()
@@ -168,6 +178,7 @@ pub struct FaultyFile {
 impl SegmentFile for FaultyFile {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let block = u64::from(self.storage.block_size);
+        self.storage.delay();
         let mut state = self.storage.lock();
         let n = state.writes;
         state.writes += 1;
@@ -208,6 +219,7 @@ impl SegmentFile for FaultyFile {
     }
 
     fn sync(&mut self) -> io::Result<()> {
+        self.storage.delay();
         let mut state = self.storage.lock();
         let n = state.syncs;
         state.syncs += 1;

@@ -192,7 +192,8 @@ pub struct Journal<S: Storage> {
     synced_next: u64,
     unsynced: bool,
     last_sync: Instant,
-    segments: VecDeque<u64>,
+    /// Live segments, oldest first: (id, first sequence).
+    segments: VecDeque<(u64, u64)>,
     prealloc: Preallocator<S>,
     status: JournalStatus,
 }
@@ -241,13 +242,13 @@ impl<S: Storage> Journal<S> {
                 (id, file, block, report.next_sequence)
             }
         };
-        let mut segments: VecDeque<u64> = report
+        let mut segments: VecDeque<(u64, u64)> = report
             .segments
             .iter()
-            .map(|s| s.header.segment_id)
+            .map(|s| (s.header.segment_id, s.header.first_sequence))
             .collect();
-        if segments.back() != Some(&segment_id) {
-            segments.push_back(segment_id);
+        if segments.back().map(|s| s.0) != Some(segment_id) {
+            segments.push_back((segment_id, next_sequence));
         }
         let prealloc =
             Preallocator::start(Arc::clone(&storage), config.segment_size, segment_id + 1);
@@ -381,7 +382,7 @@ impl<S: Storage> Journal<S> {
         self.segment_id = id;
         self.status.segment_id.store(id, Ordering::Release);
         self.write_offset = self.block;
-        self.segments.push_back(id);
+        self.segments.push_back((id, self.next_sequence));
         self.prealloc.request(id + 1);
         self.apply_retention();
         Ok(())
@@ -390,11 +391,26 @@ impl<S: Storage> Journal<S> {
     fn apply_retention(&mut self) {
         if let Retention::KeepSegments(keep) = self.config.retention {
             while self.segments.len() > keep {
-                let old = self.segments.pop_front().expect("len > keep >= 2");
+                let (old, _) = self.segments.pop_front().expect("len > keep >= 2");
                 // A failed delete is not fatal: the data stays valid.
                 let _ = self.storage.remove(old);
             }
         }
+    }
+
+    /// Deletes every segment all of whose records are below `sequence` (for
+    /// a snapshot that covers them). The current segment is always kept.
+    /// Returns the ids deleted. A failed delete stops and is returned.
+    pub fn drop_below(&mut self, sequence: u64) -> io::Result<Vec<u64>> {
+        let mut dropped = Vec::new();
+        // Segment i holds [first_i, first_{i+1}); it may go when first_{i+1} <= sequence.
+        while self.segments.len() > 1 && self.segments[1].1 <= sequence {
+            let (old, _) = self.segments[0];
+            self.storage.remove(old)?;
+            self.segments.pop_front();
+            dropped.push(old);
+        }
+        Ok(dropped)
     }
 }
 

@@ -11,6 +11,7 @@ mod prealloc;
 pub mod reader;
 pub mod scan;
 pub mod storage;
+pub mod tail;
 
 pub use crate::faulty::{FaultConfig, FaultyStorage};
 pub use crate::journal::{
@@ -20,3 +21,4 @@ pub use crate::journal::{
 pub use crate::reader::{read_records, OwnedRecord};
 pub use crate::scan::{scan, BadSpot, Corruption, ScanError, ScanReport, TornTail};
 pub use crate::storage::{FsStorage, IoMode, SegmentFile, Storage, StorageError};
+pub use crate::tail::{JournalTail, TailError};

@@ -6,3 +6,4 @@ mod fs;
 mod golden;
 mod property;
 mod support;
+mod tail;

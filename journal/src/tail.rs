@@ -1,0 +1,262 @@
+//! A tailing reader: follows a live writer, handing over each new record
+//! once, in order, across segment rolls. It reads bounded windows from where
+//! it stopped, never re-reading the journal.
+//!
+//! Bound: `poll(limit)` reads only records with `sequence < limit`. In the
+//! writer's process pass `JournalStatus::durable_next()`: every record below
+//! it is complete on disk, so a bad one is corruption (typed error). Without
+//! a bound (`u64::MAX`, e.g. from another process) a bad or half-written spot
+//! ends the poll and is read again on the next one.
+
+use std::io;
+
+use crate::format::{
+    align_up, decode_record, record_footprint, Record, RecordError, SegmentHeader,
+    RECORD_BYTES_MAX, SEGMENT_HEADER_BYTES,
+};
+use crate::scan::{BadSpot, Corruption};
+use crate::storage::{SegmentFile, Storage};
+
+/// Why a poll failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TailError {
+    /// Reading failed.
+    #[error("tailing segment {segment_id}: {source}")]
+    Io {
+        /// Segment id.
+        segment_id: u64,
+        /// The error.
+        source: io::Error,
+    },
+    /// A record below the durable bound is bad.
+    #[error(transparent)]
+    Corrupt(#[from] Corruption),
+}
+
+/// Bytes read per window.
+const WINDOW_BYTES: usize = 1 << 20;
+
+struct Current<F> {
+    header: SegmentHeader,
+    file: F,
+    /// Position of the next record.
+    offset: u64,
+}
+
+/// Follows a journal, handing over records from `from_sequence` on.
+pub struct JournalTail<'s, S: Storage> {
+    storage: &'s S,
+    current: Option<Current<S::File>>,
+    /// Sequence of the record at the current position.
+    expected: u64,
+    from_sequence: u64,
+    window: Vec<u8>,
+}
+
+impl<S: Storage> std::fmt::Debug for JournalTail<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalTail")
+            .field(
+                "segment",
+                &self.current.as_ref().map(|c| c.header.segment_id),
+            )
+            .field("expected", &self.expected)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a walk over one window ended.
+enum Stop {
+    /// Read everything valid in the window; continue from the new offset.
+    Refill,
+    /// A zero header at a block boundary: end of written data for now.
+    End,
+    /// The limit was reached.
+    Limit,
+    /// The segment is exhausted.
+    SegmentFull,
+    /// A bad spot at this offset.
+    Bad(u64, BadSpot),
+}
+
+impl<'s, S: Storage> JournalTail<'s, S> {
+    /// A tail over `storage` that hands over records with `sequence >= from_sequence`.
+    pub fn new(storage: &'s S, from_sequence: u64) -> Self {
+        Self {
+            storage,
+            current: None,
+            expected: 0,
+            from_sequence,
+            window: vec![0; WINDOW_BYTES],
+        }
+    }
+
+    /// Sequence of the next record to be read.
+    pub fn next_sequence(&self) -> u64 {
+        self.expected.max(self.from_sequence)
+    }
+
+    /// Visits every new record with `from_sequence <= sequence < limit`, in
+    /// order. Returns how many were visited.
+    pub fn poll(
+        &mut self,
+        limit: u64,
+        visit: &mut dyn FnMut(&Record<'_>),
+    ) -> Result<u64, TailError> {
+        let mut visited = 0;
+        loop {
+            if self.current.is_none() && !self.open_segment(None)? {
+                return Ok(visited);
+            }
+            match self.walk_window(limit, visit, &mut visited)? {
+                Stop::Refill => {}
+                Stop::Limit => return Ok(visited),
+                Stop::End | Stop::SegmentFull => {
+                    let id = self.current.as_ref().expect("open").header.segment_id;
+                    if !self.open_segment(Some(id + 1))? {
+                        return Ok(visited);
+                    }
+                }
+                Stop::Bad(offset, reason) => {
+                    if self.expected < limit && limit != u64::MAX {
+                        let segment_id = self.current.as_ref().expect("open").header.segment_id;
+                        return Err(Corruption::Record {
+                            segment_id,
+                            offset,
+                            expected_sequence: self.expected,
+                            reason,
+                        }
+                        .into());
+                    }
+                    return Ok(visited);
+                }
+            }
+        }
+    }
+
+    fn walk_window(
+        &mut self,
+        limit: u64,
+        visit: &mut dyn FnMut(&Record<'_>),
+        visited: &mut u64,
+    ) -> Result<Stop, TailError> {
+        let current = self.current.as_mut().expect("open");
+        let header = current.header;
+        let block = u64::from(header.block_size);
+        let remaining = header.segment_size.saturating_sub(current.offset);
+        let len = (remaining as usize).min(self.window.len());
+        if len == 0 {
+            return Ok(Stop::SegmentFull);
+        }
+        let window = &mut self.window[..len];
+        current
+            .file
+            .read_at(current.offset, window)
+            .map_err(|source| TailError::Io {
+                segment_id: header.segment_id,
+                source,
+            })?;
+        let reaches_end = len as u64 == remaining;
+        let mut pos = 0usize;
+        let stop = loop {
+            let at = current.offset + pos as u64;
+            if self.expected >= limit {
+                break Stop::Limit;
+            }
+            if pos >= len {
+                break if reaches_end {
+                    Stop::SegmentFull
+                } else {
+                    Stop::Refill
+                };
+            }
+            if !reaches_end && len - pos < RECORD_BYTES_MAX {
+                break Stop::Refill;
+            }
+            let boundary = align_up(at, block);
+            let to_boundary = (boundary - at) as usize;
+            if to_boundary > 0
+                && window[pos..(pos + to_boundary).min(len)]
+                    .iter()
+                    .all(|&b| b == 0)
+            {
+                pos += to_boundary; // padding after a write
+                continue;
+            }
+            match decode_record(&window[pos..]) {
+                Ok(r) => {
+                    let h = &r.header;
+                    if h.segment_id != header.segment_id
+                        || h.offset != at
+                        || h.sequence != self.expected
+                    {
+                        let spot = BadSpot::Misplaced {
+                            segment_id: h.segment_id,
+                            offset: h.offset,
+                            sequence: h.sequence,
+                        };
+                        break Stop::Bad(at, spot);
+                    }
+                    if h.sequence >= self.from_sequence {
+                        visit(&r);
+                        *visited += 1;
+                    }
+                    self.expected += 1;
+                    pos += record_footprint(r.payload.len());
+                }
+                Err(RecordError::Zero) if to_boundary == 0 => break Stop::End,
+                Err(e) => break Stop::Bad(at, BadSpot::Undecodable(e)),
+            }
+        };
+        current.offset += pos as u64;
+        Ok(stop)
+    }
+
+    /// Opens segment `id` (or the first one) if it exists and has a header.
+    fn open_segment(&mut self, id: Option<u64>) -> Result<bool, TailError> {
+        let id = match id {
+            Some(id) => id,
+            None => match self
+                .storage
+                .list()
+                .map_err(|source| TailError::Io {
+                    segment_id: 0,
+                    source,
+                })?
+                .first()
+            {
+                Some(&first) => first,
+                None => return Ok(false),
+            },
+        };
+        let Ok(file) = self.storage.open(id) else {
+            return Ok(false);
+        };
+        let mut bytes = [0u8; SEGMENT_HEADER_BYTES];
+        file.read_at(0, &mut bytes)
+            .map_err(|source| TailError::Io {
+                segment_id: id,
+                source,
+            })?;
+        let Ok(header) = SegmentHeader::decode(&bytes) else {
+            return Ok(false); // preallocated, not started yet
+        };
+        if self.current.is_none() {
+            self.expected = header.first_sequence;
+        } else if header.first_sequence != self.expected {
+            return Err(Corruption::Misplaced {
+                segment_id: id,
+                found_id: header.segment_id,
+                found_sequence: header.first_sequence,
+                expected_sequence: self.expected,
+            }
+            .into());
+        }
+        self.current = Some(Current {
+            offset: u64::from(header.block_size),
+            header,
+            file,
+        });
+        Ok(true)
+    }
+}
