@@ -33,11 +33,12 @@ impl<S: Storage> Preallocator<S> {
                         Ok(_) => storage.create(id, segment_size),
                         Err(e) => Err(e),
                     };
-                    if file.is_ok() {
-                        prepared_by_thread.store(id, Ordering::Release);
-                    }
+                    let ok = file.is_ok();
                     if ready_tx.send((id, file)).is_err() {
                         return;
+                    }
+                    if ok {
+                        prepared_by_thread.store(id, Ordering::Release);
                     }
                 }
             })
