@@ -10,6 +10,7 @@ use crate::slot::Applied;
 use crate::state_machine::StateMachine;
 
 /// Applies `command`, or answers it from the idempotency window.
+#[inline]
 pub fn apply<S: StateMachine>(
     state_machine: &mut S,
     dedup: &mut DedupTable,

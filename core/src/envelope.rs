@@ -75,11 +75,13 @@ pub struct CommandRef<'a> {
 
 impl CommandRef<'_> {
     /// Sequencer timestamp (ns since the Unix epoch): the only time a state machine sees.
+    #[inline]
     pub fn timestamp_ns(&self) -> u64 {
         self.header.timestamp_ns
     }
 
     /// The command type.
+    #[inline]
     pub fn command_type(&self) -> u16 {
         self.header.command_type
     }

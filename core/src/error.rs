@@ -92,6 +92,14 @@ pub enum SubmitError {
         /// The validator's reason code.
         code: u32,
     },
+    /// A batch is empty or larger than the ring.
+    #[error("batch of {len} commands: must be between 1 and the ring size {max}")]
+    BatchSize {
+        /// Commands in the batch.
+        len: usize,
+        /// The ring size.
+        max: usize,
+    },
     /// The ring or the completion table stayed full for the configured wait.
     #[error("engine busy: no free slot within the back-pressure wait")]
     Busy,

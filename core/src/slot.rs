@@ -60,6 +60,7 @@ impl ResultCell {
     /// The caller is the slot's single writer for this lap (the BLP holding
     /// the slot's sequence in its current batch) and no reader may access the
     /// cell until the caller's cursor is released past this sequence.
+    #[inline]
     pub unsafe fn write(&self, applied: Applied) {
         // SAFETY: exclusive access for this lap is the caller's contract above.
         self.0.with_mut(|p| unsafe { p.write(applied) });
@@ -70,12 +71,14 @@ impl ResultCell {
     /// # Safety
     /// The caller is the slot's single reader for this lap and has loaded,
     /// with `Acquire`, a writer cursor at or past this slot's sequence.
+    #[inline]
     pub unsafe fn read(&self) -> Applied {
         // SAFETY: the write happened-before this read per the caller's contract.
         self.0.with(|p| unsafe { p.read() })
     }
 
     /// Resets the cell through exclusive access (producer side, no unsafe needed).
+    #[inline]
     pub fn reset(&mut self) {
         self.0.with_mut(|p| {
             // SAFETY: `&mut self` proves exclusive access.
@@ -114,6 +117,7 @@ impl Default for Slot {
 
 impl Slot {
     /// The command in this slot as stages see it.
+    #[inline]
     pub fn command(&self, sequence: u64) -> CommandRef<'_> {
         let len = self.header.payload_len as usize;
         debug_assert!(len <= PAYLOAD_BYTES_MAX);

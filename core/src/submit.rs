@@ -125,46 +125,58 @@ impl Submitter {
         let _admission = admit(shared)?;
         let deadline = BackoffDeadline::new(shared.config.back_pressure);
         let index = match wait {
-            true => take_cell(shared, &deadline)?,
+            true => with_back_pressure(shared, &deadline, || take_cell(shared))?,
             false => NO_COMPLETION,
         };
-        let mut header = CommandHeader {
-            idempotency_key: command.idempotency_key,
-            correlation_id: command.correlation_id,
-            timestamp_ns: 0,
-            command_type: command.command_type,
-            schema_version: command.schema_version,
-            tenant_id: command.tenant_id,
-            payload_len: command.payload.len() as u32,
-            completion: index,
-        };
-        let mut round = 0;
-        let ring_sequence = loop {
-            let published = self.producer.try_publish(|slot| {
-                header.timestamp_ns = shared.now_ns();
-                slot.header = header;
-                slot.payload[..command.payload.len()].copy_from_slice(command.payload);
-                slot.result.reset();
-            });
-            match published {
-                Ok(sequence) => break sequence as u64,
-                Err(_) if shared.stopped.load(Ordering::Acquire) || deadline.expired(round) => {
-                    if index != NO_COMPLETION {
-                        shared.free_cell(index);
-                    }
-                    return Err(match shared.stopped.load(Ordering::Acquire) {
-                        true => stopped(shared),
-                        false => SubmitError::Busy,
-                    });
+        let producer = &mut self.producer;
+        let published = with_back_pressure(shared, &deadline, || {
+            producer
+                .try_publish(|slot| fill(slot, command, shared.now_ns(), index))
+                .ok()
+        });
+        let ring_sequence = match published {
+            Ok(sequence) => sequence as u64,
+            Err(e) => {
+                if index != NO_COMPLETION {
+                    shared.free_cell(index);
                 }
-                Err(_) => deadline.backoff(&mut round),
+                return Err(e);
             }
         };
-        shared
-            .published_next
-            .fetch_max(ring_sequence + 1, Ordering::AcqRel);
-        shared.notify_published();
+        published_through(shared, ring_sequence);
         Ok((index, shared.config.first_sequence + ring_sequence))
+    }
+
+    /// Submits several commands nobody waits for as one claim on the ring:
+    /// one admission, one clock read and one publish for the whole batch,
+    /// which is how a host that reads commands in bursts (a network read, a
+    /// file) gets the ring's batch throughput. All commands are validated
+    /// first; if any is refused, none is sequenced. Command `i` gets the
+    /// sequencer timestamp `t + i`. Returns the first command's sequence.
+    pub fn submit_batch_detached(&mut self, commands: &[Command<'_>]) -> Result<u64, SubmitError> {
+        if commands.is_empty() || commands.len() > self.shared.config.ring_slots {
+            return Err(SubmitError::BatchSize {
+                len: commands.len(),
+                max: self.shared.config.ring_slots,
+            });
+        }
+        commands.iter().try_for_each(|c| self.validate(c))?;
+        let shared = &*self.shared;
+        let _admission = admit(shared)?;
+        let deadline = BackoffDeadline::new(shared.config.back_pressure);
+        let producer = &mut self.producer;
+        let last = with_back_pressure(shared, &deadline, || {
+            producer
+                .try_batch_publish(commands.len(), |slots| {
+                    let now = shared.now_ns();
+                    for (i, (slot, command)) in slots.zip(commands).enumerate() {
+                        fill(slot, command, now + i as u64, NO_COMPLETION);
+                    }
+                })
+                .ok()
+        })? as u64;
+        published_through(shared, last);
+        Ok(shared.config.first_sequence + last + 1 - commands.len() as u64)
     }
 
     /// Waits for the ack in cell `index`: spin/yield per the wait strategy,
@@ -200,6 +212,51 @@ impl Submitter {
     }
 }
 
+/// Copies a command into a claimed slot.
+fn fill(slot: &mut Slot, command: &Command<'_>, timestamp_ns: u64, completion: u32) {
+    slot.header = CommandHeader {
+        idempotency_key: command.idempotency_key,
+        correlation_id: command.correlation_id,
+        timestamp_ns,
+        command_type: command.command_type,
+        schema_version: command.schema_version,
+        tenant_id: command.tenant_id,
+        payload_len: command.payload.len() as u32,
+        completion,
+    };
+    slot.payload[..command.payload.len()].copy_from_slice(command.payload);
+    slot.result.reset();
+}
+
+/// Records that ring sequences up to `last` are published and wakes the first lanes.
+fn published_through(shared: &Shared, last: u64) {
+    shared.published_next.fetch_max(last + 1, Ordering::AcqRel);
+    shared.notify_published();
+}
+
+/// Retries `attempt` while the ring (or the cell table) is full, per the
+/// back-pressure policy: `Busy` when the wait is over, `EngineStopped` if the
+/// engine stops meanwhile.
+fn with_back_pressure<T>(
+    shared: &Shared,
+    deadline: &BackoffDeadline,
+    mut attempt: impl FnMut() -> Option<T>,
+) -> Result<T, SubmitError> {
+    let mut round = 0;
+    loop {
+        if let Some(value) = attempt() {
+            return Ok(value);
+        }
+        if shared.stopped.load(Ordering::Acquire) {
+            return Err(stopped(shared));
+        }
+        if deadline.expired(round) {
+            return Err(SubmitError::Busy);
+        }
+        deadline.backoff(&mut round);
+    }
+}
+
 fn stopped(shared: &Shared) -> SubmitError {
     SubmitError::EngineStopped(shared.stop_reason().unwrap_or(StopReason::Shutdown))
 }
@@ -217,22 +274,11 @@ fn admit(shared: &Shared) -> Result<Admission<'_>, SubmitError> {
     Ok(admission)
 }
 
-/// Takes a free completion cell, waiting per the back-pressure policy.
-fn take_cell(shared: &Shared, deadline: &BackoffDeadline) -> Result<u32, SubmitError> {
-    let mut round = 0;
-    loop {
-        if let Some(index) = shared.free_cells.pop() {
-            shared.cells[index as usize].arm();
-            return Ok(index);
-        }
-        if shared.stopped.load(Ordering::Acquire) {
-            return Err(stopped(shared));
-        }
-        if deadline.expired(round) {
-            return Err(SubmitError::Busy);
-        }
-        deadline.backoff(&mut round);
-    }
+/// Takes a free completion cell, if one is free.
+fn take_cell(shared: &Shared) -> Option<u32> {
+    let index = shared.free_cells.pop()?;
+    shared.cells[index as usize].arm();
+    Some(index)
 }
 
 struct ThreadWaker(std::thread::Thread);

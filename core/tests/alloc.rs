@@ -1,6 +1,6 @@
 //! Zero allocations per command in steady state: a counting global allocator
-//! over 1M commands through the full graph (blocking, async and detached
-//! submits from three threads), after a warm-up.
+//! over 1M commands through the full graph (blocking, async, detached and
+//! batched submits from three threads, plus keyed ones), after a warm-up.
 
 #![cfg(not(loom))]
 
@@ -98,9 +98,15 @@ fn steady_state_allocates_nothing_per_command() {
                 }
                 start.wait();
                 match kind {
-                    0 => (0..DETACHED).for_each(|_| {
-                        retry_busy(|| submitter.submit_detached(&Command::new(1, &[1])));
-                    }),
+                    0 => {
+                        (0..DETACHED / 2).for_each(|_| {
+                            retry_busy(|| submitter.submit_detached(&Command::new(1, &[1])));
+                        });
+                        let batch = [Command::new(1, &[1]); 50];
+                        (0..DETACHED / 2 / 50).for_each(|_| {
+                            retry_busy(|| submitter.submit_batch_detached(&batch));
+                        });
+                    }
                     1 => (0..BLOCKING).for_each(|_| {
                         let ack = retry_busy(|| submitter.submit(&Command::new(1, &[1])));
                         assert!(ack.outcome.code.is_ok());

@@ -74,7 +74,7 @@ pub enum StorageError {
     },
     /// The file system does not support `O_DIRECT` (e.g. tmpfs).
     #[error(
-        "journal directory {dir} is on a file system without direct I/O (O_DIRECT failed: {source}); \
+        "journal directory {dir} is on a file system without usable direct I/O ({source}); \
          use a real disk, or allow buffered I/O for development only"
     )]
     NoDirectIo {

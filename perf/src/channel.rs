@@ -5,7 +5,7 @@
 use crossbeam_channel::bounded;
 
 use crate::clock::{histogram, now_ns, Pacer};
-use crate::{Measured, PipelineArgs};
+use crate::{Measured, Mode, PipelineArgs};
 
 #[derive(Clone, Copy)]
 struct Message {
@@ -75,5 +75,11 @@ fn run(args: &PipelineArgs, events: u64, rate: Option<u64>) -> (f64, hdrhistogra
 
 /// Runs the channel contender.
 pub fn measure(args: &PipelineArgs) -> Measured {
-    Measured::from_runs(args, |events, rate| run(args, events, rate))
+    Measured::from_runs(args, false, |events, mode| {
+        let rate = match mode {
+            Mode::Paced(rate) => Some(rate),
+            _ => None,
+        };
+        run(args, events, rate)
+    })
 }

@@ -12,7 +12,7 @@ use keel_core::{
 };
 
 use crate::clock::{histogram, now_ns, Pacer};
-use crate::{Measured, PipelineArgs};
+use crate::{Measured, Mode, PipelineArgs};
 
 struct Sum(u64);
 
@@ -61,6 +61,20 @@ fn send(submitter: &mut Submitter, intended: u64) {
     }
 }
 
+fn send_batches(submitter: &mut Submitter, events: u64, n: usize) {
+    let body = [1u8; 16];
+    let batch = vec![Command::new(1, &body); n];
+    let mut sent = 0;
+    while sent < events {
+        let k = (events - sent).min(n as u64) as usize;
+        match submitter.submit_batch_detached(&batch[..k]) {
+            Ok(_) => sent += k as u64,
+            Err(SubmitError::Busy) => continue,
+            Err(e) => panic!("benchmark submit failed: {e}"),
+        }
+    }
+}
+
 /// Runs the Keel contender with the given lanes and wait strategy.
 pub fn measure(args: &PipelineArgs, fusion: Fusion, wait_strategy: WaitStrategy) -> Measured {
     let config = EngineConfig {
@@ -69,7 +83,11 @@ pub fn measure(args: &PipelineArgs, fusion: Fusion, wait_strategy: WaitStrategy)
         wait_strategy,
         ..EngineConfig::default()
     };
-    let run = |events: u64, rate: Option<u64>| {
+    let run = |events: u64, mode: Mode| {
+        let rate = match mode {
+            Mode::Paced(rate) => Some(rate),
+            _ => None,
+        };
         let done = Arc::new(AtomicU64::new(0));
         let sink = LatencySink {
             histogram: histogram(),
@@ -82,9 +100,10 @@ pub fn measure(args: &PipelineArgs, fusion: Fusion, wait_strategy: WaitStrategy)
             .expect("valid benchmark config");
         let mut submitter = engine.submitter();
         let start = now_ns();
-        match rate {
-            None => (0..events).for_each(|_| send(&mut submitter, 0)),
-            Some(rate) => {
+        match mode {
+            Mode::Unpaced => (0..events).for_each(|_| send(&mut submitter, 0)),
+            Mode::Batched(n) => send_batches(&mut submitter, events, n),
+            Mode::Paced(rate) => {
                 let pacer = Pacer::new(rate);
                 (0..events).for_each(|i| send(&mut submitter, pacer.wait_for(i)));
             }
@@ -103,5 +122,5 @@ pub fn measure(args: &PipelineArgs, fusion: Fusion, wait_strategy: WaitStrategy)
         }
         (events as f64 * 1e9 / elapsed as f64, stopped.sink.histogram)
     };
-    Measured::from_runs(args, run)
+    Measured::from_runs(args, true, run)
 }

@@ -50,6 +50,9 @@ pub struct PipelineArgs {
     /// Run only contenders whose name contains this text (the raw baseline always runs).
     #[arg(long)]
     pub only: Option<String>,
+    /// Commands per batch in the batch-throughput run.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
     /// Ring slots / channel capacity.
     #[arg(long, default_value_t = 4096)]
     pub ring_slots: usize,
@@ -62,27 +65,43 @@ impl PipelineArgs {
     }
 }
 
+/// How a run sends its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// As fast as possible, one event per publish.
+    Unpaced,
+    /// As fast as possible, this many events per publish.
+    Batched(usize),
+    /// One event per publish at this rate (events/s), latency recorded.
+    Paced(u64),
+}
+
 /// One contender's measurements.
 #[derive(Debug, Clone)]
 pub struct Measured {
     /// Events per second in the throughput run.
     pub throughput: f64,
+    /// Events per second publishing in batches (None: the contender has no batch publish).
+    pub batch_throughput: Option<f64>,
     /// Intended-send-to-final-stage latency at the paced rate (ns).
     pub latency_ns: hdrhistogram::Histogram<u64>,
 }
 
 impl Measured {
-    /// Runs a contender twice: unpaced for throughput, then paced at
-    /// `args.rate` (with warm-up) for latency. `run(events, rate)` returns
-    /// events per second and the latency histogram.
+    /// Runs a contender: unpaced for throughput, batched (if it can), then
+    /// paced at `args.rate` (with warm-up) for latency. `run(events, mode)`
+    /// returns events per second and the latency histogram.
     pub fn from_runs(
         args: &PipelineArgs,
-        run: impl Fn(u64, Option<u64>) -> (f64, hdrhistogram::Histogram<u64>),
+        batches: bool,
+        run: impl Fn(u64, Mode) -> (f64, hdrhistogram::Histogram<u64>),
     ) -> Self {
-        let (throughput, _) = run(args.events, None);
-        let (_, latency_ns) = run(args.latency_events + args.warmup(), Some(args.rate));
+        let (throughput, _) = run(args.events, Mode::Unpaced);
+        let batch_throughput = batches.then(|| run(args.events, Mode::Batched(args.batch)).0);
+        let (_, latency_ns) = run(args.latency_events + args.warmup(), Mode::Paced(args.rate));
         Self {
             throughput,
+            batch_throughput,
             latency_ns,
         }
     }

@@ -9,7 +9,7 @@ use disruptor::wait_strategies::WaitStrategy;
 use disruptor::{build_multi_producer, Producer, Sequence};
 
 use crate::clock::{histogram, now_ns, Pacer};
-use crate::{Measured, PipelineArgs};
+use crate::{Measured, Mode, PipelineArgs};
 
 /// Same footprint as a Keel slot: 64-byte header area, 256-byte payload, result.
 #[repr(align(64))]
@@ -44,7 +44,11 @@ impl WaitStrategy for Yield {
     }
 }
 
-fn run(args: &PipelineArgs, events: u64, rate: Option<u64>) -> (f64, hdrhistogram::Histogram<u64>) {
+fn run(args: &PipelineArgs, events: u64, mode: Mode) -> (f64, hdrhistogram::Histogram<u64>) {
+    let rate = match mode {
+        Mode::Paced(rate) => Some(rate),
+        _ => None,
+    };
     let record_from = rate.map(|_| events - args.latency_events);
     let done = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::channel();
@@ -82,26 +86,32 @@ fn run(args: &PipelineArgs, events: u64, rate: Option<u64>) -> (f64, hdrhistogra
         .and_then()
         .handle_events_with(publisher)
         .build();
-    let send = |producer: &mut dyn FnMut(u64) -> bool, intended: u64| {
-        while !producer(intended) {
+    let fill = |e: &mut RawEvent, intended: u64| {
+        e.intended_ns = intended;
+        e.value = 1;
+        e.payload[..16].copy_from_slice(&[1; 16]);
+    };
+    let mut publish = |intended: u64| {
+        while producer.try_publish(|e| fill(e, intended)).is_err() {
             std::thread::yield_now();
         }
     };
-    let mut publish = |intended: u64| {
-        producer
-            .try_publish(|e| {
-                e.intended_ns = intended;
-                e.value = 1;
-                e.payload[..16].copy_from_slice(&[1; 16]);
-            })
-            .is_ok()
-    };
     let start = now_ns();
-    match rate {
-        None => (0..events).for_each(|_| send(&mut publish, 0)),
-        Some(rate) => {
+    match mode {
+        Mode::Unpaced => (0..events).for_each(|_| publish(0)),
+        Mode::Batched(n) => {
+            let mut sent = 0;
+            while sent < events {
+                let k = (events - sent).min(n as u64) as usize;
+                match producer.try_batch_publish(k, |slots| slots.for_each(|e| fill(e, 0))) {
+                    Ok(_) => sent += k as u64,
+                    Err(_) => std::thread::yield_now(),
+                }
+            }
+        }
+        Mode::Paced(rate) => {
             let pacer = Pacer::new(rate);
-            (0..events).for_each(|i| send(&mut publish, pacer.wait_for(i)));
+            (0..events).for_each(|i| publish(pacer.wait_for(i)));
         }
     }
     while done.load(Ordering::Acquire) < events {
@@ -114,5 +124,5 @@ fn run(args: &PipelineArgs, events: u64, rate: Option<u64>) -> (f64, hdrhistogra
 
 /// Runs the raw disruptor contender.
 pub fn measure(args: &PipelineArgs) -> Measured {
-    Measured::from_runs(args, |events, rate| run(args, events, rate))
+    Measured::from_runs(args, true, |events, mode| run(args, events, mode))
 }

@@ -63,24 +63,36 @@ pub fn pipeline(args: &PipelineArgs) {
         .iter()
         .map(|r| median_by(r.iter().map(|m| m.throughput).collect(), |t| *t))
         .collect();
+    let batch_throughput: Vec<Option<f64>> = results
+        .iter()
+        .map(|r| {
+            let runs: Vec<f64> = r.iter().filter_map(|m| m.batch_throughput).collect();
+            (!runs.is_empty()).then(|| median_by(runs, |t| *t))
+        })
+        .collect();
     let p99 = |m: &Measured| m.latency_ns.value_at_quantile(0.99) as f64;
     let latency: Vec<Measured> = results.into_iter().map(|r| median_by(r, p99)).collect();
     println!(
-        "events {} (throughput), {} at {}/s paced (latency, after {} warm-up), ring {}, median of {} runs\n",
+        "events {} (throughput; batch runs publish {} per claim), {} at {}/s paced (latency, after {} warm-up), ring {}, median of {} runs\n",
         args.events,
+        args.batch,
         args.latency_events,
         args.rate,
         args.warmup(),
         args.ring_slots,
         args.runs
     );
-    println!("| contender | events/s | vs raw | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | p99 vs raw |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| contender | events/s | vs raw | batch of {} events/s | vs raw | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | p99 vs raw |", args.batch);
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let us = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     for (i, (name, _)) in contenders.iter().enumerate() {
         let h = &latency[i].latency_ns;
+        let (batch, batch_ratio) = match (batch_throughput[i], batch_throughput[0]) {
+            (Some(b), Some(raw)) => (format!("{b:.0}"), format!("{:.2}", b / raw)),
+            _ => ("n/a".to_owned(), "n/a".to_owned()),
+        };
         println!(
-            "| {name} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
+            "| {name} | {:.0} | {:.2} | {batch} | {batch_ratio} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
             throughput[i],
             throughput[i] / throughput[0],
             us(h, 0.5),

@@ -226,3 +226,64 @@ fn async_submit_completes_with_correlation_ids() {
         assert_eq!(ack.outcome.data(), &(i as i64 + 1).to_le_bytes());
     }
 }
+
+struct Stamps(Vec<(u64, u64)>);
+
+impl keel_core::StateMachine for Stamps {
+    fn apply(&mut self, command: &CommandRef<'_>, _outcome: &mut keel_core::Outcome) {
+        self.0.push((command.sequence, command.timestamp_ns()));
+    }
+    fn state_hash(&self) -> u64 {
+        self.0.len() as u64
+    }
+}
+
+#[test]
+fn batch_submission_is_one_contiguous_claim_all_or_nothing() {
+    let clock = std::sync::Arc::new(keel_core::ManualClock::new(1_000));
+    let engine = EngineBuilder::new(EngineConfig::default(), Stamps(Vec::with_capacity(64)))
+        .clock(std::sync::Arc::clone(&clock))
+        .start()
+        .unwrap();
+    let mut submitter = engine.submitter();
+    submitter
+        .submit_detached(&Command::new(1, b"first"))
+        .unwrap();
+    let bodies: Vec<[u8; 4]> = (0..10u32).map(|i| i.to_le_bytes()).collect();
+    let batch: Vec<Command<'_>> = bodies.iter().map(|b| Command::new(1, b)).collect();
+    clock.set(5_000);
+    assert_eq!(submitter.submit_batch_detached(&batch).unwrap(), 1);
+    // One bad command refuses the whole batch: nothing sequenced.
+    let mut bad = batch.clone();
+    bad[4].command_type = 0;
+    assert!(matches!(
+        submitter.submit_batch_detached(&bad),
+        Err(SubmitError::ReservedCommandType)
+    ));
+    assert!(matches!(
+        submitter.submit_batch_detached(&[]),
+        Err(SubmitError::BatchSize { len: 0, .. })
+    ));
+    let too_big = vec![Command::new(1, b""); 4097];
+    assert!(matches!(
+        submitter.submit_batch_detached(&too_big),
+        Err(SubmitError::BatchSize {
+            len: 4097,
+            max: 4096
+        })
+    ));
+    assert_eq!(
+        submitter
+            .submit(&Command::new(1, b"last"))
+            .unwrap()
+            .sequence,
+        11
+    );
+    drop(submitter);
+    let stamps = engine.shutdown().unwrap().state_machine.0;
+    let expected: Vec<(u64, u64)> = std::iter::once((0, 1_000))
+        .chain((0..10).map(|i| (1 + i, 5_000 + i)))
+        .chain(std::iter::once((11, 5_000)))
+        .collect();
+    assert_eq!(stamps, expected, "contiguous sequences, timestamps t + i");
+}

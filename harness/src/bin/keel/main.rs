@@ -199,7 +199,10 @@ fn run(args: &RunArgs) -> ExitCode {
         Ok(report) => report,
         Err(e) => {
             eprintln!("keel run failed: {e}");
-            if matches!(e, load::LoadError::Storage(keel_journal::StorageError::NoDirectIo { .. })) {
+            if matches!(
+                e,
+                load::LoadError::Storage(keel_journal::StorageError::NoDirectIo { .. })
+            ) {
                 eprintln!(
                     "hint: point --data-dir at a real disk, or for development only pass \
                      --dev-allow-buffered-io (or --durability none)"
