@@ -22,7 +22,7 @@ cargo test --workspace --locked
 step "zero-allocation test (release: the steady state the engine ships in)"
 cargo test -p keel-core --test alloc --release --locked
 
-step "loom models of the slot hand-off, completion and parking protocols"
+step "loom models of the slot hand-off, completion, parking and admission-gate protocols"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
   cargo test -p keel-core --lib --release --locked
 

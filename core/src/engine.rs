@@ -15,7 +15,7 @@ use crate::config::{EngineConfig, Fusion, Pinning};
 use crate::error::{ConfigError, StageName, StopReason, SubmitError};
 use crate::idempotency::DedupTable;
 use crate::metrics::MetricsSnapshot;
-use crate::shared::{Shared, GATE_CLOSED, GATE_PAUSED, GATE_SUBMITTERS};
+use crate::shared::Shared;
 use crate::slot::Slot;
 use crate::stage::{EventSink, Journaller, NoopJournaller, NoopReplicator, NoopSink, Replicator};
 use crate::stages::{
@@ -408,13 +408,13 @@ impl<S, J, R, K> Engine<S, J, R, K> {
     /// Stops admitting commands (new submits get [`SubmitError::Paused`]) and
     /// returns once every admitted command was published.
     pub fn pause(&self) -> Result<(), SubmitError> {
-        self.shared.gate.fetch_or(GATE_PAUSED, Ordering::AcqRel);
+        self.shared.gate.pause();
         self.drain()
     }
 
     /// Admits commands again after [`Engine::pause`].
     pub fn resume(&self) {
-        self.shared.gate.fetch_and(!GATE_PAUSED, Ordering::AcqRel);
+        self.shared.gate.resume();
     }
 
     /// Waits until no submitter is inside admission and the publisher has
@@ -426,7 +426,7 @@ impl<S, J, R, K> Engine<S, J, R, K> {
                 .map_or(Ok(()), |r| Err(SubmitError::EngineStopped(r)))
         };
         let mut waiter = AdminWait::default();
-        while self.shared.gate.load(Ordering::Acquire) & GATE_SUBMITTERS != 0 {
+        while !self.shared.gate.empty() {
             stopped()?;
             waiter.wait();
         }
@@ -442,7 +442,7 @@ impl<S, J, R, K> Engine<S, J, R, K> {
     /// submitted (every caller gets its ack), stops the lanes and hands the
     /// stages back. After a fail-stop it returns the stop reason instead.
     pub fn shutdown(mut self) -> Result<Stopped<S, J, R, K>, StopReason> {
-        self.shared.gate.fetch_or(GATE_CLOSED, Ordering::AcqRel);
+        self.shared.gate.close();
         let drained = self.drain();
         let commands = self.processed(StageName::Publisher);
         self.shared.stop(StopReason::Shutdown);

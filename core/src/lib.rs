@@ -49,6 +49,7 @@ pub mod config;
 mod engine;
 #[cfg(not(loom))]
 pub mod error;
+mod gate;
 #[cfg(not(loom))]
 pub mod idempotency;
 #[cfg(not(loom))]

@@ -13,6 +13,7 @@ use loom::sync::Arc;
 use loom::thread;
 
 use crate::completion::{CellPoll, CompletionCell};
+use crate::gate::Gate;
 use crate::outcome::{Ack, Outcome, ResultCode};
 use crate::slot::{Applied, ResultCell};
 use crate::wait::Parker;
@@ -175,5 +176,37 @@ fn parker_no_lost_wakeup() {
         cursor.store(1, Ordering::Release);
         parker.notify();
         lane.join().unwrap();
+    });
+}
+
+/// Admission gate: a drain that saw zero submitters after pausing sees the
+/// published sequence of every submitter that was admitted, and a submitter
+/// that was refused published nothing.
+#[test]
+fn gate_drain_sees_every_admitted_publish() {
+    loom::model(|| {
+        let gate = Arc::new(Gate::new());
+        let published = Arc::new(AtomicU64::new(0));
+        let submitter = {
+            let (gate, published) = (gate.clone(), published.clone());
+            thread::spawn(move || match gate.enter() {
+                Ok(_admission) => {
+                    published.fetch_max(1, Ordering::AcqRel);
+                    true
+                }
+                Err(_) => false,
+            })
+        };
+        gate.pause();
+        while !gate.empty() {
+            thread::yield_now();
+        }
+        let seen = published.load(Ordering::Acquire);
+        let admitted = submitter.join().unwrap();
+        if admitted {
+            assert_eq!(seen, 1, "drain finished before an admitted publish");
+        } else {
+            assert_eq!(published.load(Ordering::Acquire), 0);
+        }
     });
 }

@@ -12,25 +12,17 @@ use crate::completion::CompletionCell;
 use crate::config::{EngineConfig, Fusion};
 use crate::constants::STAGE_COUNT;
 use crate::error::{StageName, StopReason};
+use crate::gate::Gate;
 use crate::metrics::Metrics;
 use crate::wait::Parker;
-
-/// Gate bit: no new commands (shutdown or failure).
-pub(crate) const GATE_CLOSED: u64 = 1 << 63;
-/// Gate bit: paused; new commands get `Paused`.
-pub(crate) const GATE_PAUSED: u64 = 1 << 62;
-/// Gate bits below the flags: submitters currently between admission and publish.
-pub(crate) const GATE_SUBMITTERS: u64 = GATE_PAUSED - 1;
 
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: EngineConfig,
-    /// Flags plus the count of submitters inside admission (see `GATE_*`).
-    /// Both sides use read-modify-writes, so a drain that sees zero
-    /// submitters after setting a flag knows every admitted command is published.
-    /// Each hot counter has its own cache line: producers, lanes and admin
-    /// threads write them at different rates and must not false-share.
-    pub(crate) gate: CachePadded<AtomicU64>,
+    /// Admission of submitters (pause, shutdown). Each hot word has its own
+    /// cache line: producers, lanes and admin threads write them at different
+    /// rates and must not false-share.
+    pub(crate) gate: CachePadded<Gate>,
     /// One past the highest published ring sequence.
     pub(crate) published_next: CachePadded<AtomicU64>,
     /// Per stage: one past the highest ring sequence it has released.
@@ -69,7 +61,7 @@ impl Shared {
         Self {
             metrics: Metrics::new(config.ring_slots),
             config,
-            gate: CachePadded::new(AtomicU64::new(0)),
+            gate: CachePadded::new(Gate::new()),
             published_next: CachePadded::new(AtomicU64::new(0)),
             stage_next: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
             halt: AtomicBool::new(false),
@@ -125,7 +117,7 @@ impl Shared {
                 *slot = Some(reason);
             }
         }
-        self.gate.fetch_or(GATE_CLOSED, Ordering::AcqRel);
+        self.gate.close();
         self.halt.store(true, Ordering::SeqCst);
         self.stopped.store(true, Ordering::SeqCst);
         self.notify_all_lanes();

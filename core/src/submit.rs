@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
@@ -18,8 +18,9 @@ use crate::config::{BackPressure, CALLER_SPINS};
 use crate::constants::PAYLOAD_BYTES_MAX;
 use crate::envelope::{Command, CommandHeader};
 use crate::error::{StopReason, SubmitError};
+use crate::gate::{Admission, Refused};
 use crate::outcome::Ack;
-use crate::shared::{Shared, GATE_CLOSED, GATE_PAUSED};
+use crate::shared::Shared;
 use crate::slot::Slot;
 use crate::state_machine::Validator;
 use crate::wait::{IdleAction, Idler};
@@ -45,15 +46,6 @@ impl Clone for Submitter {
 impl std::fmt::Debug for Submitter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Submitter").finish_non_exhaustive()
-    }
-}
-
-/// Holds one place in the gate's submitter count while a command is admitted.
-struct Admission<'a>(&'a AtomicU64);
-
-impl Drop for Admission<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -263,15 +255,10 @@ fn stopped(shared: &Shared) -> SubmitError {
 
 /// Enters the gate, or says why not.
 fn admit(shared: &Shared) -> Result<Admission<'_>, SubmitError> {
-    let previous = shared.gate.fetch_add(1, Ordering::AcqRel);
-    let admission = Admission(&shared.gate);
-    if previous & GATE_CLOSED != 0 {
-        return Err(stopped(shared));
-    }
-    if previous & GATE_PAUSED != 0 {
-        return Err(SubmitError::Paused);
-    }
-    Ok(admission)
+    shared.gate.enter().map_err(|refused| match refused {
+        Refused::Closed => stopped(shared),
+        Refused::Paused => SubmitError::Paused,
+    })
 }
 
 /// Takes a free completion cell, if one is free.
