@@ -26,7 +26,7 @@
 //!   stored waker under the lock; a caller checks `stopped` after storing its
 //!   waker, so it either sees the flag or its waker is woken.
 
-use std::task::{Poll, Waker};
+use std::task::Waker;
 
 use crate::outcome::Ack;
 use crate::sync::{AtomicBool, AtomicU32, Mutex, Ordering, UnsafeCell};
@@ -168,13 +168,5 @@ impl CompletionCell {
         // happened-before; the caller is the single reader.
         let ack = self.ack.with_mut(|p| unsafe { (*p).take() });
         ack.expect("a DONE completion cell holds an ack")
-    }
-}
-
-/// A waiting caller's poll result, as the engine's futures use it.
-pub(crate) fn to_poll(result: Option<CellPoll>) -> Poll<CellPoll> {
-    match result {
-        Some(r) => Poll::Ready(r),
-        None => Poll::Pending,
     }
 }

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use crate::constants::{
-    DEDUP_ENTRIES_MAX, IN_FLIGHT_MAX, RING_SLOTS_MAX, RING_SLOTS_MIN, SPIN_ITERATIONS_DEFAULT,
-};
+use crate::constants::{DEDUP_ENTRIES_MAX, IN_FLIGHT_MAX, RING_SLOTS_MAX, RING_SLOTS_MIN};
 use crate::error::ConfigError;
 use crate::wait::WaitStrategy;
 
@@ -158,6 +156,3 @@ impl EngineConfig {
         }
     }
 }
-
-/// Spins used by waiting callers before they yield or park.
-pub(crate) const CALLER_SPINS: u32 = SPIN_ITERATIONS_DEFAULT;

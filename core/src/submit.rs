@@ -13,9 +13,9 @@ use std::time::Instant;
 
 use disruptor::{MultiProducer, Producer, SingleConsumerBarrier};
 
-use crate::completion::{to_poll, CellPoll, NO_COMPLETION};
-use crate::config::{BackPressure, CALLER_SPINS};
-use crate::constants::PAYLOAD_BYTES_MAX;
+use crate::completion::{CellPoll, NO_COMPLETION};
+use crate::config::BackPressure;
+use crate::constants::{PAYLOAD_BYTES_MAX, SPIN_ITERATIONS_DEFAULT};
 use crate::envelope::{Command, CommandHeader};
 use crate::error::{StopReason, SubmitError};
 use crate::gate::{Admission, Refused};
@@ -315,7 +315,7 @@ impl BackoffDeadline {
     }
 
     fn backoff(&self, round: &mut u32) {
-        if *round < CALLER_SPINS {
+        if *round < SPIN_ITERATIONS_DEFAULT {
             std::hint::spin_loop();
         } else {
             std::thread::yield_now();
@@ -348,15 +348,14 @@ impl Future for PendingAck {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         assert!(!self.finished, "PendingAck polled after completion");
         let cell = &self.shared.cells[self.index as usize];
-        let result = to_poll(cell.poll(cx.waker(), &self.shared.stopped));
-        match result {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(CellPoll::Ready(ack)) => {
+        match cell.poll(cx.waker(), &self.shared.stopped) {
+            None => Poll::Pending,
+            Some(CellPoll::Ready(ack)) => {
                 self.finished = true;
                 self.shared.free_cell(self.index);
                 Poll::Ready(Ok(ack))
             }
-            Poll::Ready(CellPoll::Stopped) => {
+            Some(CellPoll::Stopped) => {
                 self.finished = true;
                 let reason = self.shared.stop_reason().unwrap_or(StopReason::Shutdown);
                 Poll::Ready(Err(SubmitError::EngineStopped(reason)))
