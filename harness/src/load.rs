@@ -29,6 +29,8 @@ pub enum Durability {
         dir: std::path::PathBuf,
         /// Sync policy.
         sync: SyncPolicy,
+        /// Chain records with BLAKE3 (tamper evidence).
+        chain: bool,
         /// Allow buffered I/O on file systems without direct I/O (development only).
         allow_buffered: bool,
     },
@@ -152,6 +154,7 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
         Durability::Journal {
             dir,
             sync,
+            chain,
             allow_buffered,
         } => {
             let mode = match allow_buffered {
@@ -167,6 +170,7 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
             )?;
             let journal_config = JournalConfig {
                 sync: *sync,
+                chain: *chain,
                 ..JournalConfig::default()
             };
             let (journal, open) = Journal::open(storage, journal_config)?;

@@ -15,8 +15,12 @@ pub const SEGMENT_HEADER_BYTES: usize = 56;
 pub const RECORD_HEADER_BYTES: usize = 96;
 /// Records start at multiples of this.
 pub const RECORD_ALIGN: usize = 8;
+/// Bytes of the optional chain hash (BLAKE3 of the previous record).
+pub const CHAIN_HASH_BYTES: usize = 32;
+/// Record flag: a chain hash follows the header.
+pub const FLAG_CHAINED: u16 = 1;
 /// Largest encoded record.
-pub const RECORD_BYTES_MAX: usize = RECORD_HEADER_BYTES + PAYLOAD_BYTES_MAX;
+pub const RECORD_BYTES_MAX: usize = RECORD_HEADER_BYTES + CHAIN_HASH_BYTES + PAYLOAD_BYTES_MAX;
 /// Smallest block size (write alignment) the format accepts.
 pub const BLOCK_SIZE_MIN: u32 = 512;
 /// Largest block size the format accepts.
@@ -178,6 +182,9 @@ pub struct RecordHeader {
     pub epoch: u32,
     /// Command fields.
     pub meta: RecordMeta,
+    /// The tamper-evident chain: BLAKE3 of the previous record's bytes
+    /// (all zeros for the first record of a journal), if the writer chains.
+    pub chain: Option<[u8; CHAIN_HASH_BYTES]>,
 }
 
 /// A decoded record, borrowing its payload.
@@ -187,6 +194,20 @@ pub struct Record<'a> {
     pub header: RecordHeader,
     /// The payload.
     pub payload: &'a [u8],
+    /// The record's encoded bytes (`record_len` of them), for chaining.
+    pub bytes: &'a [u8],
+}
+
+impl Record<'_> {
+    /// Bytes the record occupies, padded to [`RECORD_ALIGN`].
+    pub fn footprint(&self) -> usize {
+        (self.header.record_len as usize).next_multiple_of(RECORD_ALIGN)
+    }
+
+    /// BLAKE3 of the record's bytes: what the next chained record must carry.
+    pub fn chain_hash(&self) -> [u8; CHAIN_HASH_BYTES] {
+        *blake3::hash(self.bytes).as_bytes()
+    }
 }
 
 /// Why bytes at a position are not a valid record.
@@ -220,11 +241,23 @@ pub enum RecordError {
     /// Checksum mismatch.
     #[error("record checksum mismatch")]
     BadChecksum,
+    /// Flag bits this code does not know.
+    #[error("unknown record flags {flags:#06x}")]
+    UnknownFlags {
+        /// The flags field.
+        flags: u16,
+    },
 }
 
-/// Encoded size of a record with `payload_len` bytes, padded to [`RECORD_ALIGN`].
+/// Encoded size of an unchained record with `payload_len` bytes, padded to [`RECORD_ALIGN`].
 pub fn record_footprint(payload_len: usize) -> usize {
-    (RECORD_HEADER_BYTES + payload_len).next_multiple_of(RECORD_ALIGN)
+    record_footprint_with(payload_len, false)
+}
+
+/// Encoded size of a record, chained or not, padded to [`RECORD_ALIGN`].
+pub fn record_footprint_with(payload_len: usize, chained: bool) -> usize {
+    let chain = if chained { CHAIN_HASH_BYTES } else { 0 };
+    (RECORD_HEADER_BYTES + chain + payload_len).next_multiple_of(RECORD_ALIGN)
 }
 
 /// Encodes a record into `out` (at least `record_footprint` bytes; the
@@ -234,9 +267,15 @@ pub fn encode_record(out: &mut [u8], header: &RecordHeader, payload: &[u8]) -> u
         payload.len() <= PAYLOAD_BYTES_MAX,
         "payload exceeds the format's maximum"
     );
-    let record_len = RECORD_HEADER_BYTES + payload.len();
+    let chain_len = if header.chain.is_some() {
+        CHAIN_HASH_BYTES
+    } else {
+        0
+    };
+    let body_at = RECORD_HEADER_BYTES + chain_len;
+    let record_len = body_at + payload.len();
     assert_eq!(header.record_len as usize, record_len);
-    let footprint = record_footprint(payload.len());
+    let footprint = record_footprint_with(payload.len(), header.chain.is_some());
     let out = &mut out[..footprint];
     let m = &header.meta;
     out[8..12].copy_from_slice(&header.record_len.to_le_bytes());
@@ -247,14 +286,22 @@ pub fn encode_record(out: &mut [u8], header: &RecordHeader, payload: &[u8]) -> u
     out[32..40].copy_from_slice(&header.offset.to_le_bytes());
     out[40..44].copy_from_slice(&header.epoch.to_le_bytes());
     out[44..46].copy_from_slice(&m.schema_version.to_le_bytes());
-    out[46..48].copy_from_slice(&0u16.to_le_bytes());
+    let flags = if header.chain.is_some() {
+        FLAG_CHAINED
+    } else {
+        0
+    };
+    out[46..48].copy_from_slice(&flags.to_le_bytes());
     out[48..56].copy_from_slice(&m.timestamp_ns.to_le_bytes());
     out[56..64].copy_from_slice(&m.correlation_id.to_le_bytes());
     out[64..80].copy_from_slice(&m.idempotency_key.to_le_bytes());
     out[80..84].copy_from_slice(&m.tenant_id.to_le_bytes());
     out[84..88].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     out[88..96].copy_from_slice(&header.synced_next.to_le_bytes());
-    out[96..record_len].copy_from_slice(payload);
+    if let Some(chain) = &header.chain {
+        out[RECORD_HEADER_BYTES..body_at].copy_from_slice(chain);
+    }
+    out[body_at..record_len].copy_from_slice(payload);
     out[record_len..].fill(0);
     let checksum = xxh3_64(&out[8..record_len]);
     out[0..8].copy_from_slice(&checksum.to_le_bytes());
@@ -279,8 +326,17 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record<'_>, RecordError> {
     }
     let record_len = u32_at(h, 8);
     let payload_len = u32_at(h, 84);
+    let flags = u16_at(h, 46);
+    if flags & !FLAG_CHAINED != 0 {
+        return Err(RecordError::UnknownFlags { flags });
+    }
+    let chain_len = if flags & FLAG_CHAINED != 0 {
+        CHAIN_HASH_BYTES
+    } else {
+        0
+    };
     if payload_len as usize > PAYLOAD_BYTES_MAX
-        || record_len as usize != RECORD_HEADER_BYTES + payload_len as usize
+        || record_len as usize != RECORD_HEADER_BYTES + chain_len + payload_len as usize
     {
         return Err(RecordError::BadLength {
             record_len,
@@ -317,8 +373,14 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record<'_>, RecordError> {
                 idempotency_key: u128_at(h, 64),
                 tenant_id: u32_at(h, 80),
             },
+            chain: (chain_len > 0).then(|| {
+                bytes[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + CHAIN_HASH_BYTES]
+                    .try_into()
+                    .expect("32 bytes")
+            }),
         },
-        payload: &bytes[RECORD_HEADER_BYTES..len],
+        payload: &bytes[RECORD_HEADER_BYTES + chain_len..len],
+        bytes: &bytes[..len],
     })
 }
 
@@ -336,10 +398,13 @@ mod tests {
 
         #[test]
         fn record_round_trips(payload in prop::collection::vec(any::<u8>(), 0..=PAYLOAD_BYTES_MAX),
-                              sequence: u64, key: u128, flip in 0usize..1000) {
+                              sequence: u64, key: u128, flip in 0usize..1000,
+                              chain in prop::option::of(any::<[u8; 32]>())) {
+            let chain_len = if chain.is_some() { CHAIN_HASH_BYTES } else { 0 };
             let header = RecordHeader {
+                chain,
                 synced_next: sequence / 2,
-                record_len: (RECORD_HEADER_BYTES + payload.len()) as u32,
+                record_len: (RECORD_HEADER_BYTES + chain_len + payload.len()) as u32,
                 sequence, segment_id: 3, offset: 4096, epoch: 2,
                 meta: RecordMeta { command_type: 7, schema_version: 1, timestamp_ns: 11,
                                    correlation_id: 12, idempotency_key: key, tenant_id: 5 },

@@ -13,8 +13,8 @@ use keel_core::{CommandRef, Journaller, StageError};
 
 use crate::aligned::AlignedBuf;
 use crate::format::{
-    align_up, encode_record, record_footprint, RecordHeader, RecordMeta, SegmentHeader,
-    RECORD_BYTES_MAX, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    align_up, encode_record, record_footprint_with, RecordHeader, RecordMeta, SegmentHeader,
+    CHAIN_HASH_BYTES, RECORD_BYTES_MAX, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::prealloc::Preallocator;
 use crate::scan::{scan, ScanError, ScanReport, TornTail};
@@ -55,6 +55,9 @@ pub struct JournalConfig {
     pub epoch: u32,
     /// Segment retention.
     pub retention: Retention,
+    /// Tamper-evident chain: every record carries the BLAKE3 hash of the
+    /// previous record (32 more bytes each, one hash per record).
+    pub chain: bool,
 }
 
 impl Default for JournalConfig {
@@ -65,6 +68,7 @@ impl Default for JournalConfig {
             sync: SyncPolicy::Sync,
             epoch: 1,
             retention: Retention::KeepAll,
+            chain: false,
         }
     }
 }
@@ -190,6 +194,9 @@ pub struct Journal<S: Storage> {
     next_sequence: u64,
     /// One past the last sequence made durable by a successful sync.
     synced_next: u64,
+    /// BLAKE3 of the last record written (zeros before the first): the next
+    /// chained record carries it.
+    last_hash: [u8; CHAIN_HASH_BYTES],
     unsynced: bool,
     last_sync: Instant,
     /// Live segments, oldest first: (id, first sequence).
@@ -268,6 +275,7 @@ impl<S: Storage> Journal<S> {
             buf_len: 0,
             next_sequence,
             synced_next: next_sequence,
+            last_hash: report.last_record_hash.unwrap_or([0; CHAIN_HASH_BYTES]),
             unsynced: false,
             last_sync: Instant::now(),
             segments,
@@ -505,7 +513,8 @@ impl<S: Storage> Journaller for Journal<S> {
                 got: command.sequence,
             }));
         }
-        let footprint = record_footprint(command.payload.len()) as u64;
+        let chained = self.config.chain;
+        let footprint = record_footprint_with(command.payload.len(), chained) as u64;
         if self.write_offset + self.buf_len as u64 + footprint > self.config.segment_size {
             self.roll()?;
         }
@@ -513,9 +522,11 @@ impl<S: Storage> Journaller for Journal<S> {
             self.write_buffer()?;
         }
         let h = command.header;
+        let chain_len = if chained { CHAIN_HASH_BYTES } else { 0 };
         let header = RecordHeader {
+            chain: chained.then_some(self.last_hash),
             synced_next: self.synced_next,
-            record_len: (RECORD_HEADER_BYTES + command.payload.len()) as u32,
+            record_len: (RECORD_HEADER_BYTES + chain_len + command.payload.len()) as u32,
             sequence: command.sequence,
             segment_id: self.segment_id,
             offset: self.write_offset + self.buf_len as u64,
@@ -531,6 +542,10 @@ impl<S: Storage> Journaller for Journal<S> {
         };
         let at = self.buf_len;
         self.buf_len += encode_record(&mut self.buf.as_mut_slice()[at..], &header, command.payload);
+        if chained {
+            let bytes = &self.buf.as_slice()[at..at + header.record_len as usize];
+            self.last_hash = *blake3::hash(bytes).as_bytes();
+        }
         self.next_sequence += 1;
         Ok(())
     }

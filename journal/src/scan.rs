@@ -83,6 +83,10 @@ pub enum BadSpot {
     /// A block of zeros where data must be (a hole).
     #[error("hole of zeros")]
     Hole,
+    /// A chained record whose chain hash is not the previous record's hash:
+    /// the previous record was altered (or records were removed or reordered).
+    #[error("tamper-evident chain broken: the previous record was altered")]
+    ChainBroken,
 }
 
 /// The scan failed.
@@ -136,6 +140,8 @@ pub struct ScanReport {
     pub next_sequence: u64,
     /// A torn tail, if one was found.
     pub torn: Option<TornTail>,
+    /// BLAKE3 of the last valid record (the chain head), if any record exists.
+    pub last_record_hash: Option<[u8; crate::format::CHAIN_HASH_BYTES]>,
 }
 
 impl ScanReport {
@@ -189,6 +195,7 @@ fn walk_segment(
     bytes: &[u8],
     header: &SegmentHeader,
     next_sequence: &mut u64,
+    previous: &mut Vec<u8>,
     visit: &mut dyn FnMut(&Record<'_>),
 ) -> (u64, Stop) {
     let block = u64::from(header.block_size);
@@ -222,10 +229,18 @@ fn walk_segment(
                     };
                     return (records, Stop::Bad(pos, spot));
                 }
+                if let Some(chain) = h.chain {
+                    // The first record seen has no predecessor to check against.
+                    if !previous.is_empty() && chain != *blake3::hash(previous).as_bytes() {
+                        return (records, Stop::Bad(pos, BadSpot::ChainBroken));
+                    }
+                }
                 visit(&r);
+                previous.clear();
+                previous.extend_from_slice(r.bytes);
                 records += 1;
                 *next_sequence += 1;
-                pos += crate::format::record_footprint(r.payload.len()) as u64;
+                pos += r.footprint() as u64;
             }
             Err(RecordError::Zero) if pos % block == 0 => return (records, Stop::End(pos)),
             Err(e) => return (records, Stop::Bad(pos, BadSpot::Undecodable(e))),
@@ -244,6 +259,7 @@ pub fn scan<S: Storage>(
     })?;
     let mut report = ScanReport::default();
     let mut expected_sequence: Option<u64> = None;
+    let mut previous = Vec::with_capacity(crate::format::RECORD_BYTES_MAX);
     for (n, &id) in ids.iter().enumerate() {
         if n > 0 && id != ids[n - 1] + 1 {
             return Err(Corruption::MissingSegment {
@@ -310,7 +326,7 @@ pub fn scan<S: Storage>(
             .into());
         }
         let mut next = expected;
-        let (records, stop) = walk_segment(&bytes, &header, &mut next, visit);
+        let (records, stop) = walk_segment(&bytes, &header, &mut next, &mut previous, visit);
         expected_sequence = Some(next);
         let (data_end, bad) = match stop {
             Stop::End(end) => (end, None),
@@ -348,6 +364,7 @@ pub fn scan<S: Storage>(
         });
     }
     report.next_sequence = expected_sequence.unwrap_or(0);
+    report.last_record_hash = (!previous.is_empty()).then(|| *blake3::hash(&previous).as_bytes());
     Ok(report)
 }
 

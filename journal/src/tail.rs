@@ -6,13 +6,14 @@
 //! writer's process pass `JournalStatus::durable_next()`: every record below
 //! it is complete on disk, so a bad one is corruption (typed error). Without
 //! a bound (`u64::MAX`, e.g. from another process) a bad or half-written spot
-//! ends the poll and is read again on the next one.
+//! ends the poll and is read again on the next one. The tail checks
+//! checksums and positions, not the optional hash chain (`verify` does).
 
 use std::io;
 
 use crate::format::{
-    align_up, decode_record, record_footprint, Record, RecordError, SegmentHeader,
-    RECORD_BYTES_MAX, SEGMENT_HEADER_BYTES,
+    align_up, decode_record, Record, RecordError, SegmentHeader, RECORD_BYTES_MAX,
+    SEGMENT_HEADER_BYTES,
 };
 use crate::scan::{BadSpot, Corruption};
 use crate::storage::{SegmentFile, Storage};
@@ -202,7 +203,7 @@ impl<'s, S: Storage> JournalTail<'s, S> {
                         *visited += 1;
                     }
                     self.expected += 1;
-                    pos += record_footprint(r.payload.len());
+                    pos += r.footprint();
                 }
                 Err(RecordError::Zero) if to_boundary == 0 => break Stop::End,
                 Err(e) => break Stop::Bad(at, BadSpot::Undecodable(e)),

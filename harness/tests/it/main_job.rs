@@ -47,6 +47,7 @@ fn durable_main_job_recovers_and_replays_to_the_same_state_hash() {
         durability: Durability::Journal {
             dir: dir.path().to_path_buf(),
             sync: SyncPolicy::Sync,
+            chain: true,
             allow_buffered: false,
         },
         ..config(Fusion::Paired)

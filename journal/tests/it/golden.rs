@@ -1,6 +1,7 @@
 //! Golden files: the version-1 byte format, pinned. A segment written by this
-//! test's fixed inputs must equal `tests/it/golden/segment-v1.keel` byte for
-//! byte, and that file must always decode to the same records. Regenerate only
+//! test's fixed inputs must equal `tests/it/golden/segment-v1.keel` (and the
+//! chained variant `segment-v1-chained.keel`) byte for byte, and those files
+//! must always decode to the same records. Regenerate only
 //! for a new format version (`KEEL_BLESS=1`), never to make a test pass.
 
 use keel_journal::{FaultConfig, FaultyStorage, Journal, Storage};
@@ -12,9 +13,15 @@ const GOLDEN: &str = concat!(
     "/tests/it/golden/segment-v1.keel"
 );
 
-fn write_fixture() -> Vec<u8> {
+const GOLDEN_CHAINED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/it/golden/segment-v1-chained.keel"
+);
+
+fn write_fixture(chain: bool) -> Vec<u8> {
     let disk = FaultyStorage::new(BLOCK, FaultConfig::default());
-    let (mut journal, _) = Journal::open(disk.clone(), config()).unwrap();
+    let config = keel_journal::JournalConfig { chain, ..config() };
+    let (mut journal, _) = Journal::open(disk.clone(), config).unwrap();
     append_batch(&mut journal, 0, 3).unwrap();
     append_batch(&mut journal, 3, 8).unwrap();
     drop(journal);
@@ -23,11 +30,20 @@ fn write_fixture() -> Vec<u8> {
 
 #[test]
 fn version_1_segment_is_byte_identical_and_still_decodes() {
-    let written = write_fixture();
+    check(GOLDEN, false);
+}
+
+#[test]
+fn version_1_chained_segment_is_byte_identical_and_still_decodes() {
+    check(GOLDEN_CHAINED, true);
+}
+
+fn check(path: &str, chain: bool) {
+    let written = write_fixture(chain);
     if std::env::var_os("KEEL_BLESS").is_some() {
-        std::fs::write(GOLDEN, &written).unwrap();
+        std::fs::write(path, &written).unwrap();
     }
-    let golden = std::fs::read(GOLDEN).expect("golden file present");
+    let golden = std::fs::read(path).expect("golden file present");
     assert_eq!(written.len(), golden.len());
     assert!(
         written == golden,

@@ -1,6 +1,7 @@
 //! Journal integration tests: round trips, every fault the design names, a
 //! model-based property test, the real file system, and golden files.
 
+mod chain;
 mod engine;
 mod faults;
 mod fs;

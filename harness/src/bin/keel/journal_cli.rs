@@ -112,10 +112,16 @@ fn verify(report: &ScanReport) -> u8 {
     let code = health(report);
     if code == OK {
         println!(
-            "ok: {} records in {} segments verified (checksums, positions, sequence continuity)",
+            "ok: {} records in {} segments verified (checksums, positions, sequence continuity, hash chain where present)",
             report.records(),
             report.segments.len()
         );
+    }
+    if let Some(head) = report.last_record_hash {
+        // Anchor this elsewhere: a chained journal is tamper-evident up to a
+        // head hash the operator trusts.
+        let hex: String = head.iter().map(|b| format!("{b:02x}")).collect();
+        println!("head hash (BLAKE3 of the last record): {hex}");
     }
     code
 }

@@ -95,6 +95,9 @@ struct RunArgs {
     /// Journal directory (recovered and replayed if it holds a journal).
     #[arg(long, default_value = "keel-data")]
     data_dir: PathBuf,
+    /// Chain every journal record to the previous one with BLAKE3 (tamper evidence).
+    #[arg(long)]
+    chain: bool,
     /// Allow buffered I/O where direct I/O is unavailable (tmpfs). Development only:
     /// nothing written there survives a power cut.
     #[arg(long)]
@@ -165,6 +168,7 @@ fn run(args: &RunArgs) -> ExitCode {
         Some(sync) => Durability::Journal {
             dir: args.data_dir.clone(),
             sync,
+            chain: args.chain,
             allow_buffered: args.dev_allow_buffered_io,
         },
         None => Durability::None,
