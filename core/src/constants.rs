@@ -33,6 +33,13 @@ pub const SPIN_ITERATIONS_DEFAULT: u32 = 32;
 /// so a lane parks only after a millisecond without work.
 pub const YIELD_BEFORE_PARK_DEFAULT: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// Most commands the BLP or the publisher takes in one batch. The journaller
+/// takes everything available (one group commit per batch); the later stages
+/// release their cursor at least every this many commands, so on a paired
+/// lane the publisher completes callers while the BLP still has work, and a
+/// producer waiting for a full ring gets slots back sooner.
+pub const STAGE_BATCH_MAX: u64 = 256;
+
 /// Number of pipeline stages (journaller, replicator, BLP, publisher).
 pub const STAGE_COUNT: usize = 4;
 

@@ -3,9 +3,11 @@
 //!
 //! - per stage, the service time of one batch in 16 (ns from taking the batch
 //!   to releasing it: for the journaller this includes the write and sync);
-//! - per command, the acknowledgement latency: sequencer timestamp (taken at
-//!   submit) to the publisher taking the command's batch;
-//! - ring occupancy (published, not yet acknowledged) sampled per publisher batch.
+//! - per command a caller waits for (blocking or async), the acknowledgement
+//!   latency: sequencer timestamp (taken at submit) to the publisher taking
+//!   the command's batch; detached commands are recorded in sampled batches
+//!   only (one in 16), so a stream of them costs no clock read per batch;
+//! - ring occupancy (published, not yet acknowledged), one publisher batch in 16.
 //!
 //! Each stage thread locks only its own histogram, once per batch.
 
@@ -71,9 +73,10 @@ impl Metrics {
 pub struct MetricsSnapshot {
     /// Batch service time per stage (ns; one batch in 16 is timed), indexed by [`StageName::index`].
     pub stage_service_ns: [Histogram<u64>; STAGE_COUNT],
-    /// Submit-to-acknowledgement latency per command (ns).
+    /// Submit-to-acknowledgement latency (ns): every waited-for command, and
+    /// detached commands of one publisher batch in 16.
     pub ack_latency_ns: Histogram<u64>,
-    /// Ring occupancy (published but not yet acknowledged), sampled per publisher batch.
+    /// Ring occupancy (published but not yet acknowledged), one publisher batch in 16.
     pub ring_occupancy: Histogram<u64>,
 }
 

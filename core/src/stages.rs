@@ -15,6 +15,7 @@ use disruptor::{EventPoller, MultiConsumerBarrier, MultiProducerBarrier, SingleC
 
 use crate::apply::apply;
 use crate::completion::NO_COMPLETION;
+use crate::constants::STAGE_BATCH_MAX;
 use crate::error::{StageName, StopReason};
 use crate::idempotency::DedupTable;
 use crate::outcome::Ack;
@@ -111,11 +112,11 @@ macro_rules! durable_stage {
     ($runner:ident, $field:ident, $trait:ident, $name:expr) => {
         impl<T: $trait> Lane for $runner<T> {
             fn step(&mut self, shared: &Shared) -> Result<Step, StopReason> {
-                CURRENT_STAGE.with(|c| c.set($name));
                 let base = shared.config.first_sequence;
                 let Ok(guard) = self.poller.poll() else {
                     return Ok(Step::Idle);
                 };
+                CURRENT_STAGE.with(|c| c.set($name));
                 let started_ns = sample_start(shared, &mut self.batches);
                 let mut guard = ManuallyDrop::new(guard);
                 let mut next = self.next;
@@ -149,11 +150,11 @@ durable_stage!(ReplicaStage, replicator, Replicator, StageName::Replicator);
 
 impl<S: StateMachine> Lane for BlpStage<S> {
     fn step(&mut self, shared: &Shared) -> Result<Step, StopReason> {
-        CURRENT_STAGE.with(|c| c.set(StageName::BusinessLogic));
         let base = shared.config.first_sequence;
-        let Ok(guard) = self.poller.poll() else {
+        let Ok(guard) = self.poller.take(STAGE_BATCH_MAX) else {
             return Ok(Step::Idle);
         };
+        CURRENT_STAGE.with(|c| c.set(StageName::BusinessLogic));
         let started_ns = sample_start(shared, &mut self.batches);
         let mut guard = ManuallyDrop::new(guard);
         let mut next = self.next;
@@ -203,22 +204,50 @@ fn publish<K: EventSink>(sink: &mut K, shared: &Shared, slot: &Slot, sequence: u
     sink.on_applied(&slot.command(sequence), &applied);
 }
 
+/// Records ack latency for one publisher batch: every command a caller
+/// waits for, and every command of a sampled batch. The batch's acks complete
+/// within its processing, so one clock read (taken lazily) is their common
+/// completion time; a batch of detached commands outside the sample costs
+/// neither a clock read nor a lock.
+struct AckRecorder<'a> {
+    sampled: bool,
+    now_ns: Option<u64>,
+    histogram: Option<std::sync::MutexGuard<'a, hdrhistogram::Histogram<u64>>>,
+}
+
+impl<'a> AckRecorder<'a> {
+    fn new(sample_started_ns: Option<u64>) -> Self {
+        Self {
+            sampled: sample_started_ns.is_some(),
+            now_ns: sample_started_ns,
+            histogram: None,
+        }
+    }
+
+    fn record(&mut self, shared: &'a Shared, slot: &Slot) {
+        if !self.sampled && slot.header.completion == NO_COMPLETION {
+            return;
+        }
+        let now = *self.now_ns.get_or_insert_with(|| shared.now_ns());
+        self.histogram
+            .get_or_insert_with(|| shared.metrics.ack_latency())
+            .saturating_record(now.saturating_sub(slot.header.timestamp_ns).max(1));
+    }
+}
+
 impl<K: EventSink> Lane for PublishStage<K> {
     fn step(&mut self, shared: &Shared) -> Result<Step, StopReason> {
-        CURRENT_STAGE.with(|c| c.set(StageName::Publisher));
         let base = shared.config.first_sequence;
-        let Ok(guard) = self.poller.poll() else {
+        let Ok(guard) = self.poller.take(STAGE_BATCH_MAX) else {
             return Ok(Step::Idle);
         };
+        CURRENT_STAGE.with(|c| c.set(StageName::Publisher));
         let started_ns = sample_start(shared, &mut self.batches);
-        let now_ns = started_ns.unwrap_or_else(|| shared.now_ns());
         let mut guard = ManuallyDrop::new(guard);
         let mut next = self.next;
-        let mut acks = shared.metrics.ack_latency();
+        let mut acks = AckRecorder::new(started_ns);
         for slot in &mut *guard {
-            // Acks of a batch complete within its processing; `now_ns` is
-            // their common completion time (one clock read per batch).
-            acks.saturating_record(now_ns.saturating_sub(slot.header.timestamp_ns).max(1));
+            acks.record(shared, slot);
             publish(&mut self.sink, shared, slot, base + next);
             next += 1;
         }
@@ -226,13 +255,15 @@ impl<K: EventSink> Lane for PublishStage<K> {
         self.sink.end_of_batch(base + next - 1);
         drop(ManuallyDrop::into_inner(guard));
         self.next = next;
+        if started_ns.is_some() {
+            let published = shared
+                .published_next
+                .load(std::sync::atomic::Ordering::Relaxed);
+            shared
+                .metrics
+                .record_occupancy(published.saturating_sub(next));
+        }
         sample_finish(shared, StageName::Publisher, started_ns);
-        let published = shared
-            .published_next
-            .load(std::sync::atomic::Ordering::Relaxed);
-        shared
-            .metrics
-            .record_occupancy(published.saturating_sub(next));
         shared.stage_released(StageName::Publisher, next);
         Ok(Step::Progress)
     }

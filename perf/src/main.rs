@@ -47,7 +47,7 @@ pub struct PipelineArgs {
     /// Repetitions; the median run of each contender is reported.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Run only contenders whose name contains this text (the raw baseline always runs).
+    /// Run only contenders whose name contains this text (the raw baselines always run).
     #[arg(long)]
     pub only: Option<String>,
     /// Commands per batch in the batch-throughput run.

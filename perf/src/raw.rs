@@ -44,7 +44,12 @@ impl WaitStrategy for Yield {
     }
 }
 
-fn run(args: &PipelineArgs, events: u64, mode: Mode) -> (f64, hdrhistogram::Histogram<u64>) {
+fn run(
+    args: &PipelineArgs,
+    paired: bool,
+    events: u64,
+    mode: Mode,
+) -> (f64, hdrhistogram::Histogram<u64>) {
     let rate = match mode {
         Mode::Paced(rate) => Some(rate),
         _ => None,
@@ -78,14 +83,33 @@ fn run(args: &PipelineArgs, events: u64, mode: Mode) -> (f64, hdrhistogram::Hist
     let replicator = |e: &RawEvent, _s: Sequence, _end: bool| {
         std::hint::black_box(e.payload[0]);
     };
-    let mut producer = build_multi_producer(args.ring_slots, RawEvent::default, Yield)
-        .handle_events_with(journaller)
-        .handle_events_with(replicator)
-        .and_then()
-        .handle_events_with(blp)
-        .and_then()
-        .handle_events_with(publisher)
-        .build();
+    let builder = build_multi_producer(args.ring_slots, RawEvent::default, Yield);
+    let mut producer = match paired {
+        false => builder
+            .handle_events_with(journaller)
+            .handle_events_with(replicator)
+            .and_then()
+            .handle_events_with(blp)
+            .and_then()
+            .handle_events_with(publisher)
+            .build(),
+        // The same work on two threads, as Keel's paired lanes run it.
+        true => {
+            let mut blp = blp;
+            let mut publisher = publisher;
+            builder
+                .handle_events_with(move |e: &RawEvent, s: Sequence, end: bool| {
+                    journaller(e, s, end);
+                    replicator(e, s, end);
+                })
+                .and_then()
+                .handle_events_with(move |e: &RawEvent, s: Sequence, end: bool| {
+                    blp(e, s, end);
+                    publisher(e, s, end);
+                })
+                .build()
+        }
+    };
     let fill = |e: &mut RawEvent, intended: u64| {
         e.intended_ns = intended;
         e.value = 1;
@@ -122,7 +146,8 @@ fn run(args: &PipelineArgs, events: u64, mode: Mode) -> (f64, hdrhistogram::Hist
     (events as f64 * 1e9 / elapsed as f64, histogram)
 }
 
-/// Runs the raw disruptor contender.
-pub fn measure(args: &PipelineArgs) -> Measured {
-    Measured::from_runs(args, true, |events, mode| run(args, events, mode))
+/// Runs the raw disruptor contender: four consumer threads, or two
+/// (journaller+replicator, BLP+publisher) when `paired`.
+pub fn measure(args: &PipelineArgs, paired: bool) -> Measured {
+    Measured::from_runs(args, true, |events, mode| run(args, paired, events, mode))
 }
