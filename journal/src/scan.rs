@@ -257,57 +257,110 @@ pub fn scan<S: Storage>(
         segment_id: 0,
         source,
     })?;
-    let mut report = ScanReport::default();
-    let mut expected_sequence: Option<u64> = None;
-    let mut previous = Vec::with_capacity(crate::format::RECORD_BYTES_MAX);
-    for (n, &id) in ids.iter().enumerate() {
-        if n > 0 && id != ids[n - 1] + 1 {
+    let mut scanner = Scanner {
+        storage,
+        ids: &ids,
+        report: ScanReport::default(),
+        expected_sequence: None,
+        previous: Vec::with_capacity(crate::format::RECORD_BYTES_MAX),
+        visit,
+    };
+    for n in 0..ids.len() {
+        scanner.segment(n)?;
+    }
+    let mut report = scanner.report;
+    report.next_sequence = scanner.expected_sequence.unwrap_or(0);
+    report.last_record_hash =
+        (!scanner.previous.is_empty()).then(|| *blake3::hash(&scanner.previous).as_bytes());
+    Ok(report)
+}
+
+/// The scan's state while it walks segments in order.
+struct Scanner<'a, S: Storage> {
+    storage: &'a S,
+    ids: &'a [u64],
+    report: ScanReport,
+    /// The sequence the next record must have (None before the first header).
+    expected_sequence: Option<u64>,
+    /// The last valid record's bytes (for the chain and the head hash).
+    previous: Vec<u8>,
+    visit: &'a mut dyn FnMut(&Record<'_>),
+}
+
+impl<S: Storage> Scanner<'_, S> {
+    /// Scans segment `ids[n]`.
+    fn segment(&mut self, n: usize) -> Result<(), ScanError> {
+        let id = self.ids[n];
+        if n > 0 && id != self.ids[n - 1] + 1 {
             return Err(Corruption::MissingSegment {
-                missing: ids[n - 1] + 1,
-                previous: ids[n - 1],
+                missing: self.ids[n - 1] + 1,
+                previous: self.ids[n - 1],
                 found: id,
             }
             .into());
         }
-        if report.torn.is_some() {
+        let bytes = read_segment(self.storage, id)?;
+        if self.report.torn.is_some() {
             // After a torn tail only never-written segments may follow.
-            let bytes = read_segment(storage, id)?;
             if bytes.iter().any(|&b| b != 0) {
-                return Err(corrupt_after_torn(&report, expected_sequence.unwrap_or(0)));
+                let expected = self.expected_sequence.unwrap_or(0);
+                return Err(corrupt_after_torn(&self.report, expected));
             }
-            report.unused_segments.push(id);
-            continue;
+            self.report.unused_segments.push(id);
+            return Ok(());
         }
-        let bytes = read_segment(storage, id)?;
         let header = match SegmentHeader::decode(&bytes) {
             Ok(h) => h,
             Err(HeaderError::Zero) if bytes.iter().all(|&b| b == 0) => {
-                report.unused_segments.push(id);
-                continue;
+                self.report.unused_segments.push(id);
+                return Ok(());
             }
-            Err(error) => {
-                let expected = expected_sequence.unwrap_or(0);
-                if report.unused_segments.is_empty()
-                    && later_data(storage, &ids[n + 1..], expected)?
-                {
-                    return Err(Corruption::Header {
-                        segment_id: id,
-                        error,
-                    }
-                    .into());
-                }
-                // A header block torn at roll: nothing after it was acknowledged.
-                let end = last_nonzero(&bytes, 512);
-                report.torn = Some(TornTail {
-                    segment_id: id,
-                    offset: 0,
-                    end,
-                    bytes: end,
-                });
-                continue;
-            }
+            Err(error) => return self.bad_header(n, &bytes, error),
         };
-        if !report.unused_segments.is_empty() {
+        self.check_header(id, &header)?;
+        let mut next = self.expected_sequence.expect("set by check_header");
+        let (records, stop) =
+            walk_segment(&bytes, &header, &mut next, &mut self.previous, self.visit);
+        self.expected_sequence = Some(next);
+        let (data_end, bad) = match stop {
+            Stop::End(end) => (end, None),
+            Stop::Bad(at, spot) => (at, Some(spot)),
+        };
+        self.report.segments.push(SegmentSummary {
+            header,
+            records,
+            data_end,
+        });
+        self.classify_end(n, &header, &bytes, data_end, bad)
+    }
+
+    /// A header that does not decode: corruption if data follows, else a
+    /// header block torn at a roll (nothing after it was acknowledged).
+    fn bad_header(&mut self, n: usize, bytes: &[u8], error: HeaderError) -> Result<(), ScanError> {
+        let id = self.ids[n];
+        let expected = self.expected_sequence.unwrap_or(0);
+        if self.report.unused_segments.is_empty()
+            && later_data(self.storage, &self.ids[n + 1..], expected)?
+        {
+            return Err(Corruption::Header {
+                segment_id: id,
+                error,
+            }
+            .into());
+        }
+        let end = last_nonzero(bytes, 512);
+        self.report.torn = Some(TornTail {
+            segment_id: id,
+            offset: 0,
+            end,
+            bytes: end,
+        });
+        Ok(())
+    }
+
+    /// A decoded header must belong here and continue the sequence.
+    fn check_header(&mut self, id: u64, header: &SegmentHeader) -> Result<(), ScanError> {
+        if !self.report.unused_segments.is_empty() {
             // A written segment after a never-written one.
             return Err(Corruption::Header {
                 segment_id: id,
@@ -315,7 +368,7 @@ pub fn scan<S: Storage>(
             }
             .into());
         }
-        let expected = *expected_sequence.get_or_insert(header.first_sequence);
+        let expected = *self.expected_sequence.get_or_insert(header.first_sequence);
         if header.segment_id != id || header.first_sequence != expected {
             return Err(Corruption::Misplaced {
                 segment_id: id,
@@ -325,47 +378,48 @@ pub fn scan<S: Storage>(
             }
             .into());
         }
-        let mut next = expected;
-        let (records, stop) = walk_segment(&bytes, &header, &mut next, &mut previous, visit);
-        expected_sequence = Some(next);
-        let (data_end, bad) = match stop {
-            Stop::End(end) => (end, None),
-            Stop::Bad(at, spot) => (at, Some(spot)),
-        };
-        report.segments.push(SegmentSummary {
-            header,
-            records,
-            data_end,
-        });
+        Ok(())
+    }
+
+    /// Where a segment's records stopped: a clean end, a torn tail, or
+    /// corruption (a later record vouches the bad spot had been synced).
+    fn classify_end(
+        &mut self,
+        n: usize,
+        header: &SegmentHeader,
+        bytes: &[u8],
+        data_end: u64,
+        bad: Option<BadSpot>,
+    ) -> Result<(), ScanError> {
+        let id = self.ids[n];
+        let next = self.expected_sequence.expect("set by segment");
         let tail = &bytes[(data_end as usize).min(bytes.len())..];
-        let dirty_tail = tail.iter().any(|&b| b != 0);
-        if bad.is_none() && !dirty_tail {
-            continue;
+        if bad.is_none() && tail.iter().all(|&b| b == 0) {
+            return Ok(());
         }
-        let spot = bad.unwrap_or(BadSpot::Hole);
-        if synced_before_later_record(&bytes, id, data_end as usize + 1, next)
-            || later_data(storage, &ids[n + 1..], next)?
+        if synced_before_later_record(bytes, id, data_end as usize + 1, next)
+            || later_data(self.storage, &self.ids[n + 1..], next)?
         {
             return Err(Corruption::Record {
                 segment_id: id,
                 offset: data_end,
                 expected_sequence: next,
-                reason: spot,
+                reason: bad.unwrap_or(BadSpot::Hole),
             }
             .into());
         }
-        let block = u64::from(header.block_size);
-        let end = align_up(data_end + last_nonzero(tail, 1), block);
-        report.torn = Some(TornTail {
+        let end = align_up(
+            data_end + last_nonzero(tail, 1),
+            u64::from(header.block_size),
+        );
+        self.report.torn = Some(TornTail {
             segment_id: id,
             offset: data_end,
             end,
             bytes: end - data_end,
         });
+        Ok(())
     }
-    report.next_sequence = expected_sequence.unwrap_or(0);
-    report.last_record_hash = (!previous.is_empty()).then(|| *blake3::hash(&previous).as_bytes());
-    Ok(report)
 }
 
 /// Offset just past the last non-zero byte of `bytes`, rounded up to `align`.

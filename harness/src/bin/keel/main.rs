@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use keel_core::{EngineConfig, Fusion, Pinning, WaitStrategy};
-use keel_harness::load::{self, percentiles, Durability, LoadConfig};
+use keel_harness::load::{self, percentiles, Durability, LoadConfig, LoadReport};
 use keel_journal::SyncPolicy;
 
 #[derive(Parser)]
@@ -139,6 +139,31 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &RunArgs) -> ExitCode {
+    if args.dev_allow_buffered_io {
+        eprintln!("WARNING: buffered I/O allowed for development: acknowledged commands may not survive a power cut");
+    }
+    let config = load_config(args);
+    print_plan(&config);
+    match load::run(&config) {
+        Ok(report) => print_report(&report),
+        Err(e) => {
+            eprintln!("keel run failed: {e}");
+            if matches!(
+                e,
+                load::LoadError::Storage(keel_journal::StorageError::NoDirectIo { .. })
+            ) {
+                eprintln!(
+                    "hint: point --data-dir at a real disk, or for development only pass \
+                     --dev-allow-buffered-io (or --durability none)"
+                );
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The run's configuration from the command line.
+fn load_config(args: &RunArgs) -> LoadConfig {
     let engine = EngineConfig {
         ring_slots: args.ring_slots,
         in_flight_max: (args.producers * args.window).max(args.ring_slots),
@@ -173,10 +198,7 @@ fn run(args: &RunArgs) -> ExitCode {
         },
         None => Durability::None,
     };
-    if args.dev_allow_buffered_io {
-        eprintln!("WARNING: buffered I/O allowed for development: acknowledged commands may not survive a power cut");
-    }
-    let config = LoadConfig {
+    LoadConfig {
         durability,
         transfers: args.transfers,
         producers: args.producers,
@@ -184,7 +206,10 @@ fn run(args: &RunArgs) -> ExitCode {
         accounts: args.accounts,
         engine,
         progress: !args.quiet,
-    };
+    }
+}
+
+fn print_plan(config: &LoadConfig) {
     let durability = match &config.durability {
         Durability::None => "none".to_owned(),
         Durability::Journal { dir, sync, .. } => format!("{sync:?} journal in {}", dir.display()),
@@ -199,22 +224,10 @@ fn run(args: &RunArgs) -> ExitCode {
         config.engine.fusion,
         config.engine.wait_strategy
     );
-    let report = match load::run(&config) {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!("keel run failed: {e}");
-            if matches!(
-                e,
-                load::LoadError::Storage(keel_journal::StorageError::NoDirectIo { .. })
-            ) {
-                eprintln!(
-                    "hint: point --data-dir at a real disk, or for development only pass \
-                     --dev-allow-buffered-io (or --durability none)"
-                );
-            }
-            return ExitCode::FAILURE;
-        }
-    };
+}
+
+/// Prints the results; fails if the replay or the balance check fails.
+fn print_report(report: &LoadReport) -> ExitCode {
     println!(
         "throughput   {:.0} transfers/s ({} commands in {:.2} s)",
         report.transfers_per_second,
@@ -229,6 +242,7 @@ fn run(args: &RunArgs) -> ExitCode {
     );
     println!("state hash   {:016x}", report.state_hash);
     if let Some(journal) = &report.journal {
+        let matches = journal.replayed_state_hash == report.state_hash;
         println!(
             "recovered    {} records replayed at start in {:.2} s{}",
             journal.recovered_records,
@@ -243,13 +257,9 @@ fn run(args: &RunArgs) -> ExitCode {
             journal.records_at_end,
             journal.replay.as_secs_f64(),
             journal.replayed_state_hash,
-            if journal.replayed_state_hash == report.state_hash {
-                "matches"
-            } else {
-                "DIFFERS"
-            }
+            if matches { "matches" } else { "DIFFERS" }
         );
-        if journal.replayed_state_hash != report.state_hash {
+        if !matches {
             eprintln!("REPLAY MISMATCH: the journal does not reproduce the engine's state");
             return ExitCode::FAILURE;
         }
