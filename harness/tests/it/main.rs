@@ -1,4 +1,5 @@
 //! Integration tests of the host side: the architecture rules and the main job.
 
 mod architecture;
+mod crash;
 mod main_job;
