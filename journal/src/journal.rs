@@ -19,6 +19,7 @@ use crate::format::{
 use crate::prealloc::Preallocator;
 use crate::scan::{scan, ScanError, ScanReport, TornTail};
 use crate::storage::{SegmentFile, Storage};
+use crate::sync_timer::SyncTimer;
 
 /// When the journaller makes a batch durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,8 +27,8 @@ pub enum SyncPolicy {
     /// Every batch is durable before the BLP sees it (group commit).
     Sync,
     /// Written to the OS per batch; synced at the first batch end at least
-    /// this long after the previous sync (an idle journal is not synced by a
-    /// timer: not built yet).
+    /// this long after the previous sync, and by a background timer at most
+    /// this long after a write when the journal is idle.
     Async(Duration),
     /// Written to the OS only.
     None,
@@ -202,6 +203,8 @@ pub struct Journal<S: Storage> {
     /// Live segments, oldest first: (id, first sequence).
     segments: VecDeque<(u64, u64)>,
     prealloc: Preallocator<S>,
+    /// The `async(interval)` background sync (None under other policies).
+    timer: Option<SyncTimer>,
     status: JournalStatus,
 }
 
@@ -265,6 +268,10 @@ impl<S: Storage> Journal<S> {
         };
         status.durable_next.store(next_sequence, Ordering::Release);
         status.segment_id.store(segment_id, Ordering::Release);
+        let timer = match config.sync {
+            SyncPolicy::Async(interval) => Some(SyncTimer::start(Arc::clone(&storage), interval)),
+            _ => None,
+        };
         let journal = Self {
             buf: AlignedBuf::new(config.write_buffer_bytes, block as usize),
             storage,
@@ -280,6 +287,7 @@ impl<S: Storage> Journal<S> {
             last_sync: Instant::now(),
             segments,
             prealloc,
+            timer,
             status,
             config,
         };
@@ -326,10 +334,20 @@ impl<S: Storage> Journal<S> {
         self.write_offset += padded as u64;
         self.buf_len = 0;
         self.unsynced = true;
+        if let Some(timer) = &self.timer {
+            timer.mark_dirty(self.segment_id);
+        }
         Ok(())
     }
 
     fn sync(&mut self) -> Result<(), JournalError> {
+        if let Some((segment_id, source)) = self.timer.as_ref().and_then(SyncTimer::take_error) {
+            return Err(JournalError::Sync {
+                segment_id,
+                durable: self.status.durable_next().checked_sub(1),
+                source,
+            });
+        }
         let due = match self.config.sync {
             SyncPolicy::Sync => true,
             SyncPolicy::Async(interval) => self.last_sync.elapsed() >= interval,

@@ -11,6 +11,7 @@ mod prealloc;
 pub mod reader;
 pub mod scan;
 pub mod storage;
+mod sync_timer;
 pub mod tail;
 
 pub use crate::faulty::{FaultConfig, FaultyStorage};
