@@ -256,3 +256,28 @@ fn pinning_to_missing_cores_is_reported_not_fatal() {
         .submit(&Command::new(DEPOSIT, &payload(0, 1)))
         .is_ok());
 }
+
+/// A host shares the engine handle (metrics, pause, stop reason) across
+/// threads and moves one submitter into each submitting thread.
+#[test]
+fn handles_are_thread_safe() {
+    fn shared<T: Send + Sync>() {}
+    fn moved<T: Send>() {}
+    shared::<keel_core::Engine<Balances>>();
+    moved::<keel_core::Submitter>();
+    moved::<keel_core::PendingAck>();
+    let engine = std::sync::Arc::new(
+        EngineBuilder::new(EngineConfig::default(), Balances::default())
+            .start()
+            .unwrap(),
+    );
+    let watcher = {
+        let engine = std::sync::Arc::clone(&engine);
+        std::thread::spawn(move || engine.metrics().ack_latency_ns.len())
+    };
+    let mut submitter = engine.submitter();
+    submitter
+        .submit(&Command::new(DEPOSIT, &payload(0, 1)))
+        .unwrap();
+    assert!(watcher.join().unwrap() <= 1);
+}
