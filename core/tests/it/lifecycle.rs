@@ -271,13 +271,17 @@ fn handles_are_thread_safe() {
             .start()
             .unwrap(),
     );
-    let watcher = {
-        let engine = std::sync::Arc::clone(&engine);
-        std::thread::spawn(move || engine.metrics().ack_latency_ns.len())
-    };
     let mut submitter = engine.submitter();
     submitter
         .submit(&Command::new(DEPOSIT, &payload(0, 1)))
         .unwrap();
-    assert!(watcher.join().unwrap() <= 1);
+    let watcher = {
+        let engine = std::sync::Arc::clone(&engine);
+        std::thread::spawn(move || engine.metrics().ack_latency_ns.len())
+    };
+    assert_eq!(
+        watcher.join().unwrap(),
+        1,
+        "another thread sees the engine's metrics"
+    );
 }
