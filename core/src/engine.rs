@@ -35,6 +35,7 @@ pub struct EngineBuilder<S, J = NoopJournaller, R = NoopReplicator, K = NoopSink
     sink: K,
     validator: Arc<dyn Validator>,
     clock: Box<dyn Clock>,
+    dedup: Option<DedupTable>,
 }
 
 impl std::fmt::Debug for dyn Validator {
@@ -60,6 +61,7 @@ impl<S: StateMachine> EngineBuilder<S> {
             sink: NoopSink,
             validator: Arc::new(AcceptAll),
             clock: Box::new(SystemClock::new()),
+            dedup: None,
         }
     }
 }
@@ -75,6 +77,7 @@ impl<S: StateMachine, J: Journaller, R: Replicator, K: EventSink> EngineBuilder<
             sink: self.sink,
             validator: self.validator,
             clock: self.clock,
+            dedup: self.dedup,
         }
     }
 
@@ -88,6 +91,7 @@ impl<S: StateMachine, J: Journaller, R: Replicator, K: EventSink> EngineBuilder<
             sink: self.sink,
             validator: self.validator,
             clock: self.clock,
+            dedup: self.dedup,
         }
     }
 
@@ -101,12 +105,22 @@ impl<S: StateMachine, J: Journaller, R: Replicator, K: EventSink> EngineBuilder<
             sink,
             validator: self.validator,
             clock: self.clock,
+            dedup: self.dedup,
         }
     }
 
     /// Runs `validator` on the submitting thread before sequencing.
     pub fn validator(mut self, validator: impl Validator) -> Self {
         self.validator = Arc::new(validator);
+        self
+    }
+
+    /// Starts from a recovered idempotency window (part of the state, rebuilt
+    /// by replay or a snapshot) instead of an empty one. Its capacity must
+    /// equal `dedup_entries`, or replay and the live engine would evict
+    /// differently.
+    pub fn dedup(mut self, dedup: DedupTable) -> Self {
+        self.dedup = Some(dedup);
         self
     }
 
@@ -120,6 +134,17 @@ impl<S: StateMachine, J: Journaller, R: Replicator, K: EventSink> EngineBuilder<
     pub fn start(self) -> Result<Engine<S, J, R, K>, ConfigError> {
         self.config.validate()?;
         let config = self.config.clone();
+        let dedup = match self.dedup {
+            Some(d) if d.capacity() != config.dedup_entries => {
+                return Err(ConfigError {
+                    option: "dedup_entries",
+                    value: config.dedup_entries.to_string(),
+                    expected: "the capacity of the recovered idempotency window",
+                });
+            }
+            Some(d) => d,
+            None => DedupTable::with_capacity(config.dedup_entries),
+        };
         let slots = config.ring_slots;
         let shared = Arc::new(Shared::new(self.config, self.clock));
 
@@ -145,7 +170,7 @@ impl<S: StateMachine, J: Journaller, R: Replicator, K: EventSink> EngineBuilder<
         let blp = BlpStage {
             poller: blp_poller,
             state_machine: self.state_machine,
-            dedup: DedupTable::with_capacity(config.dedup_entries),
+            dedup,
             next: 0,
             batches: 0,
         };

@@ -46,6 +46,11 @@ impl DedupTable {
         }
     }
 
+    /// Keys the window remembers at most.
+    pub fn capacity(&self) -> usize {
+        self.order.len()
+    }
+
     /// Number of keys held.
     pub fn len(&self) -> usize {
         self.len

@@ -9,6 +9,7 @@ use keel_core::{
     Command, CommandRef, Engine, EngineConfig, Outcome, ResultCode, StateMachine, ValidationError,
     Validator,
 };
+use keel_harness::replay::Replayer;
 use keel_journal::{FsStorage, IoMode, Journal, JournalConfig};
 
 /// Counts orders per instrument; rejects sells beyond the position.
@@ -59,17 +60,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "keel-data-embed".to_owned());
-    // Recover the journal, then replay it into the state machine before
-    // serving (see keel_harness::replay for the full version).
+    // Recover the journal and replay it into the state machine (and the
+    // idempotency window) in one scan, before serving.
     let storage = FsStorage::open(&dir, IoMode::DirectSync)?;
-    let replayed =
-        keel_harness::replay::replay(&storage, Positions { position: [0; 16] }, 1 << 16)?;
-    let (journal, _report) = Journal::open(storage, JournalConfig::default())?;
+    let config = EngineConfig::default();
+    let mut replayed = Replayer::new(Positions { position: [0; 16] }, config.dedup_entries);
+    let (journal, _report) =
+        Journal::open_replaying(storage, JournalConfig::default(), &mut |r| {
+            replayed.apply(r)
+        })?;
     let config = EngineConfig {
         first_sequence: journal.next_sequence(),
-        ..EngineConfig::default()
+        ..config
     };
     let engine = Engine::builder(config, replayed.state_machine)
+        .dedup(replayed.dedup)
         .journaller(journal)
         .validator(OnlyTenantSeven)
         .start()?;

@@ -13,7 +13,7 @@ use keel_core::{
 };
 use keel_journal::{FsStorage, IoMode, Journal, JournalConfig, SyncPolicy};
 
-use crate::replay::replay;
+use crate::replay::{replay, Replayer};
 
 use crate::demo::{encode, DemoAccounts, DEPOSIT, TRANSFER};
 
@@ -163,17 +163,18 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
             };
             let started = Instant::now();
             let storage = FsStorage::open(dir, mode)?;
-            let replayed = replay(
-                &storage,
-                DemoAccounts::new(config.accounts as usize),
-                config.engine.dedup_entries,
-            )?;
             let journal_config = JournalConfig {
                 sync: *sync,
                 chain: *chain,
                 ..JournalConfig::default()
             };
-            let (journal, open) = Journal::open(storage, journal_config)?;
+            // Recovery and replay in one scan of the journal.
+            let mut replayed = Replayer::new(
+                DemoAccounts::new(config.accounts as usize),
+                config.engine.dedup_entries,
+            );
+            let (journal, open) =
+                Journal::open_replaying(storage, journal_config, &mut |r| replayed.apply(r))?;
             let recovery = JournalReport {
                 recovered_records: replayed.records,
                 recovery: started.elapsed(),
@@ -193,11 +194,12 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
             };
             let engine = Engine::builder(engine_config, replayed.state_machine)
                 .journaller(journal)
+                .dedup(replayed.dedup)
                 .start()?;
             let mut report = drive(config, engine, Some(recovery), baseline)?;
             let check = Instant::now();
             let storage = FsStorage::open(dir, mode)?;
-            let full = replay(
+            let (full, _) = replay(
                 &storage,
                 DemoAccounts::new(config.accounts as usize),
                 config.engine.dedup_entries,

@@ -222,9 +222,20 @@ impl<S: Storage> Journal<S> {
     /// Recovers the journal in `storage` (zeroing a torn tail, refusing on
     /// corruption) and opens it for appending.
     pub fn open(storage: S, config: JournalConfig) -> Result<(Self, OpenReport), OpenError> {
+        Self::open_replaying(storage, config, &mut |_| {})
+    }
+
+    /// Like [`Journal::open`], handing every valid record to `visit` during
+    /// the recovery scan, so a host rebuilds its state in the same pass.
+    /// Records past a torn tail are never visited.
+    pub fn open_replaying(
+        storage: S,
+        config: JournalConfig,
+        visit: &mut dyn FnMut(&crate::format::Record<'_>),
+    ) -> Result<(Self, OpenReport), OpenError> {
         let block = u64::from(storage.block_size());
         check_config(&config, block)?;
-        let report = scan(&storage, &mut |_| {})?;
+        let report = scan(&storage, visit)?;
         if let Some(torn) = report.torn {
             zero_range(&storage, torn, block)?;
         }

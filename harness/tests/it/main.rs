@@ -3,3 +3,4 @@
 mod architecture;
 mod crash;
 mod main_job;
+mod restart;
