@@ -62,9 +62,19 @@ impl FaultyStorage {
     /// An empty disk with the given block size and faults.
     pub fn new(block_size: u32, config: FaultConfig) -> Self {
         let rng = config.seed ^ 0x9e37_79b9_7f4a_7c15;
+        Self::over(BTreeMap::new(), config, rng, block_size)
+    }
+
+    /// A disk holding `files`, with fresh fault counters.
+    fn over(
+        files: BTreeMap<u64, FileState>,
+        config: FaultConfig,
+        rng: u64,
+        block_size: u32,
+    ) -> Self {
         Self {
             state: Arc::new(Mutex::new(State {
-                files: BTreeMap::new(),
+                files,
                 config,
                 rng,
                 writes: 0,
@@ -120,17 +130,7 @@ impl FaultyStorage {
             );
         }
         state.rng = rng;
-        FaultyStorage {
-            state: Arc::new(Mutex::new(State {
-                files,
-                config: FaultConfig::default(),
-                rng,
-                writes: 0,
-                syncs: 0,
-                no_space: false,
-            })),
-            block_size: self.block_size,
-        }
+        Self::over(files, FaultConfig::default(), rng, self.block_size)
     }
 
     /// Direct access for tests that damage bytes on purpose (durable and current).
