@@ -4,8 +4,10 @@
 //! Runtime limits (ring size, in-flight completions, dedup capacity) live in
 //! [`crate::EngineConfig`] and are validated against the bounds here.
 
-/// Maximum bytes of command payload carried inline in a ring slot.
-pub const PAYLOAD_BYTES_MAX: usize = 256;
+/// Maximum bytes of command payload carried inline in a ring slot: room for a
+/// batch of seven 120-byte ledger transfers (or nine accounts) with its codec
+/// header, so one command (one journal record) carries a linked chain.
+pub const PAYLOAD_BYTES_MAX: usize = 896;
 
 /// Maximum bytes of state-machine result carried inline in a slot's result area.
 pub const RESULT_BYTES_MAX: usize = 48;
@@ -13,7 +15,7 @@ pub const RESULT_BYTES_MAX: usize = 48;
 /// Smallest ring the engine accepts (slots); the `disruptor` multi-producer barrier needs 64.
 pub const RING_SLOTS_MIN: usize = 64;
 
-/// Largest ring the engine accepts (slots): 1 Mi slots of 384 B is 384 MiB.
+/// Largest ring the engine accepts (slots): 1 Mi slots of 1 KiB is 1 GiB.
 pub const RING_SLOTS_MAX: usize = 1 << 20;
 
 /// Largest number of commands whose callers may wait for completion at once.

@@ -130,4 +130,4 @@ impl Slot {
 }
 
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<Slot>() == 384);
+const _: () = assert!(std::mem::size_of::<Slot>() == 1024);

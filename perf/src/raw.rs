@@ -11,13 +11,13 @@ use disruptor::{build_multi_producer, Producer, Sequence};
 use crate::clock::{histogram, now_ns, Pacer};
 use crate::{Measured, Mode, PipelineArgs};
 
-/// Same footprint as a Keel slot: 64-byte header area, 256-byte payload, result.
+/// Same footprint as a Keel slot: 64-byte header area, 896-byte payload, result.
 #[repr(align(64))]
 struct RawEvent {
     intended_ns: u64,
     value: u64,
     _header: [u8; 48],
-    payload: [u8; 256],
+    payload: [u8; keel_core::constants::PAYLOAD_BYTES_MAX],
     result: AtomicU64,
 }
 
@@ -27,7 +27,7 @@ impl Default for RawEvent {
             intended_ns: 0,
             value: 0,
             _header: [0; 48],
-            payload: [0; 256],
+            payload: [0; keel_core::constants::PAYLOAD_BYTES_MAX],
             result: AtomicU64::new(0),
         }
     }
