@@ -1,0 +1,221 @@
+//! The ledger's wire: command types, their encoded payloads (rkyv, through
+//! `keel-codecs`) and the result bodies, plus the helpers a host uses to build
+//! commands and read acknowledgements. Byte layouts: `docs/codecs.md`.
+
+use keel_codecs::{DecodeError, EncodeError, Migrate, Rkyv, Schema};
+use keel_core::constants::{PAYLOAD_BYTES_MAX, RESULT_BYTES_MAX};
+use keel_core::{Command, Outcome, ResultCode};
+use rkyv::with::InlineAsBox;
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::types::{Account, Transfer};
+
+/// Command types (`Command::command_type`).
+pub mod command_type {
+    /// A batch of up to [`super::ACCOUNTS_PER_COMMAND_MAX`] accounts.
+    pub const CREATE_ACCOUNTS: u16 = 1;
+    /// A batch of up to [`super::TRANSFERS_PER_COMMAND_MAX`] transfers.
+    pub const CREATE_TRANSFERS: u16 = 2;
+    /// Balances of one account (read through the log: linearized with writes).
+    pub const LOOKUP_ACCOUNT: u16 = 3;
+    /// State of one transfer (read through the log).
+    pub const LOOKUP_TRANSFER: u16 = 4;
+}
+
+/// Accounts one command carries (a linked chain is at most this long).
+pub const ACCOUNTS_PER_COMMAND_MAX: usize = 9;
+/// Transfers one command carries (a linked chain is at most this long).
+pub const TRANSFERS_PER_COMMAND_MAX: usize = 7;
+/// Events of either kind one command carries.
+pub const EVENTS_PER_COMMAND_MAX: usize = ACCOUNTS_PER_COMMAND_MAX;
+
+/// Batch overhead: codec header (4) and the archived slice's relative pointer and length (8).
+const BATCH_OVERHEAD_BYTES: usize = keel_codecs::HEADER_BYTES + 8;
+const _: () = assert!(BATCH_OVERHEAD_BYTES + ACCOUNTS_PER_COMMAND_MAX * 96 <= PAYLOAD_BYTES_MAX);
+const _: () =
+    assert!(BATCH_OVERHEAD_BYTES + (ACCOUNTS_PER_COMMAND_MAX + 1) * 96 > PAYLOAD_BYTES_MAX);
+const _: () = assert!(BATCH_OVERHEAD_BYTES + TRANSFERS_PER_COMMAND_MAX * 120 <= PAYLOAD_BYTES_MAX);
+const _: () =
+    assert!(BATCH_OVERHEAD_BYTES + (TRANSFERS_PER_COMMAND_MAX + 1) * 120 > PAYLOAD_BYTES_MAX);
+const _: () = assert!(TRANSFERS_PER_COMMAND_MAX <= EVENTS_PER_COMMAND_MAX);
+
+/// Engine-level result codes of a ledger command ([`Outcome::code`]).
+pub mod outcome_code {
+    use keel_core::ResultCode;
+    /// Every event applied (creates), or the record was found (lookups).
+    pub const OK: ResultCode = ResultCode(0);
+    /// At least one event was rejected: per-event codes are in the [`super::EventResults`] body.
+    pub const EVENTS_REJECTED: ResultCode = ResultCode(1);
+    /// A lookup found no such id.
+    pub const NOT_FOUND: ResultCode = ResultCode(2);
+    /// The payload or command type is not a ledger command (the validator
+    /// refuses these before the ring; a crafted journal can still hold one).
+    pub const MALFORMED: ResultCode = ResultCode(3);
+}
+
+/// Payload of `CREATE_ACCOUNTS`: encoded from a borrowed slice, read in place.
+#[derive(Archive, Serialize, Debug)]
+pub struct CreateAccounts<'a> {
+    /// The accounts, in order (linked chains are runs of `LINKED` flags).
+    #[rkyv(with = InlineAsBox)]
+    pub accounts: &'a [Account],
+}
+
+impl Schema for CreateAccounts<'_> {
+    const SCHEMA_ID: u16 = 1;
+    const VERSION: u16 = 1;
+    const NAME: &'static str = "create_accounts";
+}
+
+/// Payload of `CREATE_TRANSFERS`: encoded from a borrowed slice, read in place.
+#[derive(Archive, Serialize, Debug)]
+pub struct CreateTransfers<'a> {
+    /// The transfers, in order (linked chains are runs of `LINKED` flags).
+    #[rkyv(with = InlineAsBox)]
+    pub transfers: &'a [Transfer],
+}
+
+impl Schema for CreateTransfers<'_> {
+    const SCHEMA_ID: u16 = 2;
+    const VERSION: u16 = 1;
+    const NAME: &'static str = "create_transfers";
+}
+
+/// Payload of both lookups.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lookup {
+    /// The id looked up.
+    pub id: u128,
+}
+
+impl Schema for Lookup {
+    const SCHEMA_ID: u16 = 3;
+    const VERSION: u16 = 1;
+    const NAME: &'static str = "lookup";
+}
+
+impl Migrate for Lookup {}
+
+/// Result body of a create command: one code per event, in order.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventResults {
+    /// Events in the command.
+    pub count: u8,
+    /// `CreateAccountResult` or `CreateTransferResult` values; `codes[..count]` are valid.
+    pub codes: [u8; EVENTS_PER_COMMAND_MAX],
+}
+
+impl Schema for EventResults {
+    const SCHEMA_ID: u16 = 16;
+    const VERSION: u16 = 1;
+    const NAME: &'static str = "event_results";
+}
+
+impl Migrate for EventResults {}
+
+impl EventResults {
+    /// The valid codes.
+    pub fn codes(&self) -> &[u8] {
+        &self.codes[..usize::from(self.count).min(EVENTS_PER_COMMAND_MAX)]
+    }
+}
+
+/// Result body of `LOOKUP_ACCOUNT`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AccountBalance {
+    /// Pending debits.
+    pub debits_pending: u64,
+    /// Posted debits.
+    pub debits_posted: u64,
+    /// Pending credits.
+    pub credits_pending: u64,
+    /// Posted credits.
+    pub credits_posted: u64,
+    /// Account flags (e.g. closed).
+    pub flags: u16,
+}
+
+impl Schema for AccountBalance {
+    const SCHEMA_ID: u16 = 17;
+    const VERSION: u16 = 1;
+    const NAME: &'static str = "account_balance";
+}
+
+impl Migrate for AccountBalance {}
+
+/// Result body of `LOOKUP_TRANSFER`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TransferStatus {
+    /// The amount moved (resolved: balancing caps and full posts applied).
+    pub amount: u64,
+    /// When the ledger applied it (ns).
+    pub timestamp: u64,
+    /// `PendingState` as a number.
+    pub pending_state: u8,
+    /// Transfer flags.
+    pub flags: u16,
+}
+
+impl Schema for TransferStatus {
+    const SCHEMA_ID: u16 = 18;
+    const VERSION: u16 = 1;
+    const NAME: &'static str = "transfer_status";
+}
+
+impl Migrate for TransferStatus {}
+
+/// Encodes a `CREATE_ACCOUNTS` payload into `out`; returns its length.
+pub fn encode_create_accounts(accounts: &[Account], out: &mut [u8]) -> Result<usize, EncodeError> {
+    Rkyv::encode(&CreateAccounts { accounts }, out)
+}
+
+/// Encodes a `CREATE_TRANSFERS` payload into `out`; returns its length.
+pub fn encode_create_transfers(
+    transfers: &[Transfer],
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    Rkyv::encode(&CreateTransfers { transfers }, out)
+}
+
+/// Encodes a lookup payload into `out`; returns its length.
+pub fn encode_lookup(id: u128, out: &mut [u8]) -> Result<usize, EncodeError> {
+    Rkyv::encode(&Lookup { id }, out)
+}
+
+/// A command of `command_type` carrying `payload`, with the payload's schema version.
+pub fn command(command_type: u16, payload: &[u8]) -> Command<'_> {
+    let mut command = Command::new(command_type, payload);
+    command.schema_version = 1;
+    command
+}
+
+/// The per-event codes of a create command's outcome.
+pub fn event_results(outcome: &Outcome) -> Result<EventResults, DecodeError> {
+    Rkyv::decode(outcome.data())
+}
+
+/// The balances a `LOOKUP_ACCOUNT` returned (`None`: not found).
+pub fn account_balance(outcome: &Outcome) -> Result<Option<AccountBalance>, DecodeError> {
+    match outcome.code {
+        outcome_code::NOT_FOUND => Ok(None),
+        _ => Rkyv::decode(outcome.data()).map(Some),
+    }
+}
+
+/// The state a `LOOKUP_TRANSFER` returned (`None`: not found).
+pub fn transfer_status(outcome: &Outcome) -> Result<Option<TransferStatus>, DecodeError> {
+    match outcome.code {
+        outcome_code::NOT_FOUND => Ok(None),
+        _ => Rkyv::decode(outcome.data()).map(Some),
+    }
+}
+
+/// Writes `value` as the outcome body with `code`.
+pub(crate) fn set_outcome<T>(outcome: &mut Outcome, code: ResultCode, value: &T)
+where
+    T: Schema + for<'a> Serialize<keel_codecs::Serializer<'a>>,
+{
+    let mut body = [0u8; RESULT_BYTES_MAX];
+    let len = Rkyv::encode(value, &mut body).expect("result bodies fit RESULT_BYTES_MAX");
+    outcome.set(code, &body[..len]);
+}

@@ -1,0 +1,389 @@
+//! `create_transfer`: single-phase and pending transfers, and posting or
+//! voiding a pending one. All checks come first (first failing one wins, in
+//! TigerBeetle's order), then the mutation, so a rejected transfer changes
+//! nothing.
+
+use crate::ledger::Ledger;
+use crate::results::CreateTransferResult as R;
+use crate::types::{account_flags as af, transfer_flags as f, Account, PendingState, Transfer};
+
+const NS_PER_SECOND: u64 = 1_000_000_000;
+
+impl Ledger {
+    /// Applies one transfer stamped `timestamp`, or says why not.
+    pub(crate) fn create_transfer(&mut self, t: &Transfer, timestamp: u64) -> R {
+        if let Err(code) = validate(t) {
+            return code;
+        }
+        if t.flags & (f::POST_PENDING_TRANSFER | f::VOID_PENDING_TRANSFER) != 0 {
+            return self.post_or_void(t, timestamp);
+        }
+        match self.check_new(t, timestamp) {
+            Ok(plan) => {
+                self.apply_new(t, timestamp, plan);
+                R::ok
+            }
+            Err(code) => code,
+        }
+    }
+
+    /// Checks a single-phase or pending transfer; returns what to apply.
+    fn check_new(&self, t: &Transfer, timestamp: u64) -> Result<Plan, R> {
+        let fail = |cond: bool, code: R| if cond { Err(code) } else { Ok(()) };
+        fail(
+            t.debit_account_id == 0,
+            R::debit_account_id_must_not_be_zero,
+        )?;
+        fail(
+            t.debit_account_id == u128::MAX,
+            R::debit_account_id_must_not_be_int_max,
+        )?;
+        fail(
+            t.credit_account_id == 0,
+            R::credit_account_id_must_not_be_zero,
+        )?;
+        fail(
+            t.credit_account_id == u128::MAX,
+            R::credit_account_id_must_not_be_int_max,
+        )?;
+        fail(
+            t.credit_account_id == t.debit_account_id,
+            R::accounts_must_be_different,
+        )?;
+        fail(t.pending_id != 0, R::pending_id_must_be_zero)?;
+        let pending = t.flags & f::PENDING != 0;
+        fail(
+            !pending && t.timeout != 0,
+            R::timeout_reserved_for_pending_transfer,
+        )?;
+        fail(t.ledger == 0, R::ledger_must_not_be_zero)?;
+        fail(t.code == 0, R::code_must_not_be_zero)?;
+        let debit = self
+            .account_position(t.debit_account_id)
+            .ok_or(R::debit_account_not_found)?;
+        let credit = self
+            .account_position(t.credit_account_id)
+            .ok_or(R::credit_account_not_found)?;
+        let dr = &self.accounts[debit as usize].account;
+        let cr = &self.accounts[credit as usize].account;
+        fail(
+            dr.ledger != cr.ledger,
+            R::accounts_must_have_the_same_ledger,
+        )?;
+        fail(
+            t.ledger != dr.ledger,
+            R::transfer_must_have_the_same_ledger_as_accounts,
+        )?;
+        if let Some(position) = self.transfer_position(t.id) {
+            return Err(exists(&self.transfers[position as usize].transfer, t));
+        }
+        fail(dr.flags & af::CLOSED != 0, R::debit_account_already_closed)?;
+        fail(cr.flags & af::CLOSED != 0, R::credit_account_already_closed)?;
+        let amount = balanced_amount(t, dr, cr);
+        check_balances(dr, cr, amount, pending)?;
+        let expires_at = match (pending, t.timeout) {
+            (true, timeout) if timeout > 0 => u64::from(timeout)
+                .checked_mul(NS_PER_SECOND)
+                .and_then(|ns| timestamp.checked_add(ns))
+                .ok_or(R::overflows_timeout)?,
+            _ => 0,
+        };
+        fail(self.transfers_full(), R::transfers_table_full)?;
+        Ok(Plan {
+            debit,
+            credit,
+            amount,
+            expires_at,
+        })
+    }
+
+    fn apply_new(&mut self, t: &Transfer, timestamp: u64, plan: Plan) {
+        let pending = t.flags & f::PENDING != 0;
+        let mut dr = self.accounts[plan.debit as usize];
+        let mut cr = self.accounts[plan.credit as usize];
+        if pending {
+            dr.account.debits_pending += plan.amount;
+            cr.account.credits_pending += plan.amount;
+            if t.flags & f::CLOSING_DEBIT != 0 {
+                dr.account.flags |= af::CLOSED;
+            }
+            if t.flags & f::CLOSING_CREDIT != 0 {
+                cr.account.flags |= af::CLOSED;
+            }
+        } else {
+            dr.account.debits_posted += plan.amount;
+            cr.account.credits_posted += plan.amount;
+        }
+        let stored = Transfer {
+            amount: plan.amount,
+            timestamp,
+            ..*t
+        };
+        let state = match pending {
+            true => PendingState::Pending,
+            false => PendingState::None,
+        };
+        self.insert_transfer(
+            stored,
+            state,
+            plan.expires_at,
+            (plan.debit, dr),
+            (plan.credit, cr),
+        );
+    }
+
+    /// Posts or voids the pending transfer `t.pending_id`.
+    fn post_or_void(&mut self, t: &Transfer, timestamp: u64) -> R {
+        let (position, pending, resolved) = match self.check_post_or_void(t) {
+            Ok(checked) => checked,
+            Err(code) => return code,
+        };
+        let debit = self
+            .account_position(pending.debit_account_id)
+            .expect("pending accounts exist");
+        let credit = self
+            .account_position(pending.credit_account_id)
+            .expect("pending accounts exist");
+        let stored = Transfer {
+            timestamp,
+            ..resolved
+        };
+        if t.flags & f::POST_PENDING_TRANSFER != 0 {
+            let (mut dr, mut cr) = (
+                self.accounts[debit as usize],
+                self.accounts[credit as usize],
+            );
+            dr.account.debits_pending -= pending.amount;
+            dr.account.debits_posted += resolved.amount;
+            cr.account.credits_pending -= pending.amount;
+            cr.account.credits_posted += resolved.amount;
+            self.set_transfer_state(position, PendingState::Posted);
+            self.insert_transfer(stored, PendingState::None, 0, (debit, dr), (credit, cr));
+        } else {
+            self.release_pending(&pending, PendingState::Voided);
+            let (dr, cr) = (
+                self.accounts[debit as usize],
+                self.accounts[credit as usize],
+            );
+            self.insert_transfer(stored, PendingState::None, 0, (debit, dr), (credit, cr));
+        }
+        R::ok
+    }
+
+    /// Checks a post or void; returns the pending transfer's position, the
+    /// pending transfer and the resolved post/void.
+    fn check_post_or_void(&self, t: &Transfer) -> Result<(u32, Transfer, Transfer), R> {
+        let fail = |cond: bool, code: R| if cond { Err(code) } else { Ok(()) };
+        fail(t.pending_id == 0, R::pending_id_must_not_be_zero)?;
+        fail(t.pending_id == u128::MAX, R::pending_id_must_not_be_int_max)?;
+        fail(t.pending_id == t.id, R::pending_id_must_be_different)?;
+        fail(t.timeout != 0, R::timeout_reserved_for_pending_transfer)?;
+        let position = self
+            .transfer_position(t.pending_id)
+            .ok_or(R::pending_transfer_not_found)?;
+        let p = self.transfers[position as usize];
+        fail(
+            p.transfer.flags & f::PENDING == 0,
+            R::pending_transfer_not_pending,
+        )?;
+        let resolved = resolve(t, &p.transfer)?;
+        if let Some(existing) = self.transfer_position(t.id) {
+            return Err(exists(
+                &self.transfers[existing as usize].transfer,
+                &resolved,
+            ));
+        }
+        fail(
+            p.state == PendingState::Posted,
+            R::pending_transfer_already_posted,
+        )?;
+        fail(
+            p.state == PendingState::Voided,
+            R::pending_transfer_already_voided,
+        )?;
+        fail(
+            p.state == PendingState::Expired,
+            R::pending_transfer_expired,
+        )?;
+        if t.flags & f::POST_PENDING_TRANSFER != 0 {
+            let debit = self
+                .account(p.transfer.debit_account_id)
+                .expect("pending accounts exist");
+            let credit = self
+                .account(p.transfer.credit_account_id)
+                .expect("pending accounts exist");
+            fail(
+                debit.debits_posted.checked_add(resolved.amount).is_none(),
+                R::overflows_debits_posted,
+            )?;
+            fail(
+                credit.credits_posted.checked_add(resolved.amount).is_none(),
+                R::overflows_credits_posted,
+            )?;
+        }
+        fail(self.transfers_full(), R::transfers_table_full)?;
+        Ok((position, p.transfer, resolved))
+    }
+}
+
+/// What a checked new transfer will do.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    debit: u32,
+    credit: u32,
+    amount: u64,
+    expires_at: u64,
+}
+
+/// Checks of the transfer alone.
+fn validate(t: &Transfer) -> Result<(), R> {
+    let fail = |cond: bool, code: R| if cond { Err(code) } else { Ok(()) };
+    fail(t.timestamp != 0, R::timestamp_must_be_zero)?;
+    fail(t.flags & !f::KNOWN != 0, R::reserved_flag)?;
+    fail(t.id == 0, R::id_must_not_be_zero)?;
+    fail(t.id == u128::MAX, R::id_must_not_be_int_max)?;
+    let phases = [
+        f::PENDING,
+        f::POST_PENDING_TRANSFER,
+        f::VOID_PENDING_TRANSFER,
+    ];
+    let set = phases.iter().filter(|&&flag| t.flags & flag != 0).count();
+    fail(set > 1, R::flags_are_mutually_exclusive)?;
+    let balancing = f::BALANCING_DEBIT | f::BALANCING_CREDIT;
+    let post_or_void = f::POST_PENDING_TRANSFER | f::VOID_PENDING_TRANSFER;
+    fail(
+        t.flags & balancing != 0 && t.flags & post_or_void != 0,
+        R::flags_are_mutually_exclusive,
+    )?;
+    let closing = f::CLOSING_DEBIT | f::CLOSING_CREDIT;
+    fail(
+        t.flags & closing != 0 && t.flags & f::PENDING == 0,
+        R::closing_transfer_must_be_pending,
+    )
+}
+
+/// The amount after balancing caps: what the debit account can still give
+/// (posted credits not yet spent) and what the credit account can still take.
+fn balanced_amount(t: &Transfer, dr: &Account, cr: &Account) -> u64 {
+    let mut amount = t.amount;
+    if t.flags & f::BALANCING_DEBIT != 0 {
+        let spent = dr.debits_posted.saturating_add(dr.debits_pending);
+        amount = amount.min(dr.credits_posted.saturating_sub(spent));
+    }
+    if t.flags & f::BALANCING_CREDIT != 0 {
+        let taken = cr.credits_posted.saturating_add(cr.credits_pending);
+        amount = amount.min(cr.debits_posted.saturating_sub(taken));
+    }
+    amount
+}
+
+/// Overflow and balance-limit checks for moving `amount` (pending or posted).
+fn check_balances(dr: &Account, cr: &Account, amount: u64, pending: bool) -> Result<(), R> {
+    let fail = |cond: bool, code: R| if cond { Err(code) } else { Ok(()) };
+    if pending {
+        fail(
+            dr.debits_pending.checked_add(amount).is_none(),
+            R::overflows_debits_pending,
+        )?;
+        fail(
+            cr.credits_pending.checked_add(amount).is_none(),
+            R::overflows_credits_pending,
+        )?;
+    } else {
+        fail(
+            dr.debits_posted.checked_add(amount).is_none(),
+            R::overflows_debits_posted,
+        )?;
+        fail(
+            cr.credits_posted.checked_add(amount).is_none(),
+            R::overflows_credits_posted,
+        )?;
+    }
+    let debits = dr
+        .debits_pending
+        .checked_add(dr.debits_posted)
+        .and_then(|d| d.checked_add(amount))
+        .ok_or(R::overflows_debits)?;
+    let credits = cr
+        .credits_pending
+        .checked_add(cr.credits_posted)
+        .and_then(|c| c.checked_add(amount))
+        .ok_or(R::overflows_credits)?;
+    fail(
+        dr.flags & af::DEBITS_MUST_NOT_EXCEED_CREDITS != 0 && debits > dr.credits_posted,
+        R::exceeds_credits,
+    )?;
+    fail(
+        cr.flags & af::CREDITS_MUST_NOT_EXCEED_DEBITS != 0 && credits > cr.debits_posted,
+        R::exceeds_debits,
+    )
+}
+
+/// A post/void with its zero fields taken from the pending transfer, or why
+/// it contradicts the pending transfer.
+fn resolve(t: &Transfer, p: &Transfer) -> Result<Transfer, R> {
+    let fail = |cond: bool, code: R| if cond { Err(code) } else { Ok(()) };
+    fail(
+        t.debit_account_id != 0 && t.debit_account_id != p.debit_account_id,
+        R::pending_transfer_has_different_debit_account_id,
+    )?;
+    fail(
+        t.credit_account_id != 0 && t.credit_account_id != p.credit_account_id,
+        R::pending_transfer_has_different_credit_account_id,
+    )?;
+    fail(
+        t.ledger != 0 && t.ledger != p.ledger,
+        R::pending_transfer_has_different_ledger,
+    )?;
+    fail(
+        t.code != 0 && t.code != p.code,
+        R::pending_transfer_has_different_code,
+    )?;
+    let amount = match t.flags & f::POST_PENDING_TRANSFER != 0 {
+        true if t.amount > p.amount => return Err(R::exceeds_pending_transfer_amount),
+        true if t.amount == 0 => p.amount,
+        true => t.amount,
+        false if t.amount != 0 && t.amount != p.amount => {
+            return Err(R::pending_transfer_has_different_amount)
+        }
+        false => p.amount,
+    };
+    Ok(Transfer {
+        debit_account_id: p.debit_account_id,
+        credit_account_id: p.credit_account_id,
+        ledger: p.ledger,
+        code: p.code,
+        amount,
+        ..*t
+    })
+}
+
+/// The result for an id that exists: `exists` for an identical retry (amount
+/// compared as resolved), else the first field that differs.
+fn exists(e: &Transfer, t: &Transfer) -> R {
+    if (e.flags | f::LINKED) != (t.flags | f::LINKED) {
+        R::exists_with_different_flags
+    } else if e.debit_account_id != t.debit_account_id {
+        R::exists_with_different_debit_account_id
+    } else if e.credit_account_id != t.credit_account_id {
+        R::exists_with_different_credit_account_id
+    } else if e.amount != t.amount && e.flags & (f::BALANCING_DEBIT | f::BALANCING_CREDIT) == 0 {
+        R::exists_with_different_amount
+    } else if e.pending_id != t.pending_id {
+        R::exists_with_different_pending_id
+    } else if e.user_data_128 != t.user_data_128 {
+        R::exists_with_different_user_data_128
+    } else if e.user_data_64 != t.user_data_64 {
+        R::exists_with_different_user_data_64
+    } else if e.user_data_32 != t.user_data_32 {
+        R::exists_with_different_user_data_32
+    } else if e.timeout != t.timeout {
+        R::exists_with_different_timeout
+    } else if e.ledger != t.ledger {
+        R::exists_with_different_ledger
+    } else if e.code != t.code {
+        R::exists_with_different_code
+    } else {
+        R::exists
+    }
+}

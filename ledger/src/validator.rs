@@ -1,0 +1,44 @@
+//! [`LedgerValidator`]: refuses what is not a ledger command on the submitting
+//! thread, before it is sequenced or journaled.
+
+use keel_codecs::Rkyv;
+use keel_core::{Command, ValidationError, Validator};
+
+use crate::commands::{command_type, CreateAccounts, CreateTransfers, Lookup};
+
+/// Validation codes (`ValidationError::code`).
+pub mod validation_code {
+    /// The command type is not a ledger command.
+    pub const UNKNOWN_COMMAND_TYPE: u32 = 1;
+    /// The payload does not decode as the command type's schema.
+    pub const MALFORMED_PAYLOAD: u32 = 2;
+}
+
+/// Checks command type and payload shape (the same zero-copy access the
+/// business-logic processor uses, so a command it accepts decodes there too).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LedgerValidator;
+
+impl Validator for LedgerValidator {
+    fn validate(&self, command: &Command<'_>) -> Result<(), ValidationError> {
+        let p = command.payload;
+        let decodes = match command.command_type {
+            command_type::CREATE_ACCOUNTS => Rkyv::access::<CreateAccounts<'_>>(p).is_ok(),
+            command_type::CREATE_TRANSFERS => Rkyv::access::<CreateTransfers<'_>>(p).is_ok(),
+            command_type::LOOKUP_ACCOUNT | command_type::LOOKUP_TRANSFER => {
+                Rkyv::access::<Lookup>(p).is_ok()
+            }
+            _ => {
+                return Err(ValidationError {
+                    code: validation_code::UNKNOWN_COMMAND_TYPE,
+                })
+            }
+        };
+        match decodes {
+            true => Ok(()),
+            false => Err(ValidationError {
+                code: validation_code::MALFORMED_PAYLOAD,
+            }),
+        }
+    }
+}

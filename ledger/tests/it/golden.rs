@@ -1,0 +1,117 @@
+//! Golden encodings: the bytes of every ledger schema are pinned. A change
+//! that alters them fails here; a deliberate format change bumps the schema
+//! version, keeps the old file and adds a migration. `KEEL_BLESS=1` rewrites
+//! the files (only for a new schema version).
+
+use std::path::PathBuf;
+
+use keel_codecs::Rkyv;
+use keel_ledger::commands::{self, AccountBalance, EventResults, TransferStatus};
+use keel_ledger::{Account, Transfer};
+
+fn golden(name: &str, bytes: &[u8]) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("KEEL_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let pinned = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(
+        bytes,
+        &pinned[..],
+        "{name} changed: bump its schema version"
+    );
+}
+
+fn sample_account() -> Account {
+    Account {
+        id: 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10,
+        user_data_128: 0xaaaa,
+        user_data_64: 0xbbbb,
+        user_data_32: 0xcccc,
+        ledger: 7,
+        code: 42,
+        flags: keel_ledger::account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+        ..Account::default()
+    }
+}
+
+fn sample_transfer(id: u128) -> Transfer {
+    Transfer {
+        id,
+        debit_account_id: 0x11,
+        credit_account_id: 0x22,
+        amount: 1_000_000,
+        pending_id: 0,
+        user_data_128: 0x33,
+        user_data_64: 0x44,
+        user_data_32: 0x55,
+        timeout: 60,
+        ledger: 7,
+        code: 9,
+        flags: keel_ledger::transfer_flags::PENDING | keel_ledger::transfer_flags::LINKED,
+        timestamp: 0,
+    }
+}
+
+#[test]
+fn create_accounts_v1() {
+    let mut buf = [0u8; 896];
+    let len = commands::encode_create_accounts(&[sample_account()], &mut buf).unwrap();
+    golden("create_accounts-v1.bin", &buf[..len]);
+    let batch = Rkyv::access::<commands::CreateAccounts<'_>>(&buf[..len]).unwrap();
+    assert_eq!(batch.accounts[0].to_native(), sample_account());
+}
+
+#[test]
+fn create_transfers_v1() {
+    let mut buf = [0u8; 896];
+    let transfers = [sample_transfer(1), sample_transfer(2)];
+    let len = commands::encode_create_transfers(&transfers, &mut buf).unwrap();
+    golden("create_transfers-v1.bin", &buf[..len]);
+    let batch = Rkyv::access::<commands::CreateTransfers<'_>>(&buf[..len]).unwrap();
+    assert_eq!(batch.transfers[1].to_native(), transfers[1]);
+}
+
+#[test]
+fn a_full_batch_fits_a_slot_and_one_more_does_not() {
+    let mut buf = [0u8; keel_core::constants::PAYLOAD_BYTES_MAX];
+    let full = [sample_transfer(1); commands::TRANSFERS_PER_COMMAND_MAX];
+    assert!(commands::encode_create_transfers(&full, &mut buf).is_ok());
+    let over = [sample_transfer(1); commands::TRANSFERS_PER_COMMAND_MAX + 1];
+    assert!(commands::encode_create_transfers(&over, &mut buf).is_err());
+}
+
+#[test]
+fn lookup_and_results_v1() {
+    let mut buf = [0u8; 64];
+    let len = commands::encode_lookup(0xfeed, &mut buf).unwrap();
+    golden("lookup-v1.bin", &buf[..len]);
+    let results = EventResults {
+        count: 3,
+        codes: [0, 1, 55, 0, 0, 0, 0, 0, 0],
+    };
+    let len = Rkyv::encode(&results, &mut buf).unwrap();
+    golden("event_results-v1.bin", &buf[..len]);
+    assert_eq!(Rkyv::decode::<EventResults>(&buf[..len]).unwrap(), results);
+    let balance = AccountBalance {
+        debits_pending: 1,
+        debits_posted: 2,
+        credits_pending: 3,
+        credits_posted: 4,
+        flags: 5,
+    };
+    let len = Rkyv::encode(&balance, &mut buf).unwrap();
+    golden("account_balance-v1.bin", &buf[..len]);
+    let status = TransferStatus {
+        amount: 6,
+        timestamp: 7,
+        pending_state: 2,
+        flags: 8,
+    };
+    let len = Rkyv::encode(&status, &mut buf).unwrap();
+    golden("transfer_status-v1.bin", &buf[..len]);
+    assert_eq!(Rkyv::decode::<TransferStatus>(&buf[..len]).unwrap(), status);
+}

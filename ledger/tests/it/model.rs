@@ -1,0 +1,530 @@
+//! A trivially correct reference ledger: `BTreeMap`s, a whole-model clone to
+//! roll back a linked chain, and a full scan to expire pending transfers. It
+//! shares no code with the real ledger (no index, no undo log, no heap, no
+//! incremental hash), only the rules and their order.
+
+use std::collections::BTreeMap;
+
+use keel_ledger::{
+    account_flags as af, transfer_flags as tf, Account, CreateAccountResult as A,
+    CreateTransferResult as T, PendingState, Transfer,
+};
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub accounts: BTreeMap<u128, Account>,
+    /// id → (stored transfer, pending state, expiry deadline or 0).
+    pub transfers: BTreeMap<u128, (Transfer, PendingState, u64)>,
+    accounts_max: usize,
+    transfers_max: usize,
+    last_timestamp: u64,
+}
+
+impl Model {
+    pub fn new(accounts_max: usize, transfers_max: usize) -> Self {
+        Self {
+            accounts: BTreeMap::new(),
+            transfers: BTreeMap::new(),
+            accounts_max,
+            transfers_max,
+            last_timestamp: 0,
+        }
+    }
+
+    /// The command's base timestamp, after expiring what it passed.
+    fn begin(&mut self, now: u64, events: usize) -> u64 {
+        let base = now.max(self.last_timestamp + 1);
+        let due: Vec<u128> = self
+            .transfers
+            .iter()
+            .filter(|(_, (_, s, at))| *s == PendingState::Pending && *at != 0 && *at <= base)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.release(id, PendingState::Expired);
+        }
+        self.last_timestamp = base + events.max(1) as u64 - 1;
+        base
+    }
+
+    fn release(&mut self, id: u128, state: PendingState) {
+        let (p, _, at) = self.transfers[&id];
+        let dr = self.accounts.get_mut(&p.debit_account_id).unwrap();
+        dr.debits_pending -= p.amount;
+        if p.flags & tf::CLOSING_DEBIT != 0 {
+            dr.flags &= !af::CLOSED;
+        }
+        let cr = self.accounts.get_mut(&p.credit_account_id).unwrap();
+        cr.credits_pending -= p.amount;
+        if p.flags & tf::CLOSING_CREDIT != 0 {
+            cr.flags &= !af::CLOSED;
+        }
+        self.transfers.insert(id, (p, state, at));
+    }
+
+    fn batch<E>(
+        &mut self,
+        events: &[E],
+        linked: impl Fn(&E) -> bool,
+        open: u8,
+        mut exec: impl FnMut(&mut Self, &E, u64) -> u8,
+        base: u64,
+    ) -> Vec<u8> {
+        let mut codes = vec![0u8; events.len()];
+        let mut i = 0;
+        while i < events.len() {
+            let mut end = i;
+            while end < events.len() - 1 && linked(&events[end]) {
+                end += 1;
+            }
+            let saved = self.clone();
+            let mut failed = None;
+            for j in i..=end {
+                let code = if linked(&events[j]) && j == events.len() - 1 {
+                    open
+                } else {
+                    exec(self, &events[j], base + j as u64)
+                };
+                if code != 0 {
+                    failed = Some((j, code));
+                    break;
+                }
+            }
+            if let Some((at, code)) = failed {
+                let last_timestamp = self.last_timestamp;
+                *self = saved;
+                self.last_timestamp = last_timestamp;
+                for (j, c) in codes.iter_mut().enumerate().take(end + 1).skip(i) {
+                    *c = if j == at { code } else { 1 };
+                }
+            }
+            i = end + 1;
+        }
+        codes
+    }
+
+    pub fn create_accounts(&mut self, events: &[Account], now: u64) -> Vec<u8> {
+        let base = self.begin(now, events.len());
+        self.batch(
+            events,
+            |a| a.flags & af::LINKED != 0,
+            A::linked_event_chain_open as u8,
+            |m, a, ts| m.create_account(a, ts) as u8,
+            base,
+        )
+    }
+
+    pub fn create_transfers(&mut self, events: &[Transfer], now: u64) -> Vec<u8> {
+        let base = self.begin(now, events.len());
+        self.batch(
+            events,
+            |t| t.flags & tf::LINKED != 0,
+            T::linked_event_chain_open as u8,
+            |m, t, ts| m.create_transfer(t, ts) as u8,
+            base,
+        )
+    }
+
+    fn create_account(&mut self, a: &Account, ts: u64) -> A {
+        let both = af::DEBITS_MUST_NOT_EXCEED_CREDITS | af::CREDITS_MUST_NOT_EXCEED_DEBITS;
+        let checks = [
+            (a.timestamp != 0, A::timestamp_must_be_zero),
+            (a.reserved != 0, A::reserved_field),
+            (a.flags & !af::KNOWN != 0, A::reserved_flag),
+            (a.id == 0, A::id_must_not_be_zero),
+            (a.id == u128::MAX, A::id_must_not_be_int_max),
+            (a.flags & both == both, A::flags_are_mutually_exclusive),
+            (a.debits_pending != 0, A::debits_pending_must_be_zero),
+            (a.debits_posted != 0, A::debits_posted_must_be_zero),
+            (a.credits_pending != 0, A::credits_pending_must_be_zero),
+            (a.credits_posted != 0, A::credits_posted_must_be_zero),
+            (a.ledger == 0, A::ledger_must_not_be_zero),
+            (a.code == 0, A::code_must_not_be_zero),
+        ];
+        if let Some(&(_, code)) = checks.iter().find(|(failed, _)| *failed) {
+            return code;
+        }
+        if let Some(e) = self.accounts.get(&a.id) {
+            let differs = [
+                (
+                    e.flags | af::LINKED != a.flags | af::LINKED,
+                    A::exists_with_different_flags,
+                ),
+                (
+                    e.user_data_128 != a.user_data_128,
+                    A::exists_with_different_user_data_128,
+                ),
+                (
+                    e.user_data_64 != a.user_data_64,
+                    A::exists_with_different_user_data_64,
+                ),
+                (
+                    e.user_data_32 != a.user_data_32,
+                    A::exists_with_different_user_data_32,
+                ),
+                (e.ledger != a.ledger, A::exists_with_different_ledger),
+                (e.code != a.code, A::exists_with_different_code),
+            ];
+            return differs
+                .iter()
+                .find(|(d, _)| *d)
+                .map_or(A::exists, |&(_, c)| c);
+        }
+        if self.accounts.len() >= self.accounts_max {
+            return A::accounts_table_full;
+        }
+        self.accounts.insert(
+            a.id,
+            Account {
+                timestamp: ts,
+                ..*a
+            },
+        );
+        A::ok
+    }
+
+    fn create_transfer(&mut self, t: &Transfer, ts: u64) -> T {
+        let phases = [
+            tf::PENDING,
+            tf::POST_PENDING_TRANSFER,
+            tf::VOID_PENDING_TRANSFER,
+        ]
+        .iter()
+        .filter(|&&f| t.flags & f != 0)
+        .count();
+        let post_void = tf::POST_PENDING_TRANSFER | tf::VOID_PENDING_TRANSFER;
+        let balancing = tf::BALANCING_DEBIT | tf::BALANCING_CREDIT;
+        let closing = tf::CLOSING_DEBIT | tf::CLOSING_CREDIT;
+        let checks = [
+            (t.timestamp != 0, T::timestamp_must_be_zero),
+            (t.flags & !tf::KNOWN != 0, T::reserved_flag),
+            (t.id == 0, T::id_must_not_be_zero),
+            (t.id == u128::MAX, T::id_must_not_be_int_max),
+            (phases > 1, T::flags_are_mutually_exclusive),
+            (
+                t.flags & balancing != 0 && t.flags & post_void != 0,
+                T::flags_are_mutually_exclusive,
+            ),
+            (
+                t.flags & closing != 0 && t.flags & tf::PENDING == 0,
+                T::closing_transfer_must_be_pending,
+            ),
+        ];
+        if let Some(&(_, code)) = checks.iter().find(|(failed, _)| *failed) {
+            return code;
+        }
+        match t.flags & post_void != 0 {
+            true => self.post_or_void(t, ts),
+            false => self.new_transfer(t, ts),
+        }
+    }
+
+    fn new_transfer(&mut self, t: &Transfer, ts: u64) -> T {
+        let pending = t.flags & tf::PENDING != 0;
+        let checks = [
+            (
+                t.debit_account_id == 0,
+                T::debit_account_id_must_not_be_zero,
+            ),
+            (
+                t.debit_account_id == u128::MAX,
+                T::debit_account_id_must_not_be_int_max,
+            ),
+            (
+                t.credit_account_id == 0,
+                T::credit_account_id_must_not_be_zero,
+            ),
+            (
+                t.credit_account_id == u128::MAX,
+                T::credit_account_id_must_not_be_int_max,
+            ),
+            (
+                t.credit_account_id == t.debit_account_id,
+                T::accounts_must_be_different,
+            ),
+            (t.pending_id != 0, T::pending_id_must_be_zero),
+            (
+                !pending && t.timeout != 0,
+                T::timeout_reserved_for_pending_transfer,
+            ),
+            (t.ledger == 0, T::ledger_must_not_be_zero),
+            (t.code == 0, T::code_must_not_be_zero),
+        ];
+        if let Some(&(_, code)) = checks.iter().find(|(failed, _)| *failed) {
+            return code;
+        }
+        let Some(dr) = self.accounts.get(&t.debit_account_id).copied() else {
+            return T::debit_account_not_found;
+        };
+        let Some(cr) = self.accounts.get(&t.credit_account_id).copied() else {
+            return T::credit_account_not_found;
+        };
+        if dr.ledger != cr.ledger {
+            return T::accounts_must_have_the_same_ledger;
+        }
+        if t.ledger != dr.ledger {
+            return T::transfer_must_have_the_same_ledger_as_accounts;
+        }
+        if let Some((e, _, _)) = self.transfers.get(&t.id) {
+            return exists(e, t);
+        }
+        if dr.flags & af::CLOSED != 0 {
+            return T::debit_account_already_closed;
+        }
+        if cr.flags & af::CLOSED != 0 {
+            return T::credit_account_already_closed;
+        }
+        // Balances in u128: no overflow in the model itself.
+        let mut amount = u128::from(t.amount);
+        let (dp, dpo, cp, cpo) = (
+            dr.debits_pending as u128,
+            dr.debits_posted as u128,
+            dr.credits_pending as u128,
+            dr.credits_posted as u128,
+        );
+        if t.flags & tf::BALANCING_DEBIT != 0 {
+            amount = amount.min((dr.credits_posted as u128).saturating_sub(dpo + dp));
+        }
+        if t.flags & tf::BALANCING_CREDIT != 0 {
+            amount = amount.min(
+                (cr.debits_posted as u128)
+                    .saturating_sub(cr.credits_posted as u128 + cr.credits_pending as u128),
+            );
+        }
+        let _ = (cp, cpo);
+        let max = u128::from(u64::MAX);
+        let limits = [
+            (
+                pending && dr.debits_pending as u128 + amount > max,
+                T::overflows_debits_pending,
+            ),
+            (
+                pending && cr.credits_pending as u128 + amount > max,
+                T::overflows_credits_pending,
+            ),
+            (
+                !pending && dr.debits_posted as u128 + amount > max,
+                T::overflows_debits_posted,
+            ),
+            (
+                !pending && cr.credits_posted as u128 + amount > max,
+                T::overflows_credits_posted,
+            ),
+            (dp + dpo + amount > max, T::overflows_debits),
+            (
+                cr.credits_pending as u128 + cr.credits_posted as u128 + amount > max,
+                T::overflows_credits,
+            ),
+            (
+                dr.flags & af::DEBITS_MUST_NOT_EXCEED_CREDITS != 0
+                    && dp + dpo + amount > dr.credits_posted as u128,
+                T::exceeds_credits,
+            ),
+            (
+                cr.flags & af::CREDITS_MUST_NOT_EXCEED_DEBITS != 0
+                    && cr.credits_pending as u128 + cr.credits_posted as u128 + amount
+                        > cr.debits_posted as u128,
+                T::exceeds_debits,
+            ),
+        ];
+        if let Some(&(_, code)) = limits.iter().find(|(failed, _)| *failed) {
+            return code;
+        }
+        let deadline = u128::from(ts) + u128::from(t.timeout) * 1_000_000_000;
+        if pending && t.timeout > 0 && deadline > max {
+            return T::overflows_timeout;
+        }
+        if self.transfers.len() >= self.transfers_max {
+            return T::transfers_table_full;
+        }
+        let amount = amount as u64;
+        let dr = self.accounts.get_mut(&t.debit_account_id).unwrap();
+        if pending {
+            dr.debits_pending += amount;
+            if t.flags & tf::CLOSING_DEBIT != 0 {
+                dr.flags |= af::CLOSED;
+            }
+        } else {
+            dr.debits_posted += amount;
+        }
+        let cr = self.accounts.get_mut(&t.credit_account_id).unwrap();
+        if pending {
+            cr.credits_pending += amount;
+            if t.flags & tf::CLOSING_CREDIT != 0 {
+                cr.flags |= af::CLOSED;
+            }
+        } else {
+            cr.credits_posted += amount;
+        }
+        let (state, at) = match pending {
+            true => (
+                PendingState::Pending,
+                if t.timeout > 0 { deadline as u64 } else { 0 },
+            ),
+            false => (PendingState::None, 0),
+        };
+        self.transfers.insert(
+            t.id,
+            (
+                Transfer {
+                    amount,
+                    timestamp: ts,
+                    ..*t
+                },
+                state,
+                at,
+            ),
+        );
+        T::ok
+    }
+
+    fn post_or_void(&mut self, t: &Transfer, ts: u64) -> T {
+        let checks = [
+            (t.pending_id == 0, T::pending_id_must_not_be_zero),
+            (t.pending_id == u128::MAX, T::pending_id_must_not_be_int_max),
+            (t.pending_id == t.id, T::pending_id_must_be_different),
+            (t.timeout != 0, T::timeout_reserved_for_pending_transfer),
+        ];
+        if let Some(&(_, code)) = checks.iter().find(|(failed, _)| *failed) {
+            return code;
+        }
+        let Some(&(p, state, _)) = self.transfers.get(&t.pending_id) else {
+            return T::pending_transfer_not_found;
+        };
+        if p.flags & tf::PENDING == 0 {
+            return T::pending_transfer_not_pending;
+        }
+        let post = t.flags & tf::POST_PENDING_TRANSFER != 0;
+        let mismatch = [
+            (
+                t.debit_account_id != 0 && t.debit_account_id != p.debit_account_id,
+                T::pending_transfer_has_different_debit_account_id,
+            ),
+            (
+                t.credit_account_id != 0 && t.credit_account_id != p.credit_account_id,
+                T::pending_transfer_has_different_credit_account_id,
+            ),
+            (
+                t.ledger != 0 && t.ledger != p.ledger,
+                T::pending_transfer_has_different_ledger,
+            ),
+            (
+                t.code != 0 && t.code != p.code,
+                T::pending_transfer_has_different_code,
+            ),
+            (
+                post && t.amount > p.amount,
+                T::exceeds_pending_transfer_amount,
+            ),
+            (
+                !post && t.amount != 0 && t.amount != p.amount,
+                T::pending_transfer_has_different_amount,
+            ),
+        ];
+        if let Some(&(_, code)) = mismatch.iter().find(|(failed, _)| *failed) {
+            return code;
+        }
+        let amount = if post && t.amount != 0 {
+            t.amount
+        } else {
+            p.amount
+        };
+        let resolved = Transfer {
+            debit_account_id: p.debit_account_id,
+            credit_account_id: p.credit_account_id,
+            ledger: p.ledger,
+            code: p.code,
+            amount,
+            ..*t
+        };
+        if let Some((e, _, _)) = self.transfers.get(&t.id) {
+            return exists(e, &resolved);
+        }
+        match state {
+            PendingState::Posted => return T::pending_transfer_already_posted,
+            PendingState::Voided => return T::pending_transfer_already_voided,
+            PendingState::Expired => return T::pending_transfer_expired,
+            _ => {}
+        }
+        let max = u128::from(u64::MAX);
+        if post {
+            if self.accounts[&p.debit_account_id].debits_posted as u128 + amount as u128 > max {
+                return T::overflows_debits_posted;
+            }
+            if self.accounts[&p.credit_account_id].credits_posted as u128 + amount as u128 > max {
+                return T::overflows_credits_posted;
+            }
+        }
+        if self.transfers.len() >= self.transfers_max {
+            return T::transfers_table_full;
+        }
+        if post {
+            let dr = self.accounts.get_mut(&p.debit_account_id).unwrap();
+            dr.debits_pending -= p.amount;
+            dr.debits_posted += amount;
+            let cr = self.accounts.get_mut(&p.credit_account_id).unwrap();
+            cr.credits_pending -= p.amount;
+            cr.credits_posted += amount;
+            self.transfers.get_mut(&p.id).unwrap().1 = PendingState::Posted;
+        } else {
+            self.release(p.id, PendingState::Voided);
+        }
+        self.transfers.insert(
+            t.id,
+            (
+                Transfer {
+                    timestamp: ts,
+                    ..resolved
+                },
+                PendingState::None,
+                0,
+            ),
+        );
+        T::ok
+    }
+}
+
+fn exists(e: &Transfer, t: &Transfer) -> T {
+    let balancing = e.flags & (tf::BALANCING_DEBIT | tf::BALANCING_CREDIT) != 0;
+    let differs = [
+        (
+            e.flags | tf::LINKED != t.flags | tf::LINKED,
+            T::exists_with_different_flags,
+        ),
+        (
+            e.debit_account_id != t.debit_account_id,
+            T::exists_with_different_debit_account_id,
+        ),
+        (
+            e.credit_account_id != t.credit_account_id,
+            T::exists_with_different_credit_account_id,
+        ),
+        (
+            e.amount != t.amount && !balancing,
+            T::exists_with_different_amount,
+        ),
+        (
+            e.pending_id != t.pending_id,
+            T::exists_with_different_pending_id,
+        ),
+        (
+            e.user_data_128 != t.user_data_128,
+            T::exists_with_different_user_data_128,
+        ),
+        (
+            e.user_data_64 != t.user_data_64,
+            T::exists_with_different_user_data_64,
+        ),
+        (
+            e.user_data_32 != t.user_data_32,
+            T::exists_with_different_user_data_32,
+        ),
+        (e.timeout != t.timeout, T::exists_with_different_timeout),
+        (e.ledger != t.ledger, T::exists_with_different_ledger),
+        (e.code != t.code, T::exists_with_different_code),
+    ];
+    differs
+        .iter()
+        .find(|(d, _)| *d)
+        .map_or(T::exists, |&(_, c)| c)
+}

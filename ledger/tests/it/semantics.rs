@@ -1,0 +1,417 @@
+//! One scenario per rule of the ledger's semantics.
+
+use keel_ledger::commands::{self, command_type, outcome_code};
+use keel_ledger::{
+    account_flags as af, transfer_flags as tf, CreateAccountResult as A, CreateTransferResult as T,
+    PendingState, Transfer,
+};
+
+use crate::support::{account, transfer, Harness};
+
+fn ok(n: usize) -> Vec<u8> {
+    vec![0; n]
+}
+
+fn ledger_with_accounts(flags: &[u16]) -> Harness {
+    let mut h = Harness::new(64, 256);
+    let accounts: Vec<_> = flags
+        .iter()
+        .enumerate()
+        .map(|(i, &f)| account(i as u128 + 1, f))
+        .collect();
+    assert_eq!(h.accounts(&accounts), ok(accounts.len()));
+    h
+}
+
+#[test]
+fn account_creation_checks_fields_and_is_idempotent() {
+    let mut h = Harness::new(4, 4);
+    let mut bad_balance = account(5, 0);
+    bad_balance.credits_posted = 1;
+    let results = h.accounts(&[
+        account(1, 0),
+        account(0, 0),
+        account(u128::MAX, 0),
+        account(
+            2,
+            af::DEBITS_MUST_NOT_EXCEED_CREDITS | af::CREDITS_MUST_NOT_EXCEED_DEBITS,
+        ),
+        account(3, 1 << 9),
+        bad_balance,
+        keel_ledger::Account {
+            ledger: 0,
+            ..account(6, 0)
+        },
+        account(1, 0),
+        keel_ledger::Account {
+            code: 11,
+            ..account(1, 0)
+        },
+    ]);
+    assert_eq!(
+        results,
+        [
+            A::ok,
+            A::id_must_not_be_zero,
+            A::id_must_not_be_int_max,
+            A::flags_are_mutually_exclusive,
+            A::reserved_flag,
+            A::credits_posted_must_be_zero,
+            A::ledger_must_not_be_zero,
+            A::exists,
+            A::exists_with_different_code,
+        ]
+        .map(|c| c as u8)
+    );
+    assert_eq!(h.ledger.accounts_len(), 1);
+    assert!(h.ledger.account(1).unwrap().timestamp > 0);
+}
+
+#[test]
+fn a_full_accounts_table_is_a_rejection_not_growth() {
+    let mut h = Harness::new(2, 4);
+    let results = h.accounts(&[account(1, 0), account(2, 0), account(3, 0)]);
+    assert_eq!(results, [0, 0, A::accounts_table_full as u8]);
+    assert_eq!(h.ledger.accounts_len(), 2);
+}
+
+#[test]
+fn a_transfer_moves_posted_balances() {
+    let mut h = ledger_with_accounts(&[0, 0]);
+    assert_eq!(h.transfers(&[transfer(10, 1, 2, 300)]), ok(1));
+    assert_eq!(h.account(1).debits_posted, 300);
+    assert_eq!(h.account(2).credits_posted, 300);
+    // A retry with the same fields changes nothing.
+    assert_eq!(h.transfers(&[transfer(10, 1, 2, 300)]), [T::exists as u8]);
+    assert_eq!(
+        h.transfers(&[transfer(10, 1, 2, 301)]),
+        [T::exists_with_different_amount as u8]
+    );
+    assert_eq!(h.account(1).debits_posted, 300);
+}
+
+#[test]
+fn transfer_field_checks_come_in_order() {
+    let mut h = ledger_with_accounts(&[0, 0]);
+    let mut other_ledger = account(3, 0);
+    other_ledger.ledger = 2;
+    assert_eq!(h.accounts(&[other_ledger]), ok(1));
+    let cases: Vec<(Transfer, T)> = vec![
+        (transfer(0, 1, 2, 1), T::id_must_not_be_zero),
+        (transfer(11, 0, 2, 1), T::debit_account_id_must_not_be_zero),
+        (transfer(11, 1, 0, 1), T::credit_account_id_must_not_be_zero),
+        (transfer(11, 1, 1, 1), T::accounts_must_be_different),
+        (transfer(11, 9, 2, 1), T::debit_account_not_found),
+        (transfer(11, 1, 9, 1), T::credit_account_not_found),
+        (transfer(11, 1, 3, 1), T::accounts_must_have_the_same_ledger),
+        (
+            Transfer {
+                ledger: 2,
+                ..transfer(11, 1, 2, 1)
+            },
+            T::transfer_must_have_the_same_ledger_as_accounts,
+        ),
+        (
+            Transfer {
+                timeout: 5,
+                ..transfer(11, 1, 2, 1)
+            },
+            T::timeout_reserved_for_pending_transfer,
+        ),
+        (
+            Transfer {
+                flags: tf::PENDING | tf::POST_PENDING_TRANSFER,
+                ..transfer(11, 1, 2, 1)
+            },
+            T::flags_are_mutually_exclusive,
+        ),
+        (
+            Transfer {
+                flags: tf::CLOSING_DEBIT,
+                ..transfer(11, 1, 2, 1)
+            },
+            T::closing_transfer_must_be_pending,
+        ),
+        (
+            Transfer {
+                timestamp: 5,
+                ..transfer(11, 1, 2, 1)
+            },
+            T::timestamp_must_be_zero,
+        ),
+    ];
+    for (t, expected) in cases {
+        assert_eq!(h.transfers(&[t]), [expected as u8], "{t:?}");
+    }
+    assert_eq!(h.ledger.transfers_len(), 0);
+}
+
+#[test]
+fn balance_limits_hold() {
+    let mut h = ledger_with_accounts(&[
+        af::DEBITS_MUST_NOT_EXCEED_CREDITS,
+        0,
+        af::CREDITS_MUST_NOT_EXCEED_DEBITS,
+    ]);
+    assert_eq!(
+        h.transfers(&[transfer(1, 1, 2, 1)]),
+        [T::exceeds_credits as u8]
+    );
+    assert_eq!(h.transfers(&[transfer(2, 2, 1, 100)]), ok(1));
+    assert_eq!(h.transfers(&[transfer(3, 1, 2, 100)]), ok(1));
+    assert_eq!(
+        h.transfers(&[transfer(4, 1, 2, 1)]),
+        [T::exceeds_credits as u8]
+    );
+    assert_eq!(
+        h.transfers(&[transfer(5, 2, 3, 1)]),
+        [T::exceeds_debits as u8]
+    );
+}
+
+#[test]
+fn two_phase_post_partial_and_void() {
+    let mut h = ledger_with_accounts(&[0, 0]);
+    let pending = |id, amount| Transfer {
+        flags: tf::PENDING,
+        ..transfer(id, 1, 2, amount)
+    };
+    let post = |id, pending_id, amount| Transfer {
+        flags: tf::POST_PENDING_TRANSFER,
+        pending_id,
+        ..transfer(id, 0, 0, amount)
+    };
+    let void = |id, pending_id| Transfer {
+        flags: tf::VOID_PENDING_TRANSFER,
+        pending_id,
+        ..transfer(id, 0, 0, 0)
+    };
+    assert_eq!(h.transfers(&[pending(1, 100), pending(2, 50)]), ok(2));
+    assert_eq!(h.account(1).debits_pending, 150);
+    assert_eq!(
+        h.transfers(&[post(3, 1, 101)]),
+        [T::exceeds_pending_transfer_amount as u8]
+    );
+    assert_eq!(h.transfers(&[post(3, 1, 60)]), ok(1));
+    let (a, b) = (h.account(1), h.account(2));
+    assert_eq!((a.debits_pending, a.debits_posted), (50, 60));
+    assert_eq!((b.credits_pending, b.credits_posted), (50, 60));
+    assert_eq!(
+        h.transfers(&[post(4, 1, 0)]),
+        [T::pending_transfer_already_posted as u8]
+    );
+    assert_eq!(h.transfers(&[void(5, 2)]), ok(1));
+    assert_eq!(h.account(1).debits_pending, 0);
+    assert_eq!(
+        h.transfers(&[void(6, 2)]),
+        [T::pending_transfer_already_voided as u8]
+    );
+    assert_eq!(
+        h.transfers(&[void(7, 99)]),
+        [T::pending_transfer_not_found as u8]
+    );
+    assert_eq!(
+        h.transfers(&[void(7, 3)]),
+        [T::pending_transfer_not_pending as u8]
+    );
+    assert_eq!(h.ledger.transfer(1).unwrap().1, PendingState::Posted);
+    assert_eq!(h.ledger.transfer(2).unwrap().1, PendingState::Voided);
+}
+
+#[test]
+fn pending_transfers_expire_when_the_clock_passes_their_timeout() {
+    let mut h = ledger_with_accounts(&[0, 0]);
+    let pending = Transfer {
+        flags: tf::PENDING,
+        timeout: 2,
+        ..transfer(1, 1, 2, 70)
+    };
+    assert_eq!(h.transfers(&[pending]), ok(1));
+    assert_eq!(h.account(1).debits_pending, 70);
+    h.now_ns += 3_000_000_000;
+    let post = Transfer {
+        flags: tf::POST_PENDING_TRANSFER,
+        pending_id: 1,
+        ..transfer(2, 0, 0, 0)
+    };
+    assert_eq!(h.transfers(&[post]), [T::pending_transfer_expired as u8]);
+    assert_eq!(h.account(1).debits_pending, 0);
+    assert_eq!(h.account(2).credits_pending, 0);
+    assert_eq!(h.ledger.transfer(1).unwrap().1, PendingState::Expired);
+    assert_eq!(h.ledger.stats().expired, 1);
+}
+
+#[test]
+fn a_linked_chain_fails_as_one() {
+    let mut h = ledger_with_accounts(&[0, 0, af::DEBITS_MUST_NOT_EXCEED_CREDITS]);
+    let linked = |t: Transfer| Transfer {
+        flags: t.flags | tf::LINKED,
+        ..t
+    };
+    let results = h.transfers(&[
+        linked(transfer(1, 1, 2, 10)),
+        linked(transfer(2, 2, 1, 5)),
+        transfer(3, 3, 1, 1), // exceeds credits: the chain fails
+        transfer(4, 1, 2, 7), // independent: applies
+    ]);
+    assert_eq!(
+        results,
+        [
+            T::linked_event_failed as u8,
+            T::linked_event_failed as u8,
+            T::exceeds_credits as u8,
+            0
+        ]
+    );
+    assert_eq!(h.account(1).debits_posted, 7);
+    assert_eq!(h.account(2).debits_posted, 0);
+    assert!(h.ledger.transfer(1).is_none());
+    assert_eq!(
+        keel_core::StateMachine::state_hash(&h.ledger),
+        h.ledger.recompute_state_hash()
+    );
+}
+
+#[test]
+fn a_chain_left_open_at_the_end_of_the_batch_fails() {
+    let mut h = ledger_with_accounts(&[0, 0]);
+    let results = h.transfers(&[
+        transfer(1, 1, 2, 10),
+        Transfer {
+            flags: tf::LINKED,
+            ..transfer(2, 1, 2, 10)
+        },
+    ]);
+    assert_eq!(results, [0, T::linked_event_chain_open as u8]);
+    assert_eq!(h.account(1).debits_posted, 10);
+}
+
+#[test]
+fn a_chain_may_create_and_post_a_pending_transfer() {
+    let mut h = ledger_with_accounts(&[0, 0]);
+    let results = h.transfers(&[
+        Transfer {
+            flags: tf::PENDING | tf::LINKED,
+            ..transfer(1, 1, 2, 10)
+        },
+        Transfer {
+            flags: tf::POST_PENDING_TRANSFER,
+            pending_id: 1,
+            ..transfer(2, 0, 0, 0)
+        },
+    ]);
+    assert_eq!(results, ok(2));
+    assert_eq!(h.account(2).credits_posted, 10);
+    assert_eq!(h.account(2).credits_pending, 0);
+}
+
+#[test]
+fn balancing_transfers_cap_the_amount() {
+    let mut h = ledger_with_accounts(&[af::DEBITS_MUST_NOT_EXCEED_CREDITS, 0]);
+    assert_eq!(h.transfers(&[transfer(1, 2, 1, 40)]), ok(1));
+    let sweep = Transfer {
+        flags: tf::BALANCING_DEBIT,
+        ..transfer(2, 1, 2, 1000)
+    };
+    assert_eq!(h.transfers(&[sweep]), ok(1));
+    assert_eq!(h.ledger.transfer(2).unwrap().0.amount, 40);
+    assert_eq!(h.account(1).debits_posted, 40);
+}
+
+#[test]
+fn closing_transfers_close_and_voiding_reopens() {
+    let mut h = ledger_with_accounts(&[0, 0]);
+    let closing = Transfer {
+        flags: tf::PENDING | tf::CLOSING_DEBIT,
+        ..transfer(1, 1, 2, 0)
+    };
+    assert_eq!(h.transfers(&[closing]), ok(1));
+    assert_ne!(h.account(1).flags & af::CLOSED, 0);
+    assert_eq!(
+        h.transfers(&[transfer(2, 1, 2, 5)]),
+        [T::debit_account_already_closed as u8]
+    );
+    let void = Transfer {
+        flags: tf::VOID_PENDING_TRANSFER,
+        pending_id: 1,
+        ..transfer(3, 0, 0, 0)
+    };
+    assert_eq!(h.transfers(&[void]), ok(1));
+    assert_eq!(h.account(1).flags & af::CLOSED, 0);
+    assert_eq!(h.transfers(&[transfer(2, 1, 2, 5)]), ok(1));
+}
+
+#[test]
+fn overflow_is_a_rejection() {
+    let mut h = ledger_with_accounts(&[0, 0]);
+    assert_eq!(h.transfers(&[transfer(1, 1, 2, u64::MAX)]), ok(1));
+    assert_eq!(
+        h.transfers(&[transfer(2, 1, 2, 1)]),
+        [T::overflows_debits_posted as u8]
+    );
+}
+
+#[test]
+fn lookups_read_through_the_log() {
+    let mut h = ledger_with_accounts(&[0, 0]);
+    assert_eq!(h.transfers(&[transfer(1, 1, 2, 9)]), ok(1));
+    let mut buf = [0u8; 64];
+    let len = commands::encode_lookup(1, &mut buf).unwrap();
+    let outcome = h.raw(command_type::LOOKUP_ACCOUNT, &buf[..len]);
+    let balance = commands::account_balance(&outcome).unwrap().unwrap();
+    assert_eq!(balance.debits_posted, 9);
+    let outcome = h.raw(command_type::LOOKUP_TRANSFER, &buf[..len]);
+    let status = commands::transfer_status(&outcome).unwrap().unwrap();
+    assert_eq!(status.amount, 9);
+    let len = commands::encode_lookup(77, &mut buf).unwrap();
+    let outcome = h.raw(command_type::LOOKUP_ACCOUNT, &buf[..len]);
+    assert_eq!(commands::account_balance(&outcome).unwrap(), None);
+}
+
+#[test]
+fn malformed_commands_change_nothing() {
+    let mut h = ledger_with_accounts(&[0, 0]);
+    let accounts: Vec<_> = h.ledger.accounts().copied().collect();
+    for (kind, payload) in [
+        (command_type::CREATE_TRANSFERS, &[1u8, 2, 3][..]),
+        (99, &[][..]),
+        (command_type::CREATE_ACCOUNTS, &[2, 0, 1, 0, 0, 0, 0, 0][..]),
+    ] {
+        assert_eq!(h.raw(kind, payload).code, outcome_code::MALFORMED);
+    }
+    assert_eq!(h.ledger.stats().malformed, 3);
+    let after: Vec<_> = h.ledger.accounts().copied().collect();
+    assert_eq!(after, accounts);
+    assert_eq!(h.ledger.transfers_len(), 0);
+}
+
+#[test]
+fn an_accounts_history_is_newest_first() {
+    let mut h = ledger_with_accounts(&[0, 0, 0]);
+    assert_eq!(
+        h.transfers(&[
+            transfer(1, 1, 2, 1),
+            transfer(2, 3, 1, 1),
+            transfer(3, 2, 3, 1)
+        ]),
+        ok(3)
+    );
+    let ids: Vec<u128> = h.ledger.account_transfers(1).map(|t| t.id).collect();
+    assert_eq!(ids, [2, 1]);
+    let ids: Vec<u128> = h.ledger.account_transfers(3).map(|t| t.id).collect();
+    assert_eq!(ids, [3, 2]);
+}
+
+#[test]
+fn timestamps_strictly_increase_even_when_the_clock_goes_back() {
+    let mut h = ledger_with_accounts(&[0, 0]);
+    h.now_ns = 5; // earlier than the accounts' commands
+    assert_eq!(
+        h.transfers(&[transfer(1, 1, 2, 1), transfer(2, 1, 2, 1)]),
+        ok(2)
+    );
+    let t1 = h.ledger.transfer(1).unwrap().0.timestamp;
+    let t2 = h.ledger.transfer(2).unwrap().0.timestamp;
+    assert!(t1 > h.account(2).timestamp);
+    assert_eq!(t2, t1 + 1);
+}
