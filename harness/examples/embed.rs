@@ -1,127 +1,165 @@
-//! A host embedding Keel: a durable engine with a small state machine,
-//! submissions from several threads (blocking with idempotency keys, async,
-//! a batch), a validator, metrics, and a clean shutdown that hands the state
-//! back. Run it twice: the second run recovers the first from the journal.
+//! A payments host embedding Keel: a durable ledger node built from a
+//! configuration, typed clients on several threads (blocking and async),
+//! a two-phase transfer, a linked chain, an idempotent retry, lookups, and a
+//! clean shutdown. Run it twice: the second run recovers the first from the
+//! journal (accounts then report `exists`).
 //!
-//! Run: `cargo run --release -p keel-harness --example embed -- /path/on/a/real/disk`
+//! Run: `cargo run --release -p keel-harness --example embed -- [DATA_DIR] [CONFIG.toml]`
 
-use keel_core::{
-    Command, CommandRef, Engine, EngineConfig, Outcome, ResultCode, StateMachine, ValidationError,
-    Validator,
+use keel_harness::config::NodeConfig;
+use keel_harness::node::LedgerNode;
+use keel_ledger::commands::event_results;
+use keel_ledger::{
+    account_flags, transfer_flags, Account, CallOptions, CreateTransferResult, Transfer,
 };
-use keel_harness::replay::Replayer;
-use keel_journal::{FsStorage, IoMode, Journal, JournalConfig};
 
-/// Counts orders per instrument; rejects sells beyond the position.
-struct Positions {
-    position: [i64; 16],
-}
+const USD: u32 = 840;
+const CUSTOMER: u16 = 1;
+const SETTLEMENT: u16 = 2;
 
-const BUY: u16 = 1;
-const SELL: u16 = 2;
-const SHORT_SELL: ResultCode = ResultCode(1);
-
-impl StateMachine for Positions {
-    fn apply(&mut self, command: &CommandRef<'_>, outcome: &mut Outcome) {
-        let instrument = usize::from(command.payload[0]) % 16;
-        let quantity = i64::from(command.payload[1]);
-        match command.command_type() {
-            BUY => self.position[instrument] += quantity,
-            SELL if self.position[instrument] < quantity => {
-                *outcome = Outcome::code(SHORT_SELL);
-                return;
-            }
-            _ => self.position[instrument] -= quantity,
-        }
-        outcome.set(ResultCode::OK, &self.position[instrument].to_le_bytes());
-    }
-
-    fn state_hash(&self) -> u64 {
-        self.position
-            .iter()
-            .fold(0u64, |h, p| h.rotate_left(7) ^ *p as u64)
-    }
-}
-
-/// Stateless checks on the submitting thread: shape and tenant.
-struct OnlyTenantSeven;
-
-impl Validator for OnlyTenantSeven {
-    fn validate(&self, command: &Command<'_>) -> Result<(), ValidationError> {
-        match (command.tenant_id, command.payload.len()) {
-            (7, 2) => Ok(()),
-            (7, _) => Err(ValidationError { code: 400 }),
-            _ => Err(ValidationError { code: 403 }),
-        }
+fn transfer(id: u128, debit: u128, credit: u128, amount: u64) -> Transfer {
+    Transfer {
+        id,
+        debit_account_id: debit,
+        credit_account_id: credit,
+        amount,
+        ledger: USD,
+        code: 1,
+        ..Transfer::default()
     }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "keel-data-embed".to_owned());
-    // Recover the journal and replay it into the state machine (and the
-    // idempotency window) in one scan, before serving.
-    let storage = FsStorage::open(&dir, IoMode::DirectSync)?;
-    let config = EngineConfig::default();
-    let mut replayed = Replayer::new(Positions { position: [0; 16] }, config.dedup_entries);
-    let (journal, _report) =
-        Journal::open_replaying(storage, JournalConfig::default(), &mut |r| {
-            replayed.apply(r)
-        })?;
-    let config = EngineConfig {
-        first_sequence: journal.next_sequence(),
-        ..config
+    let mut args = std::env::args().skip(1);
+    let dir = args.next().unwrap_or_else(|| "keel-data-embed".to_owned());
+    let mut config = match args.next() {
+        Some(path) => NodeConfig::from_file(path.as_ref())?,
+        None => NodeConfig::default(),
     };
-    let engine = Engine::builder(config, replayed.state_machine)
-        .dedup(replayed.dedup)
-        .journaller(journal)
-        .validator(OnlyTenantSeven)
-        .start()?;
+    config.journal.data_dir = dir.into();
+    config.ledger.accounts_max = 1 << 12;
+    config.ledger.transfers_max = 1 << 16;
+    let node = LedgerNode::start_ledger(&config)?;
+    println!(
+        "recovered {} journal records in {:?}",
+        node.recovery().records,
+        node.recovery().elapsed
+    );
 
+    // Account 1 is the settlement account; 2..=9 are customers who may not overdraw.
+    let mut client = node.client();
+    let accounts: Vec<Account> = (1..=9u128)
+        .map(|id| Account {
+            id,
+            ledger: USD,
+            code: if id == 1 { SETTLEMENT } else { CUSTOMER },
+            flags: if id == 1 {
+                0
+            } else {
+                account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS
+            },
+            ..Account::default()
+        })
+        .collect();
+    let (_, results) = client.create_accounts(&accounts, CallOptions::default())?;
+    println!("create_accounts: {:?}", results.codes());
+    let run = u128::from(node.recovery().records) << 32;
+    let funding: Vec<Transfer> = (2..=8u128)
+        .map(|id| transfer(run | id, 1, id, 10_000))
+        .collect();
+    client.create_transfers(&funding, CallOptions::default())?;
+
+    // Three threads pay each other, async, keeping a few commands in flight.
     std::thread::scope(|s| {
-        for t in 0..3u8 {
-            let mut submitter = engine.submitter();
+        for t in 0..3u128 {
+            let mut client = node.client();
             s.spawn(move || {
-                let (buy_body, sell_body) = ([t, 5], [t, 3]);
-                for i in 0..1_000u64 {
-                    let mut buy = Command::new(BUY, &buy_body);
-                    buy.tenant_id = 7;
-                    buy.correlation_id = i;
-                    buy.idempotency_key = 1 << 100 | u128::from(t) << 64 | u128::from(i);
-                    let ack = submitter.submit(&buy).expect("engine running");
-                    assert_eq!(ack.correlation_id, i);
-                    // A retry with the same key returns the first outcome.
-                    assert!(submitter.submit(&buy).expect("engine running").duplicate);
-                    let mut sell = Command::new(SELL, &sell_body);
-                    sell.tenant_id = 7;
-                    let pending = submitter.submit_async(&sell).expect("engine running");
-                    futures::executor::block_on(pending).expect("acknowledged");
+                let mut in_flight = Vec::new();
+                for i in 0..100u128 {
+                    let id = run | (t + 1) << 20 | (i + 100);
+                    let payment = transfer(id, 2 + t, 5 + t, 50);
+                    let options = CallOptions {
+                        correlation_id: i as u64,
+                        idempotency_key: 0,
+                    };
+                    in_flight.push(client.create_transfers_async(&[payment], options).unwrap());
+                    if in_flight.len() == 8 {
+                        for pending in in_flight.drain(..) {
+                            let ack = futures::executor::block_on(pending).unwrap();
+                            assert!(event_results(&ack.outcome).unwrap().codes()[0] == 0);
+                        }
+                    }
                 }
-                // A burst as one claim on the ring.
-                let mut burst = [Command::new(BUY, &buy_body); 32];
-                burst.iter_mut().for_each(|c| c.tenant_id = 7);
-                submitter
-                    .submit_batch_detached(&burst)
-                    .expect("engine running");
+                for pending in in_flight {
+                    futures::executor::block_on(pending).unwrap();
+                }
             });
         }
     });
 
-    let metrics = engine.metrics();
-    let acks = &metrics.ack_latency_ns;
+    // Two-phase: reserve 300, then post 250 (the rest is released).
+    let hold = Transfer {
+        flags: transfer_flags::PENDING,
+        timeout: 60,
+        ..transfer(run | 1 << 30, 8, 1, 300)
+    };
+    let post = Transfer {
+        flags: transfer_flags::POST_PENDING_TRANSFER,
+        pending_id: hold.id,
+        ..transfer(run | 1 << 30 | 1, 0, 0, 250)
+    };
+    client.create_transfers(&[hold], CallOptions::default())?;
+    client.create_transfers(&[post], CallOptions::default())?;
+
+    // A linked chain that cannot complete: nothing of it is applied.
+    let chain = [
+        Transfer {
+            flags: transfer_flags::LINKED,
+            ..transfer(run | 2 << 30, 2, 9, 1)
+        },
+        transfer(run | 2 << 30 | 1, 9, 2, 1_000_000), // account 9 has no funds
+    ];
+    let (_, results) = client.create_transfers(&chain, CallOptions::default())?;
+    let names: Vec<_> = results
+        .codes()
+        .iter()
+        .map(|&c| CreateTransferResult::from_u8(c).unwrap().name())
+        .collect();
+    println!("linked chain: {names:?}");
+
+    // An idempotent retry: the same key returns the first outcome.
+    let keyed = CallOptions {
+        correlation_id: 99,
+        idempotency_key: run | 0xabc,
+    };
+    let refund = transfer(run | 3 << 30, 1, 2, 5);
+    let (first, _) = client.create_transfers(&[refund], keyed)?;
+    let (retry, _) = client.create_transfers(&[refund], keyed)?;
+    println!(
+        "retry was a duplicate: {}",
+        retry.duplicate && retry.outcome == first.outcome
+    );
+
+    for id in [1u128, 2, 8] {
+        let b = client.lookup_account(id)?.expect("account exists");
+        println!(
+            "account {id}: debits {} (+{} pending), credits {} (+{} pending)",
+            b.debits_posted, b.debits_pending, b.credits_posted, b.credits_pending
+        );
+    }
+    let acks = node.engine().metrics().ack_latency_ns;
     println!(
         "{} acks: p50 {} µs, p99 {} µs",
         acks.len(),
         acks.value_at_quantile(0.5) / 1000,
         acks.value_at_quantile(0.99) / 1000
     );
-    let stopped = engine.shutdown()?;
+    drop(client);
+    let stopped = node.shutdown()?;
     println!(
-        "{} commands this run; state hash {:016x}; positions {:?}",
+        "{} commands this run; state hash {:016x}",
         stopped.commands,
-        stopped.state_machine.state_hash(),
-        &stopped.state_machine.position[..3]
+        keel_core::StateMachine::state_hash(&stopped.state_machine)
     );
     Ok(())
 }

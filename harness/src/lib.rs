@@ -1,8 +1,10 @@
-//! Keel's host side: the built-in demo workload and the load generator
-//! behind `keel run`. Nothing in the workspace depends on this crate.
+//! Keel's host side: the node (embedding API: configuration, recovery,
+//! engine wiring), replay, and the load generator behind `keel run`. Nothing
+//! in the workspace depends on this crate.
 
 #![forbid(unsafe_code)]
 
-pub mod demo;
+pub mod config;
 pub mod load;
+pub mod node;
 pub mod replay;

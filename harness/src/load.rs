@@ -1,69 +1,54 @@
-//! The main job's load generator: funds the demo accounts, then pushes
-//! transfers from several submitting threads, each keeping a window of async
-//! submissions in flight, and reports throughput, acknowledgement latency
-//! percentiles and the final state.
+//! The main job: a ledger node on its embedded defaults under load.
+//!
+//! Phases: start (recover and replay the journal), create the accounts, fund
+//! them from an operator account, push the transfers from several submitting
+//! threads — each keeping a window of async commands in flight, each command
+//! a batch of transfers — then shut down, restart from the journal and check
+//! that the recovered state hash equals the one at shutdown.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use keel_core::{
-    Command, ConfigError, Engine, EngineConfig, StageName, StopReason, SubmitError, Submitter,
+use keel_core::{PendingAck, StageName, StateMachine, StopReason, SubmitError};
+use keel_ledger::commands::{self, EventResults};
+use keel_ledger::{
+    account_flags, Account, CallOptions, ClientError, CreateTransferResult, Ledger, LedgerClient,
+    Transfer,
 };
-use keel_journal::{FsStorage, IoMode, Journal, JournalConfig, SyncPolicy};
 
-use crate::replay::{replay, Replayer};
-
-use crate::demo::{encode, DemoAccounts, DEPOSIT, TRANSFER};
-
-/// Where commands are journaled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Durability {
-    /// No journal (benchmarks).
-    None,
-    /// A journal in `dir` with the given sync policy; an existing journal is
-    /// recovered and replayed first.
-    Journal {
-        /// The journal directory.
-        dir: std::path::PathBuf,
-        /// Sync policy.
-        sync: SyncPolicy,
-        /// Chain records with BLAKE3 (tamper evidence).
-        chain: bool,
-        /// Allow buffered I/O on file systems without direct I/O (development only).
-        allow_buffered: bool,
-    },
-}
+use crate::config::{Durability, NodeConfig};
+use crate::node::{LedgerNode, Node, NodeError, Recovery};
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// Durability.
-    pub durability: Durability,
-    /// Transfers to push (after one deposit per account).
+    /// The node (journal, engine, ledger capacities).
+    pub node: NodeConfig,
+    /// Transfers to push.
     pub transfers: u64,
     /// Submitting threads.
     pub producers: usize,
-    /// Async submissions each producer keeps in flight.
+    /// Async commands each producer keeps in flight.
     pub window: usize,
-    /// Demo accounts.
+    /// Transfers per command (1..=7).
+    pub batch: usize,
+    /// Accounts (the first is the operator account that funds the others).
     pub accounts: u32,
-    /// Engine configuration.
-    pub engine: EngineConfig,
-    /// Draw a progress bar on stderr (hidden when stderr is not a terminal).
+    /// Draw progress bars on stderr (hidden when stderr is not a terminal).
     pub progress: bool,
 }
 
 impl Default for LoadConfig {
     fn default() -> Self {
         Self {
-            durability: Durability::None,
+            node: NodeConfig::default(),
             transfers: 1_000_000,
             producers: 4,
-            window: 64,
+            window: 32,
+            batch: commands::TRANSFERS_PER_COMMAND_MAX,
             accounts: 10_000,
-            engine: EngineConfig::default(),
             progress: true,
         }
     }
@@ -72,266 +57,337 @@ impl Default for LoadConfig {
 /// What a run measured.
 #[derive(Debug)]
 pub struct LoadReport {
-    /// Commands acknowledged (deposits and transfers).
+    /// What start-up recovered.
+    pub recovery: Recovery,
+    /// Commands acknowledged in this run.
     pub commands: u64,
     /// Wall time of the transfer phase.
     pub elapsed: Duration,
-    /// Acknowledged transfers per second.
+    /// Transfers (events) acknowledged per second in the transfer phase.
     pub transfers_per_second: f64,
-    /// Submit-to-ack latency of every command, recorded by the engine (ns).
+    /// Submit-to-ack latency per command (ns), recorded by the engine.
     pub ack_latency_ns: Histogram<u64>,
     /// Journaller batch service time (append + write + sync), ns.
     pub journal_batch_ns: Histogram<u64>,
-    /// Transfers applied and rejected (insufficient funds etc.).
-    pub applied: u64,
-    /// Transfers rejected with a business code.
-    pub rejected: u64,
-    /// Sum of balances at the end (must equal the deposits).
-    pub total_balance: u64,
-    /// Sum of deposits.
-    pub deposited: u64,
-    /// The state machine's hash at the end.
+    /// Per-code counts of the transfer phase's results, indexed by code.
+    pub transfer_results: Vec<u64>,
+    /// Sums of posted debits and credits over every account at shutdown.
+    pub posted_debits_credits: (u128, u128),
+    /// The ledger's state hash at shutdown.
     pub state_hash: u64,
-    /// Journal recovery at start and the replay check at the end (durable runs).
-    pub journal: Option<JournalReport>,
-}
-
-/// What the durable run did with its journal.
-#[derive(Debug)]
-pub struct JournalReport {
-    /// Records found (and replayed) at start.
-    pub recovered_records: u64,
-    /// Time to recover and replay them.
-    pub recovery: Duration,
-    /// A torn tail cut at start, if any.
-    pub truncated: Option<keel_journal::TornTail>,
-    /// Records in the journal at the end.
-    pub records_at_end: u64,
-    /// The state hash a full replay of the journal gives at the end.
-    pub replayed_state_hash: u64,
-    /// Time of that replay.
-    pub replay: Duration,
+    /// The restart from the journal (durable runs).
+    pub restart: Option<Recovery>,
 }
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The engine configuration is invalid.
+    /// The node could not start.
     #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// A submit failed with something other than a business rejection.
-    #[error("submit failed: {0}")]
-    Submit(#[from] SubmitError),
+    Node(#[from] NodeError),
+    /// A call failed with something other than a business rejection.
+    #[error(transparent)]
+    Client(#[from] ClientError),
     /// The engine stopped during the run.
     #[error("engine stopped: {0}")]
     Stopped(#[from] StopReason),
-    /// The journal directory could not be used.
-    #[error(transparent)]
-    Storage(#[from] keel_journal::StorageError),
-    /// The journal could not be opened (corruption is reported with its location).
-    #[error(transparent)]
-    JournalOpen(#[from] keel_journal::OpenError),
-    /// Replaying the journal failed.
-    #[error("replaying the journal: {0}")]
-    Replay(#[from] keel_journal::ScanError),
+    /// The load configuration is out of range.
+    #[error("load option `{option}`: expected {expected}")]
+    Invalid {
+        /// The option.
+        option: &'static str,
+        /// What is allowed.
+        expected: &'static str,
+    },
 }
 
-const DEPOSIT_AMOUNT: u64 = 1_000_000;
+/// Amount each account is funded with.
+const FUNDING: u64 = 100_000;
+/// Ledger and codes of the workload.
+const LEDGER: u32 = 1;
+const CODE: u16 = 1;
+/// The operator account that funds every other one.
+const OPERATOR: u128 = 1;
 
-/// Runs the workload and shuts the engine down. With a journal, recovers
-/// and replays it first, and at the end replays the whole journal again into
-/// a fresh state machine to check it reaches the engine's state hash.
+/// Runs the main job. See the module docs for the phases.
 pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
-    match &config.durability {
-        Durability::None => {
-            let engine = Engine::builder(
-                config.engine.clone(),
-                DemoAccounts::new(config.accounts as usize),
-            )
-            .start()?;
-            drive(config, engine, None, Baseline::default())
-        }
-        Durability::Journal {
-            dir,
-            sync,
-            chain,
-            allow_buffered,
-        } => {
-            let mode = match allow_buffered {
-                true => IoMode::BufferedDevelopment,
-                false => IoMode::DirectSync,
-            };
-            let started = Instant::now();
-            let storage = FsStorage::open(dir, mode)?;
-            let journal_config = JournalConfig {
-                sync: *sync,
-                chain: *chain,
-                ..JournalConfig::default()
-            };
-            // Recovery and replay in one scan of the journal.
-            let mut replayed = Replayer::new(
-                DemoAccounts::new(config.accounts as usize),
-                config.engine.dedup_entries,
-            );
-            let (journal, open) =
-                Journal::open_replaying(storage, journal_config, &mut |r| replayed.apply(r))?;
-            let recovery = JournalReport {
-                recovered_records: replayed.records,
-                recovery: started.elapsed(),
-                truncated: open.truncated,
-                records_at_end: 0,
-                replayed_state_hash: 0,
-                replay: Duration::ZERO,
-            };
-            let baseline = Baseline {
-                applied: replayed.state_machine.applied(),
-                rejected: replayed.state_machine.rejected(),
-                total: replayed.state_machine.total(),
-            };
-            let engine_config = EngineConfig {
-                first_sequence: journal.next_sequence(),
-                ..config.engine.clone()
-            };
-            let engine = Engine::builder(engine_config, replayed.state_machine)
-                .journaller(journal)
-                .dedup(replayed.dedup)
-                .start()?;
-            let mut report = drive(config, engine, Some(recovery), baseline)?;
-            let check = Instant::now();
-            let storage = FsStorage::open(dir, mode)?;
-            let (full, _) = replay(
-                &storage,
-                DemoAccounts::new(config.accounts as usize),
-                config.engine.dedup_entries,
-            )?;
-            let journal = report
-                .journal
-                .as_mut()
-                .expect("durable runs report their journal");
-            journal.records_at_end = full.records;
-            journal.replayed_state_hash = keel_core::StateMachine::state_hash(&full.state_machine);
-            journal.replay = check.elapsed();
-            Ok(report)
-        }
-    }
-}
-
-/// What the state held before this run's commands (recovered from the journal).
-#[derive(Debug, Default, Clone, Copy)]
-struct Baseline {
-    applied: u64,
-    rejected: u64,
-    total: u64,
-}
-
-fn drive<J: keel_core::Journaller>(
-    config: &LoadConfig,
-    engine: Engine<DemoAccounts, J>,
-    journal: Option<JournalReport>,
-    baseline: Baseline,
-) -> Result<LoadReport, LoadError> {
-    let mut submitter = engine.submitter();
-    for account in 0..config.accounts {
-        let body = encode(0, account, DEPOSIT_AMOUNT);
-        submit_retrying(|| submitter.submit_detached(&Command::new(DEPOSIT, &body)))?;
-    }
-    engine.pause()?;
-    engine.resume();
-    let deposits = engine.processed(StageName::Publisher);
-    let bar = progress_bar(config);
-    let start = Instant::now();
-    let per_producer = config.transfers / config.producers as u64;
-    let remainder = config.transfers % config.producers as u64;
-    std::thread::scope(|s| -> Result<(), LoadError> {
-        let threads: Vec<_> = (0..config.producers)
-            .map(|p| {
-                let submitter = engine.submitter();
-                let count = per_producer + u64::from((p as u64) < remainder);
-                s.spawn(move || produce(submitter, p as u64, count, config))
-            })
-            .collect();
-        while !threads.iter().all(|t| t.is_finished()) {
-            bar.set_position(engine.processed(StageName::Publisher) - deposits);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        threads
-            .into_iter()
-            .try_for_each(|t| t.join().expect("producer thread panicked"))
-    })?;
-    let elapsed = start.elapsed();
-    bar.finish_and_clear();
-    drop(submitter);
-    let stopped = engine.shutdown()?;
-    let accounts = &stopped.state_machine;
-    Ok(LoadReport {
-        journal,
+    validate(config)?;
+    let replay_bar = bar(config, None, "replaying journal");
+    let node = Node::start(
+        &config.node,
+        Ledger::new(config.node.ledger_config()),
+        keel_ledger::LedgerValidator,
+        &mut |records| replay_bar.set_position(records),
+    )?;
+    replay_bar.finish_and_clear();
+    let recovery = *node.recovery();
+    setup_accounts(config, &node)?;
+    let before = node.engine().processed(StageName::Publisher);
+    let (elapsed, transfer_results) = push_transfers(config, &node, recovery.records)?;
+    let stopped = node.shutdown()?;
+    let ledger = &stopped.state_machine;
+    let posted = ledger.accounts().fold((0u128, 0u128), |(d, c), a| {
+        (
+            d + u128::from(a.debits_posted),
+            c + u128::from(a.credits_posted),
+        )
+    });
+    let mut report = LoadReport {
+        recovery,
         commands: stopped.commands,
         elapsed,
         transfers_per_second: config.transfers as f64 / elapsed.as_secs_f64(),
         ack_latency_ns: stopped.metrics.ack_latency_ns.clone(),
         journal_batch_ns: stopped.metrics.stage(StageName::Journaller).clone(),
-        applied: accounts.applied() - deposits - baseline.applied,
-        rejected: accounts.rejected() - baseline.rejected,
-        total_balance: accounts.total(),
-        deposited: DEPOSIT_AMOUNT * u64::from(config.accounts) + baseline.total,
-        state_hash: keel_core::StateMachine::state_hash(accounts),
-    })
+        transfer_results,
+        posted_debits_credits: posted,
+        state_hash: ledger.state_hash(),
+        restart: None,
+    };
+    debug_assert!(stopped.commands >= before);
+    drop(stopped);
+    if config.node.journal.durability != Durability::None {
+        report.restart = Some(restart(config)?);
+    }
+    Ok(report)
 }
 
-fn progress_bar(config: &LoadConfig) -> ProgressBar {
-    if !config.progress {
-        return ProgressBar::hidden();
+fn validate(config: &LoadConfig) -> Result<(), LoadError> {
+    let invalid = |option, expected| Err(LoadError::Invalid { option, expected });
+    if !(1..=commands::TRANSFERS_PER_COMMAND_MAX).contains(&config.batch) {
+        return invalid("batch", "1..=7 transfers per command");
     }
-    let bar = ProgressBar::new(config.transfers);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} transfers {pos}/{len} [{bar:40}] {per_sec} eta {eta}",
-        )
-        .expect("static template"),
-    );
-    bar
-}
-
-/// One producer: `count` transfers between pseudo-random accounts, with up
-/// to `window` async submissions in flight.
-fn produce(
-    mut submitter: Submitter,
-    producer: u64,
-    count: u64,
-    config: &LoadConfig,
-) -> Result<(), LoadError> {
-    let mut rng = XorShift(0x2545_f491_4f6c_dd1d ^ (producer + 1).wrapping_mul(0x9e37_79b9));
-    let mut window = VecDeque::with_capacity(config.window);
-    for i in 0..count {
-        let debit = (rng.next() % u64::from(config.accounts)) as u32;
-        let credit = (rng.next() % u64::from(config.accounts)) as u32;
-        let amount = rng.next() % 2_000;
-        let body = encode(debit, credit, amount);
-        let mut command = Command::new(TRANSFER, &body);
-        command.correlation_id = producer << 40 | i;
-        if window.len() == config.window {
-            let pending: keel_core::PendingAck = window.pop_front().expect("window is full");
-            futures::executor::block_on(pending)?;
-        }
-        window.push_back(submit_retrying(|| submitter.submit_async(&command))?);
+    if config.accounts < 3 || config.accounts > config.node.ledger.accounts_max {
+        return invalid("accounts", "at least 3 and at most ledger.accounts_max");
     }
-    for pending in window {
-        futures::executor::block_on(pending)?;
+    if config.producers == 0 || config.window == 0 {
+        return invalid("producers/window", "at least 1");
     }
     Ok(())
 }
 
+/// Restarts from the journal; the recovered hash must equal the shutdown hash.
+fn restart(config: &LoadConfig) -> Result<Recovery, LoadError> {
+    let bar = bar(config, None, "restart: replaying journal");
+    let node = LedgerNode::start(
+        &config.node,
+        Ledger::new(config.node.ledger_config()),
+        keel_ledger::LedgerValidator,
+        &mut |records| bar.set_position(records),
+    )?;
+    bar.finish_and_clear();
+    let recovery = *node.recovery();
+    node.shutdown()?;
+    Ok(recovery)
+}
+
+/// Creates the accounts (a retry of an earlier run's gets `exists`) and funds
+/// every account from the operator account.
+fn setup_accounts(config: &LoadConfig, node: &LedgerNode) -> Result<(), LoadError> {
+    let bar = bar(config, Some(u64::from(config.accounts)), "accounts");
+    let mut client = node.client();
+    let mut window = Window::new(config.window);
+    let ids: Vec<u128> = (1..=u128::from(config.accounts)).collect();
+    for chunk in ids.chunks(commands::ACCOUNTS_PER_COMMAND_MAX) {
+        let accounts: Vec<Account> = chunk.iter().map(|&id| account(id)).collect();
+        let pending =
+            retry_busy(|| client.create_accounts_async(&accounts, CallOptions::default()))?;
+        window.push(pending, |_| {})?;
+        bar.inc(chunk.len() as u64);
+    }
+    for chunk in ids[1..].chunks(commands::TRANSFERS_PER_COMMAND_MAX) {
+        let funding: Vec<Transfer> = chunk
+            .iter()
+            .map(|&id| Transfer {
+                id: 1 << 120 | id,
+                debit_account_id: OPERATOR,
+                credit_account_id: id,
+                amount: FUNDING,
+                ledger: LEDGER,
+                code: CODE,
+                ..Transfer::default()
+            })
+            .collect();
+        let pending =
+            retry_busy(|| client.create_transfers_async(&funding, CallOptions::default()))?;
+        window.push(pending, |_| {})?;
+    }
+    window.drain(|_| {})?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// Even accounts may not go below zero; odd ones may (overdraft), so the
+/// workload has both applied transfers and `exceeds_credits` rejections.
+fn account(id: u128) -> Account {
+    let flags = match id != OPERATOR && id % 2 == 0 {
+        true => account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+        false => 0,
+    };
+    Account {
+        id,
+        ledger: LEDGER,
+        code: CODE,
+        flags,
+        ..Account::default()
+    }
+}
+
+/// The timed phase; returns its wall time and per-code result counts.
+fn push_transfers(
+    config: &LoadConfig,
+    node: &LedgerNode,
+    nonce: u64,
+) -> Result<(Duration, Vec<u64>), LoadError> {
+    let bar = bar(config, Some(config.transfers), "transfers");
+    let start = Instant::now();
+    let producers = config.producers as u64;
+    let counts = std::thread::scope(|s| -> Result<Vec<u64>, LoadError> {
+        let threads: Vec<_> = (0..producers)
+            .map(|p| {
+                let client = node.client();
+                let count =
+                    config.transfers / producers + u64::from(p < config.transfers % producers);
+                let bar = bar.clone();
+                s.spawn(move || produce(client, config, nonce, p, count, &bar))
+            })
+            .collect();
+        let mut counts = vec![0u64; 64];
+        for thread in threads {
+            let produced = thread.join().expect("producer thread panicked")?;
+            counts.iter_mut().zip(produced).for_each(|(c, p)| *c += p);
+        }
+        Ok(counts)
+    })?;
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    Ok((elapsed, counts))
+}
+
+/// One producer: `count` transfers between pseudo-random accounts, `batch`
+/// per command, up to `window` commands in flight.
+fn produce(
+    mut client: LedgerClient,
+    config: &LoadConfig,
+    nonce: u64,
+    producer: u64,
+    count: u64,
+    bar: &ProgressBar,
+) -> Result<Vec<u64>, LoadError> {
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d ^ (producer + 1).wrapping_mul(0x9e37_79b9));
+    let mut window = Window::new(config.window);
+    let mut counts = vec![0u64; 64];
+    let mut tally = |results: &EventResults| {
+        for &code in results.codes() {
+            counts[usize::from(code).min(63)] += 1;
+        }
+    };
+    let accounts = u64::from(config.accounts) - 1;
+    let mut batch = [Transfer::default(); commands::TRANSFERS_PER_COMMAND_MAX];
+    let mut sent = 0u64;
+    while sent < count {
+        let n = (count - sent).min(config.batch as u64) as usize;
+        for (i, t) in batch[..n].iter_mut().enumerate() {
+            let debit = 2 + rng.next() % accounts;
+            let credit = 2 + (debit - 2 + 1 + rng.next() % (accounts - 1)) % accounts;
+            *t = Transfer {
+                id: u128::from(nonce + 1) << 64
+                    | u128::from(producer) << 48
+                    | u128::from(sent + i as u64 + 1),
+                debit_account_id: u128::from(debit),
+                credit_account_id: u128::from(credit),
+                amount: 1 + rng.next() % 2_000,
+                ledger: LEDGER,
+                code: CODE,
+                ..Transfer::default()
+            };
+        }
+        let options = CallOptions {
+            correlation_id: producer << 48 | sent,
+            idempotency_key: 0,
+        };
+        let pending = retry_busy(|| client.create_transfers_async(&batch[..n], options))?;
+        window.push(pending, &mut tally)?;
+        sent += n as u64;
+        bar.inc(n as u64);
+    }
+    window.drain(&mut tally)?;
+    Ok(counts)
+}
+
+/// A bounded window of in-flight async commands, completed in order.
+struct Window {
+    pending: VecDeque<PendingAck>,
+    capacity: usize,
+}
+
+impl Window {
+    fn new(capacity: usize) -> Self {
+        Self {
+            pending: VecDeque::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    fn push(
+        &mut self,
+        pending: PendingAck,
+        mut on_results: impl FnMut(&EventResults),
+    ) -> Result<(), LoadError> {
+        if self.pending.len() == self.capacity {
+            self.complete_one(&mut on_results)?;
+        }
+        self.pending.push_back(pending);
+        Ok(())
+    }
+
+    fn drain(&mut self, mut on_results: impl FnMut(&EventResults)) -> Result<(), LoadError> {
+        while !self.pending.is_empty() {
+            self.complete_one(&mut on_results)?;
+        }
+        Ok(())
+    }
+
+    fn complete_one(
+        &mut self,
+        on_results: &mut impl FnMut(&EventResults),
+    ) -> Result<(), LoadError> {
+        let pending = self.pending.pop_front().expect("not empty");
+        let ack = futures::executor::block_on(pending).map_err(ClientError::from)?;
+        let results = commands::event_results(&ack.outcome).map_err(ClientError::from)?;
+        on_results(&results);
+        Ok(())
+    }
+}
+
 /// Retries `Busy` (back-pressure: the load generator outruns the engine on
 /// purpose); any other error ends the run.
-fn submit_retrying<T>(
-    mut submit: impl FnMut() -> Result<T, SubmitError>,
-) -> Result<T, SubmitError> {
+fn retry_busy<T>(mut submit: impl FnMut() -> Result<T, ClientError>) -> Result<T, ClientError> {
     loop {
         match submit() {
-            Err(SubmitError::Busy) => std::thread::yield_now(),
+            Err(ClientError::Submit(SubmitError::Busy)) => std::thread::yield_now(),
             other => return other,
         }
     }
+}
+
+fn bar(config: &LoadConfig, len: Option<u64>, phase: &'static str) -> ProgressBar {
+    if !config.progress {
+        return ProgressBar::hidden();
+    }
+    let (bar, template) = match len {
+        Some(len) => (
+            ProgressBar::new(len),
+            "{spinner} {prefix} {pos}/{len} [{bar:40}] {per_sec} eta {eta}",
+        ),
+        None => (
+            ProgressBar::no_length(),
+            "{spinner} {prefix} {pos} records {per_sec}",
+        ),
+    };
+    bar.set_style(ProgressStyle::with_template(template).expect("static template"));
+    bar.set_prefix(phase);
+    bar
 }
 
 /// A tiny deterministic generator for the workload (not for anything secret).
@@ -344,6 +400,11 @@ impl XorShift {
         self.0 ^= self.0 << 17;
         self.0
     }
+}
+
+/// The name of a transfer result code for reports.
+pub fn transfer_result_name(code: usize) -> &'static str {
+    CreateTransferResult::from_u8(code as u8).map_or("unknown", CreateTransferResult::name)
 }
 
 /// Formats the percentiles a latency report prints.

@@ -33,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 mod account;
+pub mod client;
 pub mod commands;
 mod hash;
 mod ledger;
@@ -42,6 +43,7 @@ mod transfer;
 pub mod types;
 mod validator;
 
+pub use crate::client::{CallOptions, ClientError, LedgerClient};
 pub use crate::ledger::{Ledger, LedgerConfig, LedgerStats};
 pub use crate::results::{CreateAccountResult, CreateTransferResult};
 pub use crate::types::{account_flags, transfer_flags, Account, PendingState, Transfer};

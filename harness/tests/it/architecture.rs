@@ -35,19 +35,32 @@ fn workspace() -> BTreeMap<String, Vec<String>> {
 /// Allowed workspace dependencies per package (normal dependencies only).
 const ALLOWED: &[(&str, &[&str])] = &[
     ("keel-core", &[]),
+    ("keel-codecs", &[]),
     ("keel-journal", &["keel-core"]),
-    ("keel-codecs", &["keel-core"]),
+    ("keel-ledger", &["keel-core", "keel-codecs"]),
     (
         "keel-projector",
-        &["keel-core", "keel-journal", "keel-codecs"],
+        &["keel-core", "keel-journal", "keel-codecs", "keel-ledger"],
     ),
     (
         "keel-harness",
-        &["keel-core", "keel-journal", "keel-codecs", "keel-projector"],
+        &[
+            "keel-core",
+            "keel-journal",
+            "keel-codecs",
+            "keel-ledger",
+            "keel-projector",
+        ],
     ),
     (
         "keel-perf",
-        &["keel-core", "keel-journal", "keel-codecs", "keel-harness"],
+        &[
+            "keel-core",
+            "keel-journal",
+            "keel-codecs",
+            "keel-ledger",
+            "keel-harness",
+        ],
     ),
 ];
 

@@ -1,70 +1,60 @@
-//! The main job end to end (small): every command acknowledged, balances
-//! conserved, and the same workload gives the same state hash every time.
+//! The main job end to end (small): every transfer acknowledged with a
+//! result, debits equal credits, and a restart from the journal reaches the
+//! state hash the engine had at shutdown.
 
-use keel_core::{EngineConfig, Fusion, WaitStrategy};
-use keel_harness::load::{run, Durability, LoadConfig};
-use keel_journal::SyncPolicy;
+use keel_harness::config::{Durability, FusionArg, NodeConfig, WaitArg};
+use keel_harness::load::{run, LoadConfig};
 
-fn config(fusion: Fusion) -> LoadConfig {
+fn config(dir: &std::path::Path, durability: Durability, fusion: FusionArg) -> LoadConfig {
+    let mut node = NodeConfig::default();
+    node.journal.data_dir = dir.to_path_buf();
+    node.journal.durability = durability;
+    node.journal.chain = true;
+    node.engine.fusion = fusion;
+    node.engine.wait_strategy = WaitArg::SpinYield;
+    node.ledger.accounts_max = 1024;
+    node.ledger.transfers_max = 1 << 16;
     LoadConfig {
-        durability: Durability::None,
+        node,
         transfers: 20_000,
-        producers: 1,
-        window: 16,
+        producers: 2,
+        window: 8,
+        batch: 5,
         accounts: 100,
-        engine: EngineConfig {
-            fusion,
-            wait_strategy: WaitStrategy::spin_then_yield(),
-            ..EngineConfig::default()
-        },
         progress: false,
     }
 }
 
 #[test]
-fn main_job_acknowledges_everything_and_conserves_balances() {
-    let report = run(&config(Fusion::Paired)).unwrap();
-    assert_eq!(report.commands, 20_000 + 100);
-    assert_eq!(report.applied + report.rejected, 20_000);
-    assert_eq!(report.total_balance, report.deposited);
-    assert_eq!(report.ack_latency_ns.len(), 20_100);
+fn every_transfer_gets_a_result_and_debits_equal_credits() {
+    for fusion in [FusionArg::Single, FusionArg::Paired, FusionArg::Separate] {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let report = run(&config(dir.path(), Durability::None, fusion)).unwrap();
+        assert_eq!(report.transfer_results.iter().sum::<u64>(), 20_000);
+        let (debits, credits) = report.posted_debits_credits;
+        assert_eq!(debits, credits);
+        // 100 funding transfers of 100,000 plus the workload.
+        assert!(debits > 100 * 100_000, "{fusion:?}");
+        assert!(report.restart.is_none());
+    }
 }
 
 #[test]
-fn one_producer_runs_are_deterministic_across_fusions() {
-    let hashes: Vec<u64> = [Fusion::Single, Fusion::Paired, Fusion::Separate]
-        .into_iter()
-        .map(|f| run(&config(f)).unwrap().state_hash)
-        .collect();
-    assert_eq!(hashes[0], hashes[1]);
-    assert_eq!(hashes[1], hashes[2]);
-}
-
-#[test]
-fn durable_main_job_recovers_and_replays_to_the_same_state_hash() {
+fn durable_main_job_restarts_to_the_same_state_hash() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let durable = LoadConfig {
-        durability: Durability::Journal {
-            dir: dir.path().to_path_buf(),
-            sync: SyncPolicy::Sync,
-            chain: true,
-            allow_buffered: false,
-        },
-        ..config(Fusion::Paired)
-    };
+    let durable = config(dir.path(), Durability::Sync, FusionArg::Paired);
     let first = run(&durable).unwrap();
-    let journal = first.journal.as_ref().unwrap();
-    assert_eq!(journal.recovered_records, 0);
-    assert_eq!(journal.records_at_end, 20_100);
-    assert_eq!(journal.replayed_state_hash, first.state_hash);
-    // A second run recovers the first run's state from the journal.
+    assert_eq!(first.recovery.records, 0);
+    let restart = first.restart.unwrap();
+    assert_eq!(restart.state_hash, first.state_hash);
+    // 12 account commands (9 per command), 15 funding commands (7 per command), 4,000 transfer commands (5 each).
+    assert_eq!(restart.records, 12 + 15 + 4_000);
+    // A second run recovers the first, re-creates nothing (`exists`), and
+    // its restart matches again.
     let second = run(&durable).unwrap();
-    let journal = second.journal.as_ref().unwrap();
-    assert_eq!(journal.recovered_records, 20_100);
-    assert_eq!(journal.records_at_end, 40_200);
-    assert_eq!(journal.replayed_state_hash, second.state_hash);
-    assert_eq!(
-        second.total_balance, second.deposited,
-        "two runs of deposits, conserved"
-    );
+    assert_eq!(second.recovery.records, restart.records);
+    assert_eq!(second.recovery.state_hash, first.state_hash);
+    let restart = second.restart.unwrap();
+    assert_eq!(restart.state_hash, second.state_hash);
+    assert_ne!(second.state_hash, first.state_hash);
 }

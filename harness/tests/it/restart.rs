@@ -1,66 +1,136 @@
-//! Restart from the journal keeps the idempotency window: a command retried
-//! after a restart with the same key returns the original outcome and is not
-//! applied twice, and a full replay reaches the live engine's state hash.
+//! The embedding API across restarts: a node recovers its ledger and its
+//! idempotency window from the journal, so a command retried after a restart
+//! with the same key returns the original outcome and is not applied twice.
 
-use keel_core::{Command, Engine, EngineConfig, StateMachine};
-use keel_harness::demo::{encode, DemoAccounts, DEPOSIT};
-use keel_harness::replay::{replay, Replayer};
-use keel_journal::{FsStorage, IoMode, Journal, JournalConfig};
+use keel_harness::config::NodeConfig;
+use keel_harness::node::LedgerNode;
+use keel_ledger::{Account, CallOptions, LedgerClient, Transfer};
 
-fn start(dir: &std::path::Path) -> Engine<DemoAccounts, Journal<FsStorage>> {
-    let storage = FsStorage::open(dir, IoMode::DirectSync).unwrap();
-    let config = EngineConfig::default();
-    let mut replayed = Replayer::new(DemoAccounts::new(4), config.dedup_entries);
-    let (journal, _) = Journal::open_replaying(storage, JournalConfig::default(), &mut |r| {
-        replayed.apply(r)
-    })
-    .unwrap();
-    let config = EngineConfig {
-        first_sequence: journal.next_sequence(),
-        ..config
-    };
-    Engine::builder(config, replayed.state_machine)
-        .dedup(replayed.dedup)
-        .journaller(journal)
-        .start()
-        .unwrap()
+fn node_config(dir: &std::path::Path) -> NodeConfig {
+    let mut config = NodeConfig::default();
+    config.journal.data_dir = dir.to_path_buf();
+    config.ledger.accounts_max = 16;
+    config.ledger.transfers_max = 16;
+    config
+}
+
+fn transfer(id: u128, amount: u64) -> Transfer {
+    Transfer {
+        id,
+        debit_account_id: 1,
+        credit_account_id: 2,
+        amount,
+        ledger: 1,
+        code: 1,
+        ..Transfer::default()
+    }
+}
+
+fn balance(client: &mut LedgerClient, id: u128) -> u64 {
+    client.lookup_account(id).unwrap().unwrap().credits_posted
 }
 
 #[test]
-fn retried_command_after_restart_is_a_duplicate_and_replay_agrees() {
+fn a_retry_after_restart_is_a_duplicate_and_state_survives() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let body = encode(0, 1, 100);
-    let mut deposit = Command::new(DEPOSIT, &body);
-    deposit.idempotency_key = 42;
+    let config = node_config(dir.path());
+    let keyed = CallOptions {
+        correlation_id: 7,
+        idempotency_key: 42,
+    };
 
-    let engine = start(dir.path());
-    let first = engine.submitter().submit(&deposit).unwrap();
-    assert!(!first.duplicate);
-    drop(engine.shutdown().unwrap());
+    let node = LedgerNode::start_ledger(&config).unwrap();
+    let mut client = node.client();
+    let accounts = [1, 2].map(|id| Account {
+        id,
+        ledger: 1,
+        code: 1,
+        ..Account::default()
+    });
+    let (_, results) = client
+        .create_accounts(&accounts, CallOptions::default())
+        .unwrap();
+    assert_eq!(results.codes(), [0, 0]);
+    let (first, results) = client
+        .create_transfers(&[transfer(10, 100)], keyed)
+        .unwrap();
+    assert_eq!((first.correlation_id, results.codes()), (7, &[0u8][..]));
+    drop(client);
+    let hash = keel_core::StateMachine::state_hash(&node.shutdown().unwrap().state_machine);
 
-    let engine = start(dir.path());
-    let retried = engine.submitter().submit(&deposit).unwrap();
-    assert!(retried.duplicate, "the recovered window remembers key 42");
+    let node = LedgerNode::start_ledger(&config).unwrap();
+    assert_eq!(node.recovery().records, 2);
+    assert_eq!(node.recovery().state_hash, hash);
+    let mut client = node.client();
+    // Same key, even with another body: answered from the recovered window.
+    let (retried, results) = client.create_transfers(&[transfer(11, 5)], keyed).unwrap();
+    assert!(retried.duplicate);
     assert_eq!(retried.outcome, first.outcome);
-    let live = engine.shutdown().unwrap().state_machine;
-    assert_eq!(live.total(), 100, "applied once");
-
-    let storage = FsStorage::open(dir.path(), IoMode::DirectSync).unwrap();
-    let (full, _) = replay(
-        &storage,
-        DemoAccounts::new(4),
-        EngineConfig::default().dedup_entries,
-    )
-    .unwrap();
-    assert_eq!(full.state_machine.state_hash(), live.state_hash());
+    assert_eq!(results.codes(), [0]);
+    assert_eq!(balance(&mut client, 2), 100, "applied once");
+    assert!(client.lookup_transfer(11).unwrap().is_none());
+    drop(client);
+    node.shutdown().unwrap();
 }
 
 #[test]
-fn a_recovered_window_of_another_size_is_refused_by_name() {
-    let window = keel_core::DedupTable::with_capacity(8);
-    let error = Engine::builder(EngineConfig::default(), DemoAccounts::new(4))
-        .dedup(window)
-        .start()
-        .unwrap_err();
-    assert_eq!(error.option, "dedup_entries");
+fn a_bad_config_value_names_its_option() {
+    let error = NodeConfig::from_toml("[engine]\nring_slots = 1000\n").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "config option `engine.ring_slots` = 1000: expected a power of two between 64 and 1048576"
+    );
+    let error = NodeConfig::from_toml("[journal]\ndurability = \"fast\"\n").unwrap_err();
+    assert!(error.to_string().contains("durability"), "{error}");
+    let error = NodeConfig::from_toml("[ledger]\naccounts = 5\n").unwrap_err();
+    assert!(error.to_string().contains("accounts"), "{error}");
+    let error = NodeConfig::from_toml("[journal]\nwrite_buffer_kib = 100\n").unwrap_err();
+    assert!(
+        error.to_string().contains("journal.write_buffer_kib"),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_example_config_file_is_the_defaults() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/keel.example.toml");
+    assert_eq!(
+        NodeConfig::from_file(path.as_ref()).unwrap(),
+        NodeConfig::default()
+    );
+}
+
+#[test]
+fn a_corrupt_journal_refuses_to_start_and_says_where() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let config = node_config(dir.path());
+    let node = LedgerNode::start_ledger(&config).unwrap();
+    let mut client = node.client();
+    for id in 1..=3 {
+        let account = Account {
+            id,
+            ledger: 1,
+            code: 1,
+            ..Account::default()
+        };
+        client
+            .create_accounts(&[account], CallOptions::default())
+            .unwrap();
+    }
+    drop(client);
+    node.shutdown().unwrap();
+    // Flip a byte inside the first record's payload (segment header 56 B, record header 96 B).
+    let segment = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "keel"))
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[512 + 96 + 10] ^= 0xff;
+    std::fs::write(&segment, &bytes).unwrap();
+    let error = LedgerNode::start_ledger(&config).unwrap_err().to_string();
+    assert!(
+        error.contains("segment") && error.contains("offset"),
+        "{error}"
+    );
 }

@@ -1,5 +1,6 @@
 //! `keel`: the command line. `keel run` is Keel's main job on embedded
-//! defaults: the pipeline running the built-in demo state machine under load.
+//! defaults: a ledger node on a durable journal under load, then a restart
+//! from the journal that must reach the same state hash.
 
 #![forbid(unsafe_code)]
 
@@ -9,9 +10,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use keel_core::{EngineConfig, Fusion, Pinning, WaitStrategy};
-use keel_harness::load::{self, percentiles, Durability, LoadConfig, LoadReport};
-use keel_journal::SyncPolicy;
+use keel_harness::config::{ConfigFileError, Durability, FusionArg, NodeConfig, WaitArg};
+use keel_harness::load::{self, percentiles, LoadConfig, LoadReport};
+use keel_harness::node::NodeError;
 
 #[derive(Parser)]
 #[command(
@@ -26,8 +27,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Commands {
-    /// Run the engine under load with the built-in demo state machine and
-    /// print throughput and acknowledgement-latency percentiles.
+    /// Run a ledger node under load: create and fund accounts, push transfers
+    /// from several threads, print throughput and acknowledgement-latency
+    /// percentiles, then restart from the journal and check the state hash.
     Run(RunArgs),
     /// Inspect, verify or dump a journal directory.
     #[command(subcommand)]
@@ -61,40 +63,17 @@ enum JournalCommand {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum DurabilityArg {
-    /// fdatasync (O_DSYNC) per batch before the BLP sees it: group commit.
-    Sync,
-    /// Written to the OS per batch, synced every 10 ms.
-    Async,
-    /// Written to the OS only.
-    Os,
-    /// No journal at all.
-    None,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum FusionArg {
-    Separate,
-    Paired,
-    Single,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum WaitArg {
-    BusySpin,
-    SpinYield,
-    Blocking,
-}
-
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Durability policy.
-    #[arg(long, value_enum, default_value = "sync")]
-    durability: DurabilityArg,
-    /// Journal directory (recovered and replayed if it holds a journal).
-    #[arg(long, default_value = "keel-data")]
-    data_dir: PathBuf,
+    /// Node configuration file (TOML; see docs/keel.example.toml). Flags below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Durability policy (default sync: group commit, O_DIRECT|O_DSYNC).
+    #[arg(long, value_enum)]
+    durability: Option<DurabilityArg>,
+    /// Journal directory (recovered and replayed if it holds a journal; default keel-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Chain every journal record to the previous one with BLAKE3 (tamper evidence).
     #[arg(long)]
     chain: bool,
@@ -102,33 +81,44 @@ struct RunArgs {
     /// nothing written there survives a power cut.
     #[arg(long)]
     dev_allow_buffered_io: bool,
+    /// Ring slots (power of two, >= 64).
+    #[arg(long)]
+    ring_slots: Option<usize>,
+    /// Stage-to-thread mapping.
+    #[arg(long, value_enum)]
+    fusion: Option<FusionArg>,
+    /// How idle stage threads wait.
+    #[arg(long, value_enum)]
+    wait: Option<WaitArg>,
+    /// Pin lane i to the i-th listed core id (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pin: Vec<usize>,
     /// Transfers to push.
     #[arg(long, default_value_t = 1_000_000)]
     transfers: u64,
     /// Submitting threads.
     #[arg(long, default_value_t = 4)]
     producers: usize,
-    /// Async submissions each producer keeps in flight.
-    #[arg(long, default_value_t = 64)]
+    /// Async commands each producer keeps in flight.
+    #[arg(long, default_value_t = 32)]
     window: usize,
-    /// Demo accounts.
+    /// Transfers per command (1..=7; a command is one journal record).
+    #[arg(long, default_value_t = 7)]
+    batch: usize,
+    /// Accounts (the first funds the others).
     #[arg(long, default_value_t = 10_000)]
     accounts: u32,
-    /// Ring slots (power of two, >= 64).
-    #[arg(long, default_value_t = 4096)]
-    ring_slots: usize,
-    /// Stage-to-thread mapping.
-    #[arg(long, value_enum, default_value = "paired")]
-    fusion: FusionArg,
-    /// How idle stage threads wait.
-    #[arg(long, value_enum, default_value = "blocking")]
-    wait: WaitArg,
-    /// Pin lane i to the i-th listed core id (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pin: Vec<usize>,
-    /// No progress bar.
+    /// No progress bars.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DurabilityArg {
+    Sync,
+    Async,
+    Os,
+    None,
 }
 
 fn main() -> ExitCode {
@@ -139,10 +129,16 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &RunArgs) -> ExitCode {
-    if args.dev_allow_buffered_io {
+    let config = match load_config(args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("keel run: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if config.node.journal.dev_allow_buffered_io {
         eprintln!("WARNING: buffered I/O allowed for development: acknowledged commands may not survive a power cut");
     }
-    let config = load_config(args);
     print_plan(&config);
     match load::run(&config) {
         Ok(report) => print_report(&report),
@@ -150,7 +146,9 @@ fn run(args: &RunArgs) -> ExitCode {
             eprintln!("keel run failed: {e}");
             if matches!(
                 e,
-                load::LoadError::Storage(keel_journal::StorageError::NoDirectIo { .. })
+                load::LoadError::Node(NodeError::Storage(
+                    keel_journal::StorageError::NoDirectIo { .. }
+                ))
             ) {
                 eprintln!(
                     "hint: point --data-dir at a real disk, or for development only pass \
@@ -162,118 +160,123 @@ fn run(args: &RunArgs) -> ExitCode {
     }
 }
 
-/// The run's configuration from the command line.
-fn load_config(args: &RunArgs) -> LoadConfig {
-    let engine = EngineConfig {
-        ring_slots: args.ring_slots,
-        in_flight_max: (args.producers * args.window).max(args.ring_slots),
-        fusion: match args.fusion {
-            FusionArg::Separate => Fusion::Separate,
-            FusionArg::Paired => Fusion::Paired,
-            FusionArg::Single => Fusion::Single,
-        },
-        wait_strategy: match args.wait {
-            WaitArg::BusySpin => WaitStrategy::BusySpin,
-            WaitArg::SpinYield => WaitStrategy::spin_then_yield(),
-            WaitArg::Blocking => WaitStrategy::default(),
-        },
-        pinning: match args.pin.is_empty() {
-            true => Pinning::None,
-            false => Pinning::Cores(args.pin.clone()),
-        },
-        ..EngineConfig::default()
+/// The run's configuration: the file (or defaults), then the flags.
+fn load_config(args: &RunArgs) -> Result<LoadConfig, ConfigFileError> {
+    let mut node = match &args.config {
+        Some(path) => NodeConfig::from_file(path)?,
+        None => NodeConfig::default(),
     };
-    let sync = match args.durability {
-        DurabilityArg::Sync => Some(SyncPolicy::Sync),
-        DurabilityArg::Async => Some(SyncPolicy::Async(std::time::Duration::from_millis(10))),
-        DurabilityArg::Os => Some(SyncPolicy::None),
-        DurabilityArg::None => None,
-    };
-    let durability = match sync {
-        Some(sync) => Durability::Journal {
-            dir: args.data_dir.clone(),
-            sync,
-            chain: args.chain,
-            allow_buffered: args.dev_allow_buffered_io,
-        },
-        None => Durability::None,
-    };
-    LoadConfig {
-        durability,
+    if let Some(durability) = args.durability {
+        node.journal.durability = match durability {
+            DurabilityArg::Sync => Durability::Sync,
+            DurabilityArg::Async => Durability::Async,
+            DurabilityArg::Os => Durability::Os,
+            DurabilityArg::None => Durability::None,
+        };
+    }
+    if let Some(dir) = &args.data_dir {
+        node.journal.data_dir = dir.clone();
+    }
+    node.journal.chain |= args.chain;
+    node.journal.dev_allow_buffered_io |= args.dev_allow_buffered_io;
+    if let Some(slots) = args.ring_slots {
+        node.engine.ring_slots = slots;
+    }
+    if let Some(fusion) = args.fusion {
+        node.engine.fusion = fusion;
+    }
+    if let Some(wait) = args.wait {
+        node.engine.wait_strategy = wait;
+    }
+    if !args.pin.is_empty() {
+        node.engine.pin_cores = args.pin.clone();
+    }
+    node.engine.in_flight_max = node.engine.in_flight_max.max(args.producers * args.window);
+    node.validate()?;
+    Ok(LoadConfig {
+        node,
         transfers: args.transfers,
         producers: args.producers,
         window: args.window,
+        batch: args.batch,
         accounts: args.accounts,
-        engine,
         progress: !args.quiet,
-    }
+    })
 }
 
 fn print_plan(config: &LoadConfig) {
-    let durability = match &config.durability {
+    let node = &config.node;
+    let durability = match node.journal.durability {
         Durability::None => "none".to_owned(),
-        Durability::Journal { dir, sync, .. } => format!("{sync:?} journal in {}", dir.display()),
+        d => format!("{d:?} journal in {}", node.journal.data_dir.display()),
     };
     println!(
-        "keel run: {} transfers from {} producers (window {}), {} accounts, ring {}, {:?} lanes, {:?}, durability {durability}",
+        "keel run: ledger, {} transfers in commands of {} from {} producers (window {}), {} accounts, ring {}, {:?} lanes, {:?} wait, durability {durability}",
         config.transfers,
+        config.batch,
         config.producers,
         config.window,
         config.accounts,
-        config.engine.ring_slots,
-        config.engine.fusion,
-        config.engine.wait_strategy
+        node.engine.ring_slots,
+        node.engine.fusion,
+        node.engine.wait_strategy,
     );
 }
 
-/// Prints the results; fails if the replay or the balance check fails.
+/// Prints the results; fails if the restart or the balance check fails.
 fn print_report(report: &LoadReport) -> ExitCode {
+    let r = &report.recovery;
     println!(
-        "throughput   {:.0} transfers/s ({} commands in {:.2} s)",
+        "recovered    {} journal records replayed at start in {:.2} s{}",
+        r.records,
+        r.elapsed.as_secs_f64(),
+        r.truncated.map_or(String::new(), |t| format!(
+            " (torn tail cut: segment {} offset {}, {} bytes)",
+            t.segment_id, t.offset, t.bytes
+        ))
+    );
+    println!(
+        "throughput   {:.0} transfers/s ({} commands in this run; transfer phase {:.2} s)",
         report.transfers_per_second,
         report.commands,
         report.elapsed.as_secs_f64()
     );
-    println!("ack latency  {}", percentiles(&report.ack_latency_ns));
-    println!("journal batch {}", percentiles(&report.journal_batch_ns));
     println!(
-        "outcomes     {} applied, {} rejected (insufficient funds etc.)",
-        report.applied, report.rejected
+        "ack latency  {} per command",
+        percentiles(&report.ack_latency_ns)
     );
-    println!("state hash   {:016x}", report.state_hash);
-    if let Some(journal) = &report.journal {
-        let matches = journal.replayed_state_hash == report.state_hash;
-        println!(
-            "recovered    {} records replayed at start in {:.2} s{}",
-            journal.recovered_records,
-            journal.recovery.as_secs_f64(),
-            journal.truncated.map_or(String::new(), |t| format!(
-                " (torn tail cut: segment {} offset {}, {} bytes)",
-                t.segment_id, t.offset, t.bytes
-            ))
-        );
-        println!(
-            "replay check {} records replayed from the journal in {:.2} s: state hash {:016x} {}",
-            journal.records_at_end,
-            journal.replay.as_secs_f64(),
-            journal.replayed_state_hash,
-            if matches { "matches" } else { "DIFFERS" }
-        );
-        if !matches {
-            eprintln!("REPLAY MISMATCH: the journal does not reproduce the engine's state");
-            return ExitCode::FAILURE;
-        }
-    }
-    if report.total_balance != report.deposited {
-        eprintln!(
-            "INVARIANT VIOLATED: balances sum to {} but {} was deposited",
-            report.total_balance, report.deposited
-        );
+    println!("journal batch {}", percentiles(&report.journal_batch_ns));
+    let results: Vec<String> = report
+        .transfer_results
+        .iter()
+        .enumerate()
+        .filter(|(_, &n)| n > 0)
+        .map(|(code, n)| format!("{} {n}", load::transfer_result_name(code)))
+        .collect();
+    println!("results      {}", results.join(", "));
+    let (debits, credits) = report.posted_debits_credits;
+    if debits != credits {
+        eprintln!("INVARIANT VIOLATED: posted debits {debits} != posted credits {credits}");
         return ExitCode::FAILURE;
     }
+    println!("invariant    posted debits = posted credits = {debits}: ok");
+    println!("state hash   {:016x}", report.state_hash);
+    let Some(restart) = &report.restart else {
+        println!("restart      skipped: durability none keeps no journal");
+        return ExitCode::SUCCESS;
+    };
+    let matches = restart.state_hash == report.state_hash;
     println!(
-        "invariant    balances sum to the {} deposited: ok",
-        report.deposited
+        "restart      {} records replayed in {:.2} s ({:.1} M records/s): state hash {:016x} {}",
+        restart.records,
+        restart.elapsed.as_secs_f64(),
+        restart.records as f64 / restart.elapsed.as_secs_f64() / 1e6,
+        restart.state_hash,
+        if matches { "matches" } else { "DIFFERS" }
     );
+    if !matches {
+        eprintln!("RESTART MISMATCH: the journal does not reproduce the engine's state");
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
 }

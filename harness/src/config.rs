@@ -1,0 +1,324 @@
+//! [`NodeConfig`]: everything a host sets to run a Keel node, loadable from a
+//! TOML file. Defaults suit a 2-core development machine; every option is
+//! documented in `docs/operating.md` and in `keel.example.toml`, and a bad
+//! value is an error that names the option (`engine.ring_slots`, …).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keel_core::{BackPressure, EngineConfig, Fusion, Pinning, WaitStrategy};
+use keel_journal::{JournalConfig, Retention, SyncPolicy};
+use keel_ledger::LedgerConfig;
+use serde::Deserialize;
+
+/// A node's whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The journal: where, and how durable.
+    pub journal: JournalSection,
+    /// The pipeline: ring, waiting, threads.
+    pub engine: EngineSection,
+    /// The ledger's table capacities.
+    pub ledger: LedgerSection,
+}
+
+/// When an acknowledgement is given (`journal.durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Durability {
+    /// Group commit: each batch is written O_DIRECT|O_DSYNC before the BLP sees it.
+    Sync,
+    /// Written per batch, synced every `journal.async_interval_ms`.
+    Async,
+    /// Written to the OS only (survives a process crash, not a power cut).
+    Os,
+    /// No journal: nothing survives (benchmarks).
+    None,
+}
+
+/// `[journal]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalSection {
+    /// Journal directory (created if missing; recovered if it holds a journal).
+    pub data_dir: PathBuf,
+    /// Durability policy.
+    pub durability: Durability,
+    /// Sync interval for `async` (ms, 1..=10000).
+    pub async_interval_ms: u64,
+    /// BLAKE3 chain over records (tamper evidence, 32 bytes per record).
+    pub chain: bool,
+    /// Allow buffered I/O where direct I/O is unavailable (tmpfs). Development only.
+    pub dev_allow_buffered_io: bool,
+    /// Segment file size (MiB).
+    pub segment_size_mib: u64,
+    /// Group-commit write buffer (KiB): the largest single write.
+    pub write_buffer_kib: usize,
+    /// Keep only the newest N segments (0: keep all).
+    pub keep_segments: usize,
+}
+
+impl Default for JournalSection {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("keel-data"),
+            durability: Durability::Sync,
+            async_interval_ms: 10,
+            chain: false,
+            dev_allow_buffered_io: false,
+            segment_size_mib: 64,
+            write_buffer_kib: 1024,
+            keep_segments: 0,
+        }
+    }
+}
+
+/// How idle threads wait (`engine.wait_strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaitArg {
+    /// Spin: lowest latency, needs a core per thread.
+    BusySpin,
+    /// Spin briefly, then yield.
+    SpinYield,
+    /// Spin, yield, then park (the default: threads outnumber cores here).
+    Blocking,
+}
+
+/// Stage-to-thread mapping (`engine.fusion`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum FusionArg {
+    /// Four stage threads.
+    Separate,
+    /// Two: journaller+replicator, BLP+publisher.
+    Paired,
+    /// One thread runs every stage.
+    Single,
+}
+
+/// `[engine]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSection {
+    /// Ring slots (power of two, 64..=1048576).
+    pub ring_slots: usize,
+    /// Callers that may await acknowledgements at once.
+    pub in_flight_max: usize,
+    /// Idempotency window (keys remembered).
+    pub dedup_entries: usize,
+    /// How idle stage threads wait.
+    pub wait_strategy: WaitArg,
+    /// Stage-to-thread mapping.
+    pub fusion: FusionArg,
+    /// Pin lane i to the i-th core id listed (empty: no pinning).
+    pub pin_cores: Vec<usize>,
+    /// How long a submitter waits for ring space before `Busy` (ms; 0: fail at once).
+    pub back_pressure_wait_ms: u64,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        let engine = EngineConfig::default();
+        Self {
+            ring_slots: engine.ring_slots,
+            in_flight_max: engine.in_flight_max,
+            dedup_entries: engine.dedup_entries,
+            wait_strategy: WaitArg::Blocking,
+            fusion: FusionArg::Paired,
+            pin_cores: Vec::new(),
+            back_pressure_wait_ms: 100,
+        }
+    }
+}
+
+/// `[ledger]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LedgerSection {
+    /// Accounts the ledger holds (allocated at start).
+    pub accounts_max: u32,
+    /// Transfers the ledger holds (allocated at start; a full table rejects).
+    pub transfers_max: u32,
+}
+
+impl Default for LedgerSection {
+    fn default() -> Self {
+        let ledger = LedgerConfig::default();
+        Self {
+            accounts_max: ledger.accounts_max,
+            transfers_max: ledger.transfers_max,
+        }
+    }
+}
+
+/// A configuration that could not be used; names the option.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// The file could not be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown option, or a value of the wrong type
+    /// (the message names the option and the line).
+    #[error("config: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// A value out of range.
+    #[error("config option `{option}` = {value}: expected {expected}")]
+    Invalid {
+        /// The option, as `section.key`.
+        option: String,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        expected: &'static str,
+    },
+}
+
+impl NodeConfig {
+    /// Parses TOML text; missing options take their defaults.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigFileError> {
+        let config: NodeConfig = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Checks every range; the error names the first bad option.
+    pub fn validate(&self) -> Result<(), ConfigFileError> {
+        let invalid = |option: &str, value: String, expected| {
+            Err(ConfigFileError::Invalid {
+                option: option.to_owned(),
+                value,
+                expected,
+            })
+        };
+        let j = &self.journal;
+        if !(1..=10_000).contains(&j.async_interval_ms) {
+            return invalid(
+                "journal.async_interval_ms",
+                j.async_interval_ms.to_string(),
+                "1..=10000",
+            );
+        }
+        if !(1..=4096).contains(&j.segment_size_mib) {
+            return invalid(
+                "journal.segment_size_mib",
+                j.segment_size_mib.to_string(),
+                "1..=4096",
+            );
+        }
+        if !(64..=65536).contains(&j.write_buffer_kib) || j.write_buffer_kib % 64 != 0 {
+            return invalid(
+                "journal.write_buffer_kib",
+                j.write_buffer_kib.to_string(),
+                "a multiple of 64 in 64..=65536",
+            );
+        }
+        if j.write_buffer_kib as u64 > j.segment_size_mib * 1024 / 2 {
+            return invalid(
+                "journal.write_buffer_kib",
+                j.write_buffer_kib.to_string(),
+                "at most half of journal.segment_size_mib",
+            );
+        }
+        if j.keep_segments == 1 {
+            return invalid(
+                "journal.keep_segments",
+                "1".into(),
+                "0 (keep all) or at least 2",
+            );
+        }
+        if let Err(e) = self.engine_config().validate() {
+            return invalid(&format!("engine.{}", e.option), e.value, e.expected);
+        }
+        let l = &self.ledger;
+        if !(1..u32::MAX).contains(&l.accounts_max) {
+            return invalid(
+                "ledger.accounts_max",
+                l.accounts_max.to_string(),
+                "1..4294967295",
+            );
+        }
+        if !(1..u32::MAX).contains(&l.transfers_max) {
+            return invalid(
+                "ledger.transfers_max",
+                l.transfers_max.to_string(),
+                "1..4294967295",
+            );
+        }
+        Ok(())
+    }
+
+    /// The engine configuration this node runs with.
+    pub fn engine_config(&self) -> EngineConfig {
+        let e = &self.engine;
+        EngineConfig {
+            ring_slots: e.ring_slots,
+            in_flight_max: e.in_flight_max,
+            dedup_entries: e.dedup_entries,
+            wait_strategy: match e.wait_strategy {
+                WaitArg::BusySpin => WaitStrategy::BusySpin,
+                WaitArg::SpinYield => WaitStrategy::spin_then_yield(),
+                WaitArg::Blocking => WaitStrategy::default(),
+            },
+            fusion: match e.fusion {
+                FusionArg::Separate => Fusion::Separate,
+                FusionArg::Paired => Fusion::Paired,
+                FusionArg::Single => Fusion::Single,
+            },
+            pinning: match e.pin_cores.is_empty() {
+                true => Pinning::None,
+                false => Pinning::Cores(e.pin_cores.clone()),
+            },
+            back_pressure: match e.back_pressure_wait_ms {
+                0 => BackPressure::Fail,
+                ms => BackPressure::Wait(Duration::from_millis(ms)),
+            },
+            first_sequence: 0,
+        }
+    }
+
+    /// The journal configuration (`None` for durability `none`).
+    pub fn journal_config(&self) -> Option<JournalConfig> {
+        let j = &self.journal;
+        let sync = match j.durability {
+            Durability::Sync => SyncPolicy::Sync,
+            Durability::Async => SyncPolicy::Async(Duration::from_millis(j.async_interval_ms)),
+            Durability::Os => SyncPolicy::None,
+            Durability::None => return None,
+        };
+        Some(JournalConfig {
+            segment_size: j.segment_size_mib << 20,
+            write_buffer_bytes: j.write_buffer_kib << 10,
+            sync,
+            retention: match j.keep_segments {
+                0 => Retention::KeepAll,
+                n => Retention::KeepSegments(n),
+            },
+            chain: j.chain,
+            ..JournalConfig::default()
+        })
+    }
+
+    /// The ledger's capacities.
+    pub fn ledger_config(&self) -> LedgerConfig {
+        LedgerConfig {
+            accounts_max: self.ledger.accounts_max,
+            transfers_max: self.ledger.transfers_max,
+        }
+    }
+}
