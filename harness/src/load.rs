@@ -102,7 +102,7 @@ pub enum LoadError {
 }
 
 /// Amount each account is funded with.
-const FUNDING: u64 = 100_000;
+const FUNDING: u64 = 10_000;
 /// Ledger and codes of the workload.
 const LEDGER: u32 = 1;
 const CODE: u16 = 1;

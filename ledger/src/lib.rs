@@ -30,13 +30,14 @@
 //! assert_eq!(ledger.accounts_len(), 2);
 //! ```
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // one exception: `memory.rs` (madvise)
 
 mod account;
 pub mod client;
 pub mod commands;
 mod hash;
 mod ledger;
+mod memory;
 pub mod results;
 pub mod table;
 mod transfer;

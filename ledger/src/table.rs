@@ -44,9 +44,10 @@ impl IdIndex {
             "positions are stored plus one in 32 bits"
         );
         let slots = (capacity as usize * 2).next_power_of_two().max(16);
+        let slots = crate::memory::prefaulted(slots, 0u64);
         Self {
-            slots: vec![0; slots].into_boxed_slice(),
-            mask: slots - 1,
+            mask: slots.len() - 1,
+            slots,
             len: 0,
             capacity,
         }
@@ -84,6 +85,21 @@ impl IdIndex {
             }
             slot = (slot + 1) & self.mask;
         }
+    }
+
+    /// Starts loading the first slot `id` probes into the cache.
+    #[inline]
+    pub fn prefetch(&self, id: u128) {
+        crate::memory::prefetch(&self.slots[id_hash(id) as usize & self.mask]);
+    }
+
+    /// The position the first slot of `id`'s probe points at when its
+    /// fingerprint matches — unverified, only to prefetch the record.
+    #[inline]
+    pub fn candidate(&self, id: u128) -> Option<u32> {
+        let hash = id_hash(id);
+        let value = self.slots[hash as usize & self.mask];
+        (value != 0 && value >> 32 == hash >> 32).then(|| (value as u32).wrapping_sub(1))
     }
 
     /// Indexes `id` at `position`. The caller checked that `id` is absent and

@@ -119,10 +119,11 @@ pub struct Transfer {
 }
 
 /// Where a pending transfer stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(u8)]
 pub enum PendingState {
     /// Not a pending transfer (single-phase, or a post/void).
+    #[default]
     None = 0,
     /// Reserved, awaiting post, void or expiry.
     Pending = 1,

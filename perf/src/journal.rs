@@ -57,7 +57,7 @@ fn raw_file(dir: &Path, size: u64) -> std::fs::File {
 }
 
 /// Raw: `batches` sequential 1 MiB direct+dsync writes. Returns MiB/s.
-fn raw_bandwidth(dir: &Path, batches: usize, block: usize) -> f64 {
+pub(crate) fn raw_bandwidth(dir: &Path, batches: usize, block: usize) -> f64 {
     let file = raw_file(dir, (batches * BATCH_BYTES) as u64);
     settle();
     let mut buf = AlignedBuf::new(BATCH_BYTES, block);
@@ -71,7 +71,7 @@ fn raw_bandwidth(dir: &Path, batches: usize, block: usize) -> f64 {
 }
 
 /// Raw: `n` sequential single-block direct+dsync writes; latency per write.
-fn raw_latency(dir: &Path, n: usize, block: usize) -> Histogram<u64> {
+pub(crate) fn raw_latency(dir: &Path, n: usize, block: usize) -> Histogram<u64> {
     let file = raw_file(dir, LATENCY_SEGMENT_BYTES);
     settle();
     let buf = AlignedBuf::new(block, block);
@@ -106,7 +106,7 @@ fn append(journal: &mut Journal<FsStorage>, sequence: u64, body: &[u8]) {
 const LATENCY_SEGMENT_BYTES: u64 = 64 << 20;
 
 /// Lets the device finish the setup's writes before a timed part.
-fn settle() {
+pub(crate) fn settle() {
     let _ = std::process::Command::new("sync").status();
     std::thread::sleep(std::time::Duration::from_millis(200));
 }
@@ -162,14 +162,14 @@ fn journal_latency(dir: &Path, n: usize) -> Histogram<u64> {
     h
 }
 
-fn fresh(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn fresh(dir: &Path, name: &str) -> PathBuf {
     let d = dir.join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("bench dir");
     d
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

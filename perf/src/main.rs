@@ -12,6 +12,7 @@ mod channel;
 mod clock;
 mod journal;
 mod keel;
+mod ledger;
 mod raw;
 mod report;
 
@@ -30,6 +31,8 @@ enum Commands {
     Pipeline(PipelineArgs),
     /// The durable journal vs raw direct+dsync writes of the same sizes.
     Journal(journal::JournalArgs),
+    /// The ledger's goals: BLP cost, replay rate, durable throughput, low-load latency.
+    Ledger(ledger::LedgerArgs),
 }
 
 /// Options of `keel-perf pipeline`.
@@ -111,5 +114,6 @@ fn main() {
     match Cli::parse().command {
         Commands::Pipeline(args) => report::pipeline(&args),
         Commands::Journal(args) => journal::run(&args),
+        Commands::Ledger(args) => ledger::run(&args),
     }
 }
