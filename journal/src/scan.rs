@@ -152,15 +152,25 @@ impl ScanReport {
 }
 
 fn read_segment<S: Storage>(storage: &S, id: u64) -> Result<Vec<u8>, ScanError> {
+    let mut bytes = Vec::new();
+    read_segment_into(storage, id, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// Reads segment `id` into `bytes` (reusing its allocation).
+fn read_segment_into<S: Storage>(
+    storage: &S,
+    id: u64,
+    bytes: &mut Vec<u8>,
+) -> Result<(), ScanError> {
     let io_err = |source| ScanError::Io {
         segment_id: id,
         source,
     };
     let size = storage.size(id).map_err(io_err)?;
     let file = storage.open(id).map_err(io_err)?;
-    let mut bytes = vec![0u8; size as usize];
-    file.read_at(0, &mut bytes).map_err(io_err)?;
-    Ok(bytes)
+    bytes.resize(size as usize, 0);
+    file.read_at(0, bytes).map_err(io_err)
 }
 
 /// Whether any record in `bytes[from..]` validates at its own position in
@@ -249,6 +259,10 @@ fn walk_segment(
 }
 
 /// Scans the whole journal, visiting every valid record in order.
+///
+/// A reader thread reads segment n+1 while segment n is walked (two buffers
+/// passed back and forth, reused for every segment), so the copy out of the
+/// page cache or the device overlaps the checksums and the visitor's work.
 pub fn scan<S: Storage>(
     storage: &S,
     visit: &mut dyn FnMut(&Record<'_>),
@@ -265,9 +279,34 @@ pub fn scan<S: Storage>(
         previous: Vec::with_capacity(crate::format::RECORD_BYTES_MAX),
         visit,
     };
-    for n in 0..ids.len() {
-        scanner.segment(n)?;
-    }
+    std::thread::scope(|s| -> Result<(), ScanError> {
+        let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel(1);
+        let ids = &ids;
+        s.spawn(move || {
+            for &id in ids {
+                let Ok(mut bytes) = free_rx.recv() else {
+                    return;
+                };
+                let read = read_segment_into(storage, id, &mut bytes).map(|()| bytes);
+                if full_tx.send(read).is_err() {
+                    return; // the scan stopped early
+                }
+            }
+        });
+        for _ in 0..2 {
+            // Fails only if the reader already finished (fewer segments than buffers).
+            let _ = free_tx.send(Vec::new());
+        }
+        for n in 0..ids.len() {
+            let bytes = full_rx
+                .recv()
+                .expect("the reader sends one result per segment")?;
+            scanner.segment(n, &bytes)?;
+            let _ = free_tx.send(bytes); // the reader may be done
+        }
+        Ok(())
+    })?;
     let mut report = scanner.report;
     report.next_sequence = scanner.expected_sequence.unwrap_or(0);
     report.last_record_hash =
@@ -288,8 +327,8 @@ struct Scanner<'a, S: Storage> {
 }
 
 impl<S: Storage> Scanner<'_, S> {
-    /// Scans segment `ids[n]`.
-    fn segment(&mut self, n: usize) -> Result<(), ScanError> {
+    /// Scans segment `ids[n]`, whose contents are `bytes`.
+    fn segment(&mut self, n: usize, bytes: &[u8]) -> Result<(), ScanError> {
         let id = self.ids[n];
         if n > 0 && id != self.ids[n - 1] + 1 {
             return Err(Corruption::MissingSegment {
@@ -299,7 +338,6 @@ impl<S: Storage> Scanner<'_, S> {
             }
             .into());
         }
-        let bytes = read_segment(self.storage, id)?;
         if self.report.torn.is_some() {
             // After a torn tail only never-written segments may follow.
             if bytes.iter().any(|&b| b != 0) {
@@ -309,18 +347,18 @@ impl<S: Storage> Scanner<'_, S> {
             self.report.unused_segments.push(id);
             return Ok(());
         }
-        let header = match SegmentHeader::decode(&bytes) {
+        let header = match SegmentHeader::decode(bytes) {
             Ok(h) => h,
             Err(HeaderError::Zero) if bytes.iter().all(|&b| b == 0) => {
                 self.report.unused_segments.push(id);
                 return Ok(());
             }
-            Err(error) => return self.bad_header(n, &bytes, error),
+            Err(error) => return self.bad_header(n, bytes, error),
         };
         self.check_header(id, &header)?;
         let mut next = self.expected_sequence.expect("set by check_header");
         let (records, stop) =
-            walk_segment(&bytes, &header, &mut next, &mut self.previous, self.visit);
+            walk_segment(bytes, &header, &mut next, &mut self.previous, self.visit);
         self.expected_sequence = Some(next);
         let (data_end, bad) = match stop {
             Stop::End(end) => (end, None),
@@ -331,7 +369,7 @@ impl<S: Storage> Scanner<'_, S> {
             records,
             data_end,
         });
-        self.classify_end(n, &header, &bytes, data_end, bad)
+        self.classify_end(n, &header, bytes, data_end, bad)
     }
 
     /// A header that does not decode: corruption if data follows, else a
