@@ -15,6 +15,13 @@ pub trait StateMachine: Send + 'static {
     /// result codes in `outcome`, never panics or errors.
     fn apply(&mut self, command: &CommandRef<'_>, outcome: &mut Outcome);
 
+    /// A hint that `command` is applied next (the BLP calls it for the
+    /// following slot of its batch before applying the current one): start
+    /// loading what it will touch, e.g. with a cache prefetch, so the misses
+    /// overlap the current command's work. Must not change state.
+    #[inline]
+    fn prefetch(&self, _command: &CommandRef<'_>) {}
+
     /// Hook run before `apply` (and before the idempotency check).
     fn before_apply(&mut self, _command: &CommandRef<'_>) {}
 

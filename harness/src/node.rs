@@ -98,7 +98,7 @@ impl<S: StateMachine> Node<S> {
         config.validate()?;
         let started = Instant::now();
         let engine_config = config.engine_config();
-        let mut replayed = Replayer::new(state_machine, engine_config.dedup_entries);
+        let mut replayer = Replayer::new(state_machine, engine_config.dedup_entries);
         let (journal, truncated) = match config.journal_config() {
             None => (NodeJournal::None, None),
             Some(journal_config) => {
@@ -109,14 +109,15 @@ impl<S: StateMachine> Node<S> {
                 let storage = FsStorage::open(&config.journal.data_dir, mode)?;
                 let (journal, open) =
                     Journal::open_replaying(storage, journal_config, &mut |record| {
-                        replayed.apply(record);
-                        if replayed.records % (1 << 16) == 0 {
-                            on_replayed(replayed.records);
+                        replayer.apply(record);
+                        if replayer.records() % (1 << 16) == 0 {
+                            on_replayed(replayer.records());
                         }
                     })?;
                 (NodeJournal::Fs(Box::new(journal)), open.truncated)
             }
         };
+        let replayed = replayer.finish();
         let first_sequence = match &journal {
             NodeJournal::Fs(journal) => journal.next_sequence(),
             NodeJournal::None => 0,

@@ -3,7 +3,13 @@
 //! business-logic processor runs (`keel_core::apply`). [`Replayer`] applies
 //! records handed to it (e.g. by `Journal::open_replaying`, so recovery scans
 //! the journal once); [`replay`] is a read-only scan of a whole journal.
+//!
+//! Like the live BLP, replay looks one command ahead: record n is handed to
+//! [`StateMachine::prefetch`] before record n-1 is applied, so the state
+//! machine's cache misses overlap. The last record is applied by
+//! [`Replayer::finish`], which is the only way to get the state out.
 
+use keel_core::constants::PAYLOAD_BYTES_MAX;
 use keel_core::{apply, CommandHeader, CommandRef, DedupTable, StateMachine};
 use keel_journal::format::Record;
 use keel_journal::{read_records, ScanError, ScanReport, Storage};
@@ -11,9 +17,20 @@ use keel_journal::{read_records, ScanError, ScanReport, Storage};
 /// Rebuilds state record by record.
 #[derive(Debug)]
 pub struct Replayer<S> {
-    /// The state machine so far.
+    state_machine: S,
+    dedup: DedupTable,
+    records: u64,
+    /// The record handed in last, not yet applied (`pending_len` payload bytes).
+    pending: Option<(u64, CommandHeader)>,
+    pending_payload: Box<[u8; PAYLOAD_BYTES_MAX]>,
+}
+
+/// What a finished replay rebuilt.
+#[derive(Debug)]
+pub struct Replayed<S> {
+    /// The state machine after the last record.
     pub state_machine: S,
-    /// The idempotency window so far (hand it to `EngineBuilder::dedup`).
+    /// The idempotency window (hand it to `EngineBuilder::dedup`).
     pub dedup: DedupTable,
     /// Records applied.
     pub records: u64,
@@ -26,10 +43,17 @@ impl<S: StateMachine> Replayer<S> {
             state_machine,
             dedup: DedupTable::with_capacity(dedup_entries),
             records: 0,
+            pending: None,
+            pending_payload: Box::new([0; PAYLOAD_BYTES_MAX]),
         }
     }
 
-    /// Applies one journaled command.
+    /// Records handed in so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Takes one journaled command: prefetches it, applies the previous one.
     pub fn apply(&mut self, record: &Record<'_>) {
         let m = &record.header.meta;
         let header = CommandHeader {
@@ -42,24 +66,47 @@ impl<S: StateMachine> Replayer<S> {
             payload_len: record.payload.len() as u32,
             completion: keel_core::completion::NO_COMPLETION,
         };
-        let command = CommandRef {
+        self.state_machine.prefetch(&CommandRef {
             sequence: record.header.sequence,
             header: &header,
             payload: record.payload,
-        };
-        apply(&mut self.state_machine, &mut self.dedup, &command);
+        });
+        self.apply_pending();
+        self.pending_payload[..record.payload.len()].copy_from_slice(record.payload);
+        self.pending = Some((record.header.sequence, header));
         self.records += 1;
+    }
+
+    /// Applies the last record and hands over the rebuilt state.
+    pub fn finish(mut self) -> Replayed<S> {
+        self.apply_pending();
+        Replayed {
+            state_machine: self.state_machine,
+            dedup: self.dedup,
+            records: self.records,
+        }
+    }
+
+    fn apply_pending(&mut self) {
+        if let Some((sequence, header)) = self.pending.take() {
+            let command = CommandRef {
+                sequence,
+                header: &header,
+                payload: &self.pending_payload[..header.payload_len as usize],
+            };
+            apply(&mut self.state_machine, &mut self.dedup, &command);
+        }
     }
 }
 
 /// Applies every record of the journal in `storage` (read-only) to
-/// `state_machine`; returns the replayer and the scan.
+/// `state_machine`; returns what it rebuilt and the scan.
 pub fn replay<S: StateMachine, St: Storage>(
     storage: &St,
     state_machine: S,
     dedup_entries: usize,
-) -> Result<(Replayer<S>, ScanReport), ScanError> {
+) -> Result<(Replayed<S>, ScanReport), ScanError> {
     let mut replayer = Replayer::new(state_machine, dedup_entries);
     let scan = read_records(storage, 0, u64::MAX, &mut |r| replayer.apply(r))?;
-    Ok((replayer, scan))
+    Ok((replayer.finish(), scan))
 }

@@ -40,23 +40,40 @@ pub fn fold(words: &[u64]) -> u64 {
     mum(h ^ K[0], h ^ K[3])
 }
 
-/// The term of one account (every field).
+/// The hash of an account's immutable fields (identity, user data, ledger,
+/// code, creation time): computed once at creation and kept with the account.
 #[inline]
-pub fn account_term(a: &Account) -> u64 {
+pub fn account_static_term(a: &Account) -> u64 {
     fold(&[
         a.id as u64,
         (a.id >> 64) as u64,
-        a.debits_pending,
-        a.debits_posted,
-        a.credits_pending,
-        a.credits_posted,
         a.user_data_128 as u64,
         (a.user_data_128 >> 64) as u64,
         a.user_data_64,
         u64::from(a.user_data_32) | u64::from(a.reserved) << 32,
-        u64::from(a.ledger) | u64::from(a.code) << 32 | u64::from(a.flags) << 48,
+        u64::from(a.ledger) | u64::from(a.code) << 32,
         a.timestamp,
     ])
+}
+
+/// The term of one account: its static term with the fields a transfer
+/// changes (balances, flags). A balance change rehashes six words, not twelve.
+#[inline]
+pub fn account_term_with(static_term: u64, a: &Account) -> u64 {
+    fold(&[
+        static_term,
+        a.debits_pending,
+        a.debits_posted,
+        a.credits_pending,
+        a.credits_posted,
+        u64::from(a.flags),
+    ])
+}
+
+/// The term of one account (every field).
+#[inline]
+pub fn account_term(a: &Account) -> u64 {
+    account_term_with(account_static_term(a), a)
 }
 
 /// The term of one transfer in a pending state (every field).

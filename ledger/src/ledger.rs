@@ -24,7 +24,7 @@ use crate::commands::{
     command_type, outcome_code, set_outcome, AccountBalance, CreateAccounts, CreateTransfers,
     EventResults, Lookup, TransferStatus, EVENTS_PER_COMMAND_MAX,
 };
-use crate::hash::{account_term, transfer_term};
+use crate::hash::{account_static_term, account_term, account_term_with, transfer_term};
 use crate::memory::FixedVec;
 use crate::results::{CreateAccountResult, CreateTransferResult};
 use crate::table::IdIndex;
@@ -63,6 +63,8 @@ impl Default for LedgerConfig {
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct AccountEntry {
     pub(crate) account: Account,
+    /// `hash::account_static_term` of the account (its immutable fields).
+    pub(crate) static_term: u64,
     /// The account's most recent transfer, or [`NONE`].
     pub(crate) last_transfer: u32,
 }
@@ -244,19 +246,23 @@ impl Ledger {
         let slot = &mut self.accounts[position as usize];
         self.hash_sum = self
             .hash_sum
-            .wrapping_sub(account_term(&slot.account))
-            .wrapping_add(account_term(&entry.account));
+            .wrapping_sub(account_term_with(slot.static_term, &slot.account))
+            .wrapping_add(account_term_with(entry.static_term, &entry.account));
         *slot = entry;
     }
 
     pub(crate) fn insert_account(&mut self, account: Account) {
         let position = self.accounts.len() as u32;
         self.account_index.insert(account.id, position);
+        let static_term = account_static_term(&account);
         self.accounts.push(AccountEntry {
             account,
+            static_term,
             last_transfer: NONE,
         });
-        self.hash_sum = self.hash_sum.wrapping_add(account_term(&account));
+        self.hash_sum = self
+            .hash_sum
+            .wrapping_add(account_term_with(static_term, &account));
         self.record(Undo::AccountInserted);
     }
 
@@ -314,15 +320,17 @@ impl Ledger {
                     let slot = &mut self.accounts[position as usize];
                     self.hash_sum = self
                         .hash_sum
-                        .wrapping_sub(account_term(&slot.account))
-                        .wrapping_add(account_term(&before.account));
+                        .wrapping_sub(account_term_with(slot.static_term, &slot.account))
+                        .wrapping_add(account_term_with(before.static_term, &before.account));
                     *slot = before;
                 }
                 Undo::AccountInserted => {
                     let entry = self.accounts.pop().expect("undo matches an insert");
                     let position = self.accounts.len() as u32;
                     self.account_index.remove_last(entry.account.id, position);
-                    self.hash_sum = self.hash_sum.wrapping_sub(account_term(&entry.account));
+                    self.hash_sum = self
+                        .hash_sum
+                        .wrapping_sub(account_term_with(entry.static_term, &entry.account));
                 }
                 Undo::TransferInserted => {
                     let entry = self.transfers.pop().expect("undo matches an insert");
@@ -452,7 +460,6 @@ impl Ledger {
         outcome: &mut Outcome,
     ) {
         let events = &batch.transfers;
-        self.prefetch_batch(events);
         let mut results = EventResults::default();
         self.run_batch(
             events.len(),
@@ -604,6 +611,14 @@ fn finish_hash(sum: u64, last_timestamp: u64) -> u64 {
 }
 
 impl StateMachine for Ledger {
+    fn prefetch(&self, command: &CommandRef<'_>) {
+        if command.command_type() == command_type::CREATE_TRANSFERS {
+            if let Ok(batch) = Rkyv::access::<CreateTransfers<'_>>(command.payload) {
+                self.prefetch_batch(&batch.transfers);
+            }
+        }
+    }
+
     fn apply(&mut self, command: &CommandRef<'_>, outcome: &mut Outcome) {
         // Every command advances the ledger's clock, strictly: event i of this
         // command is stamped base + i. Only the journaled timestamp is used.

@@ -36,7 +36,19 @@ pub fn id_hash(id: u128) -> u64 {
     (folded ^ (folded >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (folded >> 32)
 }
 
+/// Slots per cache line: ids that differ only in the low bits share one.
+const GROUP: u64 = 8;
+
 impl IdIndex {
+    /// The first slot `id` probes and its fingerprint.
+    #[inline]
+    fn home(&self, id: u128) -> (usize, u64) {
+        let low = id as u64 % GROUP;
+        let hash = id_hash(id - u128::from(low));
+        let slot = (hash.wrapping_mul(GROUP) | low) as usize & self.mask;
+        (slot, (hash >> 32) ^ low)
+    }
+
     /// An index for up to `capacity` ids.
     pub fn with_capacity(capacity: u32) -> Self {
         assert!(
@@ -71,9 +83,7 @@ impl IdIndex {
     /// The position of `id`; `id_at` reads the id stored at a position.
     #[inline]
     pub fn find(&self, id: u128, id_at: impl Fn(u32) -> u128) -> Option<u32> {
-        let hash = id_hash(id);
-        let fingerprint = hash >> 32;
-        let mut slot = hash as usize & self.mask;
+        let (mut slot, fingerprint) = self.home(id);
         loop {
             let value = self.slots[slot];
             if value == 0 {
@@ -90,16 +100,16 @@ impl IdIndex {
     /// Starts loading the first slot `id` probes into the cache.
     #[inline]
     pub fn prefetch(&self, id: u128) {
-        crate::memory::prefetch(&self.slots[id_hash(id) as usize & self.mask]);
+        crate::memory::prefetch(&self.slots[self.home(id).0]);
     }
 
     /// The position the first slot of `id`'s probe points at when its
     /// fingerprint matches — unverified, only to prefetch the record.
     #[inline]
     pub fn candidate(&self, id: u128) -> Option<u32> {
-        let hash = id_hash(id);
-        let value = self.slots[hash as usize & self.mask];
-        (value != 0 && value >> 32 == hash >> 32).then(|| (value as u32).wrapping_sub(1))
+        let (slot, fingerprint) = self.home(id);
+        let value = self.slots[slot];
+        (value != 0 && value >> 32 == fingerprint).then(|| (value as u32).wrapping_sub(1))
     }
 
     /// Indexes `id` at `position`. The caller checked that `id` is absent and
@@ -107,20 +117,18 @@ impl IdIndex {
     #[inline]
     pub fn insert(&mut self, id: u128, position: u32) {
         assert!(self.len < self.capacity, "index full");
-        let hash = id_hash(id);
-        let mut slot = hash as usize & self.mask;
+        let (mut slot, fingerprint) = self.home(id);
         while self.slots[slot] != 0 {
             slot = (slot + 1) & self.mask;
         }
-        self.slots[slot] = (hash >> 32) << 32 | u64::from(position + 1);
+        self.slots[slot] = fingerprint << 32 | u64::from(position + 1);
         self.len += 1;
     }
 
     /// Removes `id`, which must be the most recently inserted id still present
     /// (linked-chain rollback: removals in reverse insertion order).
     pub fn remove_last(&mut self, id: u128, position: u32) {
-        let hash = id_hash(id);
-        let mut slot = hash as usize & self.mask;
+        let (mut slot, _) = self.home(id);
         loop {
             let value = self.slots[slot];
             assert!(value != 0, "remove_last of an id that is not indexed");

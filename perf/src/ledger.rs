@@ -150,17 +150,37 @@ impl Driver {
 
     #[inline]
     fn apply(&mut self, kind: u16, len: usize) {
-        let header = CommandHeader {
+        let payload = self.payload;
+        self.apply_payload(kind, &payload[..len], None);
+    }
+
+    /// Applies one command as the BLP does, first handing the next one (if
+    /// any) to `prefetch`.
+    #[inline]
+    fn apply_payload(&mut self, kind: u16, payload: &[u8], ahead: Option<&[u8]>) {
+        let header = |len: usize, sequence: u64| CommandHeader {
             command_type: kind,
             schema_version: 1,
             payload_len: len as u32,
-            timestamp_ns: self.sequence + 1,
+            timestamp_ns: sequence + 1,
             ..CommandHeader::default()
         };
+        if let Some(ahead) = ahead {
+            let h = header(ahead.len(), self.sequence + 1);
+            keel_core::StateMachine::prefetch(
+                &self.ledger,
+                &CommandRef {
+                    sequence: self.sequence + 1,
+                    header: &h,
+                    payload: ahead,
+                },
+            );
+        }
+        let h = header(payload.len(), self.sequence);
         let command = CommandRef {
             sequence: self.sequence,
-            header: &header,
-            payload: &self.payload[..len],
+            header: &h,
+            payload,
         };
         let applied = apply(&mut self.ledger, &mut self.dedup, &command);
         debug_assert!(applied.outcome.code.is_ok());
@@ -182,19 +202,31 @@ fn timer_overhead_ns() -> u64 {
 /// BLP ns per transfer, commands of `batch` transfers: (keel, naive baseline).
 fn blp(args: &LedgerArgs, batch: usize) -> (Histogram<u64>, Histogram<u64>) {
     let timer = timer_overhead_ns();
-    let mut driver = Driver::new(args.accounts, args.blp_transfers + 64);
+    let block_transfers = keel_core::constants::STAGE_BATCH_MAX * batch as u64;
+    let mut driver = Driver::new(args.accounts, args.blp_transfers + block_transfers + 64);
     let mut traffic = Traffic::new(args.accounts, 1 << 64);
     let mut keel = histogram();
     let mut transfers = vec![Transfer::default(); batch];
+    // Commands are encoded a block at a time (untimed) and applied in order
+    // with a one-command lookahead, as the BLP takes a batch from the ring.
+    let block = keel_core::constants::STAGE_BATCH_MAX as usize;
+    let mut encoded: Vec<Vec<u8>> = Vec::with_capacity(block);
     let mut applied = 0;
     while applied < args.blp_transfers {
-        transfers.iter_mut().for_each(|t| *t = traffic.next());
-        let len = driver.encode(&transfers);
-        let start = Instant::now();
-        driver.apply(command_type::CREATE_TRANSFERS, len);
-        let ns = (start.elapsed().as_nanos() as u64).saturating_sub(timer);
-        keel.saturating_record((ns / batch as u64).max(1));
-        applied += batch as u64;
+        encoded.clear();
+        for _ in 0..block {
+            transfers.iter_mut().for_each(|t| *t = traffic.next());
+            let len = driver.encode(&transfers);
+            encoded.push(driver.payload[..len].to_vec());
+        }
+        for (i, payload) in encoded.iter().enumerate() {
+            let ahead = encoded.get(i + 1).map(Vec::as_slice);
+            let start = Instant::now();
+            driver.apply_payload(command_type::CREATE_TRANSFERS, payload, ahead);
+            let ns = (start.elapsed().as_nanos() as u64).saturating_sub(timer);
+            keel.saturating_record((ns / batch as u64).max(1));
+        }
+        applied += (block * batch) as u64;
     }
     // Baseline: the two balance updates and nothing else, same traffic, same timing.
     let mut naive: HashMap<u128, (u64, u64)> = (1..=u128::from(args.accounts))
@@ -306,9 +338,10 @@ fn replay(dir: &Path, args: &LedgerArgs) -> (f64, f64) {
     let mut replayer = Replayer::new(Ledger::new(config), 1);
     let start = Instant::now();
     read_records(&storage, 0, u64::MAX, &mut |r| replayer.apply(r)).expect("replay");
+    let replayed = replayer.finish();
     let elapsed = start.elapsed();
     assert_eq!(
-        replayer.state_machine.transfers_len() as u64,
+        replayed.state_machine.transfers_len() as u64,
         args.replay_transfers
     );
     let rate = |d: Duration| args.replay_transfers as f64 / d.as_secs_f64();
@@ -346,7 +379,7 @@ fn latency(dir: &Path, args: &LedgerArgs) -> Histogram<u64> {
     let mut config = NodeConfig::default();
     config.journal.data_dir = dir.to_path_buf();
     config.ledger.accounts_max = args.accounts + 1;
-    config.ledger.transfers_max = (args.latency_transfers + 64) as u32;
+    config.ledger.transfers_max = (args.latency_transfers * 2 + 64) as u32;
     let node = LedgerNode::start_ledger(&config).expect("node");
     let mut client = node.client();
     let accounts: Vec<Account> = (1..=2u128)
