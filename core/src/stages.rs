@@ -158,7 +158,7 @@ impl<S: StateMachine> Lane for BlpStage<S> {
         let started_ns = sample_start(shared, &mut self.batches);
         let mut guard = ManuallyDrop::new(guard);
         let mut next = self.next;
-        let mut slots = (&mut *guard).into_iter().peekable();
+        let mut slots = (&mut *guard).peekable();
         while let Some(slot) = slots.next() {
             if let Some(ahead) = slots.peek() {
                 self.state_machine.prefetch(&ahead.command(base + next + 1));
