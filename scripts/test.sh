@@ -26,4 +26,17 @@ step "loom models of the slot hand-off, completion, parking and admission-gate p
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
   cargo test -p keel-core --lib --release --locked
 
+step "fuzz smoke: every decoder and the ledger's apply on arbitrary bytes (${KEEL_FUZZ_SECONDS:-15} s per target)"
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked --quiet
+fi
+for target in decode_record decode_segment_header; do
+  (cd journal/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- \
+    -max_total_time="${KEEL_FUZZ_SECONDS:-15}" -print_final_stats=0 2>&1 | tail -n 1)
+done
+for target in decode apply; do
+  (cd ledger/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- \
+    -max_total_time="${KEEL_FUZZ_SECONDS:-15}" -print_final_stats=0 2>&1 | tail -n 1)
+done
+
 step "all checks passed"

@@ -31,6 +31,10 @@ pub const EVENTS_PER_COMMAND_MAX: usize = ACCOUNTS_PER_COMMAND_MAX;
 
 /// Batch overhead: codec header (4) and the archived slice's relative pointer and length (8).
 const BATCH_OVERHEAD_BYTES: usize = keel_codecs::HEADER_BYTES + 8;
+/// Bytes of one archived account.
+const ACCOUNT_BYTES: usize = std::mem::size_of::<crate::types::ArchivedAccount>();
+/// Bytes of one archived transfer.
+const TRANSFER_BYTES: usize = std::mem::size_of::<crate::types::ArchivedTransfer>();
 const _: () = assert!(BATCH_OVERHEAD_BYTES + ACCOUNTS_PER_COMMAND_MAX * 96 <= PAYLOAD_BYTES_MAX);
 const _: () =
     assert!(BATCH_OVERHEAD_BYTES + (ACCOUNTS_PER_COMMAND_MAX + 1) * 96 > PAYLOAD_BYTES_MAX);
@@ -163,6 +167,34 @@ impl Schema for TransferStatus {
 }
 
 impl Migrate for TransferStatus {}
+
+/// A `CREATE_ACCOUNTS` payload read in place.
+pub type ArchivedAccountBatch<'a> = <CreateAccounts<'a> as Archive>::Archived;
+/// A `CREATE_TRANSFERS` payload read in place.
+pub type ArchivedTransferBatch<'a> = <CreateTransfers<'a> as Archive>::Archived;
+
+/// Whether a batch payload of `n` events of `event_bytes` each is in the one
+/// canonical form the encoder produces: 1..=`max` events, the events right
+/// after the header, the root last, no other bytes. rkyv's validation alone
+/// accepts unreferenced bytes and (for an empty slice) any offset; requiring
+/// the canonical form means one command has one encoding.
+fn canonical(payload: &[u8], n: usize, event_bytes: usize, max: usize) -> bool {
+    (1..=max).contains(&n) && payload.len() == BATCH_OVERHEAD_BYTES + n * event_bytes
+}
+
+/// The accounts of a `CREATE_ACCOUNTS` payload, validated and canonical.
+pub fn access_create_accounts(payload: &[u8]) -> Option<&ArchivedAccountBatch<'_>> {
+    let batch = Rkyv::access::<CreateAccounts<'_>>(payload).ok()?;
+    let n = batch.accounts.len();
+    canonical(payload, n, ACCOUNT_BYTES, ACCOUNTS_PER_COMMAND_MAX).then_some(batch)
+}
+
+/// The transfers of a `CREATE_TRANSFERS` payload, validated and canonical.
+pub fn access_create_transfers(payload: &[u8]) -> Option<&ArchivedTransferBatch<'_>> {
+    let batch = Rkyv::access::<CreateTransfers<'_>>(payload).ok()?;
+    let n = batch.transfers.len();
+    canonical(payload, n, TRANSFER_BYTES, TRANSFERS_PER_COMMAND_MAX).then_some(batch)
+}
 
 /// Encodes a `CREATE_ACCOUNTS` payload into `out`; returns its length.
 pub fn encode_create_accounts(accounts: &[Account], out: &mut [u8]) -> Result<usize, EncodeError> {

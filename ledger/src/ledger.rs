@@ -21,8 +21,8 @@ use keel_codecs::Rkyv;
 use keel_core::{CommandRef, Outcome, StateMachine};
 
 use crate::commands::{
-    command_type, outcome_code, set_outcome, AccountBalance, CreateAccounts, CreateTransfers,
-    EventResults, Lookup, TransferStatus, EVENTS_PER_COMMAND_MAX,
+    self, command_type, outcome_code, set_outcome, AccountBalance, ArchivedAccountBatch,
+    ArchivedTransferBatch, EventResults, Lookup, TransferStatus, EVENTS_PER_COMMAND_MAX,
 };
 use crate::hash::{account_static_term, account_term, account_term_with, transfer_term};
 use crate::memory::FixedVec;
@@ -437,7 +437,7 @@ impl Ledger {
 
     fn create_accounts(
         &mut self,
-        batch: &ArchivedCreateAccountsRef<'_>,
+        batch: &ArchivedAccountBatch<'_>,
         base: u64,
         outcome: &mut Outcome,
     ) {
@@ -455,7 +455,7 @@ impl Ledger {
 
     fn create_transfers(
         &mut self,
-        batch: &ArchivedCreateTransfersRef<'_>,
+        batch: &ArchivedTransferBatch<'_>,
         base: u64,
         outcome: &mut Outcome,
     ) {
@@ -595,9 +595,6 @@ impl Ledger {
     }
 }
 
-type ArchivedCreateAccountsRef<'a> = <CreateAccounts<'a> as rkyv::Archive>::Archived;
-type ArchivedCreateTransfersRef<'a> = <CreateTransfers<'a> as rkyv::Archive>::Archived;
-
 fn finish_batch(outcome: &mut Outcome, results: &EventResults) {
     let code = match results.codes().iter().all(|&c| c == 0) {
         true => outcome_code::OK,
@@ -613,7 +610,7 @@ fn finish_hash(sum: u64, last_timestamp: u64) -> u64 {
 impl StateMachine for Ledger {
     fn prefetch(&self, command: &CommandRef<'_>) {
         if command.command_type() == command_type::CREATE_TRANSFERS {
-            if let Ok(batch) = Rkyv::access::<CreateTransfers<'_>>(command.payload) {
+            if let Some(batch) = commands::access_create_transfers(command.payload) {
                 self.prefetch_batch(&batch.transfers);
             }
         }
@@ -627,22 +624,22 @@ impl StateMachine for Ledger {
         let kind = command.command_type();
         let payload = command.payload;
         let events = match kind {
-            command_type::CREATE_ACCOUNTS => match Rkyv::access::<CreateAccounts<'_>>(payload) {
-                Ok(batch) if batch.accounts.len() <= EVENTS_PER_COMMAND_MAX => {
+            command_type::CREATE_ACCOUNTS => match commands::access_create_accounts(payload) {
+                Some(batch) => {
                     self.create_accounts(batch, base, outcome);
                     batch.accounts.len()
                 }
-                _ => {
+                None => {
                     self.malformed(outcome);
                     0
                 }
             },
-            command_type::CREATE_TRANSFERS => match Rkyv::access::<CreateTransfers<'_>>(payload) {
-                Ok(batch) if batch.transfers.len() <= EVENTS_PER_COMMAND_MAX => {
+            command_type::CREATE_TRANSFERS => match commands::access_create_transfers(payload) {
+                Some(batch) => {
                     self.create_transfers(batch, base, outcome);
                     batch.transfers.len()
                 }
-                _ => {
+                None => {
                     self.malformed(outcome);
                     0
                 }

@@ -4,7 +4,7 @@
 use keel_codecs::Rkyv;
 use keel_core::{Command, ValidationError, Validator};
 
-use crate::commands::{command_type, CreateAccounts, CreateTransfers, Lookup};
+use crate::commands::{self, command_type, Lookup};
 
 /// Validation codes (`ValidationError::code`).
 pub mod validation_code {
@@ -23,8 +23,8 @@ impl Validator for LedgerValidator {
     fn validate(&self, command: &Command<'_>) -> Result<(), ValidationError> {
         let p = command.payload;
         let decodes = match command.command_type {
-            command_type::CREATE_ACCOUNTS => Rkyv::access::<CreateAccounts<'_>>(p).is_ok(),
-            command_type::CREATE_TRANSFERS => Rkyv::access::<CreateTransfers<'_>>(p).is_ok(),
+            command_type::CREATE_ACCOUNTS => commands::access_create_accounts(p).is_some(),
+            command_type::CREATE_TRANSFERS => commands::access_create_transfers(p).is_some(),
             command_type::LOOKUP_ACCOUNT | command_type::LOOKUP_TRANSFER => {
                 Rkyv::access::<Lookup>(p).is_ok()
             }

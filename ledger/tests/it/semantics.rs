@@ -379,7 +379,18 @@ fn malformed_commands_change_nothing() {
     ] {
         assert_eq!(h.raw(kind, payload).code, outcome_code::MALFORMED);
     }
-    assert_eq!(h.ledger.stats().malformed, 3);
+    // A valid batch with one stray byte between header and body still
+    // validates as rkyv, but is not the canonical encoding: refused.
+    let mut buf = [0u8; 896];
+    let len = commands::encode_create_transfers(&[transfer(1, 1, 2, 1)], &mut buf).unwrap();
+    let mut stray = buf[..4].to_vec();
+    stray.push(0);
+    stray.extend_from_slice(&buf[4..len]);
+    assert_eq!(
+        h.raw(command_type::CREATE_TRANSFERS, &stray).code,
+        outcome_code::MALFORMED
+    );
+    assert_eq!(h.ledger.stats().malformed, 4);
     let after: Vec<_> = h.ledger.accounts().copied().collect();
     assert_eq!(after, accounts);
     assert_eq!(h.ledger.transfers_len(), 0);
