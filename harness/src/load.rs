@@ -77,6 +77,8 @@ pub struct LoadReport {
     pub state_hash: u64,
     /// The restart from the journal (durable runs).
     pub restart: Option<Recovery>,
+    /// Transfers in the ledger the restart rebuilt (durable runs).
+    pub restart_transfers: u64,
 }
 
 /// Why a run failed.
@@ -143,11 +145,14 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
         posted_debits_credits: posted,
         state_hash: ledger.state_hash(),
         restart: None,
+        restart_transfers: 0,
     };
     debug_assert!(stopped.commands >= before);
     drop(stopped);
     if config.node.journal.durability != Durability::None {
-        report.restart = Some(restart(config)?);
+        let (recovery, transfers) = restart(config)?;
+        report.restart = Some(recovery);
+        report.restart_transfers = transfers;
     }
     Ok(report)
 }
@@ -166,8 +171,9 @@ fn validate(config: &LoadConfig) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// Restarts from the journal; the recovered hash must equal the shutdown hash.
-fn restart(config: &LoadConfig) -> Result<Recovery, LoadError> {
+/// Restarts from the journal; returns what it recovered and the transfers in
+/// the rebuilt ledger (the caller compares the hash with the shutdown hash).
+fn restart(config: &LoadConfig) -> Result<(Recovery, u64), LoadError> {
     let bar = bar(config, None, "restart: replaying journal");
     let node = LedgerNode::start(
         &config.node,
@@ -177,8 +183,8 @@ fn restart(config: &LoadConfig) -> Result<Recovery, LoadError> {
     )?;
     bar.finish_and_clear();
     let recovery = *node.recovery();
-    node.shutdown()?;
-    Ok(recovery)
+    let transfers = node.shutdown()?.state_machine.transfers_len() as u64;
+    Ok((recovery, transfers))
 }
 
 /// Creates the accounts (a retry of an earlier run's gets `exists`) and funds

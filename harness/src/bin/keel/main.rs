@@ -267,10 +267,11 @@ fn print_report(report: &LoadReport) -> ExitCode {
     };
     let matches = restart.state_hash == report.state_hash;
     println!(
-        "restart      {} records replayed in {:.2} s ({:.1} M records/s): state hash {:016x} {}",
+        "restart      {} records ({} transfers) recovered in {:.2} s ({:.1} M transfers/s): state hash {:016x} {}",
         restart.records,
+        report.restart_transfers,
         restart.elapsed.as_secs_f64(),
-        restart.records as f64 / restart.elapsed.as_secs_f64() / 1e6,
+        report.restart_transfers as f64 / restart.elapsed.as_secs_f64() / 1e6,
         restart.state_hash,
         if matches { "matches" } else { "DIFFERS" }
     );
