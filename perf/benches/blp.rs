@@ -7,6 +7,8 @@
 //! timed iteration applies one block. The ledger is rebuilt (untimed) before
 //! it fills.
 
+#![allow(missing_docs)] // criterion_group! generates an undocumented public fn
+
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
