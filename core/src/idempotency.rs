@@ -89,6 +89,17 @@ impl DedupTable {
         assert!(self.len <= capacity);
     }
 
+    /// The held keys and their outcomes, oldest first. Inserting them in this
+    /// order into an empty table of the same capacity rebuilds this table
+    /// exactly (how a snapshot restores the window).
+    pub fn entries(&self) -> impl Iterator<Item = (u128, Outcome)> + '_ {
+        let capacity = self.order.len();
+        (0..self.len).map(move |n| {
+            let key = self.order[(self.head + n) % capacity];
+            (key, self.get(key).expect("ordered key is held"))
+        })
+    }
+
     /// A deterministic hash of the held keys and outcomes, in insertion order.
     pub fn state_hash(&self) -> u64 {
         let capacity = self.order.len();

@@ -1,7 +1,8 @@
 //! Keel's durable journal: fixed-size preallocated segments written with
 //! `O_DIRECT` (alignment from `statx`), group commit per batch, a recovery
 //! scan that tells a torn tail from corruption, a reader, and a
-//! fault-injecting storage for tests. Format: `docs/journal.md`.
+//! fault-injecting storage for tests, and snapshot files. Format:
+//! `docs/journal.md`.
 
 pub mod aligned;
 pub mod faulty;
@@ -10,6 +11,7 @@ pub mod journal;
 mod prealloc;
 pub mod reader;
 pub mod scan;
+pub mod snapshot;
 pub mod storage;
 mod sync_timer;
 pub mod tail;
@@ -21,5 +23,8 @@ pub use crate::journal::{
 };
 pub use crate::reader::{read_records, OwnedRecord};
 pub use crate::scan::{scan, BadSpot, Corruption, ScanError, ScanReport, TornTail};
+pub use crate::snapshot::{
+    LoadedSnapshot, SkippedSnapshot, SnapshotDefect, SnapshotError, SnapshotHeader, SnapshotStore,
+};
 pub use crate::storage::{FsStorage, IoMode, SegmentFile, Storage, StorageError};
 pub use crate::tail::{JournalTail, TailError};

@@ -579,6 +579,37 @@ impl Ledger {
         self.set_transfer_state(position, state);
     }
 
+    /// Appends a restored account (snapshot restore; records arrive in
+    /// creation order and were checked by the caller).
+    pub(crate) fn restore_account(&mut self, mut entry: AccountEntry) {
+        entry.static_term = account_static_term(&entry.account);
+        let position = self.accounts.len() as u32;
+        self.account_index.insert(entry.account.id, position);
+        self.hash_sum = self
+            .hash_sum
+            .wrapping_add(account_term_with(entry.static_term, &entry.account));
+        self.accounts.push(entry);
+    }
+
+    /// Appends a restored transfer, re-arming its expiry if still pending.
+    pub(crate) fn restore_transfer(&mut self, entry: TransferEntry) {
+        let position = self.transfers.len() as u32;
+        self.transfer_index.insert(entry.transfer.id, position);
+        self.hash_sum = self
+            .hash_sum
+            .wrapping_add(transfer_term(&entry.transfer, entry.state));
+        if entry.state == PendingState::Pending && entry.expires_at != 0 {
+            self.expiries.push(Reverse((entry.expires_at, position)));
+        }
+        self.transfers.push(entry);
+    }
+
+    /// Sets the restored clock and counters.
+    pub(crate) fn restore_clock(&mut self, last_timestamp: u64, stats: LedgerStats) {
+        self.last_timestamp = last_timestamp;
+        self.stats = stats;
+    }
+
     /// Recomputes the state hash from every record (for tests and `--verify`).
     pub fn recompute_state_hash(&self) -> u64 {
         let sum = self

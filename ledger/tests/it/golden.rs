@@ -115,3 +115,63 @@ fn lookup_and_results_v1() {
     golden("transfer_status-v1.bin", &buf[..len]);
     assert_eq!(Rkyv::decode::<TransferStatus>(&buf[..len]).unwrap(), status);
 }
+
+#[test]
+fn a_corrupt_or_oversized_snapshot_is_refused_with_a_typed_error() {
+    use keel_ledger::{Ledger, LedgerConfig, RestoreError};
+    let config = LedgerConfig {
+        accounts_max: 4,
+        transfers_max: 4,
+    };
+    let mut ledger = Ledger::new(config);
+    let mut payload = [0u8; 896];
+    let second = Account {
+        id: 2,
+        ..sample_account()
+    };
+    let len = commands::encode_create_accounts(&[sample_account(), second], &mut payload).unwrap();
+    let header = keel_core::CommandHeader {
+        command_type: commands::command_type::CREATE_ACCOUNTS,
+        schema_version: 1,
+        payload_len: len as u32,
+        timestamp_ns: 5,
+        ..Default::default()
+    };
+    let command = keel_core::CommandRef {
+        sequence: 0,
+        header: &header,
+        payload: &payload[..len],
+    };
+    keel_core::apply(
+        &mut ledger,
+        &mut keel_core::DedupTable::with_capacity(1),
+        &command,
+    );
+    let bytes = ledger.encode_snapshot();
+    let restored = Ledger::restore_snapshot(config, &bytes).unwrap();
+    assert_eq!(restored.account(sample_account().id).unwrap().ledger, 7);
+    let small = LedgerConfig {
+        accounts_max: 1,
+        transfers_max: 4,
+    };
+    assert_eq!(
+        Ledger::restore_snapshot(small, &bytes).unwrap_err(),
+        RestoreError::Capacity {
+            table: "accounts",
+            found: 2,
+            capacity: 1
+        }
+    );
+    assert!(matches!(
+        Ledger::restore_snapshot(config, &bytes[..bytes.len() - 3]),
+        Err(RestoreError::Decode(_))
+    ));
+    let mut newer = bytes.clone();
+    newer[2] = 9;
+    assert!(matches!(
+        Ledger::restore_snapshot(config, &newer),
+        Err(RestoreError::Decode(
+            keel_codecs::DecodeError::NewerVersion { .. }
+        ))
+    ));
+}

@@ -27,6 +27,16 @@ impl Harness {
         }
     }
 
+    /// A harness around an existing ledger (e.g. one restored from a snapshot).
+    pub fn with_ledger(ledger: Ledger, sequence: u64, now_ns: u64) -> Self {
+        Self {
+            ledger,
+            dedup: DedupTable::with_capacity(16),
+            sequence,
+            now_ns,
+        }
+    }
+
     pub fn raw(&mut self, command_type: u16, payload: &[u8]) -> Outcome {
         let header = CommandHeader {
             command_type,

@@ -1,0 +1,366 @@
+//! Snapshot files: a checksummed header and an opaque body (the state
+//! machine's encoded state), written so a half-written snapshot is never
+//! loaded, and loaded newest-first with a fallback past damaged ones.
+//!
+//! Writing: `snapshot-<sequence>.keel-snap.tmp` → write → `fsync` → rename
+//! to `snapshot-<sequence>.keel-snap` → `fsync` the directory; then all but
+//! the newest `keep` snapshots are deleted. A crash at any point leaves
+//! either the previous set or the new one, plus at most a `.tmp` that no
+//! reader looks at (and the next write removes).
+//!
+//! Byte layout (little-endian; `docs/journal.md`, "Snapshot files"):
+//!
+//! | offset | bytes | field |
+//! |---:|---:|---|
+//! | 0 | 8 | magic `KEELSNAP` |
+//! | 8 | 4 | format version (1) |
+//! | 12 | 2 | body schema id |
+//! | 14 | 2 | body schema version |
+//! | 16 | 8 | sequence: the snapshot holds every command below it |
+//! | 24 | 8 | state hash of the state it holds |
+//! | 32 | 8 | body length |
+//! | 40 | 8 | body checksum (XXH3-64) |
+//! | 48 | 8 | created at (ns since the Unix epoch; informational) |
+//! | 56 | 8 | header checksum (XXH3-64 of bytes 0..56) |
+//! | 64 | n | body |
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Magic at the start of every snapshot file.
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"KEELSNAP";
+/// The snapshot file format this build writes and reads.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// Bytes of the snapshot header.
+pub const SNAPSHOT_HEADER_BYTES: usize = 64;
+const SUFFIX: &str = ".keel-snap";
+
+/// What a snapshot's header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotHeader {
+    /// Schema id of the body (the state machine's snapshot schema).
+    pub schema_id: u16,
+    /// Schema version of the body (older versions are migrated on restore).
+    pub schema_version: u16,
+    /// The snapshot holds every command with a lower sequence; replay resumes here.
+    pub sequence: u64,
+    /// The state hash of the state it holds.
+    pub state_hash: u64,
+    /// Body bytes.
+    pub body_len: u64,
+    /// XXH3-64 of the body.
+    pub body_checksum: u64,
+    /// When it was written (ns since the Unix epoch).
+    pub created_at_ns: u64,
+}
+
+impl SnapshotHeader {
+    fn encode(&self) -> [u8; SNAPSHOT_HEADER_BYTES] {
+        let mut b = [0u8; SNAPSHOT_HEADER_BYTES];
+        b[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
+        b[8..12].copy_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+        b[12..14].copy_from_slice(&self.schema_id.to_le_bytes());
+        b[14..16].copy_from_slice(&self.schema_version.to_le_bytes());
+        b[16..24].copy_from_slice(&self.sequence.to_le_bytes());
+        b[24..32].copy_from_slice(&self.state_hash.to_le_bytes());
+        b[32..40].copy_from_slice(&self.body_len.to_le_bytes());
+        b[40..48].copy_from_slice(&self.body_checksum.to_le_bytes());
+        b[48..56].copy_from_slice(&self.created_at_ns.to_le_bytes());
+        let checksum = xxh3_64(&b[..56]);
+        b[56..64].copy_from_slice(&checksum.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, SnapshotDefect> {
+        if b.len() < SNAPSHOT_HEADER_BYTES {
+            return Err(SnapshotDefect::Short);
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+        if b[0..8] != SNAPSHOT_MAGIC {
+            return Err(SnapshotDefect::Magic);
+        }
+        if u64_at(56) != xxh3_64(&b[..56]) {
+            return Err(SnapshotDefect::HeaderChecksum);
+        }
+        let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
+        if version != SNAPSHOT_FORMAT_VERSION {
+            return Err(SnapshotDefect::FormatVersion(version));
+        }
+        Ok(Self {
+            schema_id: u16::from_le_bytes([b[12], b[13]]),
+            schema_version: u16::from_le_bytes([b[14], b[15]]),
+            sequence: u64_at(16),
+            state_hash: u64_at(24),
+            body_len: u64_at(32),
+            body_checksum: u64_at(40),
+            created_at_ns: u64_at(48),
+        })
+    }
+}
+
+/// What is wrong with a snapshot file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotDefect {
+    /// Shorter than its header or than the body the header announces.
+    #[error("truncated")]
+    Short,
+    /// Not a snapshot file.
+    #[error("bad magic")]
+    Magic,
+    /// The header's checksum does not match.
+    #[error("header checksum mismatch")]
+    HeaderChecksum,
+    /// A format this build does not read.
+    #[error("unknown format version {0}")]
+    FormatVersion(u32),
+    /// The body's checksum does not match.
+    #[error("body checksum mismatch")]
+    BodyChecksum,
+}
+
+/// Why snapshots could not be written or listed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// A file operation failed.
+    #[error("snapshot {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// A loaded, verified snapshot.
+#[derive(Debug)]
+pub struct LoadedSnapshot {
+    /// Its file.
+    pub path: PathBuf,
+    /// Its header.
+    pub header: SnapshotHeader,
+    /// Its body (checksum verified).
+    pub body: Vec<u8>,
+}
+
+/// A snapshot skipped while loading, and why (reported as a warning: the
+/// loader fell back to an older snapshot and a longer replay).
+#[derive(Debug)]
+pub struct SkippedSnapshot {
+    /// Its file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub defect: Result<SnapshotDefect, String>,
+}
+
+/// The snapshot files of one directory.
+#[derive(Debug, Clone)]
+pub struct SnapshotStore {
+    dir: PathBuf,
+    keep: usize,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl SnapshotStore {
+    /// Snapshots in `dir` (created if missing), keeping the newest `keep` (≥ 1).
+    pub fn open(dir: impl Into<PathBuf>, keep: usize) -> Result<Self, SnapshotError> {
+        assert!(keep >= 1, "keep at least one snapshot");
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        Ok(Self { dir, keep })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Snapshot files by sequence, newest first (`.tmp` files are not snapshots).
+    pub fn list(&self) -> Result<Vec<(u64, PathBuf)>, SnapshotError> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let path = entry.map_err(io_err(&self.dir))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let sequence = name
+                .strip_prefix("snapshot-")
+                .and_then(|n| n.strip_suffix(SUFFIX))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(sequence) = sequence {
+                found.push((sequence, path));
+            }
+        }
+        found.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(found)
+    }
+
+    /// Writes a snapshot durably, then prunes to the newest `keep`.
+    pub fn write(&self, header: SnapshotHeader, body: &[u8]) -> Result<PathBuf, SnapshotError> {
+        let header = SnapshotHeader {
+            body_len: body.len() as u64,
+            body_checksum: xxh3_64(body),
+            ..header
+        };
+        let name = format!("snapshot-{:020}{SUFFIX}", header.sequence);
+        let path = self.dir.join(&name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
+        file.write_all(&header.encode()).map_err(io_err(&tmp))?;
+        file.write_all(body).map_err(io_err(&tmp))?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        drop(file);
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&self.dir))?;
+        self.prune()?;
+        Ok(path)
+    }
+
+    /// Deletes all but the newest `keep` snapshots and any leftover `.tmp`.
+    fn prune(&self) -> Result<(), SnapshotError> {
+        for (_, path) in self.list()?.into_iter().skip(self.keep) {
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+        for entry in std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let path = entry.map_err(io_err(&self.dir))?.path();
+            if path.to_str().is_some_and(|p| p.ends_with(".keel-snap.tmp")) {
+                std::fs::remove_file(&path).map_err(io_err(&path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The newest snapshot that verifies, and the newer ones skipped (damaged).
+    pub fn load_newest(
+        &self,
+    ) -> Result<(Option<LoadedSnapshot>, Vec<SkippedSnapshot>), SnapshotError> {
+        self.load_newest_where(|_| true)
+    }
+
+    /// The newest verifying snapshot whose header passes `accept` (e.g. at or
+    /// below a target sequence), and the damaged newer ones skipped.
+    pub fn load_newest_where(
+        &self,
+        accept: impl Fn(&SnapshotHeader) -> bool,
+    ) -> Result<(Option<LoadedSnapshot>, Vec<SkippedSnapshot>), SnapshotError> {
+        let mut skipped = Vec::new();
+        for (_, path) in self.list()? {
+            match read_snapshot(&path) {
+                Ok(snapshot) if accept(&snapshot.header) => return Ok((Some(snapshot), skipped)),
+                Ok(_) => {}
+                Err(defect) => skipped.push(SkippedSnapshot { path, defect }),
+            }
+        }
+        Ok((None, skipped))
+    }
+}
+
+/// Reads and verifies one snapshot file.
+pub fn read_snapshot(path: &Path) -> Result<LoadedSnapshot, Result<SnapshotDefect, String>> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .open(path)
+        .map_err(|e| Err(e.to_string()))?;
+    let mut head = [0u8; SNAPSHOT_HEADER_BYTES];
+    file.read_exact(&mut head)
+        .map_err(|_| Ok(SnapshotDefect::Short))?;
+    let header = SnapshotHeader::decode(&head).map_err(Ok)?;
+    let mut body = Vec::new();
+    file.read_to_end(&mut body)
+        .map_err(|e| Err(e.to_string()))?;
+    if body.len() as u64 != header.body_len {
+        return Err(Ok(SnapshotDefect::Short));
+    }
+    if xxh3_64(&body) != header.body_checksum {
+        return Err(Ok(SnapshotDefect::BodyChecksum));
+    }
+    Ok(LoadedSnapshot {
+        path: path.to_path_buf(),
+        header,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(sequence: u64) -> SnapshotHeader {
+        SnapshotHeader {
+            schema_id: 32,
+            schema_version: 1,
+            sequence,
+            state_hash: sequence * 7,
+            body_len: 0,
+            body_checksum: 0,
+            created_at_ns: 1,
+        }
+    }
+
+    #[test]
+    fn newest_verifying_snapshot_wins_and_damage_falls_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path(), 2).unwrap();
+        store.write(header(10), b"ten").unwrap();
+        store.write(header(20), b"twenty").unwrap();
+        let newest = store.write(header(30), b"thirty").unwrap();
+        // Keep 2: the oldest is gone.
+        let listed: Vec<u64> = store.list().unwrap().into_iter().map(|s| s.0).collect();
+        assert_eq!(listed, [30, 20]);
+        let (loaded, skipped) = store.load_newest().unwrap();
+        let loaded = loaded.unwrap();
+        assert_eq!(
+            (loaded.header.sequence, loaded.body.as_slice()),
+            (30, &b"thirty"[..])
+        );
+        assert_eq!(loaded.header.state_hash, 210);
+        assert!(skipped.is_empty());
+        // Flip a body byte of the newest: it is skipped, the previous loads.
+        let mut bytes = std::fs::read(&newest).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        std::fs::write(&newest, &bytes).unwrap();
+        let (loaded, skipped) = store.load_newest().unwrap();
+        assert_eq!(loaded.unwrap().header.sequence, 20);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].defect, Ok(SnapshotDefect::BodyChecksum));
+        // A truncated header is skipped too; a stray .tmp is never read.
+        std::fs::write(&newest, &bytes[..20]).unwrap();
+        std::fs::write(
+            dir.path()
+                .join("snapshot-00000000000000000099.keel-snap.tmp"),
+            b"junk",
+        )
+        .unwrap();
+        let (loaded, skipped) = store.load_newest().unwrap();
+        assert_eq!(loaded.unwrap().header.sequence, 20);
+        assert_eq!(skipped[0].defect, Ok(SnapshotDefect::Short));
+        // The next write prunes the .tmp.
+        store.write(header(40), b"forty").unwrap();
+        assert!(!dir
+            .path()
+            .join("snapshot-00000000000000000099.keel-snap.tmp")
+            .exists());
+    }
+
+    #[test]
+    fn a_header_bit_flip_is_caught() {
+        let mut encoded = header(5).encode();
+        encoded[20] ^= 4;
+        assert_eq!(
+            SnapshotHeader::decode(&encoded),
+            Err(SnapshotDefect::HeaderChecksum)
+        );
+        assert_eq!(
+            SnapshotHeader::decode(&encoded[..10]),
+            Err(SnapshotDefect::Short)
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! The ledger's snapshot codec: the whole state as one rkyv archive
+//! ([`LedgerImage`], schema 32) and its restore into a fresh ledger.
+//!
+//! The image holds the records in creation order with their history links,
+//! pending states and deadlines, the ledger clock and the counters; indexes,
+//! the expiry heap and the state hash are rebuilt on restore (they are
+//! functions of the records), so the restored ledger's hash is recomputed,
+//! not trusted. Restoring an older image version goes through
+//! [`Migrate`] (version 1 is the only one so far).
+
+use keel_codecs::{DecodeError, Migrate, Rkyv, Schema};
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::ledger::{AccountEntry, Ledger, LedgerConfig, LedgerStats, TransferEntry};
+use crate::types::{Account, PendingState, Transfer};
+
+/// One account in a snapshot.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountImage {
+    /// The account.
+    pub account: Account,
+    /// Position of its latest transfer (`u32::MAX`: none).
+    pub last_transfer: u32,
+}
+
+/// One transfer in a snapshot.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferImage {
+    /// The transfer as stored (resolved amount, timestamp).
+    pub transfer: Transfer,
+    /// `PendingState` as a number.
+    pub state: u8,
+    /// Expiry deadline of a pending transfer with a timeout (0: none).
+    pub expires_at: u64,
+    /// The debit account's previous transfer (`u32::MAX`: none).
+    pub prev_debit: u32,
+    /// The credit account's previous transfer (`u32::MAX`: none).
+    pub prev_credit: u32,
+}
+
+/// The whole ledger, as a snapshot body.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LedgerImage {
+    /// The ledger clock (last event timestamp, ns).
+    pub last_timestamp: u64,
+    /// Accounts in creation order.
+    pub accounts: Vec<AccountImage>,
+    /// Transfers in creation order.
+    pub transfers: Vec<TransferImage>,
+    /// `LedgerStats`: events ok, rejected, expired, malformed.
+    pub stats: [u64; 4],
+}
+
+impl Schema for LedgerImage {
+    const SCHEMA_ID: u16 = 32;
+    const VERSION: u16 = 1;
+    const NAME: &'static str = "ledger_snapshot";
+}
+
+impl Migrate for LedgerImage {}
+
+/// Why a snapshot could not be restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    /// The body does not decode (typed codec error).
+    #[error("ledger snapshot: {0}")]
+    Decode(#[from] DecodeError),
+    /// The snapshot holds more records than the configured capacity.
+    #[error("ledger snapshot holds {found} {table}, more than the configured {capacity}")]
+    Capacity {
+        /// `accounts` or `transfers`.
+        table: &'static str,
+        /// Records in the snapshot.
+        found: usize,
+        /// The configured capacity.
+        capacity: u32,
+    },
+    /// A record refers to a position or state that cannot exist.
+    #[error("ledger snapshot is inconsistent at {table} record {position}")]
+    Inconsistent {
+        /// `accounts` or `transfers`.
+        table: &'static str,
+        /// The record's position.
+        position: usize,
+    },
+}
+
+impl Ledger {
+    /// The whole state as a snapshot body (codec header + rkyv archive).
+    /// Allocates (it runs off the hot path, on a copy or after shutdown).
+    pub fn encode_snapshot(&self) -> Vec<u8> {
+        let stats = self.stats();
+        let image = LedgerImage {
+            last_timestamp: self.last_timestamp(),
+            accounts: self
+                .accounts
+                .iter()
+                .map(|e| AccountImage {
+                    account: e.account,
+                    last_transfer: e.last_transfer,
+                })
+                .collect(),
+            transfers: self
+                .transfers
+                .iter()
+                .map(|e| TransferImage {
+                    transfer: e.transfer,
+                    state: e.state as u8,
+                    expires_at: e.expires_at,
+                    prev_debit: e.prev_debit,
+                    prev_credit: e.prev_credit,
+                })
+                .collect(),
+            stats: [
+                stats.events_ok,
+                stats.events_rejected,
+                stats.expired,
+                stats.malformed,
+            ],
+        };
+        let body = rkyv::to_bytes::<rkyv::rancor::Error>(&image).expect("in-memory serialization");
+        let mut out = Vec::with_capacity(keel_codecs::HEADER_BYTES + body.len());
+        out.extend_from_slice(&LedgerImage::SCHEMA_ID.to_le_bytes());
+        out.extend_from_slice(&LedgerImage::VERSION.to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// A ledger with `config`'s capacities holding the state in `bytes`.
+    pub fn restore_snapshot(config: LedgerConfig, bytes: &[u8]) -> Result<Ledger, RestoreError> {
+        let header = keel_codecs::Header::read(bytes)?;
+        if header.schema_id != LedgerImage::SCHEMA_ID {
+            return Err(DecodeError::WrongSchema {
+                schema: LedgerImage::NAME,
+                expected: LedgerImage::SCHEMA_ID,
+                found: header.schema_id,
+            }
+            .into());
+        }
+        if header.version > LedgerImage::VERSION {
+            return Err(DecodeError::NewerVersion {
+                schema: LedgerImage::NAME,
+                version: header.version,
+                current: LedgerImage::VERSION,
+            }
+            .into());
+        }
+        if header.version < LedgerImage::VERSION {
+            let image = LedgerImage::migrate(header.version, &bytes[keel_codecs::HEADER_BYTES..])?;
+            let mut out = Vec::new();
+            out.extend_from_slice(&LedgerImage::SCHEMA_ID.to_le_bytes());
+            out.extend_from_slice(&LedgerImage::VERSION.to_le_bytes());
+            out.extend_from_slice(
+                &rkyv::to_bytes::<rkyv::rancor::Error>(&image).expect("serialize"),
+            );
+            return Self::restore_snapshot(config, &out);
+        }
+        let image = Rkyv::access::<LedgerImage>(bytes)?;
+        let capacity = |table, found: usize, capacity: u32| {
+            if found > capacity as usize {
+                return Err(RestoreError::Capacity {
+                    table,
+                    found,
+                    capacity,
+                });
+            }
+            Ok(())
+        };
+        capacity("accounts", image.accounts.len(), config.accounts_max)?;
+        capacity("transfers", image.transfers.len(), config.transfers_max)?;
+        let mut ledger = Ledger::new(config);
+        let transfers = image.transfers.len();
+        let link_ok = |link: u32, below: usize| link == u32::MAX || (link as usize) < below;
+        for (position, a) in image.accounts.iter().enumerate() {
+            let entry = AccountEntry {
+                account: a.account.to_native(),
+                static_term: 0,
+                last_transfer: a.last_transfer.to_native(),
+            };
+            if !link_ok(entry.last_transfer, transfers)
+                || ledger.account(entry.account.id).is_some()
+            {
+                return Err(RestoreError::Inconsistent {
+                    table: "accounts",
+                    position,
+                });
+            }
+            ledger.restore_account(entry);
+        }
+        for (position, t) in image.transfers.iter().enumerate() {
+            let state = match t.state {
+                0 => PendingState::None,
+                1 => PendingState::Pending,
+                2 => PendingState::Posted,
+                3 => PendingState::Voided,
+                4 => PendingState::Expired,
+                _ => {
+                    return Err(RestoreError::Inconsistent {
+                        table: "transfers",
+                        position,
+                    })
+                }
+            };
+            let entry = TransferEntry {
+                transfer: t.transfer.to_native(),
+                state,
+                expires_at: t.expires_at.to_native(),
+                prev_debit: t.prev_debit.to_native(),
+                prev_credit: t.prev_credit.to_native(),
+            };
+            let links = link_ok(entry.prev_debit, position) && link_ok(entry.prev_credit, position);
+            if !links || ledger.transfer(entry.transfer.id).is_some() {
+                return Err(RestoreError::Inconsistent {
+                    table: "transfers",
+                    position,
+                });
+            }
+            ledger.restore_transfer(entry);
+        }
+        let s = &image.stats;
+        ledger.restore_clock(
+            image.last_timestamp.to_native(),
+            LedgerStats {
+                events_ok: s[0].to_native(),
+                events_rejected: s[1].to_native(),
+                expired: s[2].to_native(),
+                malformed: s[3].to_native(),
+            },
+        );
+        Ok(ledger)
+    }
+}
