@@ -197,7 +197,7 @@ impl SnapshotStore {
                 found.push((sequence, path));
             }
         }
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|s| std::cmp::Reverse(s.0));
         Ok(found)
     }
 
