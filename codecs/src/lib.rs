@@ -69,6 +69,24 @@ pub trait Codec<T> {
     fn decode(&self, bytes: &[u8]) -> Result<T, DecodeError>;
 }
 
+/// A state machine's snapshot codec: its whole state as bytes (with the
+/// codec header, so the schema version travels with it) and back. Restoring
+/// an older version runs the migrations the state machine declares.
+pub trait SnapshotCodec: Sized {
+    /// What restoring needs besides the bytes (e.g. table capacities).
+    type Config;
+    /// Why a restore failed (typed; says what is wrong).
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// The schema id of the encoded state.
+    const SNAPSHOT_SCHEMA_ID: u16;
+    /// The version this build writes.
+    const SNAPSHOT_VERSION: u16;
+    /// Encodes the whole state. Runs off the hot path; may allocate.
+    fn encode_snapshot(&self) -> Vec<u8>;
+    /// Rebuilds the state from `bytes` (current or older version).
+    fn restore_snapshot(config: &Self::Config, bytes: &[u8]) -> Result<Self, Self::Error>;
+}
+
 /// The header of an encoded value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {

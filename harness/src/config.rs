@@ -21,6 +21,30 @@ pub struct NodeConfig {
     pub engine: EngineSection,
     /// The ledger's table capacities.
     pub ledger: LedgerSection,
+    /// Snapshots: where, how many.
+    pub snapshot: SnapshotSection,
+}
+
+/// `[snapshot]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotSection {
+    /// Snapshot directory; empty means `<journal.data_dir>/snapshots`.
+    pub dir: PathBuf,
+    /// Snapshots kept (newest first; at least 1).
+    pub keep: usize,
+    /// Write a snapshot at a clean shutdown (`keel run` does at the end).
+    pub on_shutdown: bool,
+}
+
+impl Default for SnapshotSection {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::new(),
+            keep: 3,
+            on_shutdown: false,
+        }
+    }
 }
 
 /// When an acknowledgement is given (`journal.durability`).
@@ -245,6 +269,9 @@ impl NodeConfig {
         if let Err(e) = self.engine_config().validate() {
             return invalid(&format!("engine.{}", e.option), e.value, e.expected);
         }
+        if self.snapshot.keep == 0 {
+            return invalid("snapshot.keep", "0".into(), "at least 1");
+        }
         let l = &self.ledger;
         if !(1..u32::MAX).contains(&l.accounts_max) {
             return invalid(
@@ -312,6 +339,14 @@ impl NodeConfig {
             chain: j.chain,
             ..JournalConfig::default()
         })
+    }
+
+    /// The snapshot directory.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        match self.snapshot.dir.as_os_str().is_empty() {
+            true => self.journal.data_dir.join("snapshots"),
+            false => self.snapshot.dir.clone(),
+        }
     }
 
     /// The ledger's capacities.

@@ -8,3 +8,4 @@ pub mod config;
 pub mod load;
 pub mod node;
 pub mod replay;
+pub mod snapshot;

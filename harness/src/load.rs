@@ -75,6 +75,8 @@ pub struct LoadReport {
     pub posted_debits_credits: (u128, u128),
     /// The ledger's state hash at shutdown.
     pub state_hash: u64,
+    /// The snapshot written at shutdown (`snapshot.on_shutdown`).
+    pub snapshot: Option<std::path::PathBuf>,
     /// The restart from the journal (durable runs).
     pub restart: Option<Recovery>,
     /// Transfers in the ledger the restart rebuilt (durable runs).
@@ -115,18 +117,17 @@ const OPERATOR: u128 = 1;
 pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
     validate(config)?;
     let replay_bar = bar(config, None, "replaying journal");
-    let node = Node::start(
-        &config.node,
-        Ledger::new(config.node.ledger_config()),
-        keel_ledger::LedgerValidator,
-        &mut |records| replay_bar.set_position(records),
-    )?;
+    let node = start(config, &replay_bar)?;
     replay_bar.finish_and_clear();
-    let recovery = *node.recovery();
+    let recovery = node.recovery().clone();
     setup_accounts(config, &node)?;
     let before = node.engine().processed(StageName::Publisher);
-    let (elapsed, transfer_results) = push_transfers(config, &node, recovery.records)?;
-    let stopped = node.shutdown()?;
+    // Transfer ids are unique per run: the journal only grows.
+    let (elapsed, transfer_results) = push_transfers(config, &node, recovery.next_sequence)?;
+    let (stopped, snapshot) = match config.node.snapshot.on_shutdown {
+        true => node.shutdown_with_snapshot(&config.node)?,
+        false => (node.shutdown()?, None),
+    };
     let ledger = &stopped.state_machine;
     let posted = ledger.accounts().fold((0u128, 0u128), |(d, c), a| {
         (
@@ -144,6 +145,7 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
         transfer_results,
         posted_debits_credits: posted,
         state_hash: ledger.state_hash(),
+        snapshot,
         restart: None,
         restart_transfers: 0,
     };
@@ -171,18 +173,25 @@ fn validate(config: &LoadConfig) -> Result<(), LoadError> {
     Ok(())
 }
 
+/// Starts the ledger node: newest usable snapshot (if any) plus the journal.
+fn start(config: &LoadConfig, bar: &ProgressBar) -> Result<LedgerNode, NodeError> {
+    let ledger_config = config.node.ledger_config();
+    Node::start_with_snapshots(
+        &config.node,
+        &ledger_config,
+        || Ledger::new(ledger_config),
+        keel_ledger::LedgerValidator,
+        &mut |records| bar.set_position(records),
+    )
+}
+
 /// Restarts from the journal; returns what it recovered and the transfers in
 /// the rebuilt ledger (the caller compares the hash with the shutdown hash).
 fn restart(config: &LoadConfig) -> Result<(Recovery, u64), LoadError> {
     let bar = bar(config, None, "restart: replaying journal");
-    let node = LedgerNode::start(
-        &config.node,
-        Ledger::new(config.node.ledger_config()),
-        keel_ledger::LedgerValidator,
-        &mut |records| bar.set_position(records),
-    )?;
+    let node = start(config, &bar)?;
     bar.finish_and_clear();
-    let recovery = *node.recovery();
+    let recovery = node.recovery().clone();
     let transfers = node.shutdown()?.state_machine.transfers_len() as u64;
     Ok((recovery, transfers))
 }

@@ -15,8 +15,12 @@ use keel_core::{
 use keel_journal::{FsStorage, IoMode, Journal, TornTail};
 use keel_ledger::{Ledger, LedgerClient, LedgerValidator};
 
+use keel_codecs::SnapshotCodec;
+use keel_journal::SnapshotStore;
+
 use crate::config::{ConfigFileError, NodeConfig};
 use crate::replay::Replayer;
+use crate::snapshot;
 
 /// The journaller a node runs: the file-system journal, or none.
 #[derive(Debug)]
@@ -46,10 +50,16 @@ impl Journaller for NodeJournal {
 }
 
 /// What start-up recovered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovery {
-    /// Journal records replayed.
+    /// The snapshot started from (its file and the sequence it covers), if any.
+    pub snapshot: Option<(std::path::PathBuf, u64)>,
+    /// Newer snapshots that were damaged or unusable and were skipped.
+    pub warnings: Vec<String>,
+    /// Journal records replayed (after the snapshot, if any).
     pub records: u64,
+    /// The sequence the engine starts at (the journal's next record).
+    pub next_sequence: u64,
     /// Time to scan and replay them.
     pub elapsed: Duration,
     /// A torn tail cut at open (a crash mid-write), if any.
@@ -74,6 +84,43 @@ pub enum NodeError {
     /// segment, offset and sequence, and nothing is written.
     #[error(transparent)]
     JournalOpen(#[from] keel_journal::OpenError),
+    /// The snapshot directory could not be read or written.
+    #[error(transparent)]
+    Snapshot(#[from] keel_journal::SnapshotError),
+    /// The journal does not continue the snapshot (records missing between).
+    #[error(
+        "the journal does not continue the snapshot: expected sequence {expected}, found {found}"
+    )]
+    JournalGap {
+        /// The sequence the snapshot needs next.
+        expected: u64,
+        /// The journal's next record.
+        found: u64,
+    },
+    /// The snapshot covers commands the journal does not hold: the journal
+    /// lost acknowledged records, or belongs to another node.
+    #[error("snapshot covers sequences below {snapshot} but the journal ends at {journal_next}")]
+    SnapshotAhead {
+        /// The snapshot's sequence.
+        snapshot: u64,
+        /// The journal's next sequence.
+        journal_next: u64,
+    },
+}
+
+/// Where recovery starts: a fresh state, or one restored from a snapshot.
+#[derive(Debug)]
+pub struct StartPoint<S> {
+    /// The state machine.
+    pub state_machine: S,
+    /// The idempotency window (must have `engine.dedup_entries` capacity).
+    pub dedup: keel_core::DedupTable,
+    /// Every command below this sequence is in the state already.
+    pub sequence: u64,
+    /// The snapshot it came from, if any.
+    pub snapshot: Option<std::path::PathBuf>,
+    /// Warnings about skipped snapshots.
+    pub warnings: Vec<String>,
 }
 
 /// A running engine with its journal.
@@ -87,18 +134,38 @@ pub struct Node<S> {
 pub type LedgerNode = Node<Ledger>;
 
 impl<S: StateMachine> Node<S> {
-    /// Recovers and starts. `on_replayed(records)` is called every 65,536
-    /// replayed records (for a progress bar).
+    /// Recovers by replaying the whole journal into `state_machine`, and
+    /// starts. `on_replayed(records)` is called every 65,536 replayed
+    /// records (for a progress bar).
     pub fn start(
         config: &NodeConfig,
         state_machine: S,
         validator: impl Validator,
         on_replayed: &mut dyn FnMut(u64),
     ) -> Result<Self, NodeError> {
+        let start = StartPoint {
+            state_machine,
+            dedup: keel_core::DedupTable::with_capacity(config.engine.dedup_entries),
+            sequence: 0,
+            snapshot: None,
+            warnings: Vec::new(),
+        };
+        Self::start_from(config, start, validator, on_replayed)
+    }
+
+    /// Recovers from `start` (e.g. a restored snapshot) plus the journal's
+    /// records from `start.sequence` on, and starts.
+    pub fn start_from(
+        config: &NodeConfig,
+        start: StartPoint<S>,
+        validator: impl Validator,
+        on_replayed: &mut dyn FnMut(u64),
+    ) -> Result<Self, NodeError> {
         config.validate()?;
         let started = Instant::now();
         let engine_config = config.engine_config();
-        let mut replayer = Replayer::new(state_machine, engine_config.dedup_entries);
+        let from = start.sequence;
+        let mut replayer = Replayer::resume(start.state_machine, start.dedup, from);
         let (journal, truncated) = match config.journal_config() {
             None => (NodeJournal::None, None),
             Some(journal_config) => {
@@ -117,12 +184,24 @@ impl<S: StateMachine> Node<S> {
                 (NodeJournal::Fs(Box::new(journal)), open.truncated)
             }
         };
+        if let Some((expected, found)) = replayer.gap() {
+            return Err(NodeError::JournalGap { expected, found });
+        }
         let replayed = replayer.finish();
         let first_sequence = match &journal {
             NodeJournal::Fs(journal) => journal.next_sequence(),
-            NodeJournal::None => 0,
+            NodeJournal::None => from,
         };
+        if first_sequence < from {
+            return Err(NodeError::SnapshotAhead {
+                snapshot: from,
+                journal_next: first_sequence,
+            });
+        }
         let recovery = Recovery {
+            snapshot: start.snapshot.map(|path| (path, from)),
+            warnings: start.warnings,
+            next_sequence: first_sequence,
             records: replayed.records,
             elapsed: started.elapsed(),
             truncated,
@@ -166,12 +245,89 @@ impl<S: StateMachine> Node<S> {
     }
 }
 
+impl<S: StateMachine + SnapshotCodec> Node<S> {
+    /// Recovers from the newest usable snapshot in the configured directory
+    /// (falling back past damaged ones, with warnings) plus the journal's
+    /// tail, or from `fresh()` and the whole journal; and starts.
+    pub fn start_with_snapshots(
+        config: &NodeConfig,
+        snapshot_config: &S::Config,
+        fresh: impl FnOnce() -> S,
+        validator: impl Validator,
+        on_replayed: &mut dyn FnMut(u64),
+    ) -> Result<Self, NodeError> {
+        config.validate()?;
+        let started = Instant::now();
+        let dedup_entries = config.engine.dedup_entries;
+        let store = SnapshotStore::open(config.snapshot_dir(), config.snapshot.keep)?;
+        let (restored, warnings) =
+            snapshot::load_newest::<S>(&store, snapshot_config, dedup_entries, u64::MAX)?;
+        let start = match restored {
+            Some(r) => StartPoint {
+                state_machine: r.state_machine,
+                dedup: r.dedup,
+                sequence: r.sequence,
+                snapshot: Some(r.path),
+                warnings,
+            },
+            None => StartPoint {
+                state_machine: fresh(),
+                dedup: keel_core::DedupTable::with_capacity(dedup_entries),
+                sequence: 0,
+                snapshot: None,
+                warnings,
+            },
+        };
+        let loading = started.elapsed();
+        let mut node = Self::start_from(config, start, validator, on_replayed)?;
+        node.recovery.elapsed += loading;
+        Ok(node)
+    }
+
+    /// Shuts down and writes a snapshot of the final state (covering every
+    /// command the engine processed); returns what shutdown returns and the
+    /// snapshot's path. Durability `none` writes no snapshot (nothing to
+    /// continue from).
+    #[allow(clippy::type_complexity)]
+    pub fn shutdown_with_snapshot(
+        self,
+        config: &NodeConfig,
+    ) -> Result<
+        (
+            Stopped<S, NodeJournal, keel_core::NoopReplicator, keel_core::NoopSink>,
+            Option<std::path::PathBuf>,
+        ),
+        NodeError,
+    > {
+        let stopped = self.engine.shutdown().map_err(|reason| {
+            NodeError::Snapshot(keel_journal::SnapshotError::Io {
+                path: config.snapshot_dir(),
+                source: std::io::Error::other(reason.to_string()),
+            })
+        })?;
+        let NodeJournal::Fs(journal) = &stopped.journaller else {
+            return Ok((stopped, None));
+        };
+        let store = SnapshotStore::open(config.snapshot_dir(), config.snapshot.keep)?;
+        let path = snapshot::write(
+            &store,
+            journal.next_sequence(),
+            &stopped.state_machine,
+            &stopped.dedup,
+        )?;
+        Ok((stopped, Some(path)))
+    }
+}
+
 impl Node<Ledger> {
-    /// Starts the ledger node described by `config`.
+    /// Starts the ledger node described by `config` (newest snapshot plus
+    /// the journal's tail, or the whole journal).
     pub fn start_ledger(config: &NodeConfig) -> Result<Self, NodeError> {
-        Self::start(
+        let ledger_config = config.ledger_config();
+        Self::start_with_snapshots(
             config,
-            Ledger::new(config.ledger_config()),
+            &ledger_config,
+            || Ledger::new(ledger_config),
             LedgerValidator,
             &mut |_| {},
         )

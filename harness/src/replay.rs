@@ -20,6 +20,12 @@ pub struct Replayer<S> {
     state_machine: S,
     dedup: DedupTable,
     records: u64,
+    /// Records below this sequence are already in the state (a snapshot).
+    from: u64,
+    /// The sequence the next applied record must have (gap detection).
+    expected: Option<u64>,
+    /// The first gap seen: (expected, found).
+    gap: Option<(u64, u64)>,
     /// The record handed in last, not yet applied (`pending_len` payload bytes).
     pending: Option<(u64, CommandHeader)>,
     pending_payload: Box<[u8; PAYLOAD_BYTES_MAX]>,
@@ -39,22 +45,51 @@ pub struct Replayed<S> {
 impl<S: StateMachine> Replayer<S> {
     /// Starts from `state_machine` and an empty window of `dedup_entries`.
     pub fn new(state_machine: S, dedup_entries: usize) -> Self {
+        Self::resume(state_machine, DedupTable::with_capacity(dedup_entries), 0)
+    }
+
+    /// Continues from a state that already holds every command below
+    /// `from` (a snapshot): earlier records are skipped, and the first
+    /// applied one must be `from` itself (else [`Replayer::gap`]).
+    pub fn resume(state_machine: S, dedup: DedupTable, from: u64) -> Self {
         Self {
             state_machine,
-            dedup: DedupTable::with_capacity(dedup_entries),
+            dedup,
             records: 0,
+            from,
+            expected: (from > 0).then_some(from),
+            gap: None,
             pending: None,
             pending_payload: Box::new([0; PAYLOAD_BYTES_MAX]),
         }
     }
 
-    /// Records handed in so far.
+    /// The first discontinuity: (the sequence expected, the one found). A
+    /// journal that does not continue the snapshot cannot be replayed onto it.
+    pub fn gap(&self) -> Option<(u64, u64)> {
+        self.gap
+    }
+
+    /// Records applied (or pending) so far, not counting skipped ones.
     pub fn records(&self) -> u64 {
         self.records
     }
 
     /// Takes one journaled command: prefetches it, applies the previous one.
+    /// Records below the resume point are skipped; after a gap nothing more
+    /// is applied.
     pub fn apply(&mut self, record: &Record<'_>) {
+        let sequence = record.header.sequence;
+        if sequence < self.from || self.gap.is_some() {
+            return;
+        }
+        if let Some(expected) = self.expected {
+            if sequence != expected {
+                self.gap = Some((expected, sequence));
+                return;
+            }
+        }
+        self.expected = Some(sequence + 1);
         let m = &record.header.meta;
         let header = CommandHeader {
             idempotency_key: m.idempotency_key,
@@ -75,6 +110,17 @@ impl<S: StateMachine> Replayer<S> {
         self.pending_payload[..record.payload.len()].copy_from_slice(record.payload);
         self.pending = Some((record.header.sequence, header));
         self.records += 1;
+    }
+
+    /// Applies the record held back for lookahead, so the state machine
+    /// holds everything handed in so far (e.g. to compare a checkpoint).
+    pub fn flush(&mut self) {
+        self.apply_pending();
+    }
+
+    /// The state machine as of the last `flush` (or `finish`).
+    pub fn state_machine(&self) -> &S {
+        &self.state_machine
     }
 
     /// Applies the last record and hands over the rebuilt state.

@@ -203,23 +203,10 @@ impl SnapshotStore {
 
     /// Writes a snapshot durably, then prunes to the newest `keep`.
     pub fn write(&self, header: SnapshotHeader, body: &[u8]) -> Result<PathBuf, SnapshotError> {
-        let header = SnapshotHeader {
-            body_len: body.len() as u64,
-            body_checksum: xxh3_64(body),
-            ..header
-        };
-        let name = format!("snapshot-{:020}{SUFFIX}", header.sequence);
-        let path = self.dir.join(&name);
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
-        file.write_all(&header.encode()).map_err(io_err(&tmp))?;
-        file.write_all(body).map_err(io_err(&tmp))?;
-        file.sync_all().map_err(io_err(&tmp))?;
-        drop(file);
-        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(&self.dir))?;
+        let path = self
+            .dir
+            .join(format!("snapshot-{:020}{SUFFIX}", header.sequence));
+        write_snapshot_file(&path, header, body)?;
         self.prune()?;
         Ok(path)
     }
@@ -261,6 +248,38 @@ impl SnapshotStore {
         }
         Ok((None, skipped))
     }
+}
+
+/// Writes one snapshot file at `path`: `<path>.tmp` → write → fsync →
+/// rename → fsync the directory. A crash leaves the old file or the new
+/// one, never a half-written one under `path`.
+pub fn write_snapshot_file(
+    path: &Path,
+    header: SnapshotHeader,
+    body: &[u8],
+) -> Result<(), SnapshotError> {
+    let header = SnapshotHeader {
+        body_len: body.len() as u64,
+        body_checksum: xxh3_64(body),
+        ..header
+    };
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
+    file.write_all(&header.encode()).map_err(io_err(&tmp))?;
+    file.write_all(body).map_err(io_err(&tmp))?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(&dir))?;
+    Ok(())
 }
 
 /// Reads and verifies one snapshot file.

@@ -8,7 +8,7 @@
 //! not trusted. Restoring an older image version goes through
 //! [`Migrate`] (version 1 is the only one so far).
 
-use keel_codecs::{DecodeError, Migrate, Rkyv, Schema};
+use keel_codecs::{DecodeError, Migrate, Rkyv, Schema, SnapshotCodec};
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::ledger::{AccountEntry, Ledger, LedgerConfig, LedgerStats, TransferEntry};
@@ -228,5 +228,20 @@ impl Ledger {
             },
         );
         Ok(ledger)
+    }
+}
+
+impl SnapshotCodec for Ledger {
+    type Config = LedgerConfig;
+    type Error = RestoreError;
+    const SNAPSHOT_SCHEMA_ID: u16 = LedgerImage::SCHEMA_ID;
+    const SNAPSHOT_VERSION: u16 = LedgerImage::VERSION;
+
+    fn encode_snapshot(&self) -> Vec<u8> {
+        Ledger::encode_snapshot(self)
+    }
+
+    fn restore_snapshot(config: &LedgerConfig, bytes: &[u8]) -> Result<Self, RestoreError> {
+        Ledger::restore_snapshot(*config, bytes)
     }
 }

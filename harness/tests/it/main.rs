@@ -4,3 +4,4 @@ mod architecture;
 mod crash;
 mod main_job;
 mod restart;
+mod snapshots;

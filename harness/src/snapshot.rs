@@ -1,0 +1,185 @@
+//! Node snapshots: the state machine's snapshot body together with the
+//! engine's idempotency window (part of the state: a command retried after a
+//! crash must get its original outcome), in a `keel_journal::SnapshotStore`.
+//!
+//! Body layout (little-endian): `u32` count of window entries, oldest first,
+//! each `key: u128, code: u32, len: u8, data[len]`; then the state machine's
+//! own snapshot bytes (`SnapshotCodec`). The file header carries the
+//! sequence the snapshot covers and the state hash, checked after restore.
+
+use keel_codecs::SnapshotCodec;
+use keel_core::{DedupTable, Outcome, ResultCode, StateMachine};
+use keel_journal::{SnapshotHeader, SnapshotStore};
+
+/// A state restored from a snapshot, ready for the journal's tail.
+#[derive(Debug)]
+pub struct Restored<S> {
+    /// The state machine.
+    pub state_machine: S,
+    /// The idempotency window.
+    pub dedup: DedupTable,
+    /// The snapshot holds every command below this sequence.
+    pub sequence: u64,
+    /// The snapshot's file.
+    pub path: std::path::PathBuf,
+}
+
+/// Why a snapshot could not be used (the loader then tries an older one).
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotUseError {
+    /// The window section is truncated or malformed.
+    #[error("idempotency window section is malformed")]
+    Window,
+    /// The state machine refused its section.
+    #[error("state: {0}")]
+    State(String),
+    /// The restored state's hash differs from the one recorded at writing.
+    #[error("restored state hash {restored:016x} differs from the recorded {recorded:016x}")]
+    Hash {
+        /// Recomputed after restore.
+        restored: u64,
+        /// In the file header.
+        recorded: u64,
+    },
+    /// The window in the snapshot does not fit the configured one.
+    #[error("idempotency window of {found} entries exceeds dedup_entries {capacity}")]
+    WindowSize {
+        /// Entries in the snapshot.
+        found: usize,
+        /// Configured capacity.
+        capacity: usize,
+    },
+}
+
+/// Encodes the window and the state machine into one snapshot body.
+pub fn encode<S: SnapshotCodec>(state_machine: &S, dedup: &DedupTable) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(dedup.len() as u32).to_le_bytes());
+    for (key, outcome) in dedup.entries() {
+        body.extend_from_slice(&key.to_le_bytes());
+        body.extend_from_slice(&outcome.code.0.to_le_bytes());
+        body.push(outcome.data().len() as u8);
+        body.extend_from_slice(outcome.data());
+    }
+    body.extend_from_slice(&state_machine.encode_snapshot());
+    body
+}
+
+/// Writes a snapshot of `state_machine` and `dedup` covering every command
+/// below `sequence`; returns its path.
+pub fn write<S: SnapshotCodec + StateMachine>(
+    store: &SnapshotStore,
+    sequence: u64,
+    state_machine: &S,
+    dedup: &DedupTable,
+) -> Result<std::path::PathBuf, keel_journal::SnapshotError> {
+    store.write(
+        header::<S>(sequence, state_machine),
+        &encode(state_machine, dedup),
+    )
+}
+
+/// Writes a snapshot to exactly `path` (e.g. `keel replay --snapshot-out`).
+pub fn write_to<S: SnapshotCodec + StateMachine>(
+    path: &std::path::Path,
+    sequence: u64,
+    state_machine: &S,
+    dedup: &DedupTable,
+) -> Result<(), keel_journal::SnapshotError> {
+    let header = header::<S>(sequence, state_machine);
+    keel_journal::snapshot::write_snapshot_file(path, header, &encode(state_machine, dedup))
+}
+
+fn header<S: SnapshotCodec + StateMachine>(sequence: u64, state_machine: &S) -> SnapshotHeader {
+    SnapshotHeader {
+        schema_id: S::SNAPSHOT_SCHEMA_ID,
+        schema_version: S::SNAPSHOT_VERSION,
+        sequence,
+        state_hash: state_machine.state_hash(),
+        body_len: 0,
+        body_checksum: 0,
+        created_at_ns: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    }
+}
+
+/// Decodes a snapshot body; checks the restored hash against the header.
+pub fn decode<S: SnapshotCodec + StateMachine>(
+    header: &SnapshotHeader,
+    body: &[u8],
+    config: &S::Config,
+    dedup_entries: usize,
+) -> Result<(S, DedupTable), SnapshotUseError> {
+    let take = |at: &mut usize, n: usize| -> Result<&[u8], SnapshotUseError> {
+        let bytes = body.get(*at..*at + n).ok_or(SnapshotUseError::Window)?;
+        *at += n;
+        Ok(bytes)
+    };
+    let mut at = 0;
+    let count = u32::from_le_bytes(take(&mut at, 4)?.try_into().expect("4 bytes")) as usize;
+    if count > dedup_entries {
+        return Err(SnapshotUseError::WindowSize {
+            found: count,
+            capacity: dedup_entries,
+        });
+    }
+    let mut dedup = DedupTable::with_capacity(dedup_entries);
+    for _ in 0..count {
+        let key = u128::from_le_bytes(take(&mut at, 16)?.try_into().expect("16 bytes"));
+        let code = u32::from_le_bytes(take(&mut at, 4)?.try_into().expect("4 bytes"));
+        let len = usize::from(take(&mut at, 1)?[0]);
+        if key == 0 || len > keel_core::constants::RESULT_BYTES_MAX || dedup.get(key).is_some() {
+            return Err(SnapshotUseError::Window);
+        }
+        let mut outcome = Outcome::default();
+        outcome.set(ResultCode(code), take(&mut at, len)?);
+        dedup.insert(key, outcome);
+    }
+    let state = S::restore_snapshot(config, &body[at..])
+        .map_err(|e| SnapshotUseError::State(e.to_string()))?;
+    if state.state_hash() != header.state_hash {
+        return Err(SnapshotUseError::Hash {
+            restored: state.state_hash(),
+            recorded: header.state_hash,
+        });
+    }
+    Ok((state, dedup))
+}
+
+/// The newest snapshot in `store` that verifies and restores (at or below
+/// `max_sequence`), and a warning for each newer one that did not.
+pub fn load_newest<S: SnapshotCodec + StateMachine>(
+    store: &SnapshotStore,
+    config: &S::Config,
+    dedup_entries: usize,
+    max_sequence: u64,
+) -> Result<(Option<Restored<S>>, Vec<String>), keel_journal::SnapshotError> {
+    let mut warnings = Vec::new();
+    for (sequence, path) in store.list()? {
+        if sequence > max_sequence {
+            continue;
+        }
+        let loaded = match keel_journal::snapshot::read_snapshot(&path) {
+            Ok(loaded) => loaded,
+            Err(defect) => {
+                let why = defect.map_or_else(|io| io, |d| d.to_string());
+                warnings.push(format!("snapshot {} skipped: {why}", path.display()));
+                continue;
+            }
+        };
+        match decode::<S>(&loaded.header, &loaded.body, config, dedup_entries) {
+            Ok((state_machine, dedup)) => {
+                let restored = Restored {
+                    state_machine,
+                    dedup,
+                    sequence: loaded.header.sequence,
+                    path,
+                };
+                return Ok((Some(restored), warnings));
+            }
+            Err(e) => warnings.push(format!("snapshot {} skipped: {e}", path.display())),
+        }
+    }
+    Ok((None, warnings))
+}

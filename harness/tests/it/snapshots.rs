@@ -1,0 +1,228 @@
+//! Snapshot + journal recovery: a node restarted from a snapshot and the
+//! journal's tail reaches the state a full replay reaches, keeps its
+//! idempotency window, falls back past a damaged snapshot with a warning;
+//! and `keel replay` rebuilds, verifies and reports with its exit codes.
+
+use std::path::Path;
+use std::process::Command;
+
+use keel_harness::config::NodeConfig;
+use keel_harness::node::LedgerNode;
+use keel_ledger::{Account, CallOptions, LedgerClient, Transfer};
+
+fn config(dir: &Path) -> NodeConfig {
+    let mut config = NodeConfig::default();
+    config.journal.data_dir = dir.to_path_buf();
+    config.ledger.accounts_max = 64;
+    config.ledger.transfers_max = 4096;
+    config
+}
+
+fn transfer(id: u128, debit: u128, credit: u128) -> Transfer {
+    Transfer {
+        id,
+        debit_account_id: debit,
+        credit_account_id: credit,
+        amount: id as u64 % 97 + 1,
+        ledger: 1,
+        code: 1,
+        ..Transfer::default()
+    }
+}
+
+/// Some traffic: accounts once, then `n` transfers (keyed ones every 10th).
+fn traffic(client: &mut LedgerClient, first: u128, n: u128) {
+    let accounts: Vec<Account> = (1..=8)
+        .map(|id| Account {
+            id,
+            ledger: 1,
+            code: 1,
+            ..Account::default()
+        })
+        .collect();
+    client
+        .create_accounts(&accounts, CallOptions::default())
+        .unwrap();
+    for id in first..first + n {
+        let options = CallOptions {
+            correlation_id: id as u64,
+            idempotency_key: if id % 10 == 0 { id << 32 } else { 0 },
+        };
+        let t = transfer(id, 1 + id % 8, 1 + (id + 3) % 8);
+        client.create_transfers(&[t], options).unwrap();
+    }
+}
+
+fn hash(node: LedgerNode) -> u64 {
+    keel_core::StateMachine::state_hash(&node.shutdown().unwrap().state_machine)
+}
+
+#[test]
+fn snapshot_plus_tail_equals_full_replay_and_keeps_the_window() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let config = config(dir.path());
+    let node = LedgerNode::start_ledger(&config).unwrap();
+    traffic(&mut node.client(), 100, 200);
+    let (_, snapshot) = node.shutdown_with_snapshot(&config).unwrap();
+    assert!(snapshot.unwrap().exists());
+
+    // More traffic after the snapshot, including a retry of a key from before it.
+    let node = LedgerNode::start_ledger(&config).unwrap();
+    assert!(node.recovery().snapshot.is_some());
+    assert_eq!(
+        node.recovery().records,
+        0,
+        "the snapshot covered everything"
+    );
+    let mut client = node.client();
+    traffic(&mut client, 1000, 100);
+    let retry = CallOptions {
+        correlation_id: 1,
+        idempotency_key: 110 << 32,
+    };
+    let (ack, _) = client
+        .create_transfers(&[transfer(99_999, 1, 2)], retry)
+        .unwrap();
+    assert!(ack.duplicate, "the window came back from the snapshot");
+    assert!(client.lookup_transfer(99_999).unwrap().is_none());
+    drop(client);
+    let live = hash(node);
+
+    // Snapshot + tail vs a full replay without any snapshot.
+    let node = LedgerNode::start_ledger(&config).unwrap();
+    assert!(node.recovery().records > 100);
+    assert_eq!(node.recovery().state_hash, live);
+    drop(node.shutdown().unwrap());
+    let mut no_snapshots = config.clone();
+    no_snapshots.snapshot.dir = dir.path().join("none");
+    let node = LedgerNode::start_ledger(&no_snapshots).unwrap();
+    assert!(node.recovery().snapshot.is_none());
+    assert_eq!(node.recovery().state_hash, live);
+    drop(node.shutdown().unwrap());
+}
+
+#[test]
+fn a_damaged_newest_snapshot_falls_back_with_a_warning() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let config = config(dir.path());
+    let node = LedgerNode::start_ledger(&config).unwrap();
+    traffic(&mut node.client(), 100, 50);
+    node.shutdown_with_snapshot(&config).unwrap();
+    let node = LedgerNode::start_ledger(&config).unwrap();
+    traffic(&mut node.client(), 200, 50);
+    let (stopped, newest) = node.shutdown_with_snapshot(&config).unwrap();
+    let live = keel_core::StateMachine::state_hash(&stopped.state_machine);
+    drop(stopped);
+    let newest = newest.unwrap();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&newest, bytes).unwrap();
+
+    let node = LedgerNode::start_ledger(&config).unwrap();
+    let recovery = node.recovery().clone();
+    assert_eq!(recovery.warnings.len(), 1, "{:?}", recovery.warnings);
+    assert!(
+        recovery.warnings[0].contains("checksum"),
+        "{:?}",
+        recovery.warnings
+    );
+    assert_ne!(recovery.snapshot.as_ref().unwrap().0, newest);
+    assert!(
+        recovery.records >= 50,
+        "a longer replay from the older snapshot"
+    );
+    assert_eq!(recovery.state_hash, live);
+    drop(node.shutdown().unwrap());
+}
+
+fn keel(args: &[&str], dir: &Path) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("replay")
+        .arg(dir)
+        .arg("--quiet")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code().unwrap(), text)
+}
+
+#[test]
+fn keel_replay_rebuilds_verifies_and_reports_with_exit_codes() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let config = config(dir.path());
+    let node = LedgerNode::start_ledger(&config).unwrap();
+    traffic(&mut node.client(), 100, 60);
+    node.shutdown_with_snapshot(&config).unwrap();
+    let node = LedgerNode::start_ledger(&config).unwrap();
+    traffic(&mut node.client(), 500, 40);
+    let live = hash(node);
+    let capacities = dir.path().join("keel.toml");
+    std::fs::write(
+        &capacities,
+        "[ledger]\naccounts_max = 64\ntransfers_max = 4096\n",
+    )
+    .unwrap();
+    let cfg = capacities.to_str().unwrap();
+
+    // Full replay, verified against the snapshot it passes: exit 0, same hash.
+    let (code, out) = keel(&["--config", cfg, "--verify"], dir.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("state hash   {live:016x}")), "{out}");
+    assert!(out.contains("verified     1 snapshot(s)"), "{out}");
+
+    // To a sequence, written out, then resumed from that snapshot: same end.
+    let out_file = dir.path().join("at-30.keel-snap");
+    let (code, out) = keel(
+        &[
+            "--config",
+            cfg,
+            "--to-sequence",
+            "30",
+            "--snapshot-out",
+            out_file.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("final        sequence 30"), "{out}");
+    let (code, out) = keel(
+        &["--config", cfg, "--snapshot", out_file.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("state hash   {live:016x}")), "{out}");
+
+    // A snapshot whose recorded state disagrees with the journal: divergence, exit 2.
+    // (The state at 30 written as if it covered sequence 20.)
+    let store = keel_journal::SnapshotStore::open(config.snapshot_dir(), 8).unwrap();
+    let loaded = keel_journal::snapshot::read_snapshot(&out_file).unwrap();
+    let header = keel_journal::SnapshotHeader {
+        sequence: 20,
+        ..loaded.header
+    };
+    store.write(header, &loaded.body).unwrap();
+    let (code, out) = keel(&["--config", cfg, "--verify"], dir.path());
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("DIVERGED     at sequence 20"), "{out}");
+
+    // A corrupt journal: exit 1 with the location; unreadable input: exit 3.
+    let segment = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "keel"))
+        .min()
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[512 + 96 + 3] ^= 0xff;
+    std::fs::write(&segment, bytes).unwrap();
+    let (code, out) = keel(&["--config", cfg], dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("segment") && out.contains("offset"), "{out}");
+    let (code, out) = keel(&[], &dir.path().join("missing"));
+    assert_eq!(code, 3, "{out}");
+    let (code, out) = keel(&["--to-time", "yesterday"], dir.path());
+    assert_eq!(code, 3, "{out}");
+}
