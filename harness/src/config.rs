@@ -341,6 +341,19 @@ impl NodeConfig {
         })
     }
 
+    /// The configuration of the kill -9 crash loop's child (`keel
+    /// crash-child`): 1 MiB segments so kills land near segment rolls, and
+    /// small tables so each restart is quick.
+    pub fn crash_loop(data_dir: PathBuf) -> Self {
+        let mut config = Self::default();
+        config.journal.data_dir = data_dir;
+        config.journal.segment_size_mib = 1;
+        config.journal.write_buffer_kib = 256;
+        config.ledger.accounts_max = 16;
+        config.ledger.transfers_max = 1 << 21;
+        config
+    }
+
     /// The snapshot directory.
     pub fn snapshot_dir(&self) -> PathBuf {
         match self.snapshot.dir.as_os_str().is_empty() {

@@ -2,6 +2,7 @@
 
 mod architecture;
 mod crash;
+mod crash_loop;
 mod main_job;
 mod restart;
 mod snapshots;

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod crash_child;
 mod journal_cli;
 mod replay_cli;
 
@@ -40,6 +41,9 @@ enum Commands {
     /// snapshot. Exit 0 ok; 1 corrupt journal (location printed); 2
     /// verification found a divergence; 3 cannot read.
     Replay(replay_cli::ReplayArgs),
+    /// The process the kill -9 crash-loop test kills (not for operators).
+    #[command(hide = true)]
+    CrashChild(crash_child::CrashChildArgs),
 }
 
 #[derive(Subcommand)]
@@ -135,6 +139,7 @@ fn main() -> ExitCode {
         Commands::Run(args) => run(&args),
         Commands::Journal(command) => journal_cli::run(command),
         Commands::Replay(args) => replay_cli::run(&args),
+        Commands::CrashChild(args) => crash_child::run(&args),
     }
 }
 
