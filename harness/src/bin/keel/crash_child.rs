@@ -61,7 +61,7 @@ fn serve(args: &CrashChildArgs) -> Result<(), Box<dyn std::error::Error>> {
             .map(|i| {
                 let n = batch * 7 + i;
                 Transfer {
-                    id: nonce << 64 | n + 1,
+                    id: (nonce << 64) | (n + 1),
                     debit_account_id: 1 + n % 8,
                     credit_account_id: 1 + (n + 1) % 8,
                     amount: 1,
