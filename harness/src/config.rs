@@ -33,8 +33,13 @@ pub struct SnapshotSection {
     pub dir: PathBuf,
     /// Snapshots kept (newest first; at least 1).
     pub keep: usize,
-    /// Write a snapshot at a clean shutdown (`keel run` does at the end).
+    /// Write a snapshot at a clean shutdown (`keel run --snapshot`).
     pub on_shutdown: bool,
+    /// While serving, a shadow replica writes a snapshot after this many
+    /// commands (0: not by count). Costs a second copy of the state.
+    pub every_commands: u64,
+    /// While serving, after this many seconds with new commands (0: not by time).
+    pub every_seconds: u64,
 }
 
 impl Default for SnapshotSection {
@@ -43,6 +48,8 @@ impl Default for SnapshotSection {
             dir: PathBuf::new(),
             keep: 3,
             on_shutdown: false,
+            every_commands: 0,
+            every_seconds: 0,
         }
     }
 }
@@ -350,7 +357,9 @@ impl NodeConfig {
         config.journal.segment_size_mib = 1;
         config.journal.write_buffer_kib = 256;
         config.ledger.accounts_max = 16;
-        config.ledger.transfers_max = 1 << 21;
+        config.ledger.transfers_max = 1 << 19;
+        // Snapshots while serving, so kills also land mid-snapshot.
+        config.snapshot.every_commands = 100;
         config
     }
 

@@ -9,3 +9,4 @@ pub mod load;
 pub mod node;
 pub mod replay;
 pub mod snapshot;
+pub mod snapshotter;

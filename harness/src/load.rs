@@ -179,7 +179,7 @@ fn start(config: &LoadConfig, bar: &ProgressBar) -> Result<LedgerNode, NodeError
     Node::start_with_snapshots(
         &config.node,
         &ledger_config,
-        || Ledger::new(ledger_config),
+        move || Ledger::new(ledger_config),
         keel_ledger::LedgerValidator,
         &mut |records| bar.set_position(records),
     )

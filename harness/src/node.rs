@@ -21,6 +21,7 @@ use keel_journal::SnapshotStore;
 use crate::config::{ConfigFileError, NodeConfig};
 use crate::replay::Replayer;
 use crate::snapshot;
+use crate::snapshotter::{SnapshotPolicy, Snapshotter};
 
 /// The journaller a node runs: the file-system journal, or none.
 #[derive(Debug)]
@@ -128,6 +129,10 @@ pub struct StartPoint<S> {
 pub struct Node<S> {
     engine: Engine<S, NodeJournal>,
     recovery: Recovery,
+    /// The journal's durable bound (None without a journal).
+    status: Option<keel_journal::JournalStatus>,
+    /// The shadow-replica snapshotter, when `[snapshot] every_*` is set.
+    snapshotter: Option<Snapshotter>,
 }
 
 /// The reference node: the ledger.
@@ -192,6 +197,10 @@ impl<S: StateMachine> Node<S> {
             NodeJournal::Fs(journal) => journal.next_sequence(),
             NodeJournal::None => from,
         };
+        let status = match &journal {
+            NodeJournal::Fs(journal) => Some(journal.status()),
+            NodeJournal::None => None,
+        };
         if first_sequence < from {
             return Err(NodeError::SnapshotAhead {
                 snapshot: from,
@@ -218,7 +227,12 @@ impl<S: StateMachine> Node<S> {
         .dedup(replayed.dedup)
         .validator(validator)
         .start()?;
-        Ok(Self { engine, recovery })
+        Ok(Self {
+            engine,
+            recovery,
+            status,
+            snapshotter: None,
+        })
     }
 
     /// A submission handle for one host thread.
@@ -236,12 +250,25 @@ impl<S: StateMachine> Node<S> {
         &self.recovery
     }
 
-    /// Drains every accepted command and stops; returns the state machine.
+    /// The shadow-replica snapshotter, if one runs.
+    pub fn snapshotter(&self) -> Option<&Snapshotter> {
+        self.snapshotter.as_ref()
+    }
+
+    /// Drains every accepted command and stops (the snapshotter too);
+    /// returns the state machine.
     pub fn shutdown(
-        self,
+        mut self,
     ) -> Result<Stopped<S, NodeJournal, keel_core::NoopReplicator, keel_core::NoopSink>, StopReason>
     {
-        self.engine.shutdown()
+        let snapshotter = self.snapshotter.take();
+        let stopped = self.engine.shutdown();
+        if let Some(snapshotter) = snapshotter {
+            if let Err(e) = snapshotter.stop() {
+                eprintln!("WARNING: snapshotter: {e}");
+            }
+        }
+        stopped
     }
 }
 
@@ -249,13 +276,19 @@ impl<S: StateMachine + SnapshotCodec> Node<S> {
     /// Recovers from the newest usable snapshot in the configured directory
     /// (falling back past damaged ones, with warnings) plus the journal's
     /// tail, or from `fresh()` and the whole journal; and starts.
+    ///
+    /// With `[snapshot] every_commands` or `every_seconds` set (and a
+    /// journal), a [`Snapshotter`] then writes snapshots while serving.
     pub fn start_with_snapshots(
         config: &NodeConfig,
         snapshot_config: &S::Config,
-        fresh: impl FnOnce() -> S,
+        fresh: impl Fn() -> S + Clone + Send + 'static,
         validator: impl Validator,
         on_replayed: &mut dyn FnMut(u64),
-    ) -> Result<Self, NodeError> {
+    ) -> Result<Self, NodeError>
+    where
+        S::Config: Clone + Send + 'static,
+    {
         config.validate()?;
         let started = Instant::now();
         let dedup_entries = config.engine.dedup_entries;
@@ -281,6 +314,15 @@ impl<S: StateMachine + SnapshotCodec> Node<S> {
         let loading = started.elapsed();
         let mut node = Self::start_from(config, start, validator, on_replayed)?;
         node.recovery.elapsed += loading;
+        if let (Some(policy), Some(status)) = (SnapshotPolicy::from_config(config), &node.status) {
+            node.snapshotter = Some(Snapshotter::spawn::<S>(
+                config,
+                snapshot_config.clone(),
+                fresh,
+                status.clone(),
+                policy,
+            ));
+        }
         Ok(node)
     }
 
@@ -299,7 +341,7 @@ impl<S: StateMachine + SnapshotCodec> Node<S> {
         ),
         NodeError,
     > {
-        let stopped = self.engine.shutdown().map_err(|reason| {
+        let stopped = self.shutdown().map_err(|reason| {
             NodeError::Snapshot(keel_journal::SnapshotError::Io {
                 path: config.snapshot_dir(),
                 source: std::io::Error::other(reason.to_string()),
@@ -327,7 +369,7 @@ impl Node<Ledger> {
         Self::start_with_snapshots(
             config,
             &ledger_config,
-            || Ledger::new(ledger_config),
+            move || Ledger::new(ledger_config),
             LedgerValidator,
             &mut |_| {},
         )

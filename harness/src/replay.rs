@@ -118,6 +118,16 @@ impl<S: StateMachine> Replayer<S> {
         self.apply_pending();
     }
 
+    /// The idempotency window as of the last `flush`.
+    pub fn dedup(&self) -> &DedupTable {
+        &self.dedup
+    }
+
+    /// The sequence this replayer resumed at (0 for a full replay).
+    pub fn resume_point(&self) -> u64 {
+        self.from
+    }
+
     /// The state machine as of the last `flush` (or `finish`).
     pub fn state_machine(&self) -> &S {
         &self.state_machine

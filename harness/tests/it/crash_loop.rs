@@ -7,7 +7,10 @@
 //! - every acknowledged transfer is in the replayed ledger with the result
 //!   it was acknowledged with (applied if `ok`, absent if rejected);
 //! - the replayed ledger's invariants hold (maintained hash = recomputed,
-//!   debits = credits).
+//!   debits = credits);
+//! - the newest snapshot the child's shadow snapshotter wrote (every 100
+//!   commands, so some kills land mid-snapshot) loads without warnings and,
+//!   with the journal's tail, reaches the same state.
 //!
 //! `KEEL_CRASH_KILLS` (default 100) and `KEEL_CRASH_SEED` replay or extend a
 //! run; the seed is printed with every failure.
@@ -18,8 +21,9 @@ use std::time::Duration;
 
 use keel_core::StateMachine;
 use keel_harness::config::NodeConfig;
-use keel_harness::replay::replay;
-use keel_journal::{FsStorage, IoMode};
+use keel_harness::replay::{replay, Replayer};
+use keel_harness::snapshot;
+use keel_journal::{read_records, FsStorage, IoMode, SnapshotStore};
 use keel_ledger::Ledger;
 
 fn env(name: &str, default: u64) -> u64 {
@@ -39,6 +43,7 @@ fn every_acknowledged_transfer_survives_kill_9() {
     let config = NodeConfig::crash_loop(data.clone());
     let mut rng = seed;
     let mut acknowledged = 0;
+    let mut from_snapshots = 0;
     for kill in 0..kills {
         let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
             .arg("crash-child")
@@ -61,21 +66,28 @@ fn every_acknowledged_transfer_survives_kill_9() {
         rng = rng
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let delay_ms = 5 + (rng >> 33) % 120;
+        let delay_ms = 20 + (rng >> 33) % 280;
         std::thread::sleep(Duration::from_millis(delay_ms)); // the kill moment, not synchronisation
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        acknowledged = check(&config, &acks, seed, kill);
+        let (acks_seen, snapshot_used) = check(&config, &acks, seed, kill);
+        acknowledged = acks_seen;
+        from_snapshots += u64::from(snapshot_used);
     }
     assert!(
         acknowledged > kills,
         "seed {seed}: the loop acknowledged almost nothing"
     );
+    assert!(
+        from_snapshots > 0,
+        "seed {seed}: no snapshot was ever written"
+    );
 }
 
 /// Replays the journal read-only and checks every acknowledgement against
-/// it; returns the number of acknowledged transfers.
-fn check(config: &NodeConfig, acks: &std::path::Path, seed: u64, kill: u64) -> u64 {
+/// it; returns the number of acknowledged transfers and whether a snapshot
+/// was there to check too.
+fn check(config: &NodeConfig, acks: &std::path::Path, seed: u64, kill: u64) -> (u64, bool) {
     let at = format!("seed {seed}, kill {kill}");
     let storage = FsStorage::open(&config.journal.data_dir, IoMode::DirectSync).unwrap();
     let (replayed, _scan) = replay(
@@ -86,6 +98,26 @@ fn check(config: &NodeConfig, acks: &std::path::Path, seed: u64, kill: u64) -> u
     .unwrap_or_else(|e| panic!("{at}: the journal does not recover: {e}"));
     let ledger = replayed.state_machine;
     assert_eq!(ledger.state_hash(), ledger.recompute_state_hash(), "{at}");
+    // Snapshots written while serving (some killed mid-write: never loaded
+    // half-written) plus the journal's tail reach the same state.
+    let store = SnapshotStore::open(config.snapshot_dir(), config.snapshot.keep).unwrap();
+    let dedup_entries = config.engine.dedup_entries;
+    let (restored, warnings) =
+        snapshot::load_newest::<Ledger>(&store, &config.ledger_config(), dedup_entries, u64::MAX)
+            .unwrap();
+    assert!(warnings.is_empty(), "{at}: {warnings:?}");
+    let snapshot_used = restored.is_some();
+    if let Some(r) = restored {
+        let mut tail = Replayer::resume(r.state_machine, r.dedup, r.sequence);
+        read_records(&storage, r.sequence, u64::MAX, &mut |rec| tail.apply(rec)).unwrap();
+        assert_eq!(tail.gap(), None, "{at}");
+        let from_snapshot = tail.finish().state_machine;
+        assert_eq!(
+            from_snapshot.state_hash(),
+            ledger.state_hash(),
+            "{at}: snapshot + tail differs"
+        );
+    }
     let (debits, credits) = ledger.accounts().fold((0u128, 0u128), |(d, c), a| {
         (
             d + u128::from(a.debits_posted),
@@ -108,5 +140,5 @@ fn check(config: &NodeConfig, acks: &std::path::Path, seed: u64, kill: u64) -> u
         );
         count += 1;
     }
-    count
+    (count, snapshot_used)
 }

@@ -226,3 +226,33 @@ fn keel_replay_rebuilds_verifies_and_reports_with_exit_codes() {
     let (code, out) = keel(&["--to-time", "yesterday"], dir.path());
     assert_eq!(code, 3, "{out}");
 }
+
+#[test]
+fn the_shadow_snapshotter_writes_while_serving_and_on_request() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut config = config(dir.path());
+    config.snapshot.every_commands = 50;
+    let node = LedgerNode::start_ledger(&config).unwrap();
+    traffic(&mut node.client(), 100, 200);
+    let snapshotter = node.snapshotter().unwrap();
+    // Bounded wait for the replica to catch up with the durable prefix.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while snapshotter.written() < 3 && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert!(snapshotter.written() >= 3, "every 50 of ~201 commands");
+    let before = snapshotter.written();
+    snapshotter.request();
+    while snapshotter.written() == before && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert_eq!(snapshotter.written(), before + 1, "an on-demand snapshot");
+    let covered = snapshotter.covered();
+    assert!(covered > 150, "{covered}");
+    let live = hash(node);
+    let node = LedgerNode::start_ledger(&config).unwrap();
+    let (_, sequence) = node.recovery().snapshot.clone().unwrap();
+    assert!(sequence >= covered);
+    assert_eq!(node.recovery().state_hash, live);
+    drop(node.shutdown().unwrap());
+}
