@@ -69,6 +69,11 @@ pub struct LoadReport {
     pub ack_latency_ns: Histogram<u64>,
     /// Journaller batch service time (append + write + sync), ns.
     pub journal_batch_ns: Histogram<u64>,
+    /// Business-logic processor batch service time (ns, one batch in 16):
+    /// what a snapshot would stall if the BLP took it.
+    pub blp_batch_ns: Histogram<u64>,
+    /// Snapshots the shadow snapshotter wrote while serving.
+    pub snapshots_while_serving: u64,
     /// Per-code counts of the transfer phase's results, indexed by code.
     pub transfer_results: Vec<u64>,
     /// Sums of posted debits and credits over every account at shutdown.
@@ -124,6 +129,7 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
     let before = node.engine().processed(StageName::Publisher);
     // Transfer ids are unique per run: the journal only grows.
     let (elapsed, transfer_results) = push_transfers(config, &node, recovery.next_sequence)?;
+    let snapshots_while_serving = node.snapshotter().map_or(0, |s| s.written());
     let (stopped, snapshot) = match config.node.snapshot.on_shutdown {
         true => node.shutdown_with_snapshot(&config.node)?,
         false => (node.shutdown()?, None),
@@ -142,6 +148,8 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
         transfers_per_second: config.transfers as f64 / elapsed.as_secs_f64(),
         ack_latency_ns: stopped.metrics.ack_latency_ns.clone(),
         journal_batch_ns: stopped.metrics.stage(StageName::Journaller).clone(),
+        blp_batch_ns: stopped.metrics.stage(StageName::BusinessLogic).clone(),
+        snapshots_while_serving,
         transfer_results,
         posted_debits_credits: posted,
         state_hash: ledger.state_hash(),

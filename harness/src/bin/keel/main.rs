@@ -121,6 +121,9 @@ struct RunArgs {
     /// Write a snapshot at shutdown (the restart check then starts from it).
     #[arg(long)]
     snapshot: bool,
+    /// While serving, snapshot every N commands (shadow snapshotter; 0: off).
+    #[arg(long)]
+    snapshot_every: Option<u64>,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
@@ -194,6 +197,9 @@ fn load_config(args: &RunArgs) -> Result<LoadConfig, ConfigFileError> {
     }
     node.journal.chain |= args.chain;
     node.snapshot.on_shutdown |= args.snapshot;
+    if let Some(n) = args.snapshot_every {
+        node.snapshot.every_commands = n;
+    }
     node.journal.dev_allow_buffered_io |= args.dev_allow_buffered_io;
     if let Some(slots) = args.ring_slots {
         node.engine.ring_slots = slots;
@@ -275,6 +281,13 @@ fn print_report(report: &LoadReport) -> ExitCode {
         percentiles(&report.ack_latency_ns)
     );
     println!("journal batch {}", percentiles(&report.journal_batch_ns));
+    println!("BLP batch    {}", percentiles(&report.blp_batch_ns));
+    if report.snapshots_while_serving > 0 {
+        println!(
+            "snapshots    {} written while serving by the shadow snapshotter",
+            report.snapshots_while_serving
+        );
+    }
     let results: Vec<String> = report
         .transfer_results
         .iter()
