@@ -180,7 +180,7 @@ impl<S: StateMachine> Node<S> {
                 };
                 let storage = FsStorage::open(&config.journal.data_dir, mode)?;
                 let (journal, open) =
-                    Journal::open_replaying(storage, journal_config, &mut |record| {
+                    Journal::open_replaying_from(storage, journal_config, from, &mut |record| {
                         replayer.apply(record);
                         if replayer.records() % (1 << 16) == 0 {
                             on_replayed(replayer.records());

@@ -17,7 +17,7 @@ use crate::format::{
     CHAIN_HASH_BYTES, RECORD_BYTES_MAX, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::prealloc::Preallocator;
-use crate::scan::{scan, ScanError, ScanReport, TornTail};
+use crate::scan::{ScanError, ScanReport, TornTail};
 use crate::storage::{SegmentFile, Storage};
 use crate::sync_timer::SyncTimer;
 
@@ -233,9 +233,21 @@ impl<S: Storage> Journal<S> {
         config: JournalConfig,
         visit: &mut dyn FnMut(&crate::format::Record<'_>),
     ) -> Result<(Self, OpenReport), OpenError> {
+        Self::open_replaying_from(storage, config, 0, visit)
+    }
+
+    /// Like [`Journal::open_replaying`] for a host that already holds every
+    /// record below `skip_below` (a snapshot): segments wholly below it are
+    /// not read (`scan::scan_from`), so recovery costs the tail, not history.
+    pub fn open_replaying_from(
+        storage: S,
+        config: JournalConfig,
+        skip_below: u64,
+        visit: &mut dyn FnMut(&crate::format::Record<'_>),
+    ) -> Result<(Self, OpenReport), OpenError> {
         let block = u64::from(storage.block_size());
         check_config(&config, block)?;
-        let report = scan(&storage, visit)?;
+        let report = crate::scan::scan_from(&storage, skip_below, visit)?;
         if let Some(torn) = report.torn {
             zero_range(&storage, torn, block)?;
         }

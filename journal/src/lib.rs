@@ -22,7 +22,7 @@ pub use crate::journal::{
     SyncPolicy,
 };
 pub use crate::reader::{read_records, OwnedRecord};
-pub use crate::scan::{scan, BadSpot, Corruption, ScanError, ScanReport, TornTail};
+pub use crate::scan::{scan, scan_from, BadSpot, Corruption, ScanError, ScanReport, TornTail};
 pub use crate::snapshot::{
     LoadedSnapshot, SkippedSnapshot, SnapshotDefect, SnapshotError, SnapshotHeader, SnapshotStore,
 };

@@ -9,6 +9,7 @@ use std::io;
 
 use crate::format::{
     align_up, decode_record, HeaderError, Record, RecordError, SegmentHeader, RECORD_ALIGN,
+    SEGMENT_HEADER_BYTES,
 };
 use crate::storage::{SegmentFile, Storage};
 
@@ -267,6 +268,19 @@ pub fn scan<S: Storage>(
     storage: &S,
     visit: &mut dyn FnMut(&Record<'_>),
 ) -> Result<ScanReport, ScanError> {
+    scan_from(storage, 0, visit)
+}
+
+/// Like [`scan`], but segments holding only records below `skip_below`
+/// (those a snapshot already covers) are not read: only their headers are
+/// checked, for identity and sequence continuity, and their records are
+/// neither verified nor visited. The segment holding `skip_below` and every
+/// later one are scanned in full. `keel journal verify` still checks all.
+pub fn scan_from<S: Storage>(
+    storage: &S,
+    skip_below: u64,
+    visit: &mut dyn FnMut(&Record<'_>),
+) -> Result<ScanReport, ScanError> {
     let ids = storage.list().map_err(|source| ScanError::Io {
         segment_id: 0,
         source,
@@ -279,10 +293,22 @@ pub fn scan<S: Storage>(
         previous: Vec::with_capacity(crate::format::RECORD_BYTES_MAX),
         visit,
     };
+    let skipped = skippable(storage, &ids, skip_below)?;
+    for pair in skipped.windows(2) {
+        scanner.report.segments.push(SegmentSummary {
+            header: pair[0],
+            records: pair[1].first_sequence - pair[0].first_sequence,
+            data_end: 0, // not read
+        });
+    }
+    if let Some(next) = skipped.last().filter(|_| skipped.len() > 1) {
+        scanner.expected_sequence = Some(next.first_sequence);
+    }
+    let first = skipped.len().saturating_sub(1);
     std::thread::scope(|s| -> Result<(), ScanError> {
         let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
         let (full_tx, full_rx) = std::sync::mpsc::sync_channel(1);
-        let ids = &ids;
+        let ids = &ids[first..];
         s.spawn(move || {
             for &id in ids {
                 let Ok(mut bytes) = free_rx.recv() else {
@@ -298,7 +324,7 @@ pub fn scan<S: Storage>(
             // Fails only if the reader already finished (fewer segments than buffers).
             let _ = free_tx.send(Vec::new());
         }
-        for n in 0..ids.len() {
+        for n in first..first + ids.len() {
             let bytes = full_rx
                 .recv()
                 .expect("the reader sends one result per segment")?;
@@ -312,6 +338,54 @@ pub fn scan<S: Storage>(
     report.last_record_hash =
         (!scanner.previous.is_empty()).then(|| *blake3::hash(&scanner.previous).as_bytes());
     Ok(report)
+}
+
+/// The headers of the leading segments a scan from `skip_below` need not
+/// read, plus the header of the first segment it must read (so the result
+/// is empty or has at least two entries): segment i may be skipped when its
+/// id and its successor's are consecutive, both headers decode and belong
+/// there, and the successor starts at or below `skip_below`.
+fn skippable<S: Storage>(
+    storage: &S,
+    ids: &[u64],
+    skip_below: u64,
+) -> Result<Vec<SegmentHeader>, ScanError> {
+    let mut headers: Vec<SegmentHeader> = Vec::new();
+    if skip_below == 0 {
+        return Ok(headers);
+    }
+    for (n, &id) in ids.iter().enumerate() {
+        let file = storage.open(id).map_err(|source| ScanError::Io {
+            segment_id: id,
+            source,
+        })?;
+        let mut block = [0u8; SEGMENT_HEADER_BYTES];
+        file.read_at(0, &mut block)
+            .map_err(|source| ScanError::Io {
+                segment_id: id,
+                source,
+            })?;
+        let Ok(header) = SegmentHeader::decode(&block) else {
+            break;
+        };
+        let continues = headers.last().is_none_or(|prev: &SegmentHeader| {
+            ids[n - 1] + 1 == id && header.first_sequence >= prev.first_sequence
+        });
+        if header.segment_id != id || !continues {
+            break;
+        }
+        let past = header.first_sequence > skip_below;
+        if !past {
+            headers.push(header);
+        }
+        if past || header.first_sequence == skip_below {
+            break;
+        }
+    }
+    if headers.len() < 2 {
+        headers.clear();
+    }
+    Ok(headers)
 }
 
 /// The scan's state while it walks segments in order.

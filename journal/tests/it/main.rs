@@ -7,5 +7,6 @@ mod faults;
 mod fs;
 mod golden;
 mod property;
+mod skip;
 mod support;
 mod tail;
