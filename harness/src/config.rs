@@ -40,6 +40,10 @@ pub struct SnapshotSection {
     pub every_commands: u64,
     /// While serving, after this many seconds with new commands (0: not by time).
     pub every_seconds: u64,
+    /// Delete journal segments wholly covered by the oldest kept snapshot
+    /// (needs the snapshotter: `every_commands` or `every_seconds`). A full
+    /// replay from the first record is then no longer possible.
+    pub drop_covered_segments: bool,
 }
 
 impl Default for SnapshotSection {
@@ -50,6 +54,7 @@ impl Default for SnapshotSection {
             on_shutdown: false,
             every_commands: 0,
             every_seconds: 0,
+            drop_covered_segments: false,
         }
     }
 }
@@ -279,6 +284,14 @@ impl NodeConfig {
         if self.snapshot.keep == 0 {
             return invalid("snapshot.keep", "0".into(), "at least 1");
         }
+        let snapshotter = self.snapshot.every_commands > 0 || self.snapshot.every_seconds > 0;
+        if self.snapshot.drop_covered_segments && (!snapshotter || j.keep_segments > 0) {
+            return invalid(
+                "snapshot.drop_covered_segments",
+                "true".into(),
+                "snapshot.every_commands or every_seconds set, and journal.keep_segments = 0",
+            );
+        }
         let l = &self.ledger;
         if !(1..u32::MAX).contains(&l.accounts_max) {
             return invalid(
@@ -339,9 +352,10 @@ impl NodeConfig {
             segment_size: j.segment_size_mib << 20,
             write_buffer_bytes: j.write_buffer_kib << 10,
             sync,
-            retention: match j.keep_segments {
-                0 => Retention::KeepAll,
-                n => Retention::KeepSegments(n),
+            retention: match (j.keep_segments, self.snapshot.drop_covered_segments) {
+                (_, true) => Retention::CoveredBySnapshots,
+                (0, false) => Retention::KeepAll,
+                (n, false) => Retention::KeepSegments(n),
             },
             chain: j.chain,
             ..JournalConfig::default()

@@ -57,7 +57,9 @@ impl<S: StateMachine> Replayer<S> {
             dedup,
             records: 0,
             from,
-            expected: (from > 0).then_some(from),
+            // Even from 0: a journal that starts later (its head was
+            // deleted after a snapshot) cannot be replayed onto an empty state.
+            expected: Some(from),
             gap: None,
             pending: None,
             pending_payload: Box::new([0; PAYLOAD_BYTES_MAX]),

@@ -150,6 +150,7 @@ fn run<S: StateMachine + SnapshotCodec>(
         Some(r) => Replayer::resume(r.state_machine, r.dedup, r.sequence),
         None => Replayer::new(fresh(), dedup_entries),
     };
+    release_covered(&store, status)?;
     let storage = FsStorage::open(&config.journal.data_dir, IoMode::BufferedDevelopment)?;
     let mut tail = JournalTail::new(&storage, replayer_from(&replayer));
     let mut since = 0u64;
@@ -171,6 +172,7 @@ fn run<S: StateMachine + SnapshotCodec>(
             let sequence = tail.next_sequence();
             snapshot::write(&store, sequence, replayer.state_machine(), replayer.dedup())?;
             signals.covered.store(sequence, Ordering::Release);
+            release_covered(&store, status)?;
             signals.written.fetch_add(1, Ordering::AcqRel);
             since = 0;
             last = Instant::now();
@@ -182,6 +184,20 @@ fn run<S: StateMachine + SnapshotCodec>(
             std::thread::sleep(IDLE_POLL);
         }
     }
+}
+
+/// Tells the journal that records below the oldest kept snapshot are
+/// covered (deleted at its next roll under `Retention::CoveredBySnapshots`;
+/// ignored otherwise). The oldest, not the newest: a damaged newest
+/// snapshot falls back to an older one, whose tail must still exist.
+fn release_covered(
+    store: &SnapshotStore,
+    status: &JournalStatus,
+) -> Result<(), keel_journal::SnapshotError> {
+    if let Some((oldest, _)) = store.list()?.last() {
+        status.release_below(*oldest);
+    }
+    Ok(())
 }
 
 fn replayer_from<S: StateMachine>(replayer: &Replayer<S>) -> u64 {

@@ -41,6 +41,9 @@ pub enum Retention {
     KeepAll,
     /// Keep the newest N segments (N ≥ 2).
     KeepSegments(usize),
+    /// Delete segments wholly below the sequence released through
+    /// [`JournalStatus::release_below`] (the oldest snapshot kept), at rolls.
+    CoveredBySnapshots,
 }
 
 /// Journal configuration.
@@ -162,9 +165,22 @@ pub struct JournalStatus {
     out_of_space: Arc<AtomicBool>,
     prepared_segment: Arc<AtomicU64>,
     segment_id: Arc<AtomicU64>,
+    released_below: Arc<AtomicU64>,
 }
 
 impl JournalStatus {
+    /// Declares every record below `sequence` covered by a retained snapshot:
+    /// with `Retention::CoveredBySnapshots` the writer deletes the segments
+    /// wholly below it at its next roll. Never moves backwards.
+    pub fn release_below(&self, sequence: u64) {
+        self.released_below.fetch_max(sequence, Ordering::AcqRel);
+    }
+
+    /// The sequence released so far (0: nothing).
+    pub fn released_below(&self) -> u64 {
+        self.released_below.load(Ordering::Acquire)
+    }
+
     /// One past the highest sequence durable under the policy (0: none).
     pub fn durable_next(&self) -> u64 {
         self.durable_next.load(Ordering::Acquire)
@@ -438,11 +454,18 @@ impl<S: Storage> Journal<S> {
     }
 
     fn apply_retention(&mut self) {
-        if let Retention::KeepSegments(keep) = self.config.retention {
-            while self.segments.len() > keep {
-                let (old, _) = self.segments.pop_front().expect("len > keep >= 2");
-                // A failed delete is not fatal: the data stays valid.
-                let _ = self.storage.remove(old);
+        match self.config.retention {
+            Retention::KeepAll => {}
+            Retention::KeepSegments(keep) => {
+                while self.segments.len() > keep {
+                    let (old, _) = self.segments.pop_front().expect("len > keep >= 2");
+                    // A failed delete is not fatal: the data stays valid.
+                    let _ = self.storage.remove(old);
+                }
+            }
+            Retention::CoveredBySnapshots => {
+                // A failed delete is not fatal: it is retried at the next roll.
+                let _ = self.drop_below(self.status.released_below());
             }
         }
     }

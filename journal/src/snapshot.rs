@@ -383,3 +383,41 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    /// The snapshot file format is pinned: a header with fixed fields and a
+    /// four-byte body, byte for byte (`tests/golden/snapshot-v1.keel-snap`).
+    #[test]
+    fn snapshot_file_v1() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.keel-snap");
+        let header = SnapshotHeader {
+            schema_id: 32,
+            schema_version: 1,
+            sequence: 0x0102_0304,
+            state_hash: 0xdead_beef_cafe_f00d,
+            body_len: 0,
+            body_checksum: 0,
+            created_at_ns: 1_764_000_000_000_000_000,
+        };
+        write_snapshot_file(&path, header, b"body").unwrap();
+        let written = std::fs::read(&path).unwrap();
+        let golden = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/it/golden/snapshot-v1.keel-snap");
+        if std::env::var_os("KEEL_BLESS").is_some() {
+            std::fs::write(&golden, &written).unwrap();
+        }
+        assert_eq!(
+            written,
+            std::fs::read(&golden).unwrap(),
+            "snapshot format changed"
+        );
+        let loaded = read_snapshot(&golden).unwrap();
+        assert_eq!(loaded.header.sequence, 0x0102_0304);
+        assert_eq!(loaded.header.state_hash, 0xdead_beef_cafe_f00d);
+        assert_eq!(loaded.body, b"body");
+    }
+}
