@@ -77,6 +77,24 @@ fn transfer(id: u128, debit: u128, credit: u128, amount: u64) -> Transfer {
     }
 }
 
+/// Accounts `1..=accounts` in batches of one command each.
+fn account_batches(accounts: u32) -> Vec<Vec<Account>> {
+    let ids: Vec<u128> = (1..=u128::from(accounts)).collect();
+    ids.chunks(commands::ACCOUNTS_PER_COMMAND_MAX)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|&id| Account {
+                    id,
+                    ledger: LEDGER,
+                    code: 1,
+                    ..Account::default()
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Deterministic traffic between accounts `1..=accounts`.
 struct Traffic {
     state: u64,
@@ -127,18 +145,8 @@ impl Driver {
             sequence: 0,
             payload: [0; keel_core::constants::PAYLOAD_BYTES_MAX],
         };
-        let ids: Vec<u128> = (1..=u128::from(accounts)).collect();
-        for chunk in ids.chunks(commands::ACCOUNTS_PER_COMMAND_MAX) {
-            let accounts: Vec<Account> = chunk
-                .iter()
-                .map(|&id| Account {
-                    id,
-                    ledger: LEDGER,
-                    code: 1,
-                    ..Account::default()
-                })
-                .collect();
-            let len = commands::encode_create_accounts(&accounts, &mut driver.payload).unwrap();
+        for batch in account_batches(accounts) {
+            let len = commands::encode_create_accounts(&batch, &mut driver.payload).unwrap();
             driver.apply(command_type::CREATE_ACCOUNTS, len);
         }
         driver
@@ -281,18 +289,8 @@ fn write_journal(dir: &Path, accounts: u32, transfers: u64) {
         }
         sequence += 1;
     };
-    let ids: Vec<u128> = (1..=u128::from(accounts)).collect();
-    for chunk in ids.chunks(commands::ACCOUNTS_PER_COMMAND_MAX) {
-        let accounts: Vec<Account> = chunk
-            .iter()
-            .map(|&id| Account {
-                id,
-                ledger: LEDGER,
-                code: 1,
-                ..Account::default()
-            })
-            .collect();
-        let len = commands::encode_create_accounts(&accounts, &mut driver.payload).unwrap();
+    for batch in account_batches(accounts) {
+        let len = commands::encode_create_accounts(&batch, &mut driver.payload).unwrap();
         append(
             &mut journal,
             command_type::CREATE_ACCOUNTS,

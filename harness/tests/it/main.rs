@@ -6,3 +6,4 @@ mod crash_loop;
 mod main_job;
 mod restart;
 mod snapshots;
+mod support;

@@ -120,13 +120,7 @@ fn a_corrupt_journal_refuses_to_start_and_says_where() {
     drop(client);
     node.shutdown().unwrap();
     // Flip a byte inside the first record's payload (segment header 56 B, record header 96 B).
-    // The first segment (a preallocated spare may follow it).
-    let segment = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "keel"))
-        .min()
-        .unwrap();
+    let segment = crate::support::first_segment(dir.path());
     let mut bytes = std::fs::read(&segment).unwrap();
     bytes[512 + 96 + 10] ^= 0xff;
     std::fs::write(&segment, &bytes).unwrap();

@@ -209,12 +209,7 @@ fn keel_replay_rebuilds_verifies_and_reports_with_exit_codes() {
     assert!(out.contains("DIVERGED     at sequence 20"), "{out}");
 
     // A corrupt journal: exit 1 with the location; unreadable input: exit 3.
-    let segment = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "keel"))
-        .min()
-        .unwrap();
+    let segment = crate::support::first_segment(dir.path());
     let mut bytes = std::fs::read(&segment).unwrap();
     bytes[512 + 96 + 3] ^= 0xff;
     std::fs::write(&segment, bytes).unwrap();
