@@ -118,6 +118,22 @@ impl Schema for EventResults {
 impl Migrate for EventResults {}
 
 impl EventResults {
+    /// Bytes of an encoded `EventResults` (codec header + archive).
+    pub const ENCODED_BYTES: usize = keel_codecs::HEADER_BYTES + 1 + EVENTS_PER_COMMAND_MAX;
+
+    /// The encoding `Rkyv::encode` produces, written directly: the archive of
+    /// two `u8` fields is those bytes in declaration order (unaligned
+    /// layout), and this runs once per command on the BLP. Pinned by
+    /// `event_results-v1.bin` and checked against rkyv in a test.
+    pub fn encode_direct(&self) -> [u8; Self::ENCODED_BYTES] {
+        let mut out = [0u8; Self::ENCODED_BYTES];
+        out[0..2].copy_from_slice(&Self::SCHEMA_ID.to_le_bytes());
+        out[2..4].copy_from_slice(&Self::VERSION.to_le_bytes());
+        out[4] = self.count;
+        out[5..].copy_from_slice(&self.codes);
+        out
+    }
+
     /// The valid codes.
     pub fn codes(&self) -> &[u8] {
         &self.codes[..usize::from(self.count).min(EVENTS_PER_COMMAND_MAX)]
@@ -250,4 +266,26 @@ where
     let mut body = [0u8; RESULT_BYTES_MAX];
     let len = Rkyv::encode(value, &mut body).expect("result bodies fit RESULT_BYTES_MAX");
     outcome.set(code, &body[..len]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_direct_event_results_encoding_is_rkyvs() {
+        for count in 0..=EVENTS_PER_COMMAND_MAX as u8 {
+            let results = EventResults {
+                count,
+                codes: std::array::from_fn(|i| (i as u8 * 7 + count) % 60),
+            };
+            let mut via_rkyv = [0u8; 64];
+            let len = Rkyv::encode(&results, &mut via_rkyv).unwrap();
+            assert_eq!(&via_rkyv[..len], &results.encode_direct()[..]);
+            assert_eq!(
+                Rkyv::decode::<EventResults>(&results.encode_direct()).unwrap(),
+                results
+            );
+        }
+    }
 }

@@ -631,7 +631,7 @@ fn finish_batch(outcome: &mut Outcome, results: &EventResults) {
         true => outcome_code::OK,
         false => outcome_code::EVENTS_REJECTED,
     };
-    set_outcome(outcome, code, results);
+    outcome.set(code, &results.encode_direct());
 }
 
 fn finish_hash(sum: u64, last_timestamp: u64) -> u64 {
