@@ -4,7 +4,7 @@
 //! that follows a live writer is not built yet.)
 
 use crate::format::{Record, RecordMeta};
-use crate::scan::{scan, ScanError, ScanReport};
+use crate::scan::{scan_from, ScanError, ScanReport};
 use crate::storage::Storage;
 
 /// A record with its payload copied out.
@@ -38,14 +38,16 @@ impl OwnedRecord {
     }
 }
 
-/// Visits every record with `from <= sequence <= to`, in order.
+/// Visits every record with `from <= sequence <= to`, in order. Segments
+/// wholly below `from` are not read (`scan_from`: their headers are
+/// checked); everything from the segment holding `from` on is verified.
 pub fn read_records<S: Storage>(
     storage: &S,
     from: u64,
     to: u64,
     visit: &mut dyn FnMut(&Record<'_>),
 ) -> Result<ScanReport, ScanError> {
-    scan(storage, &mut |r| {
+    scan_from(storage, from, &mut |r| {
         if (from..=to).contains(&r.header.sequence) {
             visit(r);
         }
