@@ -197,15 +197,13 @@ pub type Serializer<'a> = LowSerializer<Buffer<'a>, SubAllocator<'a>, Failure>;
 pub type Validator<'a> = LowValidator<'a, Failure>;
 
 impl Rkyv {
-    /// Encodes `value` as schema `S` (usually `S = T`; a borrowed view such as
-    /// a slice wrapper may encode into its owned type's schema).
-    pub fn encode_as<S, T>(value: &T, out: &mut [u8]) -> Result<usize, EncodeError>
+    /// Encodes `value` under its own schema: header, then the archive.
+    pub fn encode<T>(value: &T, out: &mut [u8]) -> Result<usize, EncodeError>
     where
-        S: Schema,
-        T: for<'a> Serialize<Serializer<'a>>,
+        T: Schema + for<'a> Serialize<Serializer<'a>>,
     {
         let too_large = EncodeError::TooLarge {
-            schema: S::NAME,
+            schema: T::NAME,
             capacity: out.len(),
         };
         if out.len() < HEADER_BYTES {
@@ -221,19 +219,11 @@ impl Rkyv {
         .map_err(|_| too_large)?
         .len();
         Header {
-            schema_id: S::SCHEMA_ID,
-            version: S::VERSION,
+            schema_id: T::SCHEMA_ID,
+            version: T::VERSION,
         }
         .write(head);
         Ok(HEADER_BYTES + written)
-    }
-
-    /// Encodes `value` under its own schema.
-    pub fn encode<T>(value: &T, out: &mut [u8]) -> Result<usize, EncodeError>
-    where
-        T: Schema + for<'a> Serialize<Serializer<'a>>,
-    {
-        Self::encode_as::<T, T>(value, out)
     }
 
     /// The archived value in place, after validating header and body. Only the

@@ -88,6 +88,9 @@ pub enum NodeError {
     /// The snapshot directory could not be read or written.
     #[error(transparent)]
     Snapshot(#[from] keel_journal::SnapshotError),
+    /// The engine had stopped (fail-stop) before a clean shutdown.
+    #[error("engine stopped: {0}")]
+    Stopped(#[from] StopReason),
     /// The journal does not continue the snapshot (records missing between).
     #[error(
         "the journal does not continue the snapshot: expected sequence {expected}, found {found}"
@@ -341,12 +344,7 @@ impl<S: StateMachine + SnapshotCodec> Node<S> {
         ),
         NodeError,
     > {
-        let stopped = self.shutdown().map_err(|reason| {
-            NodeError::Snapshot(keel_journal::SnapshotError::Io {
-                path: config.snapshot_dir(),
-                source: std::io::Error::other(reason.to_string()),
-            })
-        })?;
+        let stopped = self.shutdown()?;
         let NodeJournal::Fs(journal) = &stopped.journaller else {
             return Ok((stopped, None));
         };

@@ -32,7 +32,7 @@ pub enum SnapshotUseError {
     Window,
     /// The state machine refused its section.
     #[error("state: {0}")]
-    State(String),
+    State(Box<dyn std::error::Error + Send + Sync>),
     /// The restored state's hash differs from the one recorded at writing.
     #[error("restored state hash {restored:016x} differs from the recorded {recorded:016x}")]
     Hash {
@@ -137,7 +137,7 @@ pub fn decode<S: SnapshotCodec + StateMachine>(
         dedup.insert(key, outcome);
     }
     let state = S::restore_snapshot(config, &body[at..])
-        .map_err(|e| SnapshotUseError::State(e.to_string()))?;
+        .map_err(|e| SnapshotUseError::State(Box::new(e)))?;
     if state.state_hash() != header.state_hash {
         return Err(SnapshotUseError::Hash {
             restored: state.state_hash(),
@@ -162,9 +162,8 @@ pub fn load_newest<S: SnapshotCodec + StateMachine>(
         }
         let loaded = match keel_journal::snapshot::read_snapshot(&path) {
             Ok(loaded) => loaded,
-            Err(defect) => {
-                let why = defect.map_or_else(|io| io, |d| d.to_string());
-                warnings.push(format!("snapshot {} skipped: {why}", path.display()));
+            Err(e) => {
+                warnings.push(format!("{e}: skipped"));
                 continue;
             }
         };

@@ -24,7 +24,7 @@ pub use crate::journal::{
 pub use crate::reader::{read_records, OwnedRecord};
 pub use crate::scan::{scan, scan_from, BadSpot, Corruption, ScanError, ScanReport, TornTail};
 pub use crate::snapshot::{
-    LoadedSnapshot, SkippedSnapshot, SnapshotDefect, SnapshotError, SnapshotHeader, SnapshotStore,
+    LoadedSnapshot, SnapshotDefect, SnapshotError, SnapshotHeader, SnapshotReadError, SnapshotStore,
 };
 pub use crate::storage::{FsStorage, IoMode, SegmentFile, Storage, StorageError};
 pub use crate::tail::{JournalTail, TailError};

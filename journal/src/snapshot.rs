@@ -145,16 +145,6 @@ pub struct LoadedSnapshot {
     pub body: Vec<u8>,
 }
 
-/// A snapshot skipped while loading, and why (reported as a warning: the
-/// loader fell back to an older snapshot and a longer replay).
-#[derive(Debug)]
-pub struct SkippedSnapshot {
-    /// Its file.
-    pub path: PathBuf,
-    /// What is wrong with it.
-    pub defect: Result<SnapshotDefect, String>,
-}
-
 /// The snapshot files of one directory.
 #[derive(Debug, Clone)]
 pub struct SnapshotStore {
@@ -224,30 +214,6 @@ impl SnapshotStore {
         }
         Ok(())
     }
-
-    /// The newest snapshot that verifies, and the newer ones skipped (damaged).
-    pub fn load_newest(
-        &self,
-    ) -> Result<(Option<LoadedSnapshot>, Vec<SkippedSnapshot>), SnapshotError> {
-        self.load_newest_where(|_| true)
-    }
-
-    /// The newest verifying snapshot whose header passes `accept` (e.g. at or
-    /// below a target sequence), and the damaged newer ones skipped.
-    pub fn load_newest_where(
-        &self,
-        accept: impl Fn(&SnapshotHeader) -> bool,
-    ) -> Result<(Option<LoadedSnapshot>, Vec<SkippedSnapshot>), SnapshotError> {
-        let mut skipped = Vec::new();
-        for (_, path) in self.list()? {
-            match read_snapshot(&path) {
-                Ok(snapshot) if accept(&snapshot.header) => return Ok((Some(snapshot), skipped)),
-                Ok(_) => {}
-                Err(defect) => skipped.push(SkippedSnapshot { path, defect }),
-            }
-        }
-        Ok((None, skipped))
-    }
 }
 
 /// Writes one snapshot file at `path`: `<path>.tmp` → write → fsync →
@@ -282,24 +248,49 @@ pub fn write_snapshot_file(
     Ok(())
 }
 
+/// Why a snapshot file could not be read: typed, with its path.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotReadError {
+    /// The file could not be opened or read.
+    #[error("snapshot {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The file is damaged or not a snapshot.
+    #[error("snapshot {path}: {defect}")]
+    Defect {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        defect: SnapshotDefect,
+    },
+}
+
 /// Reads and verifies one snapshot file.
-pub fn read_snapshot(path: &Path) -> Result<LoadedSnapshot, Result<SnapshotDefect, String>> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .open(path)
-        .map_err(|e| Err(e.to_string()))?;
+pub fn read_snapshot(path: &Path) -> Result<LoadedSnapshot, SnapshotReadError> {
+    let io = |source| SnapshotReadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let defect = |defect| SnapshotReadError::Defect {
+        path: path.to_path_buf(),
+        defect,
+    };
+    let mut file = OpenOptions::new().read(true).open(path).map_err(io)?;
     let mut head = [0u8; SNAPSHOT_HEADER_BYTES];
     file.read_exact(&mut head)
-        .map_err(|_| Ok(SnapshotDefect::Short))?;
-    let header = SnapshotHeader::decode(&head).map_err(Ok)?;
+        .map_err(|_| defect(SnapshotDefect::Short))?;
+    let header = SnapshotHeader::decode(&head).map_err(defect)?;
     let mut body = Vec::new();
-    file.read_to_end(&mut body)
-        .map_err(|e| Err(e.to_string()))?;
+    file.read_to_end(&mut body).map_err(io)?;
     if body.len() as u64 != header.body_len {
-        return Err(Ok(SnapshotDefect::Short));
+        return Err(defect(SnapshotDefect::Short));
     }
     if xxh3_64(&body) != header.body_checksum {
-        return Err(Ok(SnapshotDefect::BodyChecksum));
+        return Err(defect(SnapshotDefect::BodyChecksum));
     }
     Ok(LoadedSnapshot {
         path: path.to_path_buf(),
@@ -324,8 +315,15 @@ mod tests {
         }
     }
 
+    fn defect(path: &Path) -> Option<SnapshotDefect> {
+        match read_snapshot(path) {
+            Err(SnapshotReadError::Defect { defect, .. }) => Some(defect),
+            _ => None,
+        }
+    }
+
     #[test]
-    fn newest_verifying_snapshot_wins_and_damage_falls_back() {
+    fn snapshots_are_kept_newest_first_and_damage_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let store = SnapshotStore::open(dir.path(), 2).unwrap();
         store.write(header(10), b"ten").unwrap();
@@ -334,39 +332,27 @@ mod tests {
         // Keep 2: the oldest is gone.
         let listed: Vec<u64> = store.list().unwrap().into_iter().map(|s| s.0).collect();
         assert_eq!(listed, [30, 20]);
-        let (loaded, skipped) = store.load_newest().unwrap();
-        let loaded = loaded.unwrap();
+        let loaded = read_snapshot(&newest).unwrap();
         assert_eq!(
             (loaded.header.sequence, loaded.body.as_slice()),
             (30, &b"thirty"[..])
         );
         assert_eq!(loaded.header.state_hash, 210);
-        assert!(skipped.is_empty());
-        // Flip a body byte of the newest: it is skipped, the previous loads.
+        // A flipped body byte, then a truncated header, are typed defects.
         let mut bytes = std::fs::read(&newest).unwrap();
         *bytes.last_mut().unwrap() ^= 1;
         std::fs::write(&newest, &bytes).unwrap();
-        let (loaded, skipped) = store.load_newest().unwrap();
-        assert_eq!(loaded.unwrap().header.sequence, 20);
-        assert_eq!(skipped.len(), 1);
-        assert_eq!(skipped[0].defect, Ok(SnapshotDefect::BodyChecksum));
-        // A truncated header is skipped too; a stray .tmp is never read.
+        assert_eq!(defect(&newest), Some(SnapshotDefect::BodyChecksum));
         std::fs::write(&newest, &bytes[..20]).unwrap();
-        std::fs::write(
-            dir.path()
-                .join("snapshot-00000000000000000099.keel-snap.tmp"),
-            b"junk",
-        )
-        .unwrap();
-        let (loaded, skipped) = store.load_newest().unwrap();
-        assert_eq!(loaded.unwrap().header.sequence, 20);
-        assert_eq!(skipped[0].defect, Ok(SnapshotDefect::Short));
-        // The next write prunes the .tmp.
-        store.write(header(40), b"forty").unwrap();
-        assert!(!dir
+        assert_eq!(defect(&newest), Some(SnapshotDefect::Short));
+        // A stray .tmp is not listed, and the next write prunes it.
+        let tmp = dir
             .path()
-            .join("snapshot-00000000000000000099.keel-snap.tmp")
-            .exists());
+            .join("snapshot-00000000000000000099.keel-snap.tmp");
+        std::fs::write(&tmp, b"junk").unwrap();
+        assert!(store.list().unwrap().iter().all(|(s, _)| *s != 99));
+        store.write(header(40), b"forty").unwrap();
+        assert!(!tmp.exists());
     }
 
     #[test]

@@ -92,10 +92,7 @@ fn start_point(
     let ledger_config = config.ledger_config();
     let dedup_entries = config.engine.dedup_entries;
     if let Some(path) = &args.snapshot {
-        let loaded = keel_journal::snapshot::read_snapshot(path).map_err(|defect| {
-            let why = defect.map_or_else(|io| io, |d| d.to_string());
-            (UNREADABLE, format!("snapshot {}: {why}", path.display()))
-        })?;
+        let loaded = keel_journal::snapshot::read_snapshot(path).map_err(unreadable)?;
         let (ledger, dedup) =
             snapshot::decode::<Ledger>(&loaded.header, &loaded.body, &ledger_config, dedup_entries)
                 .map_err(|e| (UNREADABLE, format!("snapshot {}: {e}", path.display())))?;
