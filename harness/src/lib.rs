@@ -10,3 +10,4 @@ pub mod node;
 pub mod replay;
 pub mod snapshot;
 pub mod snapshotter;
+pub mod traffic;

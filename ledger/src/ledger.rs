@@ -195,6 +195,21 @@ impl Ledger {
         self.transfers.iter().map(|e| (&e.transfer, e.state))
     }
 
+    /// Accounts created at or after position `from` of [`Ledger::accounts`]
+    /// (a projection reads what a command appended in O(appended)).
+    pub fn accounts_from(&self, from: usize) -> impl Iterator<Item = &Account> {
+        self.accounts[from.min(self.accounts.len())..]
+            .iter()
+            .map(|e| &e.account)
+    }
+
+    /// Transfers created at or after position `from` of [`Ledger::transfers`].
+    pub fn transfers_from(&self, from: usize) -> impl Iterator<Item = (&Transfer, PendingState)> {
+        self.transfers[from.min(self.transfers.len())..]
+            .iter()
+            .map(|e| (&e.transfer, e.state))
+    }
+
     /// The account's transfers, newest first (empty for an unknown account).
     pub fn account_transfers(&self, id: u128) -> impl Iterator<Item = &Transfer> {
         let mut next = self

@@ -4,6 +4,7 @@ mod architecture;
 mod crash;
 mod crash_loop;
 mod main_job;
+mod projector;
 mod restart;
 mod snapshots;
 mod support;

@@ -6,6 +6,7 @@
 
 mod crash_child;
 mod journal_cli;
+mod project_cli;
 mod replay_cli;
 
 use std::path::PathBuf;
@@ -41,6 +42,11 @@ enum Commands {
     /// snapshot. Exit 0 ok; 1 corrupt journal (location printed); 2
     /// verification found a divergence; 3 cannot read.
     Replay(replay_cli::ReplayArgs),
+    /// The MySQL projection sink: follow the journal into MySQL tables
+    /// (default), `rebuild` them from the journal, or print `status`.
+    /// Exit 0 ok; 1 the projection halted (poison error, fenced, diverged);
+    /// 3 cannot start (arguments, configuration, journal).
+    Project(project_cli::ProjectArgs),
     /// The process the kill -9 crash-loop test kills (not for operators).
     #[command(hide = true)]
     CrashChild(crash_child::CrashChildArgs),
@@ -142,6 +148,7 @@ fn main() -> ExitCode {
         Commands::Run(args) => run(&args),
         Commands::Journal(command) => journal_cli::run(command),
         Commands::Replay(args) => replay_cli::run(&args),
+        Commands::Project(args) => project_cli::run(&args),
         Commands::CrashChild(args) => crash_child::run(&args),
     }
 }

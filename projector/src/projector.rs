@@ -1,0 +1,648 @@
+//! The projector: a reader thread that derives batches from the journal and
+//! a writer that commits them, one transaction each, behind a circuit
+//! breaker.
+//!
+//! ```text
+//! journal ──► reader thread (JournalTail → Deriver → Batch) ──► bounded channel ──► writer (MySQL)
+//! ```
+//!
+//! The engine never waits for either: the reader only reads journal files
+//! (or the in-process durable watermark); a slow database fills the channel
+//! and stalls the reader, which is the projector's lag and nothing else.
+//!
+//! Exactly-once in effect: batches are deterministic functions of the
+//! journal, so after any error of unknown outcome the writer reconnects,
+//! re-reads the checkpoint and either finds its batch committed (same
+//! writer, same position) or commits it again (checkpoint unmoved).
+//! Anything else is another writer: this one stops ([`SinkError::Fenced`]).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use keel_journal::{FsStorage, IoMode, JournalStatus, JournalTail, TailError};
+use keel_ledger::LedgerConfig;
+use tokio::sync::mpsc;
+
+use crate::derive::{Batch, Deriver, Gap};
+use crate::schema::TableSet;
+use crate::sink::{Checkpoint, Sink, SinkError, Timeouts};
+
+/// Where the reader may read up to.
+#[derive(Debug, Clone)]
+pub enum Bound {
+    /// Every complete record in the files (a separate process; see
+    /// docs/projector.md on what "committed" means there).
+    Files,
+    /// The engine's durable watermark (in the node's process): exactly the
+    /// committed prefix.
+    Durable(JournalStatus),
+}
+
+impl Bound {
+    fn limit(&self) -> u64 {
+        match self {
+            Bound::Files => u64::MAX,
+            Bound::Durable(status) => status.durable_next(),
+        }
+    }
+}
+
+/// When the projector returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Follow the journal until stopped.
+    Stopped,
+    /// Return once everything in the journal is committed.
+    CaughtUp,
+}
+
+/// What a projector run needs.
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    /// The node's journal directory.
+    pub journal_dir: PathBuf,
+    /// `mysql://user:password@host:port/database`.
+    pub mysql_url: String,
+    /// The node's ledger configuration (replay must match the engine's).
+    pub ledger: LedgerConfig,
+    /// The node's idempotency window size (likewise).
+    pub dedup_entries: usize,
+    /// Commands per transaction at most.
+    pub batch_commands: u64,
+    /// Database time limits.
+    pub timeouts: Timeouts,
+    /// Which tables.
+    pub set: TableSet,
+    /// Follow, or stop when caught up.
+    pub until: Until,
+    /// How often an idle reader looks for new records.
+    pub poll_interval: Duration,
+    /// What counts as committed.
+    pub bound: Bound,
+    /// Batches derived ahead of the database.
+    pub queue_batches: usize,
+    /// `LOAD DATA LOCAL INFILE` for inserted rows where the server allows
+    /// it (else multi-row `INSERT`s).
+    pub bulk_load: bool,
+    /// Write accounts once, when caught up, instead of per batch (rebuilds:
+    /// the tables are invisible until the swap).
+    pub defer_accounts: bool,
+}
+
+impl ProjectorConfig {
+    /// Defaults for `journal_dir` and `mysql_url`.
+    pub fn new(journal_dir: impl Into<PathBuf>, mysql_url: impl Into<String>) -> Self {
+        Self {
+            journal_dir: journal_dir.into(),
+            mysql_url: mysql_url.into(),
+            ledger: LedgerConfig::default(),
+            dedup_entries: 65_536,
+            batch_commands: 5_000,
+            timeouts: Timeouts::default(),
+            set: TableSet::Live,
+            until: Until::Stopped,
+            poll_interval: Duration::from_millis(1),
+            bound: Bound::Files,
+            queue_batches: 4,
+            bulk_load: true,
+            defer_accounts: false,
+        }
+    }
+}
+
+/// Why the projector stopped short.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    /// A poison database error or a fence: the projection halts; a
+    /// financial projection never skips an event.
+    #[error("projection halted: {0}")]
+    Halted(SinkError),
+    /// The journal is unreadable or corrupt.
+    #[error("journal: {0}")]
+    Journal(String),
+    /// The journal does not continue where the projection stands.
+    #[error("{0} (a projection needs the journal from sequence 0: nothing may have been dropped)")]
+    Gap(Gap),
+    /// The projection is ahead of the journal (records it projected are gone).
+    #[error("the projection's checkpoint is at {checkpoint} but the journal ends at {journal_end}: the journal lost records the projection holds; rebuild it")]
+    Ahead {
+        /// The checkpoint.
+        checkpoint: u64,
+        /// One past the journal's last record.
+        journal_end: u64,
+    },
+    /// Replaying the journal to the checkpoint gave another state.
+    #[error("replaying the journal to the checkpoint {checkpoint} gives state hash {replayed:016x}, the projection recorded {recorded:016x}: it was built from another journal; rebuild it")]
+    Diverged {
+        /// The checkpoint.
+        checkpoint: u64,
+        /// The deriver's hash.
+        replayed: u64,
+        /// The checkpoint's hash.
+        recorded: u64,
+    },
+}
+
+/// Circuit breaker states, as reported in [`Status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Breaker {
+    /// Writing.
+    Closed = 0,
+    /// Backing off after a transient error.
+    Open = 1,
+    /// Probing with a reconnect.
+    HalfOpen = 2,
+}
+
+/// Live counters of a running projector (shared with the host).
+#[derive(Debug)]
+pub struct Status {
+    /// The committed checkpoint (first sequence not projected).
+    pub checkpoint: AtomicU64,
+    /// One past the newest record the reader has seen.
+    pub journal_next: AtomicU64,
+    /// Batches committed by this run.
+    pub batches: AtomicU64,
+    /// Rows written by this run.
+    pub rows: AtomicU64,
+    /// Transient errors survived.
+    pub transient_errors: AtomicU64,
+    breaker: AtomicU8,
+    /// Sequencer timestamp → commit, per command (µs).
+    pub lag_us: Mutex<Histogram<u64>>,
+    /// The last transient error.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Self {
+            checkpoint: AtomicU64::new(0),
+            journal_next: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
+            transient_errors: AtomicU64::new(0),
+            breaker: AtomicU8::new(Breaker::Closed as u8),
+            lag_us: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds")),
+            last_error: Mutex::new(None),
+        }
+    }
+}
+
+impl Status {
+    /// The breaker's state.
+    pub fn breaker(&self) -> Breaker {
+        match self.breaker.load(Ordering::Relaxed) {
+            0 => Breaker::Closed,
+            1 => Breaker::Open,
+            _ => Breaker::HalfOpen,
+        }
+    }
+
+    fn set_breaker(&self, state: Breaker) {
+        self.breaker.store(state as u8, Ordering::Relaxed);
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Copy)]
+pub struct Summary {
+    /// The checkpoint at the start.
+    pub started_at: u64,
+    /// The checkpoint at the end.
+    pub checkpoint: u64,
+    /// Commands projected by this run.
+    pub commands: u64,
+    /// Rows written by this run.
+    pub rows: u64,
+    /// Time spent.
+    pub elapsed: Duration,
+}
+
+/// Exponential back-off with jitter, capped so that a returning server is
+/// found within about two seconds.
+#[derive(Debug)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(50);
+    const CAP: Duration = Duration::from_millis(1_000);
+
+    fn next(&mut self) -> Duration {
+        let full = Self::FIRST
+            .saturating_mul(1 << self.attempt.min(10))
+            .min(Self::CAP);
+        self.attempt += 1;
+        // Half fixed, half random: writers that lost the server together
+        // do not come back together.
+        full / 2 + full.mul_f64(fastrand::f64() / 2.0)
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Runs a projector until `stop` is set (or, with [`Until::CaughtUp`], until
+/// the journal is projected). A stop commits what was derived first.
+pub fn run(
+    config: &ProjectorConfig,
+    stop: &AtomicBool,
+    status: &Arc<Status>,
+) -> Result<Summary, ProjectorError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ProjectorError::Journal(format!("runtime: {e}")))?;
+    runtime.block_on(run_async(config, stop, status))
+}
+
+/// The writer's identity in the checkpoint row: random per run, so a
+/// restarted or second projector is a different writer.
+fn writer_id() -> u64 {
+    fastrand::u64(1..)
+}
+
+async fn connect(
+    config: &ProjectorConfig,
+    stop: &AtomicBool,
+    status: &Status,
+) -> Result<Option<(Sink, Checkpoint)>, ProjectorError> {
+    let mut backoff = Backoff { attempt: 0 };
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let attempt = async {
+            let mut sink = Sink::connect(&config.mysql_url, config.set, config.timeouts).await?;
+            let checkpoint = sink.ensure_schema().await?;
+            Ok::<_, SinkError>((sink, checkpoint))
+        };
+        match attempt.await {
+            Ok(connected) => {
+                status.set_breaker(Breaker::Closed);
+                return Ok(Some(connected));
+            }
+            Err(SinkError::Transient(e)) => {
+                transient(status, &e);
+                tokio::time::sleep(backoff.next()).await;
+                status.set_breaker(Breaker::HalfOpen);
+            }
+            Err(e) => return Err(ProjectorError::Halted(e)),
+        }
+    }
+}
+
+fn transient(status: &Status, error: &str) {
+    if status.breaker() == Breaker::Closed {
+        log::warn!("projector: database unavailable, backing off: {error}");
+    }
+    status.set_breaker(Breaker::Open);
+    status.transient_errors.fetch_add(1, Ordering::Relaxed);
+    *status.last_error.lock().expect("status") = Some(error.to_string());
+}
+
+fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+async fn run_async(
+    config: &ProjectorConfig,
+    stop: &AtomicBool,
+    status: &Arc<Status>,
+) -> Result<Summary, ProjectorError> {
+    let started = Instant::now();
+    let Some((mut sink, checkpoint)) = connect(config, stop, status).await? else {
+        return Ok(Summary {
+            started_at: 0,
+            checkpoint: 0,
+            commands: 0,
+            rows: 0,
+            elapsed: started.elapsed(),
+        });
+    };
+    status
+        .checkpoint
+        .store(checkpoint.next_sequence, Ordering::Relaxed);
+    log::info!(
+        "projector: {:?} tables at schema version {}, checkpoint {}, {} inserts",
+        config.set,
+        checkpoint.schema_version,
+        checkpoint.next_sequence,
+        match config.bulk_load && sink.bulk_available() {
+            true => "LOAD DATA",
+            false => "multi-row INSERT",
+        }
+    );
+    let writer = writer_id();
+    let (tx, mut rx) = mpsc::channel::<Batch>(config.queue_batches.max(1));
+    let reader_stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let config = config.clone();
+        let status = Arc::clone(status);
+        let reader_stop = Arc::clone(&reader_stop);
+        std::thread::Builder::new()
+            .name("keel-projector-reader".into())
+            .spawn(move || read_loop(&config, checkpoint, &tx, &reader_stop, &status))
+            .map_err(|e| ProjectorError::Journal(format!("reader thread: {e}")))?
+    };
+
+    let mut backoff = Backoff { attempt: 0 };
+    let mut position = checkpoint.next_sequence;
+    let mut rows = 0u64;
+    let outcome: Result<(), ProjectorError> = loop {
+        if stop.load(Ordering::Relaxed) {
+            reader_stop.store(true, Ordering::Relaxed);
+        }
+        let batch = match tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
+            Ok(Some(batch)) => batch,
+            Ok(None) => break Ok(()), // the reader finished (caught up, stopped or failed)
+            Err(_) => continue,
+        };
+        debug_assert_eq!(batch.first, position);
+        match commit_batch(
+            &mut sink,
+            &batch,
+            writer,
+            config.bulk_load,
+            &mut backoff,
+            stop,
+            status,
+        )
+        .await
+        {
+            Ok(true) => {}
+            Ok(false) => break Ok(()), // stopped during an outage: re-derived next start
+            Err(e) => break Err(e),
+        }
+        if status.breaker() != Breaker::Closed {
+            log::info!("projector: database back, resuming at {}", batch.first);
+            status.set_breaker(Breaker::Closed);
+        }
+        backoff.reset();
+        position = batch.next;
+        rows += batch.rows() as u64;
+        status.checkpoint.store(position, Ordering::Relaxed);
+        status.batches.fetch_add(1, Ordering::Relaxed);
+        status
+            .rows
+            .fetch_add(batch.rows() as u64, Ordering::Relaxed);
+        let now = unix_now_ns();
+        let mut lag = status.lag_us.lock().expect("status");
+        for command in &batch.commands {
+            let _ = lag.record((now.saturating_sub(command.timestamp_ns) / 1_000).max(1));
+        }
+    };
+    reader_stop.store(true, Ordering::Relaxed);
+    drop(rx);
+    let read = reader
+        .join()
+        .unwrap_or_else(|_| Err(ProjectorError::Journal("reader thread panicked".into())));
+    outcome?;
+    read?;
+    Ok(Summary {
+        started_at: checkpoint.next_sequence,
+        checkpoint: position,
+        commands: position - checkpoint.next_sequence,
+        rows,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Commits one batch, riding out transient errors: back off, reconnect,
+/// read the checkpoint, and either find the batch committed (an earlier
+/// attempt of unknown outcome went through), retry it, or stop fenced.
+/// `Ok(false)`: stopped before it committed.
+async fn commit_batch(
+    sink: &mut Sink,
+    batch: &Batch,
+    writer: u64,
+    bulk: bool,
+    backoff: &mut Backoff,
+    stop: &AtomicBool,
+    status: &Status,
+) -> Result<bool, ProjectorError> {
+    loop {
+        match sink.commit(batch, writer, bulk).await {
+            Ok(_) => return Ok(true),
+            Err(SinkError::Transient(e)) => transient(status, &e),
+            Err(e) => return Err(ProjectorError::Halted(e)),
+        }
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+            tokio::time::sleep(backoff.next()).await;
+            status.set_breaker(Breaker::HalfOpen);
+            match sink.read_checkpoint().await {
+                Ok(Some(found)) if found.next_sequence == batch.next && found.writer == writer => {
+                    return Ok(true);
+                }
+                Ok(Some(found)) if found.next_sequence == batch.first => break, // retry
+                Ok(Some(found)) => {
+                    return Err(ProjectorError::Halted(SinkError::Fenced {
+                        expected: batch.first,
+                        found: found.next_sequence,
+                        writer: found.writer,
+                    }))
+                }
+                Ok(None) => {
+                    return Err(ProjectorError::Halted(SinkError::Poison(
+                        "the checkpoint row is gone".into(),
+                    )))
+                }
+                Err(SinkError::Transient(e)) => transient(status, &e),
+                Err(e) => return Err(ProjectorError::Halted(e)),
+            }
+        }
+    }
+}
+
+/// The reader: replays to the checkpoint (checking the state hash), then
+/// derives and hands over batches until stopped or caught up.
+fn read_loop(
+    config: &ProjectorConfig,
+    checkpoint: Checkpoint,
+    tx: &mpsc::Sender<Batch>,
+    stop: &AtomicBool,
+    status: &Status,
+) -> Result<(), ProjectorError> {
+    let storage = FsStorage::open(&config.journal_dir, IoMode::BufferedDevelopment)
+        .map_err(|e| ProjectorError::Journal(e.to_string()))?;
+    let mut deriver = Deriver::new(config.ledger, config.dedup_entries);
+    let mut tail = JournalTail::new(&storage, 0);
+    let tail_error = |e: TailError| ProjectorError::Journal(e.to_string());
+    let target = checkpoint.next_sequence;
+    while deriver.next_sequence() < target {
+        let mut gap = None;
+        let visited = tail
+            .poll(target, &mut |record| {
+                if gap.is_none() {
+                    gap = deriver.skip(record).err();
+                }
+            })
+            .map_err(tail_error)?;
+        if let Some(gap) = gap {
+            return Err(ProjectorError::Gap(gap));
+        }
+        if visited == 0 {
+            return Err(ProjectorError::Ahead {
+                checkpoint: target,
+                journal_end: deriver.next_sequence(),
+            });
+        }
+    }
+    if target > 0 && deriver.state_hash() != checkpoint.state_hash {
+        return Err(ProjectorError::Diverged {
+            checkpoint: target,
+            replayed: deriver.state_hash(),
+            recorded: checkpoint.state_hash,
+        });
+    }
+
+    // A batch is handed over as soon as the writer has room; while it has
+    // none the open batch keeps growing (to `batch_commands`): small
+    // batches and low lag when the database keeps up, large ones when it
+    // does not.
+    let mut closed = false;
+    let mut batch = Batch::starting_at(deriver.next_sequence());
+    loop {
+        let mut gap = None;
+        let limit = config.bound.limit();
+        let visited = tail
+            .poll(limit, &mut |record| {
+                if gap.is_some() || closed {
+                    return;
+                }
+                if let Err(g) = deriver.derive(record, &mut batch) {
+                    gap = Some(g);
+                    return;
+                }
+                if batch.len() >= config.batch_commands {
+                    deriver.seal(&mut batch, config.defer_accounts);
+                    let next = Batch::starting_at(deriver.next_sequence());
+                    let full = std::mem::replace(&mut batch, next);
+                    closed = tx.blocking_send(full).is_err();
+                }
+            })
+            .map_err(tail_error)?;
+        if let Some(gap) = gap {
+            return Err(ProjectorError::Gap(gap));
+        }
+        if closed {
+            return Ok(()); // the writer stopped
+        }
+        status
+            .journal_next
+            .store(deriver.next_sequence(), Ordering::Relaxed);
+        let stopping = stop.load(Ordering::Relaxed);
+        let finished = visited == 0 && config.until == Until::CaughtUp;
+        // Only this thread sends, so room seen here is still there.
+        if !batch.is_empty() && (tx.capacity() > 0 || stopping || finished) {
+            deriver.seal(&mut batch, config.defer_accounts);
+            let next = Batch::starting_at(deriver.next_sequence());
+            if tx
+                .blocking_send(std::mem::replace(&mut batch, next))
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+        if stopping {
+            return Ok(());
+        }
+        if finished {
+            if config.defer_accounts {
+                let _ = tx.blocking_send(deriver.all_accounts());
+            }
+            return Ok(());
+        }
+        if visited == 0 {
+            std::thread::sleep(config.poll_interval);
+        }
+    }
+}
+
+/// Commands per transaction in a rebuild at least (fewer, larger
+/// transactions; nobody reads the tables before the swap).
+const REBUILD_BATCH_COMMANDS: u64 = 10_000;
+
+/// Rebuilds the projection from the whole journal into the `__rebuild`
+/// tables (bulk loads), then swaps them in with one `RENAME TABLE`. An
+/// interrupted rebuild resumes from its own checkpoint (`restart` drops it
+/// and starts over). Returns `None` if stopped before the swap.
+pub fn rebuild(
+    config: &ProjectorConfig,
+    restart: bool,
+    stop: &AtomicBool,
+    status: &Arc<Status>,
+) -> Result<Option<Summary>, ProjectorError> {
+    let mut config = config.clone();
+    config.set = TableSet::Rebuild;
+    config.until = Until::CaughtUp;
+    config.bulk_load = true;
+    config.defer_accounts = true;
+    config.batch_commands = config.batch_commands.max(REBUILD_BATCH_COMMANDS);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ProjectorError::Journal(format!("runtime: {e}")))?;
+    runtime.block_on(async {
+        let mut sink = Sink::connect(&config.mysql_url, TableSet::Rebuild, config.timeouts)
+            .await
+            .map_err(ProjectorError::Halted)?;
+        if restart {
+            sink.drop_set().await.map_err(ProjectorError::Halted)?;
+        }
+        let checkpoint = sink.ensure_schema().await.map_err(ProjectorError::Halted)?;
+        if checkpoint.next_sequence == 0 {
+            sink.defer_indexes().await.map_err(ProjectorError::Halted)?;
+        }
+        drop(sink);
+        let summary = run_async(&config, stop, status).await?;
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let mut sink = Sink::connect(&config.mysql_url, TableSet::Rebuild, config.timeouts)
+            .await
+            .map_err(ProjectorError::Halted)?;
+        sink.add_deferred_indexes()
+            .await
+            .map_err(ProjectorError::Halted)?;
+        sink.swap_rebuilt().await.map_err(ProjectorError::Halted)?;
+        log::info!(
+            "projector: rebuilt tables swapped in at checkpoint {}",
+            summary.checkpoint
+        );
+        Ok(Some(summary))
+    })
+}
+
+/// The checkpoint of a table set, if the set exists (for `keel project status`).
+pub fn checkpoint(
+    url: &str,
+    set: TableSet,
+    timeouts: Timeouts,
+) -> Result<Option<Checkpoint>, SinkError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SinkError::Transient(format!("runtime: {e}")))?;
+    runtime.block_on(async {
+        let mut sink = Sink::connect(url, set, timeouts).await?;
+        match sink.read_checkpoint().await {
+            Ok(found) => Ok(found),
+            // No such table: the set was never created.
+            Err(SinkError::Poison(message)) if message.contains("1146") => Ok(None),
+            Err(e) => Err(e),
+        }
+    })
+}

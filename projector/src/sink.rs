@@ -1,0 +1,734 @@
+//! Writing batches to MySQL: one transaction per batch, fenced by the
+//! checkpoint row.
+//!
+//! Order inside the transaction (docs/projector.md, "Commit protocol"):
+//! 1. `UPDATE keel_projection SET next_sequence = batch.next ... WHERE
+//!    next_sequence = batch.first` — the fence, first, so it also takes the
+//!    row lock that serialises writers. Zero rows: someone else moved the
+//!    checkpoint (a stale writer is fenced), or our own earlier commit of
+//!    unknown outcome went through (same writer id and position: done).
+//! 2. transfers (multi-row `INSERT`, no `IGNORE`: a duplicate is a poison
+//!    error, since the fence makes one impossible);
+//! 3. state changes of earlier pending transfers;
+//! 4. accounts, upserted in ascending id order (no lock-order deadlocks);
+//! 5. the audit rows; `COMMIT`.
+//!
+//! Every await has a timeout ([`Timeouts`]); the driver has none.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt as _;
+
+use mysql_async::prelude::Queryable as _;
+use mysql_async::{Conn, Opts, OptsBuilder, TxOpts};
+
+use crate::derive::Batch;
+use crate::schema::{
+    Flavor, TableSet, DEFERRED_INDEXES, MIGRATIONS, PROJECTION_NAME, SCHEMA_VERSION,
+};
+
+/// Time limits on every database call.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Connecting (TCP + handshake + session setup).
+    pub connect: Duration,
+    /// One statement or commit.
+    pub statement: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(2),
+            statement: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a database step failed, by what the projector does about it.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Connection lost, timeout, lock wait, deadlock, server shutting
+    /// down: back off, reconnect, re-read the checkpoint, retry.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Schema mismatch, impossible duplicate, bad value, access denied:
+    /// retrying cannot help; the projection halts (it never skips an event).
+    #[error("{0}")]
+    Poison(String),
+    /// Another writer moved the checkpoint.
+    #[error("fenced: the checkpoint is at {found} (writer {writer:016x}), this writer expected {expected}; another projector owns the projection")]
+    Fenced {
+        /// Where this writer thought it was.
+        expected: u64,
+        /// Where the checkpoint is.
+        found: u64,
+        /// Who wrote it.
+        writer: u64,
+    },
+}
+
+/// Server error codes a retry can outlive.
+const TRANSIENT_CODES: &[u16] = &[
+    1040, // too many connections
+    1053, // server shutdown in progress
+    1158, 1159, 1160, 1161, // network read/write errors and timeouts
+    1180, // error during commit
+    1203, // too many user connections
+    1205, // lock wait timeout
+    1213, // deadlock
+    1290, // read-only (e.g. a replica being promoted)
+    1317, // query interrupted
+    1927, // connection killed
+    1969, // MariaDB max_statement_time
+    3024, // MySQL max_execution_time
+];
+
+fn classify(error: mysql_async::Error) -> SinkError {
+    match &error {
+        mysql_async::Error::Server(server) if !TRANSIENT_CODES.contains(&server.code) => {
+            SinkError::Poison(format!("MySQL error {}: {}", server.code, server.message))
+        }
+        mysql_async::Error::Url(_) => SinkError::Poison(error.to_string()),
+        _ => SinkError::Transient(error.to_string()),
+    }
+}
+
+/// Runs `future` under `limit`; a timeout is transient.
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    future: impl Future<Output = Result<T, mysql_async::Error>>,
+) -> Result<T, SinkError> {
+    match tokio::time::timeout(limit, future).await {
+        Ok(result) => result.map_err(classify),
+        Err(_) => Err(SinkError::Transient(format!(
+            "{what} timed out after {limit:?}"
+        ))),
+    }
+}
+
+/// The checkpoint row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The first sequence not yet projected.
+    pub next_sequence: u64,
+    /// The ledger's state hash after `next_sequence` commands.
+    pub state_hash: u64,
+    /// The writer that moved it last.
+    pub writer: u64,
+    /// The set's schema version.
+    pub schema_version: u32,
+}
+
+/// One connection to the projection's database.
+#[derive(Debug)]
+pub struct Sink {
+    conn: Option<Conn>,
+    opts: Opts,
+    flavor: Flavor,
+    timeouts: Timeouts,
+    set: TableSet,
+    sql: String,
+    /// The server accepts `LOAD DATA LOCAL INFILE` (MariaDB's default;
+    /// MySQL 8 needs `local_infile=ON`); without it bulk writes fall back to
+    /// multi-row statements.
+    local_infile: bool,
+    /// `LOAD DATA LOCAL INFILE` contents by file name, handed to the
+    /// driver's infile handler (only these names are ever served).
+    infiles: Infiles,
+}
+
+type Infiles = Arc<Mutex<HashMap<Vec<u8>, Bytes>>>;
+
+/// Serves `LOAD DATA LOCAL INFILE 'name'` from memory: a batch's rows are
+/// never written to a file, and a server cannot ask for any other file.
+fn infile_handler(infiles: Infiles) -> impl mysql_async::prelude::GlobalHandler {
+    move |name: &[u8]| {
+        let data = infiles.lock().expect("infiles").remove(name);
+        let name = String::from_utf8_lossy(name).into_owned();
+        async move {
+            let data = data.ok_or_else(|| {
+                mysql_async::LocalInfileError::OtherError(format!("no such infile: {name}").into())
+            })?;
+            let stream = futures_util::stream::once(async move { Ok(data) });
+            Ok(Box::pin(stream) as mysql_async::InfileData)
+        }
+        .boxed()
+    }
+}
+
+impl Sink {
+    /// Connects and prepares the session (lock waits bounded below our own
+    /// statement timeout, so a lock held by a dead session is an error, not
+    /// a hang).
+    pub async fn connect(url: &str, set: TableSet, timeouts: Timeouts) -> Result<Self, SinkError> {
+        let opts = Opts::from_url(url).map_err(|e| SinkError::Poison(format!("MYSQL_URL: {e}")))?;
+        let infiles = Infiles::default();
+        let opts: Opts = OptsBuilder::from_opts(opts)
+            .stmt_cache_size(0)
+            .tcp_nodelay(true)
+            // Affected rows = matched rows: the fence counts the checkpoint
+            // row even when an update leaves its values unchanged.
+            .client_found_rows(true)
+            .local_infile_handler(Some(infile_handler(Arc::clone(&infiles))))
+            .into();
+        let mut conn = within(timeouts.connect, "connect", Conn::new(opts.clone())).await?;
+        let lock_wait = timeouts.statement.as_secs().clamp(1, 50);
+        let setup = format!("SET SESSION innodb_lock_wait_timeout = {lock_wait}");
+        within(timeouts.connect, "session setup", conn.query_drop(setup)).await?;
+        let isolation = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED";
+        within(
+            timeouts.connect,
+            "session setup",
+            conn.query_drop(isolation),
+        )
+        .await?;
+        let version: Option<String> = within(
+            timeouts.connect,
+            "version",
+            conn.query_first("SELECT VERSION()"),
+        )
+        .await?;
+        let flavor = Flavor::from_version(version.as_deref().unwrap_or(""));
+        let local_infile: Option<u64> = within(
+            timeouts.connect,
+            "local_infile",
+            conn.query_first("SELECT @@local_infile"),
+        )
+        .await?;
+        Ok(Self {
+            local_infile: local_infile == Some(1),
+            conn: Some(conn),
+            opts,
+            flavor,
+            timeouts,
+            set,
+            sql: String::new(),
+            infiles,
+        })
+    }
+
+    /// The server's dialect.
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+
+    /// Whether bulk writes use `LOAD DATA LOCAL INFILE` on this server.
+    pub fn bulk_available(&self) -> bool {
+        self.local_infile
+    }
+
+    /// Drops the connection without waiting for the server (after an error
+    /// of unknown outcome the session may be mid-transaction; the server
+    /// rolls back what it has not committed).
+    pub fn abandon(&mut self) {
+        self.conn = None;
+    }
+
+    /// Whether the connection is still held.
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    async fn reconnect_if_needed(&mut self) -> Result<&mut Conn, SinkError> {
+        if self.conn.is_none() {
+            let conn = within(
+                self.timeouts.connect,
+                "connect",
+                Conn::new(self.opts.clone()),
+            )
+            .await?;
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("connected"))
+    }
+
+    async fn exec(&mut self, sql: String) -> Result<u64, SinkError> {
+        let limit = self.timeouts.statement;
+        let conn = self.reconnect_if_needed().await?;
+        let result = within(limit, "statement", conn.query_drop(sql)).await;
+        match result {
+            Ok(()) => Ok(conn.affected_rows()),
+            Err(e) => {
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates the set at this build's version, or migrates it forward
+    /// (additive steps only). A set newer than this build is refused.
+    pub async fn ensure_schema(&mut self) -> Result<Checkpoint, SinkError> {
+        let projection = self.set.table("keel_projection");
+        let exists: Option<String> = {
+            let limit = self.timeouts.statement;
+            let conn = self.reconnect_if_needed().await?;
+            within(
+                limit,
+                "schema lookup",
+                conn.exec_first(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?",
+                    (projection.clone(),),
+                ),
+            )
+            .await?
+        };
+        let found = match exists {
+            Some(_) => self
+                .read_checkpoint()
+                .await?
+                .map_or(0, |c| c.schema_version),
+            None => 0,
+        };
+        if found > SCHEMA_VERSION {
+            return Err(SinkError::Poison(format!(
+                "{projection} is at schema version {found}, newer than this build's {SCHEMA_VERSION}: upgrade keel"
+            )));
+        }
+        for step in found as usize..MIGRATIONS.len() {
+            for sql in self.set.migration(step) {
+                self.exec(sql).await?;
+            }
+            let version = step as u32 + 1;
+            let sql = format!(
+                "INSERT INTO {projection} (name, schema_version, next_sequence, state_hash, writer) \
+                 VALUES ('{PROJECTION_NAME}', {version}, 0, 0, 0) \
+                 ON DUPLICATE KEY UPDATE schema_version = {version}"
+            );
+            self.exec(sql).await?;
+        }
+        self.read_checkpoint().await?.ok_or_else(|| {
+            SinkError::Poison(format!("{projection} has no '{PROJECTION_NAME}' row"))
+        })
+    }
+
+    /// Reads the checkpoint row.
+    pub async fn read_checkpoint(&mut self) -> Result<Option<Checkpoint>, SinkError> {
+        let sql = format!(
+            "SELECT next_sequence, state_hash, writer, schema_version FROM {} WHERE name = '{PROJECTION_NAME}'",
+            self.set.table("keel_projection")
+        );
+        let limit = self.timeouts.statement;
+        let conn = self.reconnect_if_needed().await?;
+        let row: Option<(u64, u64, u64, u32)> =
+            match within(limit, "checkpoint read", conn.query_first(sql)).await {
+                Ok(row) => row,
+                Err(e) => {
+                    self.conn = None;
+                    return Err(e);
+                }
+            };
+        Ok(row.map(
+            |(next_sequence, state_hash, writer, schema_version)| Checkpoint {
+                next_sequence,
+                state_hash,
+                writer,
+                schema_version,
+            },
+        ))
+    }
+
+    /// Writes `batch` in one transaction, fenced on `batch.first`. Returns
+    /// `Ok(false)` if the checkpoint already stands at `batch.next` by this
+    /// `writer` (an earlier attempt of unknown outcome committed).
+    /// `bulk`: insert the transfers and the audit rows with `LOAD DATA
+    /// LOCAL INFILE` (rebuilds: fastest for rows only ever inserted).
+    pub async fn commit(
+        &mut self,
+        batch: &Batch,
+        writer: u64,
+        bulk: bool,
+    ) -> Result<bool, SinkError> {
+        let limit = self.timeouts.statement;
+        let result = self.commit_inner(batch, writer, limit, bulk).await;
+        if matches!(result, Err(SinkError::Transient(_))) {
+            self.conn = None;
+        }
+        result
+    }
+
+    async fn commit_inner(
+        &mut self,
+        batch: &Batch,
+        writer: u64,
+        limit: Duration,
+        bulk: bool,
+    ) -> Result<bool, SinkError> {
+        let set = self.set;
+        let flavor = self.flavor;
+        let mut sql = std::mem::take(&mut self.sql);
+        let infiles = Arc::clone(&self.infiles);
+        let bulk = bulk && self.local_infile;
+        let conn = self.reconnect_if_needed().await?;
+        let mut tx = within(limit, "begin", conn.start_transaction(TxOpts::default())).await?;
+
+        sql.clear();
+        let _ = write!(
+            sql,
+            "UPDATE {} SET next_sequence = {}, state_hash = {}, writer = {writer}, updated_at = CURRENT_TIMESTAMP(6) \
+             WHERE name = '{PROJECTION_NAME}' AND next_sequence = {}",
+            set.table("keel_projection"),
+            batch.next,
+            batch.state_hash,
+            batch.first
+        );
+        within(limit, "fence", tx.query_drop(sql.as_str())).await?;
+        if tx.affected_rows() != 1 {
+            sql.clear();
+            let _ = write!(
+                sql,
+                "SELECT next_sequence, writer FROM {} WHERE name = '{PROJECTION_NAME}'",
+                set.table("keel_projection")
+            );
+            let row: Option<(u64, u64)> =
+                within(limit, "fence read", tx.query_first(sql.as_str())).await?;
+            within(limit, "rollback", tx.rollback()).await?;
+            self.sql = sql;
+            return match row {
+                Some((found, by)) if found == batch.next && by == writer => Ok(false),
+                Some((found, by)) => Err(SinkError::Fenced {
+                    expected: batch.first,
+                    found,
+                    writer: by,
+                }),
+                None => Err(SinkError::Poison("the checkpoint row is gone".into())),
+            };
+        }
+        let statements = match bulk {
+            false => statements(batch, set, flavor, &mut sql, true),
+            true => {
+                let (statements, files) = bulk_statements(batch, set, flavor, &mut sql);
+                infiles.lock().expect("infiles").extend(files);
+                statements
+            }
+        };
+        for statement in statements {
+            within(limit, "write", tx.query_drop(statement)).await?;
+        }
+        within(limit, "commit", tx.commit()).await?;
+        self.sql = sql;
+        Ok(true)
+    }
+
+    /// Drops the secondary indexes of a set that is still empty, so a
+    /// rebuild loads into bare clustered indexes; [`Sink::add_deferred_indexes`]
+    /// builds them (by sorting) before the swap.
+    pub async fn defer_indexes(&mut self) -> Result<(), SinkError> {
+        for (table, index, _) in DEFERRED_INDEXES {
+            if self.has_index(table, index).await? {
+                let table = self.set.table(table);
+                self.exec(format!("ALTER TABLE {table} DROP INDEX {index}"))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds whichever deferred indexes are missing (one `ALTER` per table).
+    pub async fn add_deferred_indexes(&mut self) -> Result<(), SinkError> {
+        let mut by_table: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (table, index, definition) in DEFERRED_INDEXES {
+            if !self.has_index(table, index).await? {
+                match by_table.iter_mut().find(|(t, _)| **t == *table) {
+                    Some((_, adds)) => adds.push(definition),
+                    None => by_table.push((table, vec![definition])),
+                }
+            }
+        }
+        for (table, adds) in by_table {
+            let adds: Vec<String> = adds.iter().map(|d| format!("ADD {d}")).collect();
+            let table = self.set.table(table);
+            let sql = format!("ALTER TABLE {table} {}", adds.join(", "));
+            let limit = self.timeouts.statement.max(Duration::from_secs(3_600));
+            let conn = self.reconnect_if_needed().await?;
+            within(limit, "index build", conn.query_drop(sql)).await?;
+        }
+        Ok(())
+    }
+
+    async fn has_index(&mut self, table: &str, index: &str) -> Result<bool, SinkError> {
+        let table = self.set.table(table);
+        let limit = self.timeouts.statement;
+        let conn = self.reconnect_if_needed().await?;
+        let found: Option<String> = within(
+            limit,
+            "index lookup",
+            conn.exec_first(
+                "SELECT index_name FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = ? AND index_name = ? LIMIT 1",
+                (table, index),
+            ),
+        )
+        .await?;
+        Ok(found.is_some())
+    }
+
+    /// Swaps the rebuilt set in: one atomic `RENAME TABLE`, then drops the
+    /// retired set.
+    pub async fn swap_rebuilt(&mut self) -> Result<(), SinkError> {
+        let live: Option<String> = {
+            let limit = self.timeouts.statement;
+            let conn = self.reconnect_if_needed().await?;
+            within(
+                limit,
+                "schema lookup",
+                conn.query_first(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'keel_projection'",
+                ),
+            )
+            .await?
+        };
+        self.exec(TableSet::swap_statement(live.is_some())).await?;
+        if live.is_some() {
+            let retired: Vec<String> = crate::schema::TABLES
+                .iter()
+                .map(|t| format!("{t}__retired"))
+                .collect();
+            self.exec(format!("DROP TABLE IF EXISTS {}", retired.join(", ")))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Drops the rebuild set (an abandoned rebuild starts over).
+    pub async fn drop_set(&mut self) -> Result<(), SinkError> {
+        let tables: Vec<String> = crate::schema::TABLES
+            .iter()
+            .map(|t| self.set.table(t))
+            .collect();
+        self.exec(format!("DROP TABLE IF EXISTS {}", tables.join(", ")))
+            .await?;
+        Ok(())
+    }
+}
+
+/// Rows per multi-row statement (keeps each packet far below the default
+/// 16 MiB `max_allowed_packet`).
+const ROWS_PER_STATEMENT: usize = 2_000;
+
+/// The batch's write statements, in commit-protocol order.
+fn statements(
+    batch: &Batch,
+    set: TableSet,
+    flavor: Flavor,
+    sql: &mut String,
+    inserts: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let transfers = if inserts { &batch.transfers[..] } else { &[] };
+    for chunk in transfers.chunks(ROWS_PER_STATEMENT) {
+        sql.clear();
+        let _ = write!(
+            sql,
+            "INSERT INTO {} (sequence, event, id, debit_account_id, credit_account_id, amount, pending_id, \
+             user_data_128, user_data_64, user_data_32, timeout, ledger, code, flags, timestamp, pending_state) VALUES ",
+            set.table("keel_transfers")
+        );
+        for (i, row) in chunk.iter().enumerate() {
+            let t = &row.transfer;
+            let _ = write!(
+                sql,
+                "{}({},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{})",
+                if i == 0 { "" } else { "," },
+                row.sequence,
+                row.event,
+                t.id,
+                t.debit_account_id,
+                t.credit_account_id,
+                t.amount,
+                t.pending_id,
+                t.user_data_128,
+                t.user_data_64,
+                t.user_data_32,
+                t.timeout,
+                t.ledger,
+                t.code,
+                t.flags,
+                t.timestamp,
+                row.state as u8
+            );
+        }
+        out.push(sql.clone());
+    }
+    // State changes, grouped by the new state (at most three statements).
+    for state in [
+        keel_ledger::PendingState::Posted,
+        keel_ledger::PendingState::Voided,
+        keel_ledger::PendingState::Expired,
+    ] {
+        let ids: Vec<String> = batch
+            .state_changes
+            .iter()
+            .filter(|(_, s)| *s == state)
+            .map(|(id, _)| id.to_string())
+            .collect();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            out.push(format!(
+                "UPDATE {} SET pending_state = {} WHERE id IN ({})",
+                set.table("keel_transfers"),
+                state as u8,
+                chunk.join(",")
+            ));
+        }
+    }
+    const ACCOUNT_UPDATES: [&str; 5] = [
+        "flags",
+        "debits_pending",
+        "debits_posted",
+        "credits_pending",
+        "credits_posted",
+    ];
+    let upsert = flavor.upsert_clause(&ACCOUNT_UPDATES);
+    for chunk in batch.accounts.chunks(ROWS_PER_STATEMENT) {
+        sql.clear();
+        let _ = write!(
+            sql,
+            "INSERT INTO {} (id, ledger, code, flags, debits_pending, debits_posted, credits_pending, credits_posted, \
+             user_data_128, user_data_64, user_data_32, timestamp) VALUES ",
+            set.table("keel_accounts")
+        );
+        for (i, a) in chunk.iter().enumerate() {
+            let _ = write!(
+                sql,
+                "{}({},{},{},{},{},{},{},{},{},{},{},{})",
+                if i == 0 { "" } else { "," },
+                a.id,
+                a.ledger,
+                a.code,
+                a.flags,
+                a.debits_pending,
+                a.debits_posted,
+                a.credits_pending,
+                a.credits_posted,
+                a.user_data_128,
+                a.user_data_64,
+                a.user_data_32,
+                a.timestamp
+            );
+        }
+        sql.push_str(&upsert);
+        out.push(sql.clone());
+    }
+    let commands = if inserts { &batch.commands[..] } else { &[] };
+    for chunk in commands.chunks(ROWS_PER_STATEMENT) {
+        sql.clear();
+        let _ = write!(
+            sql,
+            "INSERT INTO {} (sequence, timestamp, command_type, idempotency_key, correlation_id, tenant_id, \
+             duplicate, code, events, accepted, results) VALUES ",
+            set.table("keel_commands")
+        );
+        for (i, c) in chunk.iter().enumerate() {
+            let _ = write!(
+                sql,
+                "{}({},{},{},{},{},{},{},{},{},{},X'",
+                if i == 0 { "" } else { "," },
+                c.sequence,
+                c.timestamp_ns,
+                c.command_type,
+                c.idempotency_key,
+                c.correlation_id,
+                c.tenant_id,
+                u8::from(c.duplicate),
+                c.code,
+                c.events,
+                c.accepted()
+            );
+            for byte in c.results() {
+                let _ = write!(sql, "{byte:02x}");
+            }
+            sql.push_str("')");
+        }
+        out.push(sql.clone());
+    }
+    out
+}
+
+/// The bulk form: `LOAD DATA LOCAL INFILE` of tab-separated rows for the
+/// transfers and the audit trail (served from memory by name), statements
+/// for the state changes and account upserts.
+fn bulk_statements(
+    batch: &Batch,
+    set: TableSet,
+    flavor: Flavor,
+    sql: &mut String,
+) -> (Vec<String>, Vec<(Vec<u8>, Bytes)>) {
+    let mut statements = Vec::new();
+    let mut files = Vec::new();
+    if !batch.transfers.is_empty() {
+        let mut text = String::with_capacity(batch.transfers.len() * 160);
+        for row in &batch.transfers {
+            let t = &row.transfer;
+            let _ = writeln!(
+                text,
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                row.sequence,
+                row.event,
+                t.id,
+                t.debit_account_id,
+                t.credit_account_id,
+                t.amount,
+                t.pending_id,
+                t.user_data_128,
+                t.user_data_64,
+                t.user_data_32,
+                t.timeout,
+                t.ledger,
+                t.code,
+                t.flags,
+                t.timestamp,
+                row.state as u8
+            );
+        }
+        let name = format!("keel_transfers_{}", batch.first);
+        statements.push(format!(
+            "LOAD DATA LOCAL INFILE '{name}' INTO TABLE {} (sequence, event, id, debit_account_id, credit_account_id, \
+             amount, pending_id, user_data_128, user_data_64, user_data_32, timeout, ledger, code, flags, timestamp, pending_state)",
+            set.table("keel_transfers")
+        ));
+        files.push((name.into_bytes(), Bytes::from(text)));
+    }
+    statements.extend(statements_tail(batch, set, flavor, sql));
+    if !batch.commands.is_empty() {
+        let mut text = String::with_capacity(batch.commands.len() * 80);
+        for c in &batch.commands {
+            let _ = write!(
+                text,
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t",
+                c.sequence,
+                c.timestamp_ns,
+                c.command_type,
+                c.idempotency_key,
+                c.correlation_id,
+                c.tenant_id,
+                u8::from(c.duplicate),
+                c.code,
+                c.events,
+                c.accepted()
+            );
+            for byte in c.results() {
+                let _ = write!(text, "{byte:02x}");
+            }
+            text.push('\n');
+        }
+        let name = format!("keel_commands_{}", batch.first);
+        statements.push(format!(
+            "LOAD DATA LOCAL INFILE '{name}' INTO TABLE {} (sequence, timestamp, command_type, idempotency_key, \
+             correlation_id, tenant_id, duplicate, code, events, accepted, @results) SET results = UNHEX(@results)",
+            set.table("keel_commands")
+        ));
+        files.push((name.into_bytes(), Bytes::from(text)));
+    }
+    (statements, files)
+}
+
+/// State changes and account upserts (the part of a batch that is not
+/// plain inserts).
+fn statements_tail(batch: &Batch, set: TableSet, flavor: Flavor, sql: &mut String) -> Vec<String> {
+    statements(batch, set, flavor, sql, false)
+}
