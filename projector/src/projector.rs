@@ -250,7 +250,7 @@ impl Backoff {
 }
 
 /// Runs a projector until `stop` is set (or, with [`Until::CaughtUp`], until
-/// the journal is projected). A stop commits what was derived first.
+/// the journal is projected). A stop lets the batch being committed finish.
 pub fn run(
     config: &ProjectorConfig,
     stop: &AtomicBool,
@@ -359,8 +359,10 @@ async fn run_async(
     let mut position = checkpoint.next_sequence;
     let mut rows = 0u64;
     let outcome: Result<(), ProjectorError> = loop {
+        // A stop ends after the batch being committed; batches derived but
+        // not committed are dropped (the next run derives them again).
         if stop.load(Ordering::Relaxed) {
-            reader_stop.store(true, Ordering::Relaxed);
+            break Ok(());
         }
         let batch = match tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
             Ok(Some(batch)) => batch,
@@ -519,7 +521,7 @@ fn read_loop(
         let limit = config.bound.limit();
         let visited = tail
             .poll(limit, &mut |record| {
-                if gap.is_some() || closed {
+                if gap.is_some() || closed || stop.load(Ordering::Relaxed) {
                     return;
                 }
                 if let Err(g) = deriver.derive(record, &mut batch) {
@@ -571,10 +573,6 @@ fn read_loop(
     }
 }
 
-/// Commands per transaction in a rebuild at least (fewer, larger
-/// transactions; nobody reads the tables before the swap).
-const REBUILD_BATCH_COMMANDS: u64 = 10_000;
-
 /// Rebuilds the projection from the whole journal into the `__rebuild`
 /// tables (bulk loads), then swaps them in with one `RENAME TABLE`. An
 /// interrupted rebuild resumes from its own checkpoint (`restart` drops it
@@ -590,7 +588,6 @@ pub fn rebuild(
     config.until = Until::CaughtUp;
     config.bulk_load = true;
     config.defer_accounts = true;
-    config.batch_commands = config.batch_commands.max(REBUILD_BATCH_COMMANDS);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -170,7 +170,12 @@ impl Sink {
     pub async fn connect(url: &str, set: TableSet, timeouts: Timeouts) -> Result<Self, SinkError> {
         let opts = Opts::from_url(url).map_err(|e| SinkError::Poison(format!("MYSQL_URL: {e}")))?;
         let infiles = Infiles::default();
+        // The driver would switch a TCP connection to 127.0.0.1 over to the
+        // server's Unix socket; the URL is what the operator asked for
+        // (a proxy, a tunnel), so keep to it unless the URL says otherwise.
+        let prefer_socket = url.contains("prefer_socket=true");
         let opts: Opts = OptsBuilder::from_opts(opts)
+            .prefer_socket(prefer_socket)
             .stmt_cache_size(0)
             .tcp_nodelay(true)
             // Affected rows = matched rows: the fence counts the checkpoint

@@ -24,6 +24,8 @@ use keel_harness::traffic::{self, TrafficConfig};
 use keel_journal::{FsStorage, IoMode};
 use keel_ledger::{Ledger, LedgerConfig};
 use keel_projector::{ProjectorConfig, ProjectorError, SinkError, Status, TableSet, Until};
+
+use crate::proxy::{server_address, Mode, Proxy};
 use mysql_async::prelude::Queryable;
 
 const LEDGER: LedgerConfig = LedgerConfig {
@@ -225,4 +227,375 @@ fn equals_and_resumes(bulk: bool) {
     let second = project(&config(dir.path(), &url)).unwrap();
     assert_eq!(second.started_at, first.checkpoint);
     assert_projection_equals_journal(&url, dir.path(), TableSet::Live);
+}
+
+/// Runs a following projector on its own thread until `stop`.
+fn spawn_projector(
+    config: ProjectorConfig,
+    stop: Arc<AtomicBool>,
+    status: Arc<Status>,
+) -> std::thread::JoinHandle<Result<keel_projector::Summary, ProjectorError>> {
+    std::thread::spawn(move || keel_projector::run(&config, &stop, &status))
+}
+
+/// Waits until the projector's checkpoint reaches `sequence`; returns how long it took.
+fn wait_for_checkpoint(status: &Status, sequence: u64, limit: Duration) -> Duration {
+    let start = Instant::now();
+    while status.checkpoint.load(Ordering::Relaxed) < sequence {
+        assert!(
+            start.elapsed() < limit,
+            "checkpoint stuck at {} (want {sequence}); last error {:?}",
+            status.checkpoint.load(Ordering::Relaxed),
+            status.last_error.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn outages_through_a_proxy_lose_nothing() {
+    let url = fresh_database("outage");
+    let proxy = Proxy::start(server_address(&url));
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), &proxy.url(&url));
+    config.until = Until::Stopped;
+    config.batch_commands = 20;
+    config.timeouts = keel_projector::Timeouts {
+        connect: Duration::from_millis(500),
+        statement: Duration::from_millis(700),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let status = Arc::new(Status::default());
+    let mut start_ns = 1_700_000_000_000_000_000u64;
+    let mut append = |seed: u64| {
+        start_ns += 10_000_000_000_000;
+        traffic::write(dir.path(), &traffic(seed, 500, start_ns)).unwrap()
+    };
+    let head = append(1);
+    let runner = spawn_projector(config, Arc::clone(&stop), Arc::clone(&status));
+    wait_for_checkpoint(&status, head, Duration::from_secs(30));
+
+    for (round, mode) in [
+        Mode::Cut,
+        Mode::HalfOpen,
+        Mode::Delay(Duration::from_millis(900)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        proxy.set(mode);
+        let head = append(10 + round as u64); // written while the database is unreachable
+        std::thread::sleep(Duration::from_millis(1_500));
+        proxy.set(Mode::Pass);
+        let resumed = wait_for_checkpoint(&status, head, Duration::from_secs(30));
+        // Back within about two seconds of the server returning (the
+        // back-off cap is 1 s; a half-open wait ends at a 0.7 s timeout).
+        assert!(
+            resumed < Duration::from_millis(3_000),
+            "{mode:?}: resumed after {resumed:?}"
+        );
+    }
+    let errors = status.transient_errors.load(Ordering::Relaxed);
+    assert!(
+        errors >= 3,
+        "every outage was seen ({errors} transient errors)"
+    );
+    stop.store(true, Ordering::Relaxed);
+    runner.join().unwrap().unwrap();
+    assert_projection_equals_journal(&url, dir.path(), TableSet::Live);
+}
+
+#[test]
+fn kill_9_mid_transaction_leaves_no_duplicate_and_no_gap() {
+    let url = fresh_database("kill");
+    let dir = tempfile::tempdir().unwrap();
+    traffic::write(dir.path(), &traffic(21, 20_000, 1_700_000_000_000_000_000)).unwrap();
+    let node_config = dir.path().join("node.toml");
+    std::fs::write(
+        &node_config,
+        format!(
+            "[ledger]\naccounts_max = {}\ntransfers_max = {}\n[engine]\ndedup_entries = {DEDUP}\n",
+            LEDGER.accounts_max, LEDGER.transfers_max
+        ),
+    )
+    .unwrap();
+    let journal = dir.path().to_path_buf();
+    let keel = |once: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
+        command
+            .args(["project", "--batch", "10", "--mysql-url", &url])
+            .arg("--journal")
+            .arg(&journal)
+            .arg("--config")
+            .arg(&node_config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        if once {
+            command.arg("--once");
+        }
+        command
+    };
+    let mut rng = 0x5eed_u64;
+    let mut checkpoints = Vec::new();
+    for _ in 0..6 {
+        let mut child = keel(false).spawn().unwrap();
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(100 + (rng >> 33) % 300)); // the kill moment
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let checkpoint = keel_projector::checkpoint(&url, TableSet::Live, Default::default())
+            .unwrap()
+            .map_or(0, |c| c.next_sequence);
+        checkpoints.push(checkpoint);
+    }
+    assert!(
+        checkpoints.windows(2).all(|w| w[0] <= w[1]),
+        "checkpoints never go back: {checkpoints:?}"
+    );
+    let end = journal_len(dir.path());
+    assert!(
+        checkpoints.iter().filter(|&&c| c > 0 && c < end).count() >= 3,
+        "kills landed mid-projection: {checkpoints:?} of {end}"
+    );
+    let status = keel(true).status().unwrap();
+    assert!(status.success());
+    assert_projection_equals_journal(&url, dir.path(), TableSet::Live);
+}
+
+#[test]
+fn a_stale_second_writer_is_fenced() {
+    use keel_projector::{Batch, Deriver, Sink, Timeouts};
+    let url = fresh_database("fence");
+    let dir = tempfile::tempdir().unwrap();
+    traffic::write(dir.path(), &traffic(3, 50, 1_700_000_000_000_000_000)).unwrap();
+    // Two batches derived from the journal: [0, 20) and [20, 40).
+    let storage = FsStorage::open(dir.path(), IoMode::BufferedDevelopment).unwrap();
+    let mut deriver = Deriver::new(LEDGER, DEDUP);
+    let mut batches = vec![Batch::starting_at(0)];
+    keel_journal::read_records(&storage, 0, 39, &mut |record| {
+        if batches.last().unwrap().len() == 20 {
+            let last = batches.last_mut().unwrap();
+            deriver.seal(last, false);
+            batches.push(Batch::starting_at(20));
+        }
+        deriver.derive(record, batches.last_mut().unwrap()).unwrap();
+    })
+    .unwrap();
+    deriver.seal(batches.last_mut().unwrap(), false);
+    runtime().block_on(async {
+        let mut a = Sink::connect(&url, TableSet::Live, Timeouts::default())
+            .await
+            .unwrap();
+        let mut b = Sink::connect(&url, TableSet::Live, Timeouts::default())
+            .await
+            .unwrap();
+        a.ensure_schema().await.unwrap();
+        b.ensure_schema().await.unwrap();
+        // Both start at checkpoint 0; A commits first.
+        assert!(a.commit(&batches[0], 0xa, true).await.unwrap());
+        // B, stale, tries the same batch: fenced, and writes nothing.
+        match b.commit(&batches[0], 0xb, true).await {
+            Err(SinkError::Fenced {
+                expected: 0,
+                found: 20,
+                writer: 0xa,
+            }) => {}
+            other => panic!("stale writer not fenced: {other:?}"),
+        }
+        // A's retry of a commit of unknown outcome is recognised as done.
+        assert!(!a.commit(&batches[0], 0xa, true).await.unwrap());
+        assert!(a.commit(&batches[1], 0xa, true).await.unwrap());
+        // B, still behind, stays fenced.
+        assert!(matches!(
+            b.commit(&batches[1], 0xb, true).await,
+            Err(SinkError::Fenced { found: 40, .. })
+        ));
+        let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
+        let commands: u64 = conn
+            .query_first("SELECT COUNT(*) FROM keel_commands")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(commands, 40, "B wrote nothing");
+    });
+}
+
+/// `SHOW CREATE TABLE` of every table of the live set.
+fn table_definitions(url: &str) -> Vec<String> {
+    runtime().block_on(async {
+        let mut conn = mysql_async::Conn::from_url(url).await.unwrap();
+        let mut out = Vec::new();
+        for table in keel_projector::schema::TABLES {
+            let row: Option<(String, String)> = conn
+                .query_first(format!("SHOW CREATE TABLE {table}"))
+                .await
+                .unwrap();
+            // The auto-increment and table options do not matter here.
+            out.push(row.unwrap().1.split("\n)").next().unwrap().to_string());
+        }
+        out
+    })
+}
+
+fn checksums(url: &str) -> Vec<(String, Option<u64>)> {
+    runtime().block_on(async {
+        let mut conn = mysql_async::Conn::from_url(url).await.unwrap();
+        conn.query("CHECKSUM TABLE keel_accounts, keel_transfers, keel_commands")
+            .await
+            .unwrap()
+    })
+}
+
+#[test]
+fn an_interrupted_rebuild_resumes_equals_live_and_swaps_in() {
+    let url = fresh_database("rebuild");
+    let dir = tempfile::tempdir().unwrap();
+    traffic::write(dir.path(), &traffic(5, 6_000, 1_700_000_000_000_000_000)).unwrap();
+    let config = config(dir.path(), &url);
+    project(&config).unwrap();
+    let live = checksums(&url);
+    let definitions = table_definitions(&url);
+
+    // A rebuild stopped part-way (after its first committed batch) ...
+    let mut small = config.clone();
+    small.batch_commands = 10;
+    let stop = Arc::new(AtomicBool::new(false));
+    let status = Arc::new(Status::default());
+    let watcher = {
+        let (stop, status) = (Arc::clone(&stop), Arc::clone(&status));
+        std::thread::spawn(move || {
+            while status.checkpoint.load(Ordering::Relaxed) == 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            stop.store(true, Ordering::Relaxed);
+        })
+    };
+    let first = keel_projector::rebuild(&small, false, &stop, &status).unwrap();
+    watcher.join().unwrap();
+    assert!(first.is_none(), "stopped before the swap");
+    let partial = keel_projector::checkpoint(&url, TableSet::Rebuild, Default::default())
+        .unwrap()
+        .unwrap();
+    assert!(partial.next_sequence > 0 && partial.next_sequence < journal_len(dir.path()));
+    assert_eq!(
+        checksums(&url),
+        live,
+        "the live tables are untouched meanwhile"
+    );
+
+    // ... resumes from its own checkpoint, then swaps in.
+    let resumed = keel_projector::rebuild(
+        &config,
+        false,
+        &AtomicBool::new(false),
+        &Arc::new(Status::default()),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(resumed.started_at, partial.next_sequence);
+    assert!(
+        keel_projector::checkpoint(&url, TableSet::Rebuild, Default::default())
+            .unwrap()
+            .is_none(),
+        "the rebuild set became the live set"
+    );
+    assert_projection_equals_journal(&url, dir.path(), TableSet::Live);
+    assert_eq!(checksums(&url), live, "rebuilt = live, row for row");
+    assert_eq!(
+        table_definitions(&url),
+        definitions,
+        "same tables and indexes"
+    );
+
+    // Live projection continues on the swapped-in tables.
+    traffic::write(dir.path(), &traffic(6, 500, 1_800_000_000_000_000_000)).unwrap();
+    project(&config).unwrap();
+    assert_projection_equals_journal(&url, dir.path(), TableSet::Live);
+}
+
+#[test]
+fn schema_versions_migrate_forward_and_refuse_newer() {
+    let url = fresh_database("schema");
+    let dir = tempfile::tempdir().unwrap();
+    traffic::write(dir.path(), &traffic(9, 300, 1_700_000_000_000_000_000)).unwrap();
+    // A set at version 1, as an older build left it.
+    runtime().block_on(async {
+        let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
+        for sql in TableSet::Live.migration(0) {
+            conn.query_drop(sql).await.unwrap();
+        }
+        conn.query_drop(
+            "INSERT INTO keel_projection (name, schema_version, next_sequence, state_hash, writer) VALUES ('ledger', 1, 0, 0, 0)",
+        )
+        .await
+        .unwrap();
+    });
+    let config = config(dir.path(), &url);
+    project(&config).unwrap();
+    let index: Option<String> = runtime().block_on(async {
+        let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
+        conn.query_first("SELECT index_name FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = 'keel_commands' AND index_name = 'by_time'")
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        index.as_deref(),
+        Some("by_time"),
+        "migrated to version 2 online"
+    );
+    let checkpoint = keel_projector::checkpoint(&url, TableSet::Live, Default::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(checkpoint.schema_version, keel_projector::SCHEMA_VERSION);
+    assert_projection_equals_journal(&url, dir.path(), TableSet::Live);
+
+    // A newer schema than this build: refused, nothing written.
+    runtime().block_on(async {
+        let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
+        conn.query_drop("UPDATE keel_projection SET schema_version = 99")
+            .await
+            .unwrap();
+    });
+    match project(&config) {
+        Err(ProjectorError::Halted(SinkError::Poison(message))) => {
+            assert!(message.contains("newer than this build"), "{message}")
+        }
+        other => panic!("a newer schema must be refused: {other:?}"),
+    }
+}
+
+#[test]
+fn a_poison_error_halts_without_skipping() {
+    let url = fresh_database("poison");
+    let dir = tempfile::tempdir().unwrap();
+    traffic::write(dir.path(), &traffic(11, 300, 1_700_000_000_000_000_000)).unwrap();
+    let config = config(dir.path(), &url);
+    project(&config).unwrap();
+    let before = keel_projector::checkpoint(&url, TableSet::Live, Default::default())
+        .unwrap()
+        .unwrap();
+    // Someone alters the projection by hand: a column the projector writes is gone.
+    runtime().block_on(async {
+        let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
+        conn.query_drop("ALTER TABLE keel_commands DROP COLUMN tenant_id")
+            .await
+            .unwrap();
+    });
+    traffic::write(dir.path(), &traffic(12, 100, 1_800_000_000_000_000_000)).unwrap();
+    match project(&config) {
+        Err(ProjectorError::Halted(SinkError::Poison(message))) => {
+            assert!(
+                message.contains("tenant_id"),
+                "names the problem: {message}"
+            )
+        }
+        other => panic!("a poison error must halt: {other:?}"),
+    }
+    let after = keel_projector::checkpoint(&url, TableSet::Live, Default::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(after, before, "nothing skipped, nothing half-written");
 }
