@@ -7,6 +7,7 @@
 pub mod config;
 pub mod load;
 pub mod node;
+pub mod projection;
 pub mod replay;
 pub mod snapshot;
 pub mod snapshotter;

@@ -7,6 +7,7 @@
 //! that the recovered state hash equals the one at shutdown.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -38,6 +39,10 @@ pub struct LoadConfig {
     pub accounts: u32,
     /// Draw progress bars on stderr (hidden when stderr is not a terminal).
     pub progress: bool,
+    /// Attach a MySQL projector (this URL) behind the node for the run.
+    pub project_to: Option<String>,
+    /// Pace the transfers at this many per second in all (None: flat out).
+    pub rate: Option<u64>,
 }
 
 impl Default for LoadConfig {
@@ -50,6 +55,8 @@ impl Default for LoadConfig {
             batch: commands::TRANSFERS_PER_COMMAND_MAX,
             accounts: 10_000,
             progress: true,
+            project_to: None,
+            rate: None,
         }
     }
 }
@@ -86,6 +93,23 @@ pub struct LoadReport {
     pub restart: Option<Recovery>,
     /// Transfers in the ledger the restart rebuilt (durable runs).
     pub restart_transfers: u64,
+    /// The projector behind the node (`project_to`).
+    pub projection: Option<ProjectionReport>,
+}
+
+/// What the projector attached to the run did.
+#[derive(Debug)]
+pub struct ProjectionReport {
+    /// Commands projected while transfers were pushed.
+    pub during_load: u64,
+    /// Commands in the journal when the load ended.
+    pub at_load_end: u64,
+    /// Time after the load until everything was projected.
+    pub catch_up: Duration,
+    /// Sequencer timestamp → MySQL commit, per command (µs).
+    pub lag_us: Histogram<u64>,
+    /// The projector's own summary (or why it stopped).
+    pub result: Result<keel_projector::Summary, keel_projector::ProjectorError>,
 }
 
 /// Why a run failed.
@@ -100,6 +124,9 @@ pub enum LoadError {
     /// The engine stopped during the run.
     #[error("engine stopped: {0}")]
     Stopped(#[from] StopReason),
+    /// The projector could not start.
+    #[error("projector: {0}")]
+    Projection(String),
     /// The load configuration is out of range.
     #[error("load option `{option}`: expected {expected}")]
     Invalid {
@@ -125,9 +152,42 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
     let node = start(config, &replay_bar)?;
     replay_bar.finish_and_clear();
     let recovery = node.recovery().clone();
+    let projection = match &config.project_to {
+        Some(url) => Some(
+            node.start_projection(&config.node, url)
+                .map_err(|e| LoadError::Projection(e.to_string()))?,
+        ),
+        None => None,
+    };
     setup_accounts(config, &node)?;
+    if let Some(projection) = &projection {
+        // The projector's start-up (connect, schema, the setup commands) is
+        // not the transfer phase's lag: wait for it, then measure afresh.
+        let setup_end = node.journal_status().map_or(0, |s| s.durable_next());
+        let status = projection.status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while status.checkpoint.load(Ordering::Relaxed) < setup_end && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        status.lag_us.lock().expect("status").reset();
+    }
     // Transfer ids are unique per run: the journal only grows.
     let (elapsed, transfer_results) = push_transfers(config, &node, recovery.next_sequence)?;
+    let projection = projection.map(|projection| {
+        let during_load = projection.status().checkpoint.load(Ordering::Relaxed);
+        let at_load_end = node.journal_status().map_or(0, |s| s.durable_next());
+        let started = Instant::now();
+        let status = std::sync::Arc::clone(projection.status());
+        let result = projection.finish(at_load_end);
+        let lag_us = status.lag_us.lock().expect("status").clone();
+        ProjectionReport {
+            during_load,
+            at_load_end,
+            catch_up: started.elapsed(),
+            lag_us,
+            result,
+        }
+    });
     let snapshots_while_serving = node.snapshotter().map_or(0, |s| s.written());
     let (stopped, snapshot) = match config.node.snapshot.on_shutdown {
         true => node.shutdown_with_snapshot(&config.node)?,
@@ -155,6 +215,7 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
         snapshot,
         restart: None,
         restart_transfers: 0,
+        projection,
     };
     drop(stopped); // free this ledger before the restart allocates another
     if config.node.journal.durability != Durability::None {
@@ -306,7 +367,12 @@ fn produce(
     let accounts = u64::from(config.accounts) - 1;
     let mut batch = [Transfer::default(); commands::TRANSFERS_PER_COMMAND_MAX];
     let mut sent = 0u64;
+    let start = Instant::now();
+    let per_producer = config.rate.map(|r| r as f64 / config.producers as f64);
     while sent < count {
+        if let Some(rate) = per_producer {
+            pace(start + Duration::from_secs_f64(sent as f64 / rate));
+        }
         let n = (count - sent).min(config.batch as u64) as usize;
         for (i, t) in batch[..n].iter_mut().enumerate() {
             let debit = 2 + rng.next() % accounts;
@@ -334,6 +400,22 @@ fn produce(
     }
     window.drain(&mut tally)?;
     Ok(counts)
+}
+
+/// Waits until `due`: sleeps while far, yields when near.
+fn pace(due: Instant) {
+    loop {
+        let now = Instant::now();
+        if now >= due {
+            return;
+        }
+        match due - now {
+            left if left > Duration::from_micros(300) => {
+                std::thread::sleep(left - Duration::from_micros(200))
+            }
+            _ => std::thread::yield_now(),
+        }
+    }
 }
 
 /// A bounded window of in-flight async commands, completed in order.

@@ -253,6 +253,11 @@ impl<S: StateMachine> Node<S> {
         &self.recovery
     }
 
+    /// The journal's durable watermark (None without a journal).
+    pub fn journal_status(&self) -> Option<keel_journal::JournalStatus> {
+        self.status.clone()
+    }
+
     /// The shadow-replica snapshotter, if one runs.
     pub fn snapshotter(&self) -> Option<&Snapshotter> {
         self.snapshotter.as_ref()

@@ -34,8 +34,12 @@ pub enum TailError {
     Corrupt(#[from] Corruption),
 }
 
-/// Bytes read per window.
+/// Bytes read per window at most (catching up).
 const WINDOW_BYTES: usize = 1 << 20;
+/// Bytes read per window at first and after reaching the end of written
+/// data: a follower polling an idle journal reads little; the window
+/// doubles while full windows keep coming.
+const WINDOW_BYTES_MIN: usize = 64 << 10;
 
 struct Current<F> {
     header: SegmentHeader,
@@ -52,6 +56,8 @@ pub struct JournalTail<'s, S: Storage> {
     expected: u64,
     from_sequence: u64,
     window: Vec<u8>,
+    /// Bytes the next window reads (`WINDOW_BYTES_MIN..=WINDOW_BYTES`).
+    window_len: usize,
 }
 
 impl<S: Storage> std::fmt::Debug for JournalTail<'_, S> {
@@ -89,6 +95,7 @@ impl<'s, S: Storage> JournalTail<'s, S> {
             expected: 0,
             from_sequence,
             window: vec![0; WINDOW_BYTES],
+            window_len: WINDOW_BYTES_MIN,
         }
     }
 
@@ -105,14 +112,18 @@ impl<'s, S: Storage> JournalTail<'s, S> {
         visit: &mut dyn FnMut(&Record<'_>),
     ) -> Result<u64, TailError> {
         let mut visited = 0;
+        if self.expected >= limit {
+            return Ok(0); // nothing below the bound is new: no read at all
+        }
         loop {
             if self.current.is_none() && !self.open_segment(None)? {
                 return Ok(visited);
             }
             match self.walk_window(limit, visit, &mut visited)? {
-                Stop::Refill => {}
+                Stop::Refill => self.window_len = (self.window_len * 2).min(WINDOW_BYTES),
                 Stop::Limit => return Ok(visited),
                 Stop::End | Stop::SegmentFull => {
+                    self.window_len = WINDOW_BYTES_MIN;
                     let id = self.current.as_ref().expect("open").header.segment_id;
                     if !self.open_segment(Some(id + 1))? {
                         return Ok(visited);
@@ -145,7 +156,7 @@ impl<'s, S: Storage> JournalTail<'s, S> {
         let header = current.header;
         let block = u64::from(header.block_size);
         let remaining = header.segment_size.saturating_sub(current.offset);
-        let len = (remaining as usize).min(self.window.len());
+        let len = (remaining as usize).min(self.window_len);
         if len == 0 {
             return Ok(Stop::SegmentFull);
         }

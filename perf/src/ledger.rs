@@ -259,7 +259,7 @@ fn blp(args: &LedgerArgs, batch: usize) -> (Histogram<u64>, Histogram<u64>) {
 }
 
 /// Writes a journal of `transfers` transfers (7 per record) after the accounts.
-fn write_journal(dir: &Path, accounts: u32, transfers: u64) {
+pub(crate) fn write_journal(dir: &Path, accounts: u32, transfers: u64) {
     let storage = FsStorage::open(dir, IoMode::DirectSync).expect("journal storage");
     let config = JournalConfig {
         sync: SyncPolicy::None,

@@ -13,6 +13,7 @@ mod clock;
 mod journal;
 mod keel;
 mod ledger;
+mod projector;
 mod raw;
 mod report;
 
@@ -33,6 +34,9 @@ enum Commands {
     Journal(journal::JournalArgs),
     /// The ledger's goals: BLP cost, replay rate, durable throughput, low-load latency.
     Ledger(ledger::LedgerArgs),
+    /// The MySQL projector's goals: catch-up, rebuild, steady state, lag,
+    /// against a LOAD DATA reference on the same server.
+    Projector(projector::ProjectorArgs),
 }
 
 /// Options of `keel-perf pipeline`.
@@ -115,5 +119,6 @@ fn main() {
         Commands::Pipeline(args) => report::pipeline(&args),
         Commands::Journal(args) => journal::run(&args),
         Commands::Ledger(args) => ledger::run(&args),
+        Commands::Projector(args) => projector::run(&args),
     }
 }

@@ -146,6 +146,18 @@ pub struct Sink {
 
 type Infiles = Arc<Mutex<HashMap<Vec<u8>, Bytes>>>;
 
+/// `data` as a `LOAD DATA LOCAL INFILE` stream, in pieces: the driver
+/// sends each piece as one packet, and a packet may not exceed the
+/// server's `max_allowed_packet`.
+pub fn infile_stream(data: Bytes) -> mysql_async::InfileData {
+    const PIECE: usize = 1 << 20;
+    let pieces: Vec<std::io::Result<Bytes>> = (0..data.len())
+        .step_by(PIECE)
+        .map(|at| Ok(data.slice(at..(at + PIECE).min(data.len()))))
+        .collect();
+    Box::pin(futures_util::stream::iter(pieces))
+}
+
 /// Serves `LOAD DATA LOCAL INFILE 'name'` from memory: a batch's rows are
 /// never written to a file, and a server cannot ask for any other file.
 fn infile_handler(infiles: Infiles) -> impl mysql_async::prelude::GlobalHandler {
@@ -156,8 +168,7 @@ fn infile_handler(infiles: Infiles) -> impl mysql_async::prelude::GlobalHandler 
             let data = data.ok_or_else(|| {
                 mysql_async::LocalInfileError::OtherError(format!("no such infile: {name}").into())
             })?;
-            let stream = futures_util::stream::once(async move { Ok(data) });
-            Ok(Box::pin(stream) as mysql_async::InfileData)
+            Ok(infile_stream(data))
         }
         .boxed()
     }

@@ -59,6 +59,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "keel-journal",
             "keel-codecs",
             "keel-ledger",
+            "keel-projector",
             "keel-harness",
         ],
     ),

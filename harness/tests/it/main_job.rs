@@ -22,6 +22,7 @@ fn config(dir: &std::path::Path, durability: Durability, fusion: FusionArg) -> L
         batch: 5,
         accounts: 100,
         progress: false,
+        ..LoadConfig::default()
     }
 }
 

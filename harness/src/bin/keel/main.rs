@@ -124,6 +124,14 @@ struct RunArgs {
     /// Accounts (the first funds the others).
     #[arg(long, default_value_t = 10_000)]
     accounts: u32,
+    /// Attach the MySQL projector behind the node for the run (URL; without
+    /// one: $MYSQL_URL, else mysql://root@127.0.0.1:3306/test) and report
+    /// its lag.
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    project: Option<String>,
+    /// Pace the transfers at this many per second (default: flat out).
+    #[arg(long)]
+    rate: Option<u64>,
     /// Write a snapshot at shutdown (the restart check then starts from it).
     #[arg(long)]
     snapshot: bool,
@@ -230,6 +238,11 @@ fn load_config(args: &RunArgs) -> Result<LoadConfig, ConfigFileError> {
         batch: args.batch,
         accounts: args.accounts,
         progress: !args.quiet,
+        project_to: args.project.as_ref().map(|url| match url.is_empty() {
+            true => keel_projector::default_mysql_url(),
+            false => url.clone(),
+        }),
+        rate: args.rate.filter(|&r| r > 0),
     })
 }
 
@@ -312,6 +325,24 @@ fn print_report(report: &LoadReport) -> ExitCode {
     println!("state hash   {:016x}", report.state_hash);
     if let Some(path) = &report.snapshot {
         println!("snapshot     written at shutdown: {}", path.display());
+    }
+    if let Some(p) = &report.projection {
+        match &p.result {
+            Ok(summary) => println!(
+                "projection   {} of {} commands in MySQL when the load ended, all {} {:.2} s later; lag p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+                p.during_load,
+                p.at_load_end,
+                summary.checkpoint,
+                p.catch_up.as_secs_f64(),
+                p.lag_us.value_at_quantile(0.5) as f64 / 1e3,
+                p.lag_us.value_at_quantile(0.99) as f64 / 1e3,
+                p.lag_us.max() as f64 / 1e3,
+            ),
+            Err(e) => {
+                eprintln!("projection   FAILED: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     let Some(restart) = &report.restart else {
         println!("restart      skipped: durability none keeps no journal");

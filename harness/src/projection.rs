@@ -1,0 +1,83 @@
+//! A MySQL projector behind a running node: it follows the node's journal
+//! up to the engine's durable watermark (exactly the committed prefix) on
+//! its own threads. The engine never waits for it: the journaller publishes
+//! the watermark with one atomic store it makes anyway, and a slow or absent
+//! database only makes the projector lag.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use keel_core::StateMachine;
+use keel_projector::{Bound, ProjectorConfig, ProjectorError, Status, Summary, Until};
+
+use crate::config::NodeConfig;
+use crate::node::Node;
+
+/// A projector running behind a node.
+#[derive(Debug)]
+pub struct Projection {
+    stop: Arc<AtomicBool>,
+    status: Arc<Status>,
+    thread: JoinHandle<Result<Summary, ProjectorError>>,
+}
+
+impl Projection {
+    /// Live counters: checkpoint, lag histogram, breaker.
+    pub fn status(&self) -> &Arc<Status> {
+        &self.status
+    }
+
+    /// Commits the batch in flight and stops; returns what the run did.
+    pub fn stop(self) -> Result<Summary, ProjectorError> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(ProjectorError::Journal("projector thread panicked".into())))
+    }
+
+    /// Stops once everything durable at this moment is projected (or at
+    /// the first error), e.g. at the end of a benchmark or before shutdown.
+    pub fn finish(self, durable_next: u64) -> Result<Summary, ProjectorError> {
+        while self.status.checkpoint.load(Ordering::Relaxed) < durable_next
+            && !self.thread.is_finished()
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        self.stop()
+    }
+}
+
+impl<S: StateMachine> Node<S> {
+    /// Starts a projector of this node's journal into `mysql_url`. The
+    /// node must be a ledger node with a journal (`config` is the one it
+    /// started with: replay needs the same ledger sizes and window).
+    pub fn start_projection(
+        &self,
+        config: &NodeConfig,
+        mysql_url: &str,
+    ) -> Result<Projection, ProjectorError> {
+        let status_handle = self
+            .journal_status()
+            .ok_or_else(|| ProjectorError::Journal("the node has no journal to project".into()))?;
+        let mut projector = ProjectorConfig::new(&config.journal.data_dir, mysql_url);
+        projector.ledger = config.ledger_config();
+        projector.dedup_entries = config.engine.dedup_entries;
+        projector.bound = Bound::Durable(status_handle);
+        projector.until = Until::Stopped;
+        let stop = Arc::new(AtomicBool::new(false));
+        let status = Arc::new(Status::default());
+        let thread = {
+            let (stop, status) = (Arc::clone(&stop), Arc::clone(&status));
+            std::thread::Builder::new()
+                .name("keel-projector".into())
+                .spawn(move || keel_projector::run(&projector, &stop, &status))
+                .map_err(|e| ProjectorError::Journal(format!("projector thread: {e}")))?
+        };
+        Ok(Projection {
+            stop,
+            status,
+            thread,
+        })
+    }
+}
