@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Keel's whole test suite: the one command CI (.ci/run) and developers run.
-# Needs only a Rust toolchain (rustup); installs rustfmt/clippy if missing.
+# Needs only a Rust toolchain (rustup); installs rustfmt/clippy if missing,
+# and MariaDB for the projector tests if no server answers at $MYSQL_URL
+# (scripts/ensure-mysql.sh says what it did).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +17,9 @@ cargo fmt --all -- --check
 
 step "clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "database for the projector tests (\$MYSQL_URL, default mysql://root@127.0.0.1:3306/test)"
+scripts/ensure-mysql.sh
 
 step "tests (debug)"
 cargo test --workspace --locked
