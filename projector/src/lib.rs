@@ -19,6 +19,7 @@ pub use crate::derive::{Batch, Deriver};
 pub use crate::projector::{
     checkpoint, rebuild, run, Bound, ProjectorConfig, ProjectorError, Status, Summary, Until,
 };
+pub use crate::query::{ProjectedTransfer, ProjectionReader};
 pub use crate::schema::{Flavor, TableSet, SCHEMA_VERSION};
 pub use crate::sink::{Checkpoint, Sink, SinkError, Timeouts};
 

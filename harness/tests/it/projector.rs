@@ -599,3 +599,40 @@ fn a_poison_error_halts_without_skipping() {
         .unwrap();
     assert_eq!(after, before, "nothing skipped, nothing half-written");
 }
+
+#[test]
+fn the_read_api_answers_from_the_projection() {
+    use keel_projector::ProjectionReader;
+    let url = fresh_database("reads");
+    let dir = tempfile::tempdir().unwrap();
+    traffic::write(dir.path(), &traffic(13, 2_000, 1_700_000_000_000_000_000)).unwrap();
+    project(&config(dir.path(), &url)).unwrap();
+    let ledger = replayed(dir.path());
+    let mut reader = ProjectionReader::connect(&url).unwrap();
+    assert_eq!(reader.checkpoint().unwrap(), journal_len(dir.path()));
+    for account in ledger.accounts().take(10) {
+        assert_eq!(reader.account(account.id).unwrap(), Some(*account));
+        // The whole history, newest first, paged 7 at a time.
+        let mut history = Vec::new();
+        let mut before = u64::MAX;
+        loop {
+            let page = reader.account_history(account.id, before, 7).unwrap();
+            let Some(last) = page.last() else { break };
+            before = last.transfer.timestamp;
+            history.extend(page.iter().map(|p| p.transfer));
+        }
+        let expected: Vec<_> = ledger.account_transfers(account.id).copied().collect();
+        assert_eq!(history, expected, "history of account {}", account.id);
+    }
+    assert_eq!(reader.account(u128::MAX - 1).unwrap(), None);
+    for (t, state) in ledger.transfers().step_by(97) {
+        let found = reader.transfer(t.id).unwrap().unwrap();
+        assert_eq!((found.transfer, found.state), (*t, state));
+    }
+    let range = reader.transfers_between(100, 200).unwrap();
+    assert!(!range.is_empty());
+    assert!(range
+        .windows(2)
+        .all(|w| (w[0].sequence, w[0].event) < (w[1].sequence, w[1].event)));
+    assert!(range.iter().all(|p| (100..200).contains(&p.sequence)));
+}
