@@ -19,7 +19,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use keel_core::{apply, CommandHeader, CommandRef, DedupTable, StateMachine};
-use keel_journal::format::Record;
+use keel_journal::format::{Record, RecordMeta};
 use keel_ledger::commands::{command_type, event_results};
 use keel_ledger::{transfer_flags, Account, Ledger, LedgerConfig, PendingState, Transfer};
 
@@ -216,14 +216,38 @@ impl Deriver {
     }
 
     fn step(&mut self, record: &Record<'_>, batch: Option<&mut Batch>) -> Result<(), Gap> {
-        let sequence = record.header.sequence;
+        self.step_parts(
+            record.header.sequence,
+            &record.header.meta,
+            record.payload,
+            batch,
+        )
+    }
+
+    /// Applies a record held as parts (a copy kept until the journal vouches for it).
+    pub fn derive_parts(
+        &mut self,
+        sequence: u64,
+        meta: &RecordMeta,
+        payload: &[u8],
+        batch: &mut Batch,
+    ) -> Result<(), Gap> {
+        self.step_parts(sequence, meta, payload, Some(batch))
+    }
+
+    fn step_parts(
+        &mut self,
+        sequence: u64,
+        m: &RecordMeta,
+        payload: &[u8],
+        batch: Option<&mut Batch>,
+    ) -> Result<(), Gap> {
         if sequence != self.next {
             return Err(Gap {
                 expected: self.next,
                 found: sequence,
             });
         }
-        let m = &record.header.meta;
         let header = CommandHeader {
             idempotency_key: m.idempotency_key,
             correlation_id: m.correlation_id,
@@ -231,13 +255,13 @@ impl Deriver {
             command_type: m.command_type,
             schema_version: m.schema_version,
             tenant_id: m.tenant_id,
-            payload_len: record.payload.len() as u32,
+            payload_len: payload.len() as u32,
             completion: keel_core::completion::NO_COMPLETION,
         };
         let command = CommandRef {
             sequence,
             header: &header,
-            payload: record.payload,
+            payload,
         };
         let accounts_before = self.ledger.accounts_len();
         let transfers_before = self.ledger.transfers_len();

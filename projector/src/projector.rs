@@ -16,13 +16,15 @@
 //! writer, same position) or commits it again (checkpoint unmoved).
 //! Anything else is another writer: this one stops ([`SinkError::Fenced`]).
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
-use keel_journal::{FsStorage, IoMode, JournalStatus, JournalTail, TailError};
+use keel_journal::format::RecordMeta;
+use keel_journal::{FsStorage, IoMode, JournalStatus, JournalTail, OwnedRecord, TailError};
 use keel_ledger::LedgerConfig;
 use tokio::sync::mpsc;
 
@@ -33,8 +35,9 @@ use crate::sink::{Checkpoint, Sink, SinkError, Timeouts};
 /// Where the reader may read up to.
 #[derive(Debug, Clone)]
 pub enum Bound {
-    /// Every complete record in the files (a separate process; see
-    /// docs/projector.md on what "committed" means there).
+    /// From another process: a record once a later record vouches that it
+    /// was durable (its `synced_next`), or once the journal has been still
+    /// for [`ProjectorConfig::settle`] (docs/projector.md, "Committed prefix").
     Files,
     /// The engine's durable watermark (in the node's process): exactly the
     /// committed prefix.
@@ -80,6 +83,10 @@ pub struct ProjectorConfig {
     pub until: Until,
     /// How often an idle reader looks for new records.
     pub poll_interval: Duration,
+    /// With [`Bound::Files`]: how long the journal must stay unchanged
+    /// before records no later record vouches for are taken as durable
+    /// (longer than the writer's `async` sync interval).
+    pub settle: Duration,
     /// How long a batch may wait for more commands before it is handed to
     /// the writer (fewer, larger transactions: less CPU taken from the
     /// engine on a small host, at most this much added lag).
@@ -110,6 +117,7 @@ impl ProjectorConfig {
             until: Until::Stopped,
             poll_interval: Duration::from_millis(1),
             linger: Duration::from_millis(20),
+            settle: Duration::from_millis(100),
             bound: Bound::Files,
             queue_batches: 4,
             bulk_load: true,
@@ -515,56 +523,67 @@ fn read_loop(
         });
     }
 
-    // A batch is handed over as soon as the writer has room; while it has
-    // none the open batch keeps growing (to `batch_commands`): small
-    // batches and low lag when the database keeps up, large ones when it
-    // does not.
-    let mut closed = false;
-    let mut batch = Batch::starting_at(deriver.next_sequence());
-    let mut opened = Instant::now();
+    let vouching = matches!(config.bound, Bound::Files);
+    let mut feeder = Feeder {
+        batch: Batch::starting_at(deriver.next_sequence()),
+        deriver,
+        opened: Instant::now(),
+        gap: None,
+        closed: false,
+        tx,
+        config,
+    };
+    // Records read but not yet known durable (`Bound::Files` only).
+    let mut held: VecDeque<OwnedRecord> = VecDeque::new();
+    let mut vouched_below = 0u64;
+    let mut last_new = Instant::now();
     loop {
-        let mut gap = None;
         let limit = config.bound.limit();
         let visited = tail
             .poll(limit, &mut |record| {
-                if gap.is_some() || closed || stop.load(Ordering::Relaxed) {
+                if feeder.gap.is_some() || feeder.closed || stop.load(Ordering::Relaxed) {
                     return;
                 }
-                if batch.is_empty() {
-                    opened = Instant::now();
-                }
-                if let Err(g) = deriver.derive(record, &mut batch) {
-                    gap = Some(g);
+                if !vouching {
+                    feeder.feed(record.header.sequence, &record.header.meta, record.payload);
                     return;
                 }
-                if batch.len() >= config.batch_commands {
-                    deriver.seal(&mut batch, config.defer_accounts);
-                    let next = Batch::starting_at(deriver.next_sequence());
-                    let full = std::mem::replace(&mut batch, next);
-                    closed = tx.blocking_send(full).is_err();
+                // A record's `synced_next` says every earlier one was durable
+                // when it was written: those may be projected.
+                vouched_below = vouched_below.max(record.header.synced_next);
+                held.push_back(OwnedRecord::from_record(record));
+                while held.front().is_some_and(|h| h.sequence < vouched_below) {
+                    let h = held.pop_front().expect("front");
+                    feeder.feed(h.sequence, &h.meta, &h.payload);
                 }
             })
             .map_err(tail_error)?;
-        if let Some(gap) = gap {
+        if visited > 0 {
+            last_new = Instant::now();
+        } else if !held.is_empty() && last_new.elapsed() >= config.settle {
+            // Nothing new for `settle`: the writer is idle and its last
+            // batch has long been synced.
+            for h in held.drain(..) {
+                feeder.feed(h.sequence, &h.meta, &h.payload);
+            }
+        }
+        if let Some(gap) = feeder.gap {
             return Err(ProjectorError::Gap(gap));
         }
-        if closed {
+        if feeder.closed {
             return Ok(()); // the writer stopped
         }
-        status
-            .journal_next
-            .store(deriver.next_sequence(), Ordering::Relaxed);
+        status.journal_next.store(
+            feeder.deriver.next_sequence() + held.len() as u64,
+            Ordering::Relaxed,
+        );
         let stopping = stop.load(Ordering::Relaxed);
-        let finished = visited == 0 && config.until == Until::CaughtUp;
+        let finished = visited == 0 && held.is_empty() && config.until == Until::CaughtUp;
         // Only this thread sends, so room seen here is still there.
-        let ripe = opened.elapsed() >= config.linger && tx.capacity() > 0;
-        if !batch.is_empty() && (ripe || stopping || finished) {
-            deriver.seal(&mut batch, config.defer_accounts);
-            let next = Batch::starting_at(deriver.next_sequence());
-            if tx
-                .blocking_send(std::mem::replace(&mut batch, next))
-                .is_err()
-            {
+        let ripe = feeder.opened.elapsed() >= config.linger && feeder.tx.capacity() > 0;
+        if !feeder.batch.is_empty() && (ripe || stopping || finished) {
+            feeder.hand_over();
+            if feeder.closed {
                 return Ok(());
             }
         }
@@ -573,13 +592,59 @@ fn read_loop(
         }
         if finished {
             if config.defer_accounts {
-                let _ = tx.blocking_send(deriver.all_accounts());
+                let _ = feeder.tx.blocking_send(feeder.deriver.all_accounts());
             }
             return Ok(());
         }
         if visited == 0 {
             std::thread::sleep(config.poll_interval);
         }
+    }
+}
+
+/// Derives records into the open batch and hands full batches over. A
+/// batch is handed over as soon as the writer has room (and it lingered);
+/// while it has none the open batch keeps growing (to `batch_commands`):
+/// small batches and low lag when the database keeps up, large ones when
+/// it does not.
+struct Feeder<'a> {
+    deriver: Deriver,
+    batch: Batch,
+    /// When the open batch got its first command.
+    opened: Instant,
+    gap: Option<Gap>,
+    /// The writer is gone.
+    closed: bool,
+    tx: &'a mpsc::Sender<Batch>,
+    config: &'a ProjectorConfig,
+}
+
+impl Feeder<'_> {
+    fn feed(&mut self, sequence: u64, meta: &RecordMeta, payload: &[u8]) {
+        if self.gap.is_some() || self.closed {
+            return;
+        }
+        if self.batch.is_empty() {
+            self.opened = Instant::now();
+        }
+        if let Err(gap) = self
+            .deriver
+            .derive_parts(sequence, meta, payload, &mut self.batch)
+        {
+            self.gap = Some(gap);
+            return;
+        }
+        if self.batch.len() >= self.config.batch_commands {
+            self.hand_over();
+        }
+    }
+
+    fn hand_over(&mut self) {
+        self.deriver
+            .seal(&mut self.batch, self.config.defer_accounts);
+        let next = Batch::starting_at(self.deriver.next_sequence());
+        let full = std::mem::replace(&mut self.batch, next);
+        self.closed = self.tx.blocking_send(full).is_err();
     }
 }
 

@@ -636,3 +636,37 @@ fn the_read_api_answers_from_the_projection() {
         .all(|w| (w[0].sequence, w[0].event) < (w[1].sequence, w[1].event)));
     assert!(range.iter().all(|p| (100..200).contains(&p.sequence)));
 }
+
+#[test]
+fn another_process_projects_only_what_the_journal_vouches_for() {
+    let url = fresh_database("vouch");
+    let dir = tempfile::tempdir().unwrap();
+    // Group commits of 16 records: each batch's records carry the previous
+    // batch's end as `synced_next`, so the last batch is vouched by nothing.
+    let end = traffic::write(dir.path(), &traffic(17, 1_000, 1_700_000_000_000_000_000)).unwrap();
+    let last_batch = match end % 16 {
+        0 => 16,
+        n => n,
+    };
+    let mut config = config(dir.path(), &url);
+    config.until = Until::Stopped;
+    config.settle = Duration::from_secs(3_600);
+    let stop = Arc::new(AtomicBool::new(false));
+    let status = Arc::new(Status::default());
+    let runner = spawn_projector(config.clone(), Arc::clone(&stop), Arc::clone(&status));
+    wait_for_checkpoint(&status, end - last_batch, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        status.checkpoint.load(Ordering::Relaxed),
+        end - last_batch,
+        "the unvouched last group commit is held back"
+    );
+    stop.store(true, Ordering::Relaxed);
+    runner.join().unwrap().unwrap();
+
+    // A journal that stays still for `settle` is taken as synced.
+    config.settle = Duration::from_millis(50);
+    config.until = Until::CaughtUp;
+    project(&config).unwrap();
+    assert_projection_equals_journal(&url, dir.path(), TableSet::Live);
+}
