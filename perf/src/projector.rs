@@ -56,6 +56,9 @@ pub struct ProjectorArgs {
     /// Seconds of each lag run.
     #[arg(long, default_value_t = 10)]
     pub lag_seconds: u64,
+    /// Lag runs with and without the projector, alternated; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
     /// Run only the measurements whose name contains this (reference always runs).
     #[arg(long)]
     pub only: Option<String>,
@@ -292,39 +295,59 @@ pub fn run(args: &ProjectorArgs) {
         );
     }
     if wants(args, "lag") {
-        let without = paced(
-            &fresh(&args.dir, "alone"),
-            args.lag_rate,
-            args.lag_seconds,
-            args.accounts,
-            None,
-        );
-        let url = fresh_database(&base, db);
-        let with = paced(
-            &fresh(&args.dir, "with"),
-            args.lag_rate,
-            args.lag_seconds,
-            args.accounts,
-            Some(url),
-        );
-        let p = with.projection.expect("projection");
-        p.result.expect("projector");
+        // Alternate runs without and with the projector; report medians.
+        let (mut lag, mut ack_without, mut ack_with) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..args.runs.max(1) {
+            let without = paced(
+                &fresh(&args.dir, "alone"),
+                args.lag_rate,
+                args.lag_seconds,
+                args.accounts,
+                None,
+            );
+            let url = fresh_database(&base, db);
+            let with = paced(
+                &fresh(&args.dir, "with"),
+                args.lag_rate,
+                args.lag_seconds,
+                args.accounts,
+                Some(url),
+            );
+            let p = with.projection.expect("projection");
+            p.result.expect("projector");
+            let q = |h: &hdrhistogram::Histogram<u64>| {
+                [h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()]
+            };
+            lag.push(q(&p.lag_us));
+            ack_without.push(q(&without.ack_latency_ns));
+            ack_with.push(q(&with.ack_latency_ns));
+        }
+        let median = |runs: &[[u64; 3]], i: usize| {
+            let mut v: Vec<u64> = runs.iter().map(|r| r[i]).collect();
+            v.sort_unstable();
+            v[v.len() / 2]
+        };
         let ms = |us: u64| us as f64 / 1e3;
         println!(
-            "| lag at {} transfers/s: sequencer timestamp → MySQL commit, p50 / p99 / max (ms) | | {:.1} / {:.1} / {:.1} | | p99 < 100 ms |",
+            "| lag at {} transfers/s: sequencer timestamp → MySQL commit, p50 / p99 / max (ms), median of {} runs | | {:.1} / {:.1} / {:.1} | | p99 < 100 ms |",
             args.lag_rate,
-            ms(p.lag_us.value_at_quantile(0.5)),
-            ms(p.lag_us.value_at_quantile(0.99)),
-            ms(p.lag_us.max())
+            args.runs,
+            ms(median(&lag, 0)),
+            ms(median(&lag, 1)),
+            ms(median(&lag, 2))
         );
-        for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
-            let (a, b) = (
-                without.ack_latency_ns.value_at_quantile(q),
-                with.ack_latency_ns.value_at_quantile(q),
-            );
+        for (name, i) in [("p50", 0), ("p99", 1)] {
+            let (a, b) = (median(&ack_without, i), median(&ack_with, i));
+            let ratios: Vec<String> = ack_without
+                .iter()
+                .zip(&ack_with)
+                .map(|(w, p)| format!("{:.2}", p[i] as f64 / w[i] as f64))
+                .collect();
             println!(
-                "| engine ack latency {name} at {} transfers/s, µs (reference: no projector) | {:.1} | {:.1} | {:.2} | unchanged |",
+                "| engine ack latency {name} at {} transfers/s, µs (reference: no projector), median of {} runs (per-run ratios {}) | {:.1} | {:.1} | {:.2} | unchanged |",
                 args.lag_rate,
+                args.runs,
+                ratios.join(", "),
                 a as f64 / 1e3,
                 b as f64 / 1e3,
                 b as f64 / a as f64

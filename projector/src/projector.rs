@@ -713,7 +713,7 @@ pub fn checkpoint(
         match sink.read_checkpoint().await {
             Ok(found) => Ok(found),
             // No such table: the set was never created.
-            Err(SinkError::Poison(message)) if message.contains("1146") => Ok(None),
+            Err(e) if e.is_server_code(&[1146]) => Ok(None),
             Err(e) => Err(e),
         }
     })

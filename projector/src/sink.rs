@@ -73,6 +73,21 @@ pub enum SinkError {
     },
 }
 
+impl SinkError {
+    /// Whether this is the server's error with one of `codes` (e.g. 1146
+    /// no such table, 1061 duplicate key name).
+    pub fn is_server_code(&self, codes: &[u16]) -> bool {
+        let SinkError::Poison(message) = self else {
+            return false;
+        };
+        message
+            .strip_prefix("MySQL error ")
+            .and_then(|rest| rest.split(':').next())
+            .and_then(|code| code.parse::<u16>().ok())
+            .is_some_and(|code| codes.contains(&code))
+    }
+}
+
 /// Server error codes a retry can outlive.
 const TRANSIENT_CODES: &[u16] = &[
     1040, // too many connections
@@ -185,26 +200,25 @@ impl Sink {
         // server's Unix socket; the URL is what the operator asked for
         // (a proxy, a tunnel), so keep to it unless the URL says otherwise.
         let prefer_socket = url.contains("prefer_socket=true");
+        // Lock waits (row locks and metadata locks) end below our own
+        // statement timeout, so a lock left by a dead session is an error
+        // from the server, not a hang; run on every (re)connection.
+        let lock_wait = timeouts.statement.as_secs().clamp(1, 50);
+        let session = vec![
+            format!("SET SESSION innodb_lock_wait_timeout = {lock_wait}, SESSION lock_wait_timeout = {lock_wait}"),
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".to_string(),
+        ];
         let opts: Opts = OptsBuilder::from_opts(opts)
             .prefer_socket(prefer_socket)
             .stmt_cache_size(0)
             .tcp_nodelay(true)
+            .init(session)
             // Affected rows = matched rows: the fence counts the checkpoint
             // row even when an update leaves its values unchanged.
             .client_found_rows(true)
             .local_infile_handler(Some(infile_handler(Arc::clone(&infiles))))
             .into();
         let mut conn = within(timeouts.connect, "connect", Conn::new(opts.clone())).await?;
-        let lock_wait = timeouts.statement.as_secs().clamp(1, 50);
-        let setup = format!("SET SESSION innodb_lock_wait_timeout = {lock_wait}");
-        within(timeouts.connect, "session setup", conn.query_drop(setup)).await?;
-        let isolation = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED";
-        within(
-            timeouts.connect,
-            "session setup",
-            conn.query_drop(isolation),
-        )
-        .await?;
         let version: Option<String> = within(
             timeouts.connect,
             "version",
@@ -265,8 +279,10 @@ impl Sink {
         Ok(self.conn.as_mut().expect("connected"))
     }
 
-    async fn exec(&mut self, sql: String) -> Result<u64, SinkError> {
-        let limit = self.timeouts.statement;
+    /// Runs a schema statement (DDL): these may rewrite a large table, so
+    /// their limit is an hour, not the statement timeout.
+    async fn ddl(&mut self, sql: String) -> Result<u64, SinkError> {
+        let limit = self.timeouts.statement.max(DDL_TIMEOUT);
         let conn = self.reconnect_if_needed().await?;
         let result = within(limit, "statement", conn.query_drop(sql)).await;
         match result {
@@ -309,7 +325,13 @@ impl Sink {
         }
         for step in found as usize..MIGRATIONS.len() {
             for sql in self.set.migration(step) {
-                self.exec(sql).await?;
+                match self.ddl(sql).await {
+                    Ok(_) => {}
+                    // Applied already (a crash before the version was
+                    // recorded, or another projector migrating at once).
+                    Err(e) if e.is_server_code(&[1060, 1061]) => {}
+                    Err(e) => return Err(e),
+                }
             }
             let version = step as u32 + 1;
             let sql = format!(
@@ -317,7 +339,7 @@ impl Sink {
                  VALUES ('{PROJECTION_NAME}', {version}, 0, 0, 0) \
                  ON DUPLICATE KEY UPDATE schema_version = {version}"
             );
-            self.exec(sql).await?;
+            self.ddl(sql).await?;
         }
         self.read_checkpoint().await?.ok_or_else(|| {
             SinkError::Poison(format!("{projection} has no '{PROJECTION_NAME}' row"))
@@ -439,7 +461,7 @@ impl Sink {
         for (table, index, _) in DEFERRED_INDEXES {
             if self.has_index(table, index).await? {
                 let table = self.set.table(table);
-                self.exec(format!("ALTER TABLE {table} DROP INDEX {index}"))
+                self.ddl(format!("ALTER TABLE {table} DROP INDEX {index}"))
                     .await?;
             }
         }
@@ -461,9 +483,7 @@ impl Sink {
             let adds: Vec<String> = adds.iter().map(|d| format!("ADD {d}")).collect();
             let table = self.set.table(table);
             let sql = format!("ALTER TABLE {table} {}", adds.join(", "));
-            let limit = self.timeouts.statement.max(Duration::from_secs(3_600));
-            let conn = self.reconnect_if_needed().await?;
-            within(limit, "index build", conn.query_drop(sql)).await?;
+            self.ddl(sql).await?;
         }
         Ok(())
     }
@@ -499,13 +519,13 @@ impl Sink {
             )
             .await?
         };
-        self.exec(TableSet::swap_statement(live.is_some())).await?;
+        self.ddl(TableSet::swap_statement(live.is_some())).await?;
         if live.is_some() {
             let retired: Vec<String> = crate::schema::TABLES
                 .iter()
                 .map(|t| format!("{t}__retired"))
                 .collect();
-            self.exec(format!("DROP TABLE IF EXISTS {}", retired.join(", ")))
+            self.ddl(format!("DROP TABLE IF EXISTS {}", retired.join(", ")))
                 .await?;
         }
         Ok(())
@@ -517,11 +537,14 @@ impl Sink {
             .iter()
             .map(|t| self.set.table(t))
             .collect();
-        self.exec(format!("DROP TABLE IF EXISTS {}", tables.join(", ")))
+        self.ddl(format!("DROP TABLE IF EXISTS {}", tables.join(", ")))
             .await?;
         Ok(())
     }
 }
+
+/// Time limit of a schema statement (`ALTER TABLE` of a large table).
+const DDL_TIMEOUT: Duration = Duration::from_secs(3_600);
 
 /// Rows per multi-row statement (keeps each packet far below the default
 /// 16 MiB `max_allowed_packet`).

@@ -552,6 +552,20 @@ fn schema_versions_migrate_forward_and_refuse_newer() {
     assert_eq!(checkpoint.schema_version, keel_projector::SCHEMA_VERSION);
     assert_projection_equals_journal(&url, dir.path(), TableSet::Live);
 
+    // A crash between a step and its version bump: the step runs again
+    // (the index exists already) and the version is recorded.
+    runtime().block_on(async {
+        let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
+        conn.query_drop("UPDATE keel_projection SET schema_version = 1")
+            .await
+            .unwrap();
+    });
+    project(&config).unwrap();
+    let checkpoint = keel_projector::checkpoint(&url, TableSet::Live, Default::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(checkpoint.schema_version, keel_projector::SCHEMA_VERSION);
+
     // A newer schema than this build: refused, nothing written.
     runtime().block_on(async {
         let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
