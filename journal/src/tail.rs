@@ -58,6 +58,8 @@ pub struct JournalTail<'s, S: Storage> {
     window: Vec<u8>,
     /// Bytes the next window reads (`WINDOW_BYTES_MIN..=WINDOW_BYTES`).
     window_len: usize,
+    /// Where the last poll stopped on a bad spot (segment id, offset, what).
+    bad_spot: Option<(u64, u64, BadSpot)>,
 }
 
 impl<S: Storage> std::fmt::Debug for JournalTail<'_, S> {
@@ -96,7 +98,15 @@ impl<'s, S: Storage> JournalTail<'s, S> {
             from_sequence,
             window: vec![0; WINDOW_BYTES],
             window_len: WINDOW_BYTES_MIN,
+            bad_spot: None,
         }
+    }
+
+    /// Where the last poll stopped on a bad spot without handing over a
+    /// record (segment id, offset, what is wrong): a write in progress, a
+    /// torn tail or corruption — `scan_from` tells which.
+    pub fn bad_spot(&self) -> Option<(u64, u64, BadSpot)> {
+        self.bad_spot
     }
 
     /// Sequence of the next record to be read.
@@ -115,6 +125,7 @@ impl<'s, S: Storage> JournalTail<'s, S> {
         if self.expected >= limit {
             return Ok(0); // nothing below the bound is new: no read at all
         }
+        self.bad_spot = None;
         loop {
             if self.current.is_none() && !self.open_segment(None)? {
                 return Ok(visited);
@@ -130,8 +141,11 @@ impl<'s, S: Storage> JournalTail<'s, S> {
                     }
                 }
                 Stop::Bad(offset, reason) => {
+                    let segment_id = self.current.as_ref().expect("open").header.segment_id;
+                    if visited == 0 {
+                        self.bad_spot = Some((segment_id, offset, reason));
+                    }
                     if self.expected < limit && limit != u64::MAX {
-                        let segment_id = self.current.as_ref().expect("open").header.segment_id;
                         return Err(Corruption::Record {
                             segment_id,
                             offset,

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use keel_journal::format::RecordMeta;
-use keel_journal::{FsStorage, IoMode, JournalStatus, JournalTail, OwnedRecord, TailError};
+use keel_journal::{
+    FsStorage, IoMode, JournalStatus, JournalTail, OwnedRecord, ScanError, TailError,
+};
 use keel_ledger::LedgerConfig;
 use tokio::sync::mpsc;
 
@@ -136,6 +138,10 @@ pub enum ProjectorError {
     /// The journal is unreadable or corrupt.
     #[error("journal: {0}")]
     Journal(String),
+    /// The journal is corrupt where the projector reads: it stops there
+    /// (nothing after a bad record is projected).
+    #[error("journal corrupt: {0}")]
+    Corrupt(keel_journal::Corruption),
     /// The journal does not continue where the projection stands.
     #[error("{0} (a projection needs the journal from sequence 0: nothing may have been dropped)")]
     Gap(Gap),
@@ -494,7 +500,10 @@ fn read_loop(
         .map_err(|e| ProjectorError::Journal(e.to_string()))?;
     let mut deriver = Deriver::new(config.ledger, config.dedup_entries);
     let mut tail = JournalTail::new(&storage, 0);
-    let tail_error = |e: TailError| ProjectorError::Journal(e.to_string());
+    let tail_error = |e: TailError| match e {
+        TailError::Corrupt(c) => ProjectorError::Corrupt(c),
+        e => ProjectorError::Journal(e.to_string()),
+    };
     let target = checkpoint.next_sequence;
     while deriver.next_sequence() < target {
         let mut gap = None;
@@ -537,6 +546,7 @@ fn read_loop(
     let mut held: VecDeque<OwnedRecord> = VecDeque::new();
     let mut vouched_below = 0u64;
     let mut last_new = Instant::now();
+    let mut stuck = Stuck::default();
     loop {
         let limit = config.bound.limit();
         let visited = tail
@@ -557,7 +567,30 @@ fn read_loop(
                     feeder.feed(h.sequence, &h.meta, &h.payload);
                 }
             })
-            .map_err(tail_error)?;
+            .map_err(tail_error);
+        let checked = match visited {
+            // Stopping at the end of the journal: a bad spot there must be
+            // classified now, not after a second.
+            Ok(0) if vouching => stuck
+                .check(&storage, &tail, config.until == Until::CaughtUp)
+                .map(|()| 0),
+            other => other,
+        };
+        let visited = match checked {
+            Ok(visited) => visited,
+            Err(corrupt @ ProjectorError::Corrupt(_)) => {
+                // Everything before the bad record is durable (later records
+                // vouch for it): project it, then halt there.
+                for h in held.drain(..) {
+                    feeder.feed(h.sequence, &h.meta, &h.payload);
+                }
+                if !feeder.batch.is_empty() && feeder.gap.is_none() {
+                    feeder.hand_over();
+                }
+                return Err(corrupt);
+            }
+            Err(e) => return Err(e),
+        };
         if visited > 0 {
             last_new = Instant::now();
         } else if !held.is_empty() && last_new.elapsed() >= config.settle {
@@ -598,6 +631,60 @@ fn read_loop(
         }
         if visited == 0 {
             std::thread::sleep(config.poll_interval);
+        }
+    }
+}
+
+/// A follower in another process stopped on a bad spot: a write in
+/// progress (gone in microseconds), a torn tail the node will cut when it
+/// recovers (wait), or corruption (halt, with the location). After a
+/// second at the same spot the journal's own scan tells which.
+#[derive(Debug, Default)]
+struct Stuck {
+    since: Option<(Instant, (u64, u64))>,
+    checked: Option<Instant>,
+    warned: bool,
+}
+
+impl Stuck {
+    const CHECK_AFTER: Duration = Duration::from_secs(1);
+
+    fn check(
+        &mut self,
+        storage: &FsStorage,
+        tail: &JournalTail<'_, FsStorage>,
+        at_once: bool,
+    ) -> Result<(), ProjectorError> {
+        let Some((segment, offset, reason)) = tail.bad_spot() else {
+            *self = Self::default();
+            return Ok(());
+        };
+        let (since, at) = *self
+            .since
+            .get_or_insert((Instant::now(), (segment, offset)));
+        if at != (segment, offset) {
+            *self = Self::default();
+            return Ok(());
+        }
+        let due = self
+            .checked
+            .is_none_or(|t| t.elapsed() >= Self::CHECK_AFTER);
+        if !at_once && (since.elapsed() < Self::CHECK_AFTER || !due) {
+            return Ok(());
+        }
+        self.checked = Some(Instant::now());
+        match keel_journal::scan_from(storage, tail.next_sequence(), &mut |_| {}) {
+            Err(ScanError::Corrupt(c)) => Err(ProjectorError::Corrupt(c)),
+            Err(e) => Err(ProjectorError::Journal(e.to_string())),
+            Ok(_) => {
+                if !self.warned {
+                    log::warn!(
+                        "projector: the journal ends in a torn write at segment {segment} offset {offset} ({reason}); waiting for the node to recover it"
+                    );
+                    self.warned = true;
+                }
+                Ok(())
+            }
         }
     }
 }

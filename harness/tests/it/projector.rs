@@ -684,3 +684,166 @@ fn another_process_projects_only_what_the_journal_vouches_for() {
     project(&config).unwrap();
     assert_projection_equals_journal(&url, dir.path(), TableSet::Live);
 }
+
+/// `keel project …` against `url`, with the test's ledger sizes.
+fn keel_project(dir: &Path, url: &str, args: &[&str]) -> Command {
+    let node_config = dir.join("node.toml");
+    std::fs::write(
+        &node_config,
+        format!(
+            "[ledger]\naccounts_max = {}\ntransfers_max = {}\n[engine]\ndedup_entries = {DEDUP}\n",
+            LEDGER.accounts_max, LEDGER.transfers_max
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
+    command.arg("project").args(args);
+    command
+        .arg("--journal")
+        .arg(dir.join("journal"))
+        .args(["--mysql-url", url]);
+    if args.first() != Some(&"status") {
+        command.arg("--config").arg(&node_config);
+    }
+    command
+}
+
+#[test]
+fn a_corrupt_journal_halts_the_projection_at_the_bad_record() {
+    let url = fresh_database("corrupt");
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    traffic::write(&journal, &traffic(19, 3_000, 1_700_000_000_000_000_000)).unwrap();
+    // One byte flipped in the middle of the first segment.
+    let segment = crate::support::first_segment(&journal);
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = 300_000;
+    bytes[at] ^= 0x40;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let output = keel_project(dir.path(), &url, &["--once"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "halts: {stderr}");
+    assert!(
+        stderr.contains("journal corrupt") && stderr.contains("segment 1 at offset"),
+        "names the place: {stderr}"
+    );
+    // Everything before the bad record is projected, nothing after it.
+    let checkpoint = keel_projector::checkpoint(&url, TableSet::Live, Default::default())
+        .unwrap()
+        .unwrap()
+        .next_sequence;
+    assert!(checkpoint > 0, "the records before it are projected");
+    assert!(
+        stderr.contains(&format!("expected sequence {checkpoint}")),
+        "stopped exactly there: checkpoint {checkpoint}, {stderr}"
+    );
+}
+
+#[test]
+fn the_cli_follows_reports_rebuilds_and_stops_gracefully() {
+    let url = fresh_database("cli");
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let end = traffic::write(&journal, &traffic(23, 2_000, 1_700_000_000_000_000_000)).unwrap();
+
+    // Follow until SIGTERM: commits what it has, exits 0.
+    let child = keel_project(dir.path(), &url, &["--status-every", "1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while keel_projector::checkpoint(&url, TableSet::Live, Default::default())
+        .ok()
+        .flatten()
+        .is_none_or(|c| c.next_sequence < end)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "follows the journal"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "graceful stop: {stderr}");
+    assert!(
+        stderr.contains(&format!("stopped at checkpoint {end}")),
+        "{stderr}"
+    );
+
+    let status = keel_project(dir.path(), &url, &["status"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("checkpoint {end} (lag 0 commands)")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("rebuild        none"), "{stdout}");
+
+    let rebuild = keel_project(dir.path(), &url, &["rebuild", "--exit-after-swap"])
+        .output()
+        .unwrap();
+    assert!(
+        rebuild.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuild.stderr)
+    );
+    assert_projection_equals_journal(&url, &journal, TableSet::Live);
+
+    // A journal directory that is not there: exit 3, said plainly.
+    let missing = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args([
+            "project",
+            "--once",
+            "--journal",
+            "/nonexistent/keel",
+            "--mysql-url",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no journal directory"));
+}
+
+#[test]
+fn of_two_projectors_started_together_one_is_fenced() {
+    let url = fresh_database("two");
+    let dir = tempfile::tempdir().unwrap();
+    traffic::write(dir.path(), &traffic(29, 3_000, 1_700_000_000_000_000_000)).unwrap();
+    let mut config = config(dir.path(), &url);
+    config.batch_commands = 50;
+    // Create the tables first so both start from the same checkpoint 0.
+    keel_projector::checkpoint(&url, TableSet::Live, Default::default()).unwrap();
+    runtime().block_on(async {
+        let mut sink = keel_projector::Sink::connect(&url, TableSet::Live, Default::default())
+            .await
+            .unwrap();
+        sink.ensure_schema().await.unwrap();
+    });
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let config = config.clone();
+            std::thread::spawn(move || project(&config))
+        })
+        .collect();
+    let results: Vec<_> = runs.into_iter().map(|r| r.join().unwrap()).collect();
+    let fenced = results
+        .iter()
+        .filter(|r| matches!(r, Err(ProjectorError::Halted(SinkError::Fenced { .. }))))
+        .count();
+    assert_eq!(fenced, 1, "exactly one is fenced: {results:?}");
+    assert!(results.iter().any(|r| r.is_ok()));
+    assert_projection_equals_journal(&url, dir.path(), TableSet::Live);
+}
