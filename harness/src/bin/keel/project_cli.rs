@@ -255,12 +255,19 @@ fn status(common: &Common) -> Result<(), Failure> {
         .unwrap_or_else(keel_projector::default_mysql_url);
     let storage = FsStorage::open(&common.journal, IoMode::BufferedDevelopment)
         .map_err(|e| Failure::Setup(format!("{}: {e}", common.journal.display())))?;
-    let journal = scan(&storage, &mut |_| {}).map_err(|e| Failure::Setup(e.to_string()))?;
-    println!(
-        "journal        {} (next sequence {})",
-        common.journal.display(),
-        journal.next_sequence
-    );
+    // A damaged journal still lets the checkpoints be shown.
+    let (journal_next, damage) = match scan(&storage, &mut |_| {}) {
+        Ok(report) => (Some(report.next_sequence), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    match (&journal_next, &damage) {
+        (Some(next), _) => println!(
+            "journal        {} (next sequence {next})",
+            common.journal.display()
+        ),
+        (None, Some(e)) => println!("journal        {}: {e}", common.journal.display()),
+        (None, None) => unreachable!("a scan either reports or fails"),
+    }
     for set in [TableSet::Live, TableSet::Rebuild] {
         let found = keel_projector::checkpoint(&url, set, Timeouts::default())
             .map_err(|e| Failure::Halted(e.to_string()))?;
@@ -270,16 +277,22 @@ fn status(common: &Common) -> Result<(), Failure> {
         };
         match found {
             Some(c) => println!(
-                "{name:<14} checkpoint {} (lag {} commands), schema version {}, writer {:016x}",
+                "{name:<14} checkpoint {} (lag {}), schema version {}, writer {:016x}",
                 c.next_sequence,
-                journal.next_sequence.saturating_sub(c.next_sequence),
+                journal_next.map_or("unknown".to_string(), |next| format!(
+                    "{} commands",
+                    next.saturating_sub(c.next_sequence)
+                )),
                 c.schema_version,
                 c.writer
             ),
             None => println!("{name:<14} none"),
         }
     }
-    Ok(())
+    match damage {
+        Some(e) => Err(Failure::Halted(format!("journal: {e}"))),
+        None => Ok(()),
+    }
 }
 
 /// The URL without its password, for logs.
