@@ -2,13 +2,15 @@
 //! up to the engine's durable watermark (exactly the committed prefix) on
 //! its own threads. The engine never waits for it: the journaller publishes
 //! the watermark with one atomic store it makes anyway, and a slow or absent
-//! database only makes the projector lag.
+//! database only makes the projector lag. While it runs, journal retention
+//! keeps every segment from its checkpoint on (a retention hold).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use keel_core::StateMachine;
+use keel_journal::RetentionHold;
 use keel_projector::{Bound, ProjectorConfig, ProjectorError, Status, Summary, Until};
 
 use crate::config::NodeConfig;
@@ -17,6 +19,8 @@ use crate::node::Node;
 /// A projector running behind a node.
 #[derive(Debug)]
 pub struct Projection {
+    /// Keeps the segments the projector has not passed.
+    _hold: RetentionHold,
     stop: Arc<AtomicBool>,
     status: Arc<Status>,
     thread: JoinHandle<Result<Summary, ProjectorError>>,
@@ -63,10 +67,12 @@ impl<S: StateMachine> Node<S> {
         let mut projector = ProjectorConfig::new(&config.journal.data_dir, mysql_url);
         projector.ledger = config.ledger_config();
         projector.dedup_entries = config.engine.dedup_entries;
-        projector.bound = Bound::Durable(status_handle);
         projector.until = Until::Stopped;
         let stop = Arc::new(AtomicBool::new(false));
         let status = Arc::new(Status::default());
+        // Held at 0 until the projector has read its checkpoint.
+        let hold = status_handle.hold(Arc::clone(&status.checkpoint));
+        projector.bound = Bound::Durable(status_handle);
         let thread = {
             let (stop, status) = (Arc::clone(&stop), Arc::clone(&status));
             std::thread::Builder::new()
@@ -75,6 +81,7 @@ impl<S: StateMachine> Node<S> {
                 .map_err(|e| ProjectorError::Journal(format!("projector thread: {e}")))?
         };
         Ok(Projection {
+            _hold: hold,
             stop,
             status,
             thread,

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keel_core::{CommandRef, Journaller, StageError};
@@ -166,9 +166,49 @@ pub struct JournalStatus {
     prepared_segment: Arc<AtomicU64>,
     segment_id: Arc<AtomicU64>,
     released_below: Arc<AtomicU64>,
+    holds: Arc<Mutex<Vec<(u64, Arc<AtomicU64>)>>>,
+}
+
+/// A reader's claim on the journal: while it lives, retention deletes no
+/// segment holding a record at or above the sequence it points at (e.g. a
+/// projector's checkpoint). Dropping it lifts the claim.
+#[derive(Debug)]
+pub struct RetentionHold {
+    id: u64,
+    holds: Arc<Mutex<Vec<(u64, Arc<AtomicU64>)>>>,
+}
+
+impl Drop for RetentionHold {
+    fn drop(&mut self) {
+        let mut holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
+        holds.retain(|(id, _)| *id != self.id);
+    }
 }
 
 impl JournalStatus {
+    /// Keeps every segment with records at or above `*needed_from` (read at
+    /// each roll; the holder advances it) until the hold is dropped.
+    pub fn hold(&self, needed_from: Arc<AtomicU64>) -> RetentionHold {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let mut holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
+        holds.push((id, needed_from));
+        RetentionHold {
+            id,
+            holds: Arc::clone(&self.holds),
+        }
+    }
+
+    /// The lowest sequence a live hold still needs (`u64::MAX`: none).
+    pub fn held_from(&self) -> u64 {
+        let holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
+        holds
+            .iter()
+            .map(|(_, at)| at.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
     /// Declares every record below `sequence` covered by a retained snapshot:
     /// with `Retention::CoveredBySnapshots` the writer deletes the segments
     /// wholly below it at its next roll. Never moves backwards.
@@ -457,7 +497,9 @@ impl<S: Storage> Journal<S> {
         match self.config.retention {
             Retention::KeepAll => {}
             Retention::KeepSegments(keep) => {
-                while self.segments.len() > keep {
+                let held = self.status.held_from();
+                // Segment 0 may go only if all its records are below every hold.
+                while self.segments.len() > keep && self.segments[1].1 <= held {
                     let (old, _) = self.segments.pop_front().expect("len > keep >= 2");
                     // A failed delete is not fatal: the data stays valid.
                     let _ = self.storage.remove(old);
@@ -465,7 +507,8 @@ impl<S: Storage> Journal<S> {
             }
             Retention::CoveredBySnapshots => {
                 // A failed delete is not fatal: it is retried at the next roll.
-                let _ = self.drop_below(self.status.released_below());
+                let below = self.status.released_below().min(self.status.held_from());
+                let _ = self.drop_below(below);
             }
         }
     }

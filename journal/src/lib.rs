@@ -19,7 +19,7 @@ pub mod tail;
 pub use crate::faulty::{FaultConfig, FaultyStorage};
 pub use crate::journal::{
     Journal, JournalConfig, JournalError, JournalStatus, OpenError, OpenReport, Retention,
-    SyncPolicy,
+    RetentionHold, SyncPolicy,
 };
 pub use crate::reader::{read_records, OwnedRecord};
 pub use crate::scan::{scan, scan_from, BadSpot, Corruption, ScanError, ScanReport, TornTail};

@@ -180,8 +180,9 @@ pub enum Breaker {
 /// Live counters of a running projector (shared with the host).
 #[derive(Debug)]
 pub struct Status {
-    /// The committed checkpoint (first sequence not projected).
-    pub checkpoint: AtomicU64,
+    /// The committed checkpoint (first sequence not projected); shared, so
+    /// a node can hold journal retention at it (`JournalStatus::hold`).
+    pub checkpoint: Arc<AtomicU64>,
     /// One past the newest record the reader has seen.
     pub journal_next: AtomicU64,
     /// Batches committed by this run.
@@ -200,7 +201,7 @@ pub struct Status {
 impl Default for Status {
     fn default() -> Self {
         Self {
-            checkpoint: AtomicU64::new(0),
+            checkpoint: Arc::new(AtomicU64::new(0)),
             journal_next: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             rows: AtomicU64::new(0),

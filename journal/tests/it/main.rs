@@ -7,6 +7,7 @@ mod faults;
 mod fs;
 mod golden;
 mod property;
+mod retention;
 mod skip;
 mod support;
 mod tail;
