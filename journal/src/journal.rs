@@ -166,8 +166,11 @@ pub struct JournalStatus {
     prepared_segment: Arc<AtomicU64>,
     segment_id: Arc<AtomicU64>,
     released_below: Arc<AtomicU64>,
-    holds: Arc<Mutex<Vec<(u64, Arc<AtomicU64>)>>>,
+    holds: Holds,
 }
+
+/// Live retention holds: (id, the sequence the holder still needs).
+type Holds = Arc<Mutex<Vec<(u64, Arc<AtomicU64>)>>>;
 
 /// A reader's claim on the journal: while it lives, retention deletes no
 /// segment holding a record at or above the sequence it points at (e.g. a
@@ -175,7 +178,7 @@ pub struct JournalStatus {
 #[derive(Debug)]
 pub struct RetentionHold {
     id: u64,
-    holds: Arc<Mutex<Vec<(u64, Arc<AtomicU64>)>>>,
+    holds: Holds,
 }
 
 impl Drop for RetentionHold {
