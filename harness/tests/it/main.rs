@@ -5,6 +5,7 @@ mod crash;
 mod crash_loop;
 mod main_job;
 mod projector;
+mod projector_model;
 mod proxy;
 mod restart;
 mod snapshots;
