@@ -2,7 +2,8 @@
 //! batches at random places and applied to an in-memory model of the
 //! tables the way the sink applies them (insert transfers, apply state
 //! changes, upsert accounts, one audit row per command), must equal the
-//! ledger replayed from the same journal, for many seeds.
+//! ledger replayed from the same journal, for many seeds — and the
+//! deriver's own replica at every batch boundary.
 
 use std::collections::BTreeMap;
 
@@ -92,6 +93,21 @@ fn derived_rows_rebuild_the_ledger_for_any_batch_cuts() {
                 if batch.len() >= cut {
                     deriver.seal(&mut batch, false);
                     tables.apply(&batch);
+                    // At every batch boundary the tables equal the replica.
+                    for account in deriver.ledger().accounts() {
+                        assert_eq!(
+                            tables.accounts.get(&account.id),
+                            Some(account),
+                            "seed {seed}"
+                        );
+                    }
+                    for (t, state) in deriver.ledger().transfers() {
+                        assert_eq!(
+                            tables.transfers.get(&t.id).map(|r| (r.2, r.3)),
+                            Some((*t, state)),
+                            "seed {seed}"
+                        );
+                    }
                     batch = Batch::starting_at(deriver.next_sequence());
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
