@@ -7,8 +7,9 @@
 //!    row lock that serialises writers. Zero rows: someone else moved the
 //!    checkpoint (a stale writer is fenced), or our own earlier commit of
 //!    unknown outcome went through (same writer id and position: done).
-//! 2. transfers (multi-row `INSERT`, no `IGNORE`: a duplicate is a poison
-//!    error, since the fence makes one impossible);
+//! 2. transfers (`LOAD DATA LOCAL INFILE` served from memory where the
+//!    server allows it, else multi-row `INSERT`s; never `IGNORE`: a
+//!    duplicate is a poison error, since the fence makes one impossible);
 //! 3. state changes of earlier pending transfers;
 //! 4. accounts, upserted in ascending id order (no lock-order deadlocks);
 //! 5. the audit rows; `COMMIT`.
@@ -376,7 +377,8 @@ impl Sink {
     /// `Ok(false)` if the checkpoint already stands at `batch.next` by this
     /// `writer` (an earlier attempt of unknown outcome committed).
     /// `bulk`: insert the transfers and the audit rows with `LOAD DATA
-    /// LOCAL INFILE` (rebuilds: fastest for rows only ever inserted).
+    /// LOCAL INFILE` where the server allows it (fastest for rows that are
+    /// only ever inserted).
     pub async fn commit(
         &mut self,
         batch: &Batch,
