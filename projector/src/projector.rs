@@ -555,6 +555,9 @@ fn read_loop(
                 if feeder.gap.is_some() || feeder.closed || stop.load(Ordering::Relaxed) {
                     return;
                 }
+                status
+                    .journal_next
+                    .store(record.header.sequence + 1, Ordering::Relaxed);
                 if !vouching {
                     feeder.feed(record.header.sequence, &record.header.meta, record.payload);
                     return;
@@ -607,10 +610,6 @@ fn read_loop(
         if feeder.closed {
             return Ok(()); // the writer stopped
         }
-        status.journal_next.store(
-            feeder.deriver.next_sequence() + held.len() as u64,
-            Ordering::Relaxed,
-        );
         let stopping = stop.load(Ordering::Relaxed);
         let finished = visited == 0 && held.is_empty() && config.until == Until::CaughtUp;
         // Only this thread sends, so room seen here is still there.
