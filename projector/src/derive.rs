@@ -20,7 +20,7 @@ use std::collections::{BinaryHeap, HashMap};
 
 use keel_core::{apply, CommandHeader, CommandRef, DedupTable, StateMachine};
 use keel_journal::format::{Record, RecordMeta};
-use keel_ledger::commands::{command_type, event_results};
+use keel_ledger::commands::{command_type, event_results, EVENTS_PER_COMMAND_MAX};
 use keel_ledger::{transfer_flags, Account, Ledger, LedgerConfig, PendingState, Transfer};
 
 const NS_PER_SECOND: u64 = 1_000_000_000;
@@ -58,7 +58,7 @@ pub struct CommandRow {
     /// The command's outcome code.
     pub code: u32,
     /// Per-event result codes of a create command (`count` valid).
-    pub results: [u8; 9],
+    pub results: [u8; EVENTS_PER_COMMAND_MAX],
     /// Events in a create command.
     pub events: u8,
 }
@@ -92,8 +92,6 @@ pub struct Batch {
     pub commands: Vec<CommandRow>,
     /// The replica's state hash after the batch.
     pub state_hash: u64,
-    /// Newest sequencer timestamp in the batch (for the lag metric).
-    pub newest_timestamp_ns: u64,
 }
 
 impl Batch {
@@ -275,7 +273,7 @@ impl Deriver {
         if !applied.duplicate {
             self.expire(base, batch.as_deref_mut());
         }
-        let mut results = [0u8; 9];
+        let mut results = [0u8; EVENTS_PER_COMMAND_MAX];
         let mut events = 0;
         let creates = matches!(
             m.command_type,
@@ -349,7 +347,6 @@ impl Deriver {
                 events,
             });
             batch.next = self.next;
-            batch.newest_timestamp_ns = batch.newest_timestamp_ns.max(m.timestamp_ns);
         }
         Ok(())
     }
