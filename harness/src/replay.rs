@@ -92,17 +92,7 @@ impl<S: StateMachine> Replayer<S> {
             }
         }
         self.expected = Some(sequence + 1);
-        let m = &record.header.meta;
-        let header = CommandHeader {
-            idempotency_key: m.idempotency_key,
-            correlation_id: m.correlation_id,
-            timestamp_ns: m.timestamp_ns,
-            command_type: m.command_type,
-            schema_version: m.schema_version,
-            tenant_id: m.tenant_id,
-            payload_len: record.payload.len() as u32,
-            completion: keel_core::completion::NO_COMPLETION,
-        };
+        let header = record.header.meta.command_header(record.payload.len());
         self.state_machine.prefetch(&CommandRef {
             sequence: record.header.sequence,
             header: &header,

@@ -198,6 +198,23 @@ pub struct Record<'a> {
     pub bytes: &'a [u8],
 }
 
+impl RecordMeta {
+    /// The command header the engine journaled, for replaying a command of
+    /// `payload_len` bytes (no caller waits on a replayed command).
+    pub fn command_header(&self, payload_len: usize) -> keel_core::CommandHeader {
+        keel_core::CommandHeader {
+            idempotency_key: self.idempotency_key,
+            correlation_id: self.correlation_id,
+            timestamp_ns: self.timestamp_ns,
+            command_type: self.command_type,
+            schema_version: self.schema_version,
+            tenant_id: self.tenant_id,
+            payload_len: payload_len as u32,
+            completion: keel_core::completion::NO_COMPLETION,
+        }
+    }
+}
+
 impl Record<'_> {
     /// Bytes the record occupies, padded to [`RECORD_ALIGN`].
     pub fn footprint(&self) -> usize {

@@ -109,31 +109,7 @@ fn transfer_rows(dir: &Path, ledger: LedgerConfig) -> (Vec<u8>, u64) {
             deriver.derive(record, &mut batch).expect("no gap")
         })
         .expect("read");
-    let mut text = String::with_capacity(batch.transfers.len() * 120);
-    for row in &batch.transfers {
-        use std::fmt::Write as _;
-        let t = &row.transfer;
-        let _ = writeln!(
-            text,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            row.sequence,
-            row.event,
-            t.id,
-            t.debit_account_id,
-            t.credit_account_id,
-            t.amount,
-            t.pending_id,
-            t.user_data_128,
-            t.user_data_64,
-            t.user_data_32,
-            t.timeout,
-            t.ledger,
-            t.code,
-            t.flags,
-            t.timestamp,
-            row.state as u8
-        );
-    }
+    let text = keel_projector::sink::transfers_tsv(&batch.transfers);
     (text.into_bytes(), batch.transfers.len() as u64)
 }
 

@@ -18,7 +18,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
-use keel_core::{apply, CommandHeader, CommandRef, DedupTable, StateMachine};
+use keel_core::{apply, CommandRef, DedupTable, StateMachine};
 use keel_journal::format::{Record, RecordMeta};
 use keel_ledger::commands::{command_type, event_results, EVENTS_PER_COMMAND_MAX};
 use keel_ledger::{transfer_flags, Account, Ledger, LedgerConfig, PendingState, Transfer};
@@ -246,16 +246,7 @@ impl Deriver {
                 found: sequence,
             });
         }
-        let header = CommandHeader {
-            idempotency_key: m.idempotency_key,
-            correlation_id: m.correlation_id,
-            timestamp_ns: m.timestamp_ns,
-            command_type: m.command_type,
-            schema_version: m.schema_version,
-            tenant_id: m.tenant_id,
-            payload_len: payload.len() as u32,
-            completion: keel_core::completion::NO_COMPLETION,
-        };
+        let header = m.command_header(payload.len());
         let command = CommandRef {
             sequence,
             header: &header,

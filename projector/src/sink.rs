@@ -28,7 +28,9 @@ use futures_util::FutureExt as _;
 use mysql_async::prelude::Queryable as _;
 use mysql_async::{Conn, Opts, OptsBuilder, TxOpts};
 
-use crate::derive::Batch;
+use keel_ledger::{Account, PendingState};
+
+use crate::derive::{Batch, CommandRow, TransferRow};
 use crate::schema::{
     Flavor, TableSet, DEFERRED_INDEXES, MIGRATIONS, PROJECTION_NAME, SCHEMA_VERSION,
 };
@@ -150,7 +152,6 @@ pub struct Sink {
     flavor: Flavor,
     timeouts: Timeouts,
     set: TableSet,
-    sql: String,
     /// The server accepts `LOAD DATA LOCAL INFILE` (MariaDB's default;
     /// MySQL 8 needs `local_infile=ON`); without it bulk writes fall back to
     /// multi-row statements.
@@ -240,7 +241,6 @@ impl Sink {
             flavor,
             timeouts,
             set,
-            sql: String::new(),
             infiles,
         })
     }
@@ -402,15 +402,12 @@ impl Sink {
     ) -> Result<bool, SinkError> {
         let set = self.set;
         let flavor = self.flavor;
-        let mut sql = std::mem::take(&mut self.sql);
         let infiles = Arc::clone(&self.infiles);
         let bulk = bulk && self.local_infile;
         let conn = self.reconnect_if_needed().await?;
         let mut tx = within(limit, "begin", conn.start_transaction(TxOpts::default())).await?;
 
-        sql.clear();
-        let _ = write!(
-            sql,
+        let fence = format!(
             "UPDATE {} SET next_sequence = {}, state_hash = {}, writer = {writer}, updated_at = CURRENT_TIMESTAMP(6) \
              WHERE name = '{PROJECTION_NAME}' AND next_sequence = {}",
             set.table("keel_projection"),
@@ -418,18 +415,14 @@ impl Sink {
             batch.state_hash,
             batch.first
         );
-        within(limit, "fence", tx.query_drop(sql.as_str())).await?;
+        within(limit, "fence", tx.query_drop(fence)).await?;
         if tx.affected_rows() != 1 {
-            sql.clear();
-            let _ = write!(
-                sql,
+            let read = format!(
                 "SELECT next_sequence, writer FROM {} WHERE name = '{PROJECTION_NAME}'",
                 set.table("keel_projection")
             );
-            let row: Option<(u64, u64)> =
-                within(limit, "fence read", tx.query_first(sql.as_str())).await?;
+            let row: Option<(u64, u64)> = within(limit, "fence read", tx.query_first(read)).await?;
             within(limit, "rollback", tx.rollback()).await?;
-            self.sql = sql;
             return match row {
                 Some((found, by)) if found == batch.next && by == writer => Ok(false),
                 Some((found, by)) => Err(SinkError::Fenced {
@@ -441,9 +434,9 @@ impl Sink {
             };
         }
         let statements = match bulk {
-            false => statements(batch, set, flavor, &mut sql, true),
+            false => statements(batch, set, flavor, false),
             true => {
-                let (statements, files) = bulk_statements(batch, set, flavor, &mut sql);
+                let (statements, files) = bulk_statements(batch, set, flavor);
                 infiles.lock().expect("infiles").extend(files);
                 statements
             }
@@ -452,7 +445,6 @@ impl Sink {
             within(limit, "write", tx.query_drop(statement)).await?;
         }
         within(limit, "commit", tx.commit()).await?;
-        self.sql = sql;
         Ok(true)
     }
 
@@ -552,55 +544,138 @@ const DDL_TIMEOUT: Duration = Duration::from_secs(3_600);
 /// 16 MiB `max_allowed_packet`).
 const ROWS_PER_STATEMENT: usize = 2_000;
 
-/// The batch's write statements, in commit-protocol order.
-fn statements(
-    batch: &Batch,
-    set: TableSet,
-    flavor: Flavor,
-    sql: &mut String,
-    inserts: bool,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    let transfers = if inserts { &batch.transfers[..] } else { &[] };
-    for chunk in transfers.chunks(ROWS_PER_STATEMENT) {
-        sql.clear();
-        let _ = write!(
-            sql,
-            "INSERT INTO {} (sequence, event, id, debit_account_id, credit_account_id, amount, pending_id, \
-             user_data_128, user_data_64, user_data_32, timeout, ledger, code, flags, timestamp, pending_state) VALUES ",
-            set.table("keel_transfers")
-        );
+const TRANSFER_COLUMNS: &str = "sequence, event, id, debit_account_id, credit_account_id, amount, \
+    pending_id, user_data_128, user_data_64, user_data_32, timeout, ledger, code, flags, timestamp, pending_state";
+const ACCOUNT_COLUMNS: &str =
+    "id, ledger, code, flags, debits_pending, debits_posted, credits_pending, \
+    credits_posted, user_data_128, user_data_64, user_data_32, timestamp";
+/// The audit columns before `results` (written as hex).
+const COMMAND_COLUMNS: &str =
+    "sequence, timestamp, command_type, idempotency_key, correlation_id, \
+    tenant_id, duplicate, code, events, accepted";
+
+/// A transfer row's [`TRANSFER_COLUMNS`], separated by `sep`.
+fn write_transfer(out: &mut String, row: &TransferRow, sep: char) {
+    let t = &row.transfer;
+    let _ = write!(
+        out,
+        "{}{sep}{}{sep}{}{sep}{}{sep}{}{sep}{}{sep}{}{sep}{}{sep}{}{sep}{}{sep}{}{sep}{}{sep}{}{sep}{}{sep}{}{sep}{}",
+        row.sequence,
+        row.event,
+        t.id,
+        t.debit_account_id,
+        t.credit_account_id,
+        t.amount,
+        t.pending_id,
+        t.user_data_128,
+        t.user_data_64,
+        t.user_data_32,
+        t.timeout,
+        t.ledger,
+        t.code,
+        t.flags,
+        t.timestamp,
+        row.state as u8
+    );
+}
+
+/// An account's [`ACCOUNT_COLUMNS`], separated by commas.
+fn write_account(out: &mut String, a: &Account) {
+    let _ = write!(
+        out,
+        "{},{},{},{},{},{},{},{},{},{},{},{}",
+        a.id,
+        a.ledger,
+        a.code,
+        a.flags,
+        a.debits_pending,
+        a.debits_posted,
+        a.credits_pending,
+        a.credits_posted,
+        a.user_data_128,
+        a.user_data_64,
+        a.user_data_32,
+        a.timestamp
+    );
+}
+
+/// An audit row's [`COMMAND_COLUMNS`], separated by `sep`.
+fn write_command(out: &mut String, c: &CommandRow, sep: char) {
+    let _ = write!(
+        out,
+        "{}{sep}{}{sep}{}{sep}{}{sep}{}{sep}{}{sep}{}{sep}{}{sep}{}{sep}{}",
+        c.sequence,
+        c.timestamp_ns,
+        c.command_type,
+        c.idempotency_key,
+        c.correlation_id,
+        c.tenant_id,
+        u8::from(c.duplicate),
+        c.code,
+        c.events,
+        c.accepted()
+    );
+}
+
+/// The per-event result codes in hex (the `results` column).
+fn write_results_hex(out: &mut String, c: &CommandRow) {
+    for byte in c.results() {
+        let _ = write!(out, "{byte:02x}");
+    }
+}
+
+/// Transfer rows as `LOAD DATA` reads them: tab-separated, one per line.
+pub fn transfers_tsv(rows: &[TransferRow]) -> String {
+    let mut text = String::with_capacity(rows.len() * 160);
+    for row in rows {
+        write_transfer(&mut text, row, '\t');
+        text.push('\n');
+    }
+    text
+}
+
+/// Multi-row `INSERT`s of `rows` into `table`, `ROWS_PER_STATEMENT` rows
+/// each, every row written by `write` between parentheses.
+fn inserts<T>(
+    out: &mut Vec<String>,
+    table: &str,
+    columns: &str,
+    rows: &[T],
+    suffix: &str,
+    write: impl Fn(&mut String, &T),
+) {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = format!("INSERT INTO {table} ({columns}) VALUES ");
         for (i, row) in chunk.iter().enumerate() {
-            let t = &row.transfer;
-            let _ = write!(
-                sql,
-                "{}({},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{})",
-                if i == 0 { "" } else { "," },
-                row.sequence,
-                row.event,
-                t.id,
-                t.debit_account_id,
-                t.credit_account_id,
-                t.amount,
-                t.pending_id,
-                t.user_data_128,
-                t.user_data_64,
-                t.user_data_32,
-                t.timeout,
-                t.ledger,
-                t.code,
-                t.flags,
-                t.timestamp,
-                row.state as u8
-            );
+            sql.push_str(if i == 0 { "(" } else { ",(" });
+            write(&mut sql, row);
+            sql.push(')');
         }
-        out.push(sql.clone());
+        sql.push_str(suffix);
+        out.push(sql);
+    }
+}
+
+/// The batch's write statements, in commit-protocol order: transfers (as
+/// `INSERT`s unless `bulk`, which leaves them and the audit rows to
+/// `LOAD DATA`), state changes, accounts, audit rows.
+fn statements(batch: &Batch, set: TableSet, flavor: Flavor, bulk: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    if !bulk {
+        inserts(
+            &mut out,
+            &set.table("keel_transfers"),
+            TRANSFER_COLUMNS,
+            &batch.transfers,
+            "",
+            |sql, row| write_transfer(sql, row, ','),
+        );
     }
     // State changes, grouped by the new state (at most three statements).
     for state in [
-        keel_ledger::PendingState::Posted,
-        keel_ledger::PendingState::Voided,
-        keel_ledger::PendingState::Expired,
+        PendingState::Posted,
+        PendingState::Voided,
+        PendingState::Expired,
     ] {
         let ids: Vec<String> = batch
             .state_changes
@@ -617,159 +692,76 @@ fn statements(
             ));
         }
     }
-    const ACCOUNT_UPDATES: [&str; 5] = [
+    let upsert = flavor.upsert_clause(&[
         "flags",
         "debits_pending",
         "debits_posted",
         "credits_pending",
         "credits_posted",
-    ];
-    let upsert = flavor.upsert_clause(&ACCOUNT_UPDATES);
-    for chunk in batch.accounts.chunks(ROWS_PER_STATEMENT) {
-        sql.clear();
-        let _ = write!(
-            sql,
-            "INSERT INTO {} (id, ledger, code, flags, debits_pending, debits_posted, credits_pending, credits_posted, \
-             user_data_128, user_data_64, user_data_32, timestamp) VALUES ",
-            set.table("keel_accounts")
+    ]);
+    inserts(
+        &mut out,
+        &set.table("keel_accounts"),
+        ACCOUNT_COLUMNS,
+        &batch.accounts,
+        &upsert,
+        write_account,
+    );
+    if !bulk {
+        let columns = format!("{COMMAND_COLUMNS}, results");
+        inserts(
+            &mut out,
+            &set.table("keel_commands"),
+            &columns,
+            &batch.commands,
+            "",
+            |sql, c| {
+                write_command(sql, c, ',');
+                sql.push_str(",X'");
+                write_results_hex(sql, c);
+                sql.push('\'');
+            },
         );
-        for (i, a) in chunk.iter().enumerate() {
-            let _ = write!(
-                sql,
-                "{}({},{},{},{},{},{},{},{},{},{},{},{})",
-                if i == 0 { "" } else { "," },
-                a.id,
-                a.ledger,
-                a.code,
-                a.flags,
-                a.debits_pending,
-                a.debits_posted,
-                a.credits_pending,
-                a.credits_posted,
-                a.user_data_128,
-                a.user_data_64,
-                a.user_data_32,
-                a.timestamp
-            );
-        }
-        sql.push_str(&upsert);
-        out.push(sql.clone());
-    }
-    let commands = if inserts { &batch.commands[..] } else { &[] };
-    for chunk in commands.chunks(ROWS_PER_STATEMENT) {
-        sql.clear();
-        let _ = write!(
-            sql,
-            "INSERT INTO {} (sequence, timestamp, command_type, idempotency_key, correlation_id, tenant_id, \
-             duplicate, code, events, accepted, results) VALUES ",
-            set.table("keel_commands")
-        );
-        for (i, c) in chunk.iter().enumerate() {
-            let _ = write!(
-                sql,
-                "{}({},{},{},{},{},{},{},{},{},{},X'",
-                if i == 0 { "" } else { "," },
-                c.sequence,
-                c.timestamp_ns,
-                c.command_type,
-                c.idempotency_key,
-                c.correlation_id,
-                c.tenant_id,
-                u8::from(c.duplicate),
-                c.code,
-                c.events,
-                c.accepted()
-            );
-            for byte in c.results() {
-                let _ = write!(sql, "{byte:02x}");
-            }
-            sql.push_str("')");
-        }
-        out.push(sql.clone());
     }
     out
 }
 
 /// The bulk form: `LOAD DATA LOCAL INFILE` of tab-separated rows for the
-/// transfers and the audit trail (served from memory by name), statements
-/// for the state changes and account upserts.
+/// transfers and the audit trail (served from memory by name, returned as
+/// files), statements for the state changes and account upserts.
 fn bulk_statements(
     batch: &Batch,
     set: TableSet,
     flavor: Flavor,
-    sql: &mut String,
 ) -> (Vec<String>, Vec<(Vec<u8>, Bytes)>) {
     let mut statements = Vec::new();
     let mut files = Vec::new();
     if !batch.transfers.is_empty() {
-        let mut text = String::with_capacity(batch.transfers.len() * 160);
-        for row in &batch.transfers {
-            let t = &row.transfer;
-            let _ = writeln!(
-                text,
-                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                row.sequence,
-                row.event,
-                t.id,
-                t.debit_account_id,
-                t.credit_account_id,
-                t.amount,
-                t.pending_id,
-                t.user_data_128,
-                t.user_data_64,
-                t.user_data_32,
-                t.timeout,
-                t.ledger,
-                t.code,
-                t.flags,
-                t.timestamp,
-                row.state as u8
-            );
-        }
         let name = format!("keel_transfers_{}", batch.first);
         statements.push(format!(
-            "LOAD DATA LOCAL INFILE '{name}' INTO TABLE {} (sequence, event, id, debit_account_id, credit_account_id, \
-             amount, pending_id, user_data_128, user_data_64, user_data_32, timeout, ledger, code, flags, timestamp, pending_state)",
+            "LOAD DATA LOCAL INFILE '{name}' INTO TABLE {} ({TRANSFER_COLUMNS})",
             set.table("keel_transfers")
         ));
-        files.push((name.into_bytes(), Bytes::from(text)));
+        files.push((
+            name.into_bytes(),
+            Bytes::from(transfers_tsv(&batch.transfers)),
+        ));
     }
-    statements.extend(statements_tail(batch, set, flavor, sql));
+    statements.extend(self::statements(batch, set, flavor, true));
     if !batch.commands.is_empty() {
         let mut text = String::with_capacity(batch.commands.len() * 80);
         for c in &batch.commands {
-            let _ = write!(
-                text,
-                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t",
-                c.sequence,
-                c.timestamp_ns,
-                c.command_type,
-                c.idempotency_key,
-                c.correlation_id,
-                c.tenant_id,
-                u8::from(c.duplicate),
-                c.code,
-                c.events,
-                c.accepted()
-            );
-            for byte in c.results() {
-                let _ = write!(text, "{byte:02x}");
-            }
+            write_command(&mut text, c, '\t');
+            text.push('\t');
+            write_results_hex(&mut text, c);
             text.push('\n');
         }
         let name = format!("keel_commands_{}", batch.first);
         statements.push(format!(
-            "LOAD DATA LOCAL INFILE '{name}' INTO TABLE {} (sequence, timestamp, command_type, idempotency_key, \
-             correlation_id, tenant_id, duplicate, code, events, accepted, @results) SET results = UNHEX(@results)",
+            "LOAD DATA LOCAL INFILE '{name}' INTO TABLE {} ({COMMAND_COLUMNS}, @results) SET results = UNHEX(@results)",
             set.table("keel_commands")
         ));
         files.push((name.into_bytes(), Bytes::from(text)));
     }
     (statements, files)
-}
-
-/// State changes and account upserts (the part of a batch that is not
-/// plain inserts).
-fn statements_tail(batch: &Batch, set: TableSet, flavor: Flavor, sql: &mut String) -> Vec<String> {
-    statements(batch, set, flavor, sql, false)
 }
