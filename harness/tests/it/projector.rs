@@ -310,27 +310,11 @@ fn outages_through_a_proxy_lose_nothing() {
 fn kill_9_mid_transaction_leaves_no_duplicate_and_no_gap() {
     let url = fresh_database("kill");
     let dir = tempfile::tempdir().unwrap();
-    traffic::write(dir.path(), &traffic(21, 20_000, 1_700_000_000_000_000_000)).unwrap();
-    let node_config = dir.path().join("node.toml");
-    std::fs::write(
-        &node_config,
-        format!(
-            "[ledger]\naccounts_max = {}\ntransfers_max = {}\n[engine]\ndedup_entries = {DEDUP}\n",
-            LEDGER.accounts_max, LEDGER.transfers_max
-        ),
-    )
-    .unwrap();
-    let journal = dir.path().to_path_buf();
+    let journal = dir.path().join("journal");
+    traffic::write(&journal, &traffic(21, 20_000, 1_700_000_000_000_000_000)).unwrap();
     let keel = |once: bool| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
-        command
-            .args(["project", "--batch", "10", "--mysql-url", &url])
-            .arg("--journal")
-            .arg(&journal)
-            .arg("--config")
-            .arg(&node_config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null());
+        let mut command = keel_project(dir.path(), &url, &["--batch", "10"]);
+        command.env("RUST_LOG", "warn").stdout(Stdio::null());
         if once {
             command.arg("--once");
         }
@@ -355,14 +339,14 @@ fn kill_9_mid_transaction_leaves_no_duplicate_and_no_gap() {
         checkpoints.windows(2).all(|w| w[0] <= w[1]),
         "checkpoints never go back: {checkpoints:?}"
     );
-    let end = journal_len(dir.path());
+    let end = journal_len(&journal);
     assert!(
         checkpoints.iter().filter(|&&c| c > 0 && c < end).count() >= 3,
         "kills landed mid-projection: {checkpoints:?} of {end}"
     );
     let status = keel(true).status().unwrap();
     assert!(status.success());
-    assert_projection_equals_journal(&url, dir.path(), TableSet::Live);
+    assert_projection_equals_journal(&url, &journal, TableSet::Live);
 }
 
 #[test]
