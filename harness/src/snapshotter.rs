@@ -157,7 +157,14 @@ fn run<S: StateMachine + SnapshotCodec>(
     let mut last = Instant::now();
     loop {
         let stopping = signals.stop.load(Ordering::Acquire);
-        let read = tail.poll(status.durable_next(), &mut |r| replayer.apply(r))?;
+        // Read no further than the next `every_commands` boundary, so a
+        // snapshot falls every N commands however much one poll could read.
+        let mut limit = status.durable_next();
+        if policy.every_commands > 0 {
+            let due_at = tail.next_sequence() + policy.every_commands.saturating_sub(since);
+            limit = limit.min(due_at);
+        }
+        let read = tail.poll(limit, &mut |r| replayer.apply(r))?;
         if let Some((expected, found)) = replayer.gap() {
             return Err(format!("journal gap: expected {expected}, found {found}").into());
         }
