@@ -770,7 +770,7 @@ fn the_cli_follows_reports_rebuilds_and_stops_gracefully() {
     let stdout = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success(), "{stdout}");
     assert!(
-        stdout.contains(&format!("checkpoint {end} (lag 0 commands)")),
+        stdout.contains(&format!("checkpoint {end} (lag 0 commands, 0.000 s")),
         "{stdout}"
     );
     assert!(stdout.contains("rebuild        none"), "{stdout}");

@@ -255,8 +255,28 @@ fn status(common: &Common) -> Result<(), Failure> {
         .unwrap_or_else(keel_projector::default_mysql_url);
     let storage = FsStorage::open(&common.journal, IoMode::BufferedDevelopment)
         .map_err(|e| Failure::Setup(format!("{}: {e}", common.journal.display())))?;
+    let mut sets = Vec::new();
+    for (set, name) in [(TableSet::Live, "live"), (TableSet::Rebuild, "rebuild")] {
+        let found = keel_projector::checkpoint(&url, set, Timeouts::default())
+            .map_err(|e| Failure::Halted(e.to_string()))?;
+        sets.push((name, found));
+    }
+    // One scan: the journal's end and the sequencer time of the last
+    // record each checkpoint covers (lag in time as well as in commands).
+    let wanted: Vec<u64> = sets
+        .iter()
+        .filter_map(|(_, c)| c.map(|c| c.next_sequence.wrapping_sub(1)))
+        .collect();
+    let mut times = std::collections::HashMap::new();
+    let mut last_time = None;
     // A damaged journal still lets the checkpoints be shown.
-    let (journal_next, damage) = match scan(&storage, &mut |_| {}) {
+    let (journal_next, damage) = match scan(&storage, &mut |r| {
+        let (sequence, time) = (r.header.sequence, r.header.meta.timestamp_ns);
+        if wanted.contains(&sequence) {
+            times.insert(sequence, time);
+        }
+        last_time = Some(time);
+    }) {
         Ok(report) => (Some(report.next_sequence), None),
         Err(e) => (None, Some(e.to_string())),
     };
@@ -268,26 +288,29 @@ fn status(common: &Common) -> Result<(), Failure> {
         (None, Some(e)) => println!("journal        {}: {e}", common.journal.display()),
         (None, None) => unreachable!("a scan either reports or fails"),
     }
-    for set in [TableSet::Live, TableSet::Rebuild] {
-        let found = keel_projector::checkpoint(&url, set, Timeouts::default())
-            .map_err(|e| Failure::Halted(e.to_string()))?;
-        let name = match set {
-            TableSet::Live => "live",
-            TableSet::Rebuild => "rebuild",
+    for (name, found) in sets {
+        let Some(c) = found else {
+            println!("{name:<14} none");
+            continue;
         };
-        match found {
-            Some(c) => println!(
-                "{name:<14} checkpoint {} (lag {}), schema version {}, writer {:016x}",
-                c.next_sequence,
-                journal_next.map_or("unknown".to_string(), |next| format!(
-                    "{} commands",
-                    next.saturating_sub(c.next_sequence)
-                )),
-                c.schema_version,
-                c.writer
-            ),
-            None => println!("{name:<14} none"),
-        }
+        let lag = match journal_next {
+            Some(next) => {
+                let commands = next.saturating_sub(c.next_sequence);
+                let time = match (times.get(&c.next_sequence.wrapping_sub(1)), last_time) {
+                    (Some(at), Some(last)) => format!(
+                        ", {:.3} s of sequencer time",
+                        last.saturating_sub(*at) as f64 / 1e9
+                    ),
+                    _ => String::new(),
+                };
+                format!("{commands} commands{time}")
+            }
+            None => "unknown".to_string(),
+        };
+        println!(
+            "{name:<14} checkpoint {} (lag {lag}), schema version {}, writer {:016x}",
+            c.next_sequence, c.schema_version, c.writer
+        );
     }
     match damage {
         Some(e) => Err(Failure::Halted(format!("journal: {e}"))),
