@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use keel_core::StateMachine;
 use keel_journal::RetentionHold;
+use keel_ledger::Ledger;
 use keel_projector::{Bound, ProjectorConfig, ProjectorError, Status, Summary, Until};
 
 use crate::config::NodeConfig;
@@ -52,10 +52,11 @@ impl Projection {
     }
 }
 
-impl<S: StateMachine> Node<S> {
-    /// Starts a projector of this node's journal into `mysql_url`. The
-    /// node must be a ledger node with a journal (`config` is the one it
-    /// started with: replay needs the same ledger sizes and window).
+impl Node<Ledger> {
+    /// Starts a projector of this ledger node's journal into `mysql_url`
+    /// (`config` is the one the node started with: replay needs the same
+    /// ledger sizes and idempotency window). A node without a journal has
+    /// nothing to project.
     pub fn start_projection(
         &self,
         config: &NodeConfig,
