@@ -137,6 +137,10 @@ pub enum LoadError {
     },
 }
 
+/// How long the main job waits for an attached projector to catch up
+/// after the load (a database that is away must not hang the run).
+const PROJECTION_CATCH_UP_MAX: Duration = Duration::from_secs(120);
+
 /// Amount each account is funded with.
 const FUNDING: u64 = 10_000;
 /// Ledger and codes of the workload.
@@ -166,7 +170,10 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
         let setup_end = node.journal_status().map_or(0, |s| s.durable_next());
         let status = projection.status();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while status.checkpoint.load(Ordering::Relaxed) < setup_end && Instant::now() < deadline {
+        while status.checkpoint.load(Ordering::Relaxed) < setup_end
+            && !status.never_connected()
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(1));
         }
         status.lag_us.lock().expect("status").reset();
@@ -178,7 +185,7 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
         let at_load_end = node.journal_status().map_or(0, |s| s.durable_next());
         let started = Instant::now();
         let status = std::sync::Arc::clone(projection.status());
-        let result = projection.finish(at_load_end);
+        let result = projection.finish(at_load_end, PROJECTION_CATCH_UP_MAX);
         let lag_us = status.lag_us.lock().expect("status").clone();
         ProjectionReport {
             during_load,

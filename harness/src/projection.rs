@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use keel_journal::RetentionHold;
 use keel_ledger::Ledger;
@@ -40,13 +41,18 @@ impl Projection {
             .unwrap_or_else(|_| Err(ProjectorError::Journal("projector thread panicked".into())))
     }
 
-    /// Stops once everything durable at this moment is projected (or at
-    /// the first error), e.g. at the end of a benchmark or before shutdown.
-    pub fn finish(self, durable_next: u64) -> Result<Summary, ProjectorError> {
+    /// Stops once everything below `durable_next` is projected, at the
+    /// first error, after `within`, or at once if the database was never
+    /// reached (one that stays away must not hang the host), e.g. at the
+    /// end of a benchmark or before shutdown.
+    pub fn finish(self, durable_next: u64, within: Duration) -> Result<Summary, ProjectorError> {
+        let deadline = Instant::now() + within;
         while self.status.checkpoint.load(Ordering::Relaxed) < durable_next
             && !self.thread.is_finished()
+            && !self.status.never_connected()
+            && Instant::now() < deadline
         {
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            std::thread::sleep(Duration::from_millis(1));
         }
         self.stop()
     }

@@ -191,6 +191,8 @@ pub struct Status {
     pub rows: AtomicU64,
     /// Transient errors survived.
     pub transient_errors: AtomicU64,
+    /// The database was reached at least once (schema ensured, checkpoint read).
+    pub connected: AtomicBool,
     breaker: AtomicU8,
     /// Sequencer timestamp → commit, per command (µs).
     pub lag_us: Mutex<Histogram<u64>>,
@@ -206,6 +208,7 @@ impl Default for Status {
             batches: AtomicU64::new(0),
             rows: AtomicU64::new(0),
             transient_errors: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
             breaker: AtomicU8::new(Breaker::Closed as u8),
             lag_us: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds")),
             last_error: Mutex::new(None),
@@ -214,6 +217,12 @@ impl Default for Status {
 }
 
 impl Status {
+    /// Whether the projector has failed to reach its database so far, i.e.
+    /// a host waiting for it to catch up would wait for nothing.
+    pub fn never_connected(&self) -> bool {
+        !self.connected.load(Ordering::Relaxed) && self.transient_errors.load(Ordering::Relaxed) > 0
+    }
+
     /// The breaker's state.
     pub fn breaker(&self) -> Breaker {
         match self.breaker.load(Ordering::Relaxed) {
@@ -307,6 +316,7 @@ async fn connect(
         match attempt.await {
             Ok(connected) => {
                 status.set_breaker(Breaker::Closed);
+                status.connected.store(true, Ordering::Relaxed);
                 return Ok(Some(connected));
             }
             Err(SinkError::Transient(e)) => {

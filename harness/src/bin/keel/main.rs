@@ -162,6 +162,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &RunArgs) -> ExitCode {
+    // The attached projector's outages and halts (`--project`) go to stderr.
+    let env = env_logger::Env::default().default_filter_or("warn");
+    let _ = env_logger::Builder::from_env(env)
+        .format_timestamp_millis()
+        .try_init();
     let config = match load_config(args) {
         Ok(config) => config,
         Err(e) => {
@@ -326,8 +331,20 @@ fn print_report(report: &LoadReport) -> ExitCode {
     if let Some(path) = &report.snapshot {
         println!("snapshot     written at shutdown: {}", path.display());
     }
+    // A projection asked for and not delivered fails the run, after the
+    // restart check has been reported.
+    let mut projected = true;
     if let Some(p) = &report.projection {
         match &p.result {
+            Ok(summary) if summary.checkpoint < p.at_load_end => {
+                eprintln!(
+                    "projection   NOT CAUGHT UP: {} of {} commands in MySQL {:.0} s after the load (its warnings above say why); the next run or `keel project` continues",
+                    summary.checkpoint,
+                    p.at_load_end,
+                    p.catch_up.as_secs_f64()
+                );
+                projected = false;
+            }
             Ok(summary) => println!(
                 "projection   {} of {} commands in MySQL when the load ended, all {} {:.2} s later; lag p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
                 p.during_load,
@@ -340,13 +357,17 @@ fn print_report(report: &LoadReport) -> ExitCode {
             ),
             Err(e) => {
                 eprintln!("projection   FAILED: {e}");
-                return ExitCode::FAILURE;
+                projected = false;
             }
         }
     }
+    let verdict = match projected {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
+    };
     let Some(restart) = &report.restart else {
         println!("restart      skipped: durability none keeps no journal");
-        return ExitCode::SUCCESS;
+        return verdict;
     };
     let matches = restart.state_hash == report.state_hash;
     let rate = match restart.snapshot {
@@ -372,5 +393,5 @@ fn print_report(report: &LoadReport) -> ExitCode {
         eprintln!("RESTART MISMATCH: the journal does not reproduce the engine's state");
         return ExitCode::FAILURE;
     }
-    ExitCode::SUCCESS
+    verdict
 }
