@@ -185,7 +185,11 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
         let at_load_end = node.journal_status().map_or(0, |s| s.durable_next());
         let started = Instant::now();
         let status = std::sync::Arc::clone(projection.status());
-        let result = projection.finish(at_load_end, PROJECTION_CATCH_UP_MAX);
+        // A database never reached is not waited for at all.
+        let result = match status.never_connected() {
+            true => projection.stop(),
+            false => projection.finish(at_load_end, PROJECTION_CATCH_UP_MAX),
+        };
         let lag_us = status.lag_us.lock().expect("status").clone();
         ProjectionReport {
             during_load,

@@ -42,14 +42,12 @@ impl Projection {
     }
 
     /// Stops once everything below `durable_next` is projected, at the
-    /// first error, after `within`, or at once if the database was never
-    /// reached (one that stays away must not hang the host), e.g. at the
-    /// end of a benchmark or before shutdown.
+    /// first error, or after `within` (a database that stays away must not
+    /// hang the host), e.g. at the end of a benchmark or before shutdown.
     pub fn finish(self, durable_next: u64, within: Duration) -> Result<Summary, ProjectorError> {
         let deadline = Instant::now() + within;
         while self.status.checkpoint.load(Ordering::Relaxed) < durable_next
             && !self.thread.is_finished()
-            && !self.status.never_connected()
             && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(1));

@@ -831,3 +831,97 @@ fn of_two_projectors_started_together_one_is_fenced() {
     assert!(results.iter().any(|r| r.is_ok()));
     assert_projection_equals_journal(&url, dir.path(), TableSet::Live);
 }
+
+#[test]
+fn a_projector_behind_a_node_holds_retention_and_equals_its_state() {
+    use keel_harness::config::NodeConfig;
+    use keel_harness::node::LedgerNode;
+    use keel_ledger::{Account, CallOptions, Transfer};
+
+    let url = fresh_database("node");
+    // The database is away at first: the projector lags from sequence 0.
+    let proxy = Proxy::start(server_address(&url));
+    proxy.set(Mode::Cut);
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut config = NodeConfig::default();
+    config.journal.data_dir = dir.path().to_path_buf();
+    config.journal.segment_size_mib = 1;
+    config.journal.write_buffer_kib = 256;
+    config.journal.keep_segments = 2; // would delete what the projector needs
+    config.ledger.accounts_max = LEDGER.accounts_max;
+    config.ledger.transfers_max = LEDGER.transfers_max;
+    config.engine.dedup_entries = DEDUP;
+    let node = LedgerNode::start_ledger(&config).unwrap();
+    let projection = node.start_projection(&config, &proxy.url(&url)).unwrap();
+    let mut client = node.client();
+    let accounts: Vec<Account> = (1..=9u128)
+        .map(|id| Account {
+            id,
+            ledger: 1,
+            code: 1,
+            ..Account::default()
+        })
+        .collect();
+    client
+        .create_accounts(&accounts, CallOptions::default())
+        .unwrap();
+    let mut id = 1_000u128;
+    for _ in 0..4_000 {
+        let transfers: Vec<Transfer> = (0..7)
+            .map(|i| {
+                id += 1;
+                Transfer {
+                    id,
+                    debit_account_id: 1 + (id % 9),
+                    credit_account_id: 1 + ((id + 1 + i) % 9),
+                    amount: 1 + (id % 100) as u64,
+                    ledger: 1,
+                    code: 1,
+                    user_data_128: u128::MAX - id, // large payloads: more segments
+                    ..Transfer::default()
+                }
+            })
+            .collect();
+        client
+            .create_transfers(&transfers, CallOptions::default())
+            .unwrap();
+    }
+    let segments = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "keel")
+        })
+        .count();
+    assert!(
+        segments > 3,
+        "the hold kept every segment ({segments}) despite keep_segments = 2"
+    );
+
+    // The database comes back: the projector starts from sequence 0.
+    proxy.set(Mode::Pass);
+    let durable = node.journal_status().unwrap().durable_next();
+    let summary = projection.finish(durable, Duration::from_secs(60)).unwrap();
+    assert_eq!(
+        summary.checkpoint, durable,
+        "caught up from the first segment"
+    );
+    drop(client);
+    let stopped = node.shutdown().unwrap();
+    let ledger = stopped.state_machine;
+    let mut reader = keel_projector::ProjectionReader::connect(&url).unwrap();
+    for account in ledger.accounts() {
+        assert_eq!(reader.account(account.id).unwrap(), Some(*account));
+    }
+    let checkpoint = keel_projector::checkpoint(&url, TableSet::Live, Default::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        checkpoint.state_hash,
+        ledger.state_hash(),
+        "the engine's own state"
+    );
+}
