@@ -60,8 +60,18 @@ pub enum SinkError {
     /// down: back off, reconnect, re-read the checkpoint, retry.
     #[error("transient: {0}")]
     Transient(String),
-    /// Schema mismatch, impossible duplicate, bad value, access denied:
-    /// retrying cannot help; the projection halts (it never skips an event).
+    /// The server refused a statement for good (schema mismatch,
+    /// impossible duplicate, bad value, access denied): retrying cannot
+    /// help; the projection halts (it never skips an event).
+    #[error("MySQL error {code}: {message}")]
+    Server {
+        /// The server's error code (e.g. 1054 unknown column).
+        code: u16,
+        /// The server's message.
+        message: String,
+    },
+    /// A condition of the projector's own that retrying cannot mend (a
+    /// newer schema, a missing checkpoint row, a bad URL): it halts.
     #[error("{0}")]
     Poison(String),
     /// Another writer moved the checkpoint.
@@ -80,14 +90,7 @@ impl SinkError {
     /// Whether this is the server's error with one of `codes` (e.g. 1146
     /// no such table, 1061 duplicate key name).
     pub fn is_server_code(&self, codes: &[u16]) -> bool {
-        let SinkError::Poison(message) = self else {
-            return false;
-        };
-        message
-            .strip_prefix("MySQL error ")
-            .and_then(|rest| rest.split(':').next())
-            .and_then(|code| code.parse::<u16>().ok())
-            .is_some_and(|code| codes.contains(&code))
+        matches!(self, SinkError::Server { code, .. } if codes.contains(code))
     }
 }
 
@@ -110,7 +113,10 @@ const TRANSIENT_CODES: &[u16] = &[
 fn classify(error: mysql_async::Error) -> SinkError {
     match &error {
         mysql_async::Error::Server(server) if !TRANSIENT_CODES.contains(&server.code) => {
-            SinkError::Poison(format!("MySQL error {}: {}", server.code, server.message))
+            SinkError::Server {
+                code: server.code,
+                message: server.message.clone(),
+            }
         }
         mysql_async::Error::Url(_) => SinkError::Poison(error.to_string()),
         _ => SinkError::Transient(error.to_string()),
@@ -280,6 +286,32 @@ impl Sink {
         Ok(self.conn.as_mut().expect("connected"))
     }
 
+    /// The first row of a read (`what` names it in a timeout): reconnects
+    /// if needed; after an error the connection is dropped (its state is
+    /// unknown) and the next call reconnects.
+    async fn first<T: mysql_async::prelude::FromRow + Send + 'static>(
+        &mut self,
+        what: &str,
+        sql: String,
+    ) -> Result<Option<T>, SinkError> {
+        let limit = self.timeouts.statement;
+        let conn = self.reconnect_if_needed().await?;
+        let result = within(limit, what, conn.query_first(sql)).await;
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    /// Whether `table` exists in the connection's database (table names
+    /// are the projector's own constants).
+    async fn table_exists(&mut self, table: &str) -> Result<bool, SinkError> {
+        let sql = format!(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = '{table}'"
+        );
+        Ok(self.first::<String>("schema lookup", sql).await?.is_some())
+    }
+
     /// Runs a schema statement (DDL): these may rewrite a large table, so
     /// their limit is an hour, not the statement timeout.
     async fn ddl(&mut self, sql: String) -> Result<u64, SinkError> {
@@ -299,25 +331,13 @@ impl Sink {
     /// (additive steps only). A set newer than this build is refused.
     pub async fn ensure_schema(&mut self) -> Result<Checkpoint, SinkError> {
         let projection = self.set.table("keel_projection");
-        let exists: Option<String> = {
-            let limit = self.timeouts.statement;
-            let conn = self.reconnect_if_needed().await?;
-            within(
-                limit,
-                "schema lookup",
-                conn.exec_first(
-                    "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?",
-                    (projection.clone(),),
-                ),
-            )
-            .await?
-        };
+        let exists = self.table_exists(&projection).await?;
         let found = match exists {
-            Some(_) => self
+            true => self
                 .read_checkpoint()
                 .await?
                 .map_or(0, |c| c.schema_version),
-            None => 0,
+            false => 0,
         };
         if found > SCHEMA_VERSION {
             return Err(SinkError::Poison(format!(
@@ -353,16 +373,7 @@ impl Sink {
             "SELECT next_sequence, state_hash, writer, schema_version FROM {} WHERE name = '{PROJECTION_NAME}'",
             self.set.table("keel_projection")
         );
-        let limit = self.timeouts.statement;
-        let conn = self.reconnect_if_needed().await?;
-        let row: Option<(u64, u64, u64, u32)> =
-            match within(limit, "checkpoint read", conn.query_first(sql)).await {
-                Ok(row) => row,
-                Err(e) => {
-                    self.conn = None;
-                    return Err(e);
-                }
-            };
+        let row: Option<(u64, u64, u64, u32)> = self.first("checkpoint read", sql).await?;
         Ok(row.map(
             |(next_sequence, state_hash, writer, schema_version)| Checkpoint {
                 next_sequence,
@@ -483,38 +494,20 @@ impl Sink {
     }
 
     async fn has_index(&mut self, table: &str, index: &str) -> Result<bool, SinkError> {
-        let table = self.set.table(table);
-        let limit = self.timeouts.statement;
-        let conn = self.reconnect_if_needed().await?;
-        let found: Option<String> = within(
-            limit,
-            "index lookup",
-            conn.exec_first(
-                "SELECT index_name FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = ? AND index_name = ? LIMIT 1",
-                (table, index),
-            ),
-        )
-        .await?;
-        Ok(found.is_some())
+        let sql = format!(
+            "SELECT index_name FROM information_schema.statistics WHERE table_schema = DATABASE() \
+             AND table_name = '{}' AND index_name = '{index}' LIMIT 1",
+            self.set.table(table)
+        );
+        Ok(self.first::<String>("index lookup", sql).await?.is_some())
     }
 
     /// Swaps the rebuilt set in: one atomic `RENAME TABLE`, then drops the
     /// retired set.
     pub async fn swap_rebuilt(&mut self) -> Result<(), SinkError> {
-        let live: Option<String> = {
-            let limit = self.timeouts.statement;
-            let conn = self.reconnect_if_needed().await?;
-            within(
-                limit,
-                "schema lookup",
-                conn.query_first(
-                    "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'keel_projection'",
-                ),
-            )
-            .await?
-        };
-        self.ddl(TableSet::swap_statement(live.is_some())).await?;
-        if live.is_some() {
+        let live = self.table_exists("keel_projection").await?;
+        self.ddl(TableSet::swap_statement(live)).await?;
+        if live {
             let retired: Vec<String> = crate::schema::TABLES
                 .iter()
                 .map(|t| format!("{t}__retired"))

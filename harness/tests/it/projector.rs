@@ -584,7 +584,8 @@ fn a_poison_error_halts_without_skipping() {
     });
     traffic::write(dir.path(), &traffic(12, 100, 1_800_000_000_000_000_000)).unwrap();
     match project(&config) {
-        Err(ProjectorError::Halted(SinkError::Poison(message))) => {
+        Err(ProjectorError::Halted(SinkError::Server { code, message })) => {
+            assert_eq!(code, 1054, "unknown column: {message}");
             assert!(
                 message.contains("tenant_id"),
                 "names the problem: {message}"
@@ -836,7 +837,7 @@ fn of_two_projectors_started_together_one_is_fenced() {
 fn a_projector_behind_a_node_holds_retention_and_equals_its_state() {
     use keel_harness::config::NodeConfig;
     use keel_harness::node::LedgerNode;
-    use keel_ledger::{Account, CallOptions, Transfer};
+    use keel_ledger::{CallOptions, Transfer};
 
     let url = fresh_database("node");
     // The database is away at first: the projector lags from sequence 0.
@@ -854,16 +855,8 @@ fn a_projector_behind_a_node_holds_retention_and_equals_its_state() {
     let node = LedgerNode::start_ledger(&config).unwrap();
     let projection = node.start_projection(&config, &proxy.url(&url)).unwrap();
     let mut client = node.client();
-    let accounts: Vec<Account> = (1..=9u128)
-        .map(|id| Account {
-            id,
-            ledger: 1,
-            code: 1,
-            ..Account::default()
-        })
-        .collect();
     client
-        .create_accounts(&accounts, CallOptions::default())
+        .create_accounts(&crate::support::accounts(9), CallOptions::default())
         .unwrap();
     let mut id = 1_000u128;
     for _ in 0..4_000 {

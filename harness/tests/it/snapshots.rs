@@ -8,7 +8,7 @@ use std::process::Command;
 
 use keel_harness::config::NodeConfig;
 use keel_harness::node::LedgerNode;
-use keel_ledger::{Account, CallOptions, LedgerClient, Transfer};
+use keel_ledger::{CallOptions, LedgerClient, Transfer};
 
 fn config(dir: &Path) -> NodeConfig {
     let mut config = NodeConfig::default();
@@ -32,16 +32,8 @@ fn transfer(id: u128, debit: u128, credit: u128) -> Transfer {
 
 /// Some traffic: accounts once, then `n` transfers (keyed ones every 10th).
 fn traffic(client: &mut LedgerClient, first: u128, n: u128) {
-    let accounts: Vec<Account> = (1..=8)
-        .map(|id| Account {
-            id,
-            ledger: 1,
-            code: 1,
-            ..Account::default()
-        })
-        .collect();
     client
-        .create_accounts(&accounts, CallOptions::default())
+        .create_accounts(&crate::support::accounts(8), CallOptions::default())
         .unwrap();
     for id in first..first + n {
         let options = CallOptions {

@@ -12,3 +12,15 @@ pub fn first_segment(dir: &Path) -> PathBuf {
         .min()
         .unwrap()
 }
+
+/// Accounts `1..=n` on ledger 1, code 1, no flags.
+pub fn accounts(n: u128) -> Vec<keel_ledger::Account> {
+    (1..=n)
+        .map(|id| keel_ledger::Account {
+            id,
+            ledger: 1,
+            code: 1,
+            ..keel_ledger::Account::default()
+        })
+        .collect()
+}
