@@ -185,10 +185,6 @@ pub struct Status {
     pub checkpoint: Arc<AtomicU64>,
     /// One past the newest record the reader has seen.
     pub journal_next: AtomicU64,
-    /// Batches committed by this run.
-    pub batches: AtomicU64,
-    /// Rows written by this run.
-    pub rows: AtomicU64,
     /// Transient errors survived.
     pub transient_errors: AtomicU64,
     /// The database was reached at least once (schema ensured, checkpoint read).
@@ -205,8 +201,6 @@ impl Default for Status {
         Self {
             checkpoint: Arc::new(AtomicU64::new(0)),
             journal_next: AtomicU64::new(0),
-            batches: AtomicU64::new(0),
-            rows: AtomicU64::new(0),
             transient_errors: AtomicU64::new(0),
             connected: AtomicBool::new(false),
             breaker: AtomicU8::new(Breaker::Closed as u8),
@@ -423,10 +417,6 @@ async fn run_async(
         position = batch.next;
         rows += batch.rows() as u64;
         status.checkpoint.store(position, Ordering::Relaxed);
-        status.batches.fetch_add(1, Ordering::Relaxed);
-        status
-            .rows
-            .fetch_add(batch.rows() as u64, Ordering::Relaxed);
         let now = unix_now_ns();
         let mut lag = status.lag_us.lock().expect("status");
         for command in &batch.commands {

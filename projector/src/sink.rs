@@ -251,26 +251,9 @@ impl Sink {
         })
     }
 
-    /// The server's dialect.
-    pub fn flavor(&self) -> Flavor {
-        self.flavor
-    }
-
     /// Whether bulk writes use `LOAD DATA LOCAL INFILE` on this server.
     pub fn bulk_available(&self) -> bool {
         self.local_infile
-    }
-
-    /// Drops the connection without waiting for the server (after an error
-    /// of unknown outcome the session may be mid-transaction; the server
-    /// rolls back what it has not committed).
-    pub fn abandon(&mut self) {
-        self.conn = None;
-    }
-
-    /// Whether the connection is still held.
-    pub fn is_connected(&self) -> bool {
-        self.conn.is_some()
     }
 
     async fn reconnect_if_needed(&mut self) -> Result<&mut Conn, SinkError> {
