@@ -38,7 +38,7 @@ impl Projection {
         self.stop.store(true, Ordering::Relaxed);
         self.thread
             .join()
-            .unwrap_or_else(|_| Err(ProjectorError::Journal("projector thread panicked".into())))
+            .unwrap_or_else(|_| Err(ProjectorError::Process("projector thread panicked".into())))
     }
 
     /// Stops once everything below `durable_next` is projected, at the
@@ -83,7 +83,7 @@ impl Node<Ledger> {
             std::thread::Builder::new()
                 .name("keel-projector".into())
                 .spawn(move || keel_projector::run(&projector, &stop, &status))
-                .map_err(|e| ProjectorError::Journal(format!("projector thread: {e}")))?
+                .map_err(|e| ProjectorError::Process(format!("projector thread: {e}")))?
         };
         Ok(Projection {
             _hold: hold,

@@ -131,11 +131,14 @@ impl ProjectorConfig {
 /// Why the projector stopped short.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectorError {
+    /// The projector's own threads or runtime could not run.
+    #[error("projector process: {0}")]
+    Process(String),
     /// A poison database error or a fence: the projection halts; a
     /// financial projection never skips an event.
     #[error("projection halted: {0}")]
     Halted(SinkError),
-    /// The journal is unreadable or corrupt.
+    /// The journal cannot be read (or there is none).
     #[error("journal: {0}")]
     Journal(String),
     /// The journal is corrupt where the projector reads: it stops there
@@ -282,7 +285,7 @@ pub fn run(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| ProjectorError::Journal(format!("runtime: {e}")))?;
+        .map_err(|e| ProjectorError::Process(format!("runtime: {e}")))?;
     runtime.block_on(run_async(config, stop, status))
 }
 
@@ -376,7 +379,7 @@ async fn run_async(
         std::thread::Builder::new()
             .name("keel-projector-reader".into())
             .spawn(move || read_loop(&config, checkpoint, &tx, &reader_stop, &status))
-            .map_err(|e| ProjectorError::Journal(format!("reader thread: {e}")))?
+            .map_err(|e| ProjectorError::Process(format!("reader thread: {e}")))?
     };
 
     let mut backoff = Backoff { attempt: 0 };
@@ -427,7 +430,7 @@ async fn run_async(
     drop(rx);
     let read = reader
         .join()
-        .unwrap_or_else(|_| Err(ProjectorError::Journal("reader thread panicked".into())));
+        .unwrap_or_else(|_| Err(ProjectorError::Process("reader thread panicked".into())));
     outcome?;
     read?;
     Ok(Summary {
@@ -753,7 +756,7 @@ pub fn rebuild(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| ProjectorError::Journal(format!("runtime: {e}")))?;
+        .map_err(|e| ProjectorError::Process(format!("runtime: {e}")))?;
     runtime.block_on(async {
         let mut sink = Sink::connect(&config.mysql_url, TableSet::Rebuild, config.timeouts)
             .await

@@ -108,7 +108,9 @@ enum Failure {
 impl From<ProjectorError> for Failure {
     fn from(e: ProjectorError) -> Self {
         match e {
-            ProjectorError::Journal(_) => Failure::Setup(e.to_string()),
+            ProjectorError::Journal(_) | ProjectorError::Process(_) => {
+                Failure::Setup(e.to_string())
+            }
             _ => Failure::Halted(e.to_string()),
         }
     }
