@@ -46,6 +46,8 @@ struct State {
     writes: u64,
     syncs: u64,
     no_space: bool,
+    /// The manifest (written atomically and durably, as `FsStorage` does).
+    manifest: Option<Vec<u8>>,
 }
 
 /// The fault-injecting storage. Clones share the same "disk".
@@ -62,12 +64,13 @@ impl FaultyStorage {
     /// An empty disk with the given block size and faults.
     pub fn new(block_size: u32, config: FaultConfig) -> Self {
         let rng = config.seed ^ 0x9e37_79b9_7f4a_7c15;
-        Self::over(BTreeMap::new(), config, rng, block_size)
+        Self::over(BTreeMap::new(), None, config, rng, block_size)
     }
 
     /// A disk holding `files`, with fresh fault counters.
     fn over(
         files: BTreeMap<u64, FileState>,
+        manifest: Option<Vec<u8>>,
         config: FaultConfig,
         rng: u64,
         block_size: u32,
@@ -80,6 +83,7 @@ impl FaultyStorage {
                 writes: 0,
                 syncs: 0,
                 no_space: false,
+                manifest,
             })),
             block_size,
         }
@@ -130,7 +134,14 @@ impl FaultyStorage {
             );
         }
         state.rng = rng;
-        Self::over(files, FaultConfig::default(), rng, self.block_size)
+        let manifest = state.manifest.clone();
+        Self::over(
+            files,
+            manifest,
+            FaultConfig::default(),
+            rng,
+            self.block_size,
+        )
     }
 
     /// Direct access for tests that damage bytes on purpose (durable and current).
@@ -148,6 +159,21 @@ impl FaultyStorage {
         if let Some(latency) = latency {
             std::thread::sleep(latency);
         }
+    }
+
+    /// Truncates a segment file to `len` bytes (an operator's mistake or an
+    /// attack: segment files never change size on their own).
+    pub fn truncate(&self, id: u64, len: u64) {
+        let mut state = self.lock();
+        let file = state.files.get_mut(&id).expect("segment exists");
+        file.durable.truncate(len as usize);
+        file.current.truncate(len as usize);
+        file.dirty_sectors.clear();
+    }
+
+    /// Replaces (or deletes, with `None`) the manifest's bytes.
+    pub fn set_manifest(&self, bytes: Option<Vec<u8>>) {
+        self.lock().manifest = bytes;
     }
 
     /// The durable bytes of a segment.
@@ -279,5 +305,14 @@ impl Storage for FaultyStorage {
 
     fn block_size(&self) -> u32 {
         self.block_size
+    }
+
+    fn read_manifest(&self) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.lock().manifest.clone())
+    }
+
+    fn write_manifest(&self, bytes: &[u8]) -> io::Result<()> {
+        self.lock().manifest = Some(bytes.to_vec());
+        Ok(())
     }
 }

@@ -16,6 +16,7 @@ use crate::format::{
     align_up, encode_record, record_footprint_with, RecordHeader, RecordMeta, SegmentHeader,
     CHAIN_HASH_BYTES, RECORD_BYTES_MAX, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
+use crate::manifest::Manifest;
 use crate::prealloc::Preallocator;
 use crate::scan::{ScanError, ScanReport, TornTail};
 use crate::storage::{SegmentFile, Storage};
@@ -62,6 +63,10 @@ pub struct JournalConfig {
     /// Tamper-evident chain: every record carries the BLAKE3 hash of the
     /// previous record (32 more bytes each, one hash per record).
     pub chain: bool,
+    /// The host's format settings, stored in the manifest when the journal
+    /// is created (e.g. the ledger's capacities): readers of the journal
+    /// must use the same. Opaque to the journal; at most 1 KiB.
+    pub settings: Vec<u8>,
 }
 
 impl Default for JournalConfig {
@@ -73,6 +78,7 @@ impl Default for JournalConfig {
             epoch: 1,
             retention: Retention::KeepAll,
             chain: false,
+            settings: Vec::new(),
         }
     }
 }
@@ -90,6 +96,20 @@ pub enum OpenError {
         segment_id: u64,
         /// The error.
         source: io::Error,
+    },
+    /// A setting that is part of the on-disk format differs from the
+    /// journal's (its manifest): the journal keeps the one it was made with.
+    #[error(
+        "journal config `{option}` is {configured} but the journal was created with {on_disk}; \
+         format settings cannot change between restarts"
+    )]
+    FormatMismatch {
+        /// The option.
+        option: &'static str,
+        /// The journal's value.
+        on_disk: String,
+        /// The configured value.
+        configured: String,
     },
     /// A configuration value is out of range.
     #[error("journal config `{option}`: {expected}")]
@@ -130,6 +150,12 @@ pub enum JournalError {
         /// The error.
         source: io::Error,
     },
+    /// The disk stayed full and the host gave up waiting (shutdown).
+    #[error("journal out of space: segment {segment_id} could not be created; gave up waiting at shutdown")]
+    OutOfSpace {
+        /// The segment that could not be created.
+        segment_id: u64,
+    },
     /// Creating the next segment failed with something other than "no space".
     #[error("creating segment {segment_id}: {source}")]
     Roll {
@@ -155,13 +181,22 @@ pub struct OpenReport {
     pub scan: ScanReport,
     /// The torn tail that was zeroed, if any.
     pub truncated: Option<TornTail>,
+    /// Segments whose damaged header was rewritten from their records.
+    pub repaired_headers: Vec<u64>,
 }
 
-/// Readable from any thread: the highest durable sequence and whether the
-/// writer is waiting for disk space.
+/// Readable from any thread: the highest written and synced sequences and
+/// whether the writer is waiting for disk space.
 #[derive(Debug, Clone, Default)]
 pub struct JournalStatus {
+    /// One past the last sequence written to the OS (the BLP may run it).
+    written_next: Arc<AtomicU64>,
+    /// One past the last sequence known synced (survives a power cut).
     durable_next: Arc<AtomicU64>,
+    /// When the writer began waiting for space (ns since the Unix epoch; 0: not waiting).
+    out_of_space_since_ns: Arc<AtomicU64>,
+    /// Set by the host at shutdown: a writer waiting for space gives up.
+    abandon: Arc<AtomicBool>,
     out_of_space: Arc<AtomicBool>,
     prepared_segment: Arc<AtomicU64>,
     segment_id: Arc<AtomicU64>,
@@ -224,9 +259,33 @@ impl JournalStatus {
         self.released_below.load(Ordering::Acquire)
     }
 
-    /// One past the highest sequence durable under the policy (0: none).
+    /// One past the highest sequence synced to stable storage (0: none):
+    /// what survives a power cut. Under `sync` it equals
+    /// [`JournalStatus::written_next`] at every batch end; under `async` it
+    /// trails it by at most the interval; under `os` it moves at segment
+    /// rolls and at a clean shutdown. Snapshots and projections must not
+    /// pass it (they would be ahead of the journal after a power cut).
     pub fn durable_next(&self) -> u64 {
         self.durable_next.load(Ordering::Acquire)
+    }
+
+    /// One past the highest sequence written to the OS (the engine may
+    /// apply and acknowledge up to it under `async` and `os`).
+    pub fn written_next(&self) -> u64 {
+        self.written_next.load(Ordering::Acquire)
+    }
+
+    /// How long the writer has been waiting for disk space, if it is.
+    pub fn out_of_space_for(&self) -> Option<Duration> {
+        let since = self.out_of_space_since_ns.load(Ordering::Acquire);
+        (since != 0).then(|| Duration::from_nanos(now_ns().saturating_sub(since)))
+    }
+
+    /// Tells a writer waiting for disk space to give up (shutdown): its
+    /// batch fails with [`JournalError::OutOfSpace`], nothing more is
+    /// acknowledged, and the engine stops instead of waiting forever.
+    pub fn abandon_waits(&self) {
+        self.abandon.store(true, Ordering::Release);
     }
     /// True while a segment roll waits for disk space (commands back up; submitters get `Busy`).
     pub fn out_of_space(&self) -> bool {
@@ -246,6 +305,10 @@ pub struct Journal<S: Storage> {
     block: u64,
     segment: S::File,
     segment_id: u64,
+    /// The current segment's size (its header's; new segments: the manifest's).
+    segment_size: u64,
+    /// The manifest as last written (its `last_segment` moves at rolls).
+    manifest: Manifest,
     /// Next write position in the segment (block-aligned, never written before).
     write_offset: u64,
     buf: AlignedBuf,
@@ -307,33 +370,62 @@ impl<S: Storage> Journal<S> {
         let block = u64::from(storage.block_size());
         check_config(&config, block)?;
         let report = crate::scan::scan_from(&storage, skip_below, visit)?;
+        let mut manifest = settle_manifest(&config, &report)?;
         if let Some(torn) = report.torn {
             zero_range(&storage, torn, block)?;
         }
+        let mut repaired_headers = Vec::new();
+        for header in &report.damaged_headers {
+            let io_err = |source| OpenError::Io {
+                segment_id: header.segment_id,
+                source,
+            };
+            let mut file = storage.open(header.segment_id).map_err(io_err)?;
+            write_header(&mut file, header).map_err(io_err)?;
+            repaired_headers.push(header.segment_id);
+        }
         let storage = Arc::new(storage);
         let last = report.segments.last().copied();
-        let (segment_id, segment, write_offset, next_sequence) = match last {
+        let (segment_id, segment, write_offset, segment_size) = match last {
             Some(s) if u64::from(s.header.block_size) == block => {
                 let id = s.header.segment_id;
                 let file = storage.open(id).map_err(|source| OpenError::Io {
                     segment_id: id,
                     source,
                 })?;
-                (id, file, align_up(s.data_end, block), report.next_sequence)
+                let end = align_up(s.data_end, block);
+                (id, file, end, s.header.segment_size)
             }
             _ => {
                 let id = last.map_or_else(
                     || report.unused_segments.first().copied().unwrap_or(1),
                     |s| s.header.segment_id + 1,
                 );
-                let file = start_segment(&*storage, &config, block, id, report.next_sequence)
-                    .map_err(|source| OpenError::Io {
+                let header = SegmentHeader {
+                    block_size: block as u32,
+                    segment_id: id,
+                    first_sequence: report.next_sequence,
+                    epoch: config.epoch,
+                    segment_size: manifest.segment_size,
+                };
+                manifest.last_segment = manifest.last_segment.max(id);
+                let file = start_segment(&*storage, &manifest, &header).map_err(|source| {
+                    OpenError::Io {
                         segment_id: id,
                         source,
-                    })?;
-                (id, file, block, report.next_sequence)
+                    }
+                })?;
+                (id, file, block, manifest.segment_size)
             }
         };
+        let next_sequence = report.next_sequence;
+        manifest.last_segment = manifest.last_segment.max(segment_id);
+        manifest.block_size = block as u32;
+        if report.manifest.as_ref() != Some(&manifest) {
+            storage
+                .write_manifest(&manifest.encode())
+                .map_err(|source| OpenError::Io { segment_id, source })?;
+        }
         let mut segments: VecDeque<(u64, u64)> = report
             .segments
             .iter()
@@ -349,9 +441,14 @@ impl<S: Storage> Journal<S> {
             ..JournalStatus::default()
         };
         status.durable_next.store(next_sequence, Ordering::Release);
+        status.written_next.store(next_sequence, Ordering::Release);
         status.segment_id.store(segment_id, Ordering::Release);
         let timer = match config.sync {
-            SyncPolicy::Async(interval) => Some(SyncTimer::start(Arc::clone(&storage), interval)),
+            SyncPolicy::Async(interval) => Some(SyncTimer::start(
+                Arc::clone(&storage),
+                interval,
+                Arc::clone(&status.durable_next),
+            )),
             _ => None,
         };
         let journal = Self {
@@ -360,7 +457,9 @@ impl<S: Storage> Journal<S> {
             block,
             segment,
             segment_id,
+            segment_size,
             write_offset,
+            manifest,
             buf_len: 0,
             next_sequence,
             synced_next: next_sequence,
@@ -379,6 +478,7 @@ impl<S: Storage> Journal<S> {
             OpenReport {
                 scan: report,
                 truncated,
+                repaired_headers,
             },
         ))
     }
@@ -396,6 +496,31 @@ impl<S: Storage> Journal<S> {
     /// The segment currently written.
     pub fn segment_id(&self) -> u64 {
         self.segment_id
+    }
+
+    /// The manifest: the journal's identity and format settings.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The storage (e.g. to read its counters).
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// Writes and syncs everything appended so far, whatever the policy
+    /// (a clean shutdown under `async` or `os`), and publishes it durable.
+    pub fn sync_all(&mut self) -> Result<(), JournalError> {
+        self.write_buffer()?;
+        self.sync_now()?;
+        self.publish_written();
+        Ok(())
+    }
+
+    fn publish_written(&self) {
+        self.status
+            .written_next
+            .store(self.next_sequence, Ordering::Release);
     }
 
     fn write_buffer(&mut self) -> Result<(), JournalError> {
@@ -417,7 +542,7 @@ impl<S: Storage> Journal<S> {
         self.buf_len = 0;
         self.unsynced = true;
         if let Some(timer) = &self.timer {
-            timer.mark_dirty(self.segment_id);
+            timer.mark_dirty(self.segment_id, self.next_sequence);
         }
         Ok(())
     }
@@ -450,9 +575,12 @@ impl<S: Storage> Journal<S> {
                 source,
             })?;
             self.unsynced = false;
-            self.synced_next = self.next_sequence;
             self.last_sync = Instant::now();
         }
+        self.synced_next = self.next_sequence;
+        self.status
+            .durable_next
+            .fetch_max(self.synced_next, Ordering::AcqRel);
         Ok(())
     }
 
@@ -461,13 +589,59 @@ impl<S: Storage> Journal<S> {
         self.write_buffer()?;
         self.sync_now()?;
         let id = self.segment_id + 1;
-        let mut file = loop {
+        let mut file = self.take_segment(id)?;
+        let roll_err = |source| JournalError::Roll {
+            segment_id: id,
+            source,
+        };
+        // The high-water mark first: once the new segment holds a record,
+        // the manifest already says it exists, so deleting it is detected.
+        self.manifest.last_segment = id;
+        self.storage
+            .write_manifest(&self.manifest.encode())
+            .map_err(roll_err)?;
+        let header = SegmentHeader {
+            block_size: self.block as u32,
+            segment_id: id,
+            first_sequence: self.next_sequence,
+            epoch: self.config.epoch,
+            segment_size: self.manifest.segment_size,
+        };
+        write_header(&mut file, &header).map_err(roll_err)?;
+        self.segment = file;
+        self.segment_id = id;
+        self.segment_size = header.segment_size;
+        self.status.segment_id.store(id, Ordering::Release);
+        self.write_offset = self.block;
+        self.segments.push_back((id, self.next_sequence));
+        self.prealloc.request(id + 1);
+        self.apply_retention();
+        Ok(())
+    }
+
+    /// The preallocated segment `id`, waiting (back-pressure) while the
+    /// disk is full, unless the host abandons the wait at shutdown.
+    fn take_segment(&mut self, id: u64) -> Result<S::File, JournalError> {
+        loop {
             match self.prealloc.take(id) {
-                Ok(file) => break file,
+                Ok(file) => {
+                    self.status.out_of_space.store(false, Ordering::Release);
+                    self.status
+                        .out_of_space_since_ns
+                        .store(0, Ordering::Release);
+                    return Ok(file);
+                }
                 Err(e) if is_no_space(&e) => {
                     // Back-pressure: nothing is written or acknowledged until
                     // space returns; the ring fills and submitters get Busy.
-                    self.status.out_of_space.store(true, Ordering::Release);
+                    if !self.status.out_of_space.swap(true, Ordering::AcqRel) {
+                        self.status
+                            .out_of_space_since_ns
+                            .store(now_ns(), Ordering::Release);
+                    }
+                    if self.status.abandon.load(Ordering::Acquire) {
+                        return Err(JournalError::OutOfSpace { segment_id: id });
+                    }
                     std::thread::sleep(Duration::from_millis(10));
                     self.prealloc.request(id);
                 }
@@ -478,22 +652,7 @@ impl<S: Storage> Journal<S> {
                     })
                 }
             }
-        };
-        self.status.out_of_space.store(false, Ordering::Release);
-        write_header(&mut file, &self.config, self.block, id, self.next_sequence).map_err(
-            |source| JournalError::Roll {
-                segment_id: id,
-                source,
-            },
-        )?;
-        self.segment = file;
-        self.segment_id = id;
-        self.status.segment_id.store(id, Ordering::Release);
-        self.write_offset = self.block;
-        self.segments.push_back((id, self.next_sequence));
-        self.prealloc.request(id + 1);
-        self.apply_retention();
-        Ok(())
+        }
     }
 
     fn apply_retention(&mut self) {
@@ -532,6 +691,74 @@ impl<S: Storage> Journal<S> {
     }
 }
 
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        .max(1)
+}
+
+/// The manifest the writer continues with: the journal's own, checked
+/// against the configuration (format settings cannot change), or a new
+/// one for a new journal (or one written before manifests existed).
+fn settle_manifest(config: &JournalConfig, report: &ScanReport) -> Result<Manifest, OpenError> {
+    let mismatch = |option, on_disk: String, configured: String| {
+        Err(OpenError::FormatMismatch {
+            option,
+            on_disk,
+            configured,
+        })
+    };
+    if config.settings.len() > crate::manifest::MANIFEST_SETTINGS_MAX {
+        return Err(OpenError::Config {
+            option: "settings",
+            expected: "at most 1 KiB",
+        });
+    }
+    let Some(mut m) = report.manifest.clone() else {
+        // A journal from before manifests keeps the size its segments have.
+        let segment_size = report
+            .segments
+            .last()
+            .map_or(config.segment_size, |s| s.header.segment_size);
+        if segment_size != config.segment_size {
+            return mismatch(
+                "segment_size",
+                segment_size.to_string(),
+                config.segment_size.to_string(),
+            );
+        }
+        return Ok(Manifest {
+            journal_id: crate::manifest::new_journal_id(),
+            block_size: 0,
+            segment_size,
+            chain: config.chain,
+            last_segment: 0,
+            settings: config.settings.clone(),
+        });
+    };
+    if m.segment_size != config.segment_size {
+        return mismatch(
+            "segment_size",
+            m.segment_size.to_string(),
+            config.segment_size.to_string(),
+        );
+    }
+    if m.chain != config.chain {
+        return mismatch("chain", m.chain.to_string(), config.chain.to_string());
+    }
+    if m.settings.is_empty() {
+        m.settings.clone_from(&config.settings);
+    } else if m.settings != config.settings {
+        return mismatch(
+            "settings",
+            format!("{:02x?}", m.settings),
+            format!("{:02x?}", config.settings),
+        );
+    }
+    Ok(m)
+}
+
 fn is_no_space(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == io::ErrorKind::StorageFull
 }
@@ -561,38 +788,28 @@ fn check_config(config: &JournalConfig, block: u64) -> Result<(), OpenError> {
     Ok(())
 }
 
-fn write_header<F: SegmentFile>(
-    file: &mut F,
-    config: &JournalConfig,
-    block: u64,
-    id: u64,
-    first_sequence: u64,
-) -> io::Result<()> {
-    let mut buf = AlignedBuf::new(block as usize, block as usize);
-    SegmentHeader {
-        block_size: block as u32,
-        segment_id: id,
-        first_sequence,
-        epoch: config.epoch,
-        segment_size: config.segment_size,
-    }
-    .encode(&mut buf.as_mut_slice()[..SEGMENT_HEADER_BYTES]);
+fn write_header<F: SegmentFile>(file: &mut F, header: &SegmentHeader) -> io::Result<()> {
+    let block = header.block_size as usize;
+    let mut buf = AlignedBuf::new(block, block);
+    header.encode(&mut buf.as_mut_slice()[..SEGMENT_HEADER_BYTES]);
     file.write_at(0, buf.as_slice())?;
     file.sync()
 }
 
+/// Creates (or reuses a preallocated) segment for a new journal or after a
+/// segment of another block size; the manifest naming it is written first.
 fn start_segment<S: Storage>(
     storage: &S,
-    config: &JournalConfig,
-    block: u64,
-    id: u64,
-    first_sequence: u64,
+    manifest: &Manifest,
+    header: &SegmentHeader,
 ) -> io::Result<S::File> {
+    let id = header.segment_id;
     let mut file = match storage.list()?.contains(&id) {
         true => storage.open(id)?,
-        false => storage.create(id, config.segment_size)?,
+        false => storage.create(id, header.segment_size)?,
     };
-    write_header(&mut file, config, block, id, first_sequence)?;
+    storage.write_manifest(&manifest.encode())?;
+    write_header(&mut file, header)?;
     Ok(file)
 }
 
@@ -625,7 +842,7 @@ impl<S: Storage> Journaller for Journal<S> {
         }
         let chained = self.config.chain;
         let footprint = record_footprint_with(command.payload.len(), chained) as u64;
-        if self.write_offset + self.buf_len as u64 + footprint > self.config.segment_size {
+        if self.write_offset + self.buf_len as u64 + footprint > self.segment_size {
             self.roll()?;
         }
         if self.buf_len + footprint as usize > self.buf.capacity() {
@@ -664,9 +881,7 @@ impl<S: Storage> Journaller for Journal<S> {
         debug_assert_eq!(last_sequence + 1, self.next_sequence);
         self.write_buffer()?;
         self.sync()?;
-        self.status
-            .durable_next
-            .store(self.next_sequence, Ordering::Release);
+        self.publish_written();
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ pub mod aligned;
 pub mod faulty;
 pub mod format;
 pub mod journal;
+pub mod manifest;
 mod prealloc;
 pub mod reader;
 pub mod scan;
@@ -21,6 +22,7 @@ pub use crate::journal::{
     Journal, JournalConfig, JournalError, JournalStatus, OpenError, OpenReport, Retention,
     RetentionHold, SyncPolicy,
 };
+pub use crate::manifest::{Manifest, ManifestError};
 pub use crate::reader::{read_records, OwnedRecord};
 pub use crate::scan::{scan, scan_from, BadSpot, Corruption, ScanError, ScanReport, TornTail};
 pub use crate::snapshot::{

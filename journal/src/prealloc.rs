@@ -11,7 +11,9 @@ use crate::storage::Storage;
 
 /// Hands out pre-created segment files, one ahead.
 pub(crate) struct Preallocator<S: Storage> {
-    requests: Sender<u64>,
+    /// None only while dropping (closing it ends the thread).
+    requests: Option<Sender<u64>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     ready: Receiver<(u64, io::Result<S::File>)>,
     /// The id of the last segment the thread finished preparing (0: none).
     prepared: Arc<AtomicU64>,
@@ -24,7 +26,7 @@ impl<S: Storage> Preallocator<S> {
         let (ready_tx, ready) = channel();
         let prepared = Arc::new(AtomicU64::new(0));
         let prepared_by_thread = Arc::clone(&prepared);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("keel-prealloc".into())
             .spawn(move || {
                 for id in request_rx {
@@ -44,7 +46,8 @@ impl<S: Storage> Preallocator<S> {
             })
             .expect("spawning the preallocation thread");
         let this = Self {
-            requests,
+            requests: Some(requests),
+            thread: Some(thread),
             ready,
             prepared,
         };
@@ -60,7 +63,9 @@ impl<S: Storage> Preallocator<S> {
     /// Asks for segment `id` to be prepared.
     pub(crate) fn request(&self, id: u64) {
         // The thread only exits when this sender is dropped.
-        let _ = self.requests.send(id);
+        if let Some(requests) = &self.requests {
+            let _ = requests.send(id);
+        }
     }
 
     /// Waits for segment `id` (requested earlier).
@@ -73,6 +78,18 @@ impl<S: Storage> Preallocator<S> {
             if got == id {
                 return file;
             }
+        }
+    }
+}
+
+impl<S: Storage> Drop for Preallocator<S> {
+    /// Ends the thread and waits for it (at most one segment's creation),
+    /// so the storage — and a writer's directory lock — is released when
+    /// the journal is dropped, not some time later.
+    fn drop(&mut self) {
+        self.requests = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }

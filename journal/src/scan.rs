@@ -11,6 +11,7 @@ use crate::format::{
     align_up, decode_record, HeaderError, Record, RecordError, SegmentHeader, RECORD_ALIGN,
     SEGMENT_HEADER_BYTES,
 };
+use crate::manifest::Manifest;
 use crate::storage::{SegmentFile, Storage};
 
 /// Why a journal is corrupt: always says where.
@@ -53,6 +54,33 @@ pub enum Corruption {
         /// The sequence that should start this segment.
         expected_sequence: u64,
     },
+    /// A segment file's size is not its header's (segment files never change
+    /// size: it was truncated or extended from outside).
+    #[error(
+        "segment {segment_id}: file is {size} bytes but its header says {expected}; records past the end may be lost"
+    )]
+    SizeMismatch {
+        /// Segment id.
+        segment_id: u64,
+        /// Bytes in the file.
+        size: u64,
+        /// `segment_size` in its header.
+        expected: u64,
+    },
+    /// The manifest's high-water mark names a segment that is not there:
+    /// the newest segment(s) were deleted.
+    #[error(
+        "segment {high_water} was begun (journal.manifest) but the newest segment present is {last_present:?}: the journal's tail is missing"
+    )]
+    MissingTail {
+        /// The newest segment ever begun, per the manifest.
+        high_water: u64,
+        /// The newest segment present.
+        last_present: Option<u64>,
+    },
+    /// The manifest does not decode.
+    #[error("journal.manifest: {0}")]
+    Manifest(#[from] crate::manifest::ManifestError),
     /// Segment ids are not contiguous.
     #[error("segment {missing} is missing (found {found} after {previous})")]
     MissingSegment {
@@ -133,6 +161,11 @@ pub struct SegmentSummary {
 /// What a scan found.
 #[derive(Debug, Clone, Default)]
 pub struct ScanReport {
+    /// The manifest (None: a journal written before manifests existed, or none yet).
+    pub manifest: Option<Manifest>,
+    /// Segments whose header block was damaged while their records were
+    /// intact: the header is rebuilt from the records (a writer rewrites it).
+    pub damaged_headers: Vec<SegmentHeader>,
     /// Segments with data (or at least a header), in order.
     pub segments: Vec<SegmentSummary>,
     /// Preallocated segments never written (all zeros).
@@ -205,12 +238,13 @@ enum Stop {
 fn walk_segment(
     bytes: &[u8],
     header: &SegmentHeader,
+    from: u64,
     next_sequence: &mut u64,
     previous: &mut Vec<u8>,
     visit: &mut dyn FnMut(&Record<'_>),
 ) -> (u64, Stop) {
     let block = u64::from(header.block_size);
-    let mut pos = block;
+    let mut pos = from;
     let mut records = 0;
     loop {
         if pos as usize >= bytes.len() {
@@ -281,14 +315,22 @@ pub fn scan_from<S: Storage>(
     skip_below: u64,
     visit: &mut dyn FnMut(&Record<'_>),
 ) -> Result<ScanReport, ScanError> {
-    let ids = storage.list().map_err(|source| ScanError::Io {
+    let io0 = |source| ScanError::Io {
         segment_id: 0,
         source,
-    })?;
+    };
+    let ids = storage.list().map_err(io0)?;
+    let manifest = match storage.read_manifest().map_err(io0)? {
+        Some(bytes) => Some(Manifest::decode(&bytes).map_err(Corruption::from)?),
+        None => None,
+    };
     let mut scanner = Scanner {
         storage,
         ids: &ids,
-        report: ScanReport::default(),
+        report: ScanReport {
+            manifest,
+            ..ScanReport::default()
+        },
         expected_sequence: None,
         previous: Vec::with_capacity(crate::format::RECORD_BYTES_MAX),
         visit,
@@ -334,6 +376,15 @@ pub fn scan_from<S: Storage>(
         Ok(())
     })?;
     let mut report = scanner.report;
+    if let Some(m) = &report.manifest {
+        if ids.last().is_none_or(|&last| last < m.last_segment) {
+            return Err(Corruption::MissingTail {
+                high_water: m.last_segment,
+                last_present: ids.last().copied(),
+            }
+            .into());
+        }
+    }
     report.next_sequence = scanner.expected_sequence.unwrap_or(0);
     report.last_record_hash =
         (!scanner.previous.is_empty()).then(|| *blake3::hash(&scanner.previous).as_bytes());
@@ -400,6 +451,16 @@ struct Scanner<'a, S: Storage> {
     visit: &'a mut dyn FnMut(&Record<'_>),
 }
 
+/// How a segment's records ended.
+enum End {
+    /// Zeros after the last record.
+    Clean,
+    /// Garbage or zeros that nothing later vouches for: an unsynced write.
+    Torn(TornTail),
+    /// A bad spot a later record (or segment header) proves had been synced.
+    Corrupt(Corruption),
+}
+
 impl<S: Storage> Scanner<'_, S> {
     /// Scans segment `ids[n]`, whose contents are `bytes`.
     fn segment(&mut self, n: usize, bytes: &[u8]) -> Result<(), ScanError> {
@@ -412,8 +473,13 @@ impl<S: Storage> Scanner<'_, S> {
             }
             .into());
         }
+        if self.report.torn.is_some() && bytes.iter().any(|&b| b != 0) {
+            // After a torn tail only never-written segments may follow. A
+            // reader of a live journal may have read the previous segment
+            // while a write was in flight: read it again first.
+            self.resume_previous(n)?;
+        }
         if self.report.torn.is_some() {
-            // After a torn tail only never-written segments may follow.
             if bytes.iter().any(|&b| b != 0) {
                 let expected = self.expected_sequence.unwrap_or(0);
                 return Err(corrupt_after_torn(&self.report, expected));
@@ -427,32 +493,133 @@ impl<S: Storage> Scanner<'_, S> {
                 self.report.unused_segments.push(id);
                 return Ok(());
             }
-            Err(error) => return self.bad_header(n, bytes, error),
+            Err(error) => match self.rebuild_header(id, bytes) {
+                Some(h) => {
+                    self.report.damaged_headers.push(h);
+                    h
+                }
+                None => return self.bad_header(n, bytes, error),
+            },
         };
-        self.check_header(id, &header)?;
+        self.check_header(n, &header)?;
+        if bytes.len() as u64 != header.segment_size {
+            return Err(Corruption::SizeMismatch {
+                segment_id: id,
+                size: bytes.len() as u64,
+                expected: header.segment_size,
+            }
+            .into());
+        }
+        self.report.segments.push(SegmentSummary {
+            header,
+            records: 0,
+            data_end: u64::from(header.block_size),
+        });
+        let mut fresh: Option<Vec<u8>> = None;
+        loop {
+            let bytes = fresh.as_deref().unwrap_or(bytes);
+            match self.walk_and_classify(n, bytes)? {
+                End::Clean => return Ok(()),
+                End::Torn(torn) => {
+                    self.report.torn = Some(torn);
+                    return Ok(());
+                }
+                // A reader of a live journal copies a segment front to back
+                // while the writer appends: a write still in flight when its
+                // bytes were copied, followed by a later write copied after it
+                // landed, looks like a synced hole. The later write proves the
+                // earlier one completed, so a fresh read shows it; corruption
+                // is reported only if the fresh bytes are bad too.
+                End::Corrupt(c) if fresh.is_some() => return Err(c.into()),
+                End::Corrupt(_) => fresh = Some(read_segment(self.storage, id)?),
+            }
+        }
+    }
+
+    /// Walks segment `ids[n]` on from where its summary stopped, then says
+    /// how its records end.
+    fn walk_and_classify(&mut self, n: usize, bytes: &[u8]) -> Result<End, ScanError> {
+        let summary = *self.report.segments.last().expect("pushed by the caller");
         let mut next = self.expected_sequence.expect("set by check_header");
-        let (records, stop) =
-            walk_segment(bytes, &header, &mut next, &mut self.previous, self.visit);
+        let (records, stop) = walk_segment(
+            bytes,
+            &summary.header,
+            summary.data_end,
+            &mut next,
+            &mut self.previous,
+            self.visit,
+        );
         self.expected_sequence = Some(next);
         let (data_end, bad) = match stop {
             Stop::End(end) => (end, None),
             Stop::Bad(at, spot) => (at, Some(spot)),
         };
-        self.report.segments.push(SegmentSummary {
-            header,
-            records,
-            data_end,
-        });
-        self.classify_end(n, &header, bytes, data_end, bad)
+        let last = self.report.segments.last_mut().expect("pushed");
+        last.records += records;
+        last.data_end = data_end;
+        self.classify_end(n, &summary.header, bytes, data_end, bad)
     }
 
-    /// A header that does not decode: corruption if data follows, else a
-    /// header block torn at a roll (nothing after it was acknowledged).
+    /// Reads segment `ids[n - 1]` again and walks on from where it seemed to
+    /// end (a live writer had appended since), clearing a torn tail found
+    /// there; corruption in it is then reported as usual.
+    fn resume_previous(&mut self, n: usize) -> Result<(), ScanError> {
+        let Some(previous) = n.checked_sub(1) else {
+            return Ok(());
+        };
+        let Some(last) = self.report.segments.last() else {
+            return Ok(());
+        };
+        if last.header.segment_id != self.ids[previous] || last.data_end == 0 {
+            return Ok(()); // not read by this scan (skipped below a snapshot)
+        }
+        self.report.torn = None;
+        let bytes = read_segment(self.storage, self.ids[previous])?;
+        match self.walk_and_classify(previous, &bytes)? {
+            End::Clean => Ok(()),
+            End::Torn(torn) => {
+                self.report.torn = Some(torn);
+                Ok(())
+            }
+            End::Corrupt(c) => Err(c.into()),
+        }
+    }
+
+    /// A segment whose header block does not decode but whose first record
+    /// validates at its own position: the header is redundant with the
+    /// records (id, offset, sequence, epoch), so it is rebuilt from them
+    /// and nothing is dropped. `None` if no record starts the segment.
+    fn rebuild_header(&self, id: u64, bytes: &[u8]) -> Option<SegmentHeader> {
+        let manifest = self.report.manifest.as_ref();
+        let candidates = [
+            manifest.map(|m| m.block_size),
+            Some(self.storage.block_size()),
+        ];
+        candidates.into_iter().flatten().find_map(|block| {
+            let r = decode_record(bytes.get(block as usize..)?).ok()?;
+            let h = &r.header;
+            let starts_here = h.segment_id == id && h.offset == u64::from(block);
+            let continues = self.expected_sequence.is_none_or(|e| e == h.sequence);
+            (starts_here && continues).then_some(SegmentHeader {
+                block_size: block,
+                segment_id: id,
+                first_sequence: h.sequence,
+                epoch: h.epoch,
+                segment_size: manifest.map_or(bytes.len() as u64, |m| m.segment_size),
+            })
+        })
+    }
+
+    /// A header that does not decode and no record to rebuild it from:
+    /// corruption if data follows (in this segment or later), else a header
+    /// block torn at a roll (nothing after it was acknowledged).
     fn bad_header(&mut self, n: usize, bytes: &[u8], error: HeaderError) -> Result<(), ScanError> {
         let id = self.ids[n];
         let expected = self.expected_sequence.unwrap_or(0);
-        if self.report.unused_segments.is_empty()
-            && later_data(self.storage, &self.ids[n + 1..], expected)?
+        let records_here = any_record_of(bytes, id);
+        if records_here
+            || (self.report.unused_segments.is_empty()
+                && later_data(self.storage, &self.ids[n + 1..], expected)?)
         {
             return Err(Corruption::Header {
                 segment_id: id,
@@ -471,7 +638,8 @@ impl<S: Storage> Scanner<'_, S> {
     }
 
     /// A decoded header must belong here and continue the sequence.
-    fn check_header(&mut self, id: u64, header: &SegmentHeader) -> Result<(), ScanError> {
+    fn check_header(&mut self, n: usize, header: &SegmentHeader) -> Result<(), ScanError> {
+        let id = self.ids[n];
         if !self.report.unused_segments.is_empty() {
             // A written segment after a never-written one.
             return Err(Corruption::Header {
@@ -479,6 +647,13 @@ impl<S: Storage> Scanner<'_, S> {
                 error: HeaderError::Zero,
             }
             .into());
+        }
+        if self
+            .expected_sequence
+            .is_some_and(|e| header.first_sequence > e)
+        {
+            // The previous segment may have been read before its last writes.
+            self.resume_previous(n)?;
         }
         let expected = *self.expected_sequence.get_or_insert(header.first_sequence);
         if header.segment_id != id || header.first_sequence != expected {
@@ -502,36 +677,44 @@ impl<S: Storage> Scanner<'_, S> {
         bytes: &[u8],
         data_end: u64,
         bad: Option<BadSpot>,
-    ) -> Result<(), ScanError> {
+    ) -> Result<End, ScanError> {
         let id = self.ids[n];
         let next = self.expected_sequence.expect("set by segment");
         let tail = &bytes[(data_end as usize).min(bytes.len())..];
         if bad.is_none() && tail.iter().all(|&b| b == 0) {
-            return Ok(());
+            return Ok(End::Clean);
         }
         if synced_before_later_record(bytes, id, data_end as usize + 1, next)
             || later_data(self.storage, &self.ids[n + 1..], next)?
         {
-            return Err(Corruption::Record {
+            return Ok(End::Corrupt(Corruption::Record {
                 segment_id: id,
                 offset: data_end,
                 expected_sequence: next,
                 reason: bad.unwrap_or(BadSpot::Hole),
-            }
-            .into());
+            }));
         }
         let end = align_up(
             data_end + last_nonzero(tail, 1),
             u64::from(header.block_size),
         );
-        self.report.torn = Some(TornTail {
+        Ok(End::Torn(TornTail {
             segment_id: id,
             offset: data_end,
             end,
             bytes: end - data_end,
-        });
-        Ok(())
+        }))
     }
+}
+
+/// Whether any record in `bytes` validates at its own position in segment `id`.
+fn any_record_of(bytes: &[u8], id: u64) -> bool {
+    (RECORD_ALIGN..bytes.len())
+        .step_by(RECORD_ALIGN)
+        .any(|pos| {
+            decode_record(&bytes[pos..])
+                .is_ok_and(|r| r.header.segment_id == id && r.header.offset == pos as u64)
+        })
 }
 
 /// Offset just past the last non-zero byte of `bytes`, rounded up to `align`.

@@ -4,8 +4,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// One segment file.
 pub trait SegmentFile: Send + 'static {
@@ -34,6 +38,11 @@ pub trait Storage: Send + Sync + 'static {
     fn remove(&self, id: u64) -> io::Result<()>;
     /// The write alignment (and buffer alignment) this storage needs.
     fn block_size(&self) -> u32;
+    /// The manifest's bytes (`None`: there is none).
+    fn read_manifest(&self) -> io::Result<Option<Vec<u8>>>;
+    /// Replaces the manifest atomically and durably: after a crash either
+    /// the old or the new bytes are there, whole.
+    fn write_manifest(&self, bytes: &[u8]) -> io::Result<()>;
 }
 
 /// Segment file name for `id`.
@@ -43,6 +52,7 @@ pub fn segment_name(id: u64) -> String {
 
 /// How [`FsStorage`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IoMode {
     /// `O_DIRECT` with `O_DSYNC`: each write is durable when it returns.
     DirectSync,
@@ -51,15 +61,42 @@ pub enum IoMode {
     /// Development only: buffered I/O for file systems without direct I/O
     /// (tmpfs). Loudly not for production.
     BufferedDevelopment,
+    /// Readers (`verify`, `dump`, `replay`, a projector in another process):
+    /// nothing is created, locked or opened for writing; any write fails.
+    ReadOnly,
 }
 
-/// The real storage: a directory of preallocated segment files.
+impl IoMode {
+    /// The I/O a sync policy needs: `sync` writes `O_DIRECT|O_DSYNC` (each
+    /// group-commit write is durable when it returns, no `fdatasync`);
+    /// `async` and `os` write `O_DIRECT` and sync with `fdatasync` (per
+    /// interval; at rolls and shutdown). `buffered` replaces direct I/O
+    /// (development on tmpfs), syncing with `fdatasync` under every policy.
+    pub fn for_policy(policy: crate::SyncPolicy, buffered: bool) -> Self {
+        match (buffered, policy) {
+            (true, _) => IoMode::BufferedDevelopment,
+            (false, crate::SyncPolicy::Sync) => IoMode::DirectSync,
+            (false, _) => IoMode::Direct,
+        }
+    }
+}
+
+/// The real storage: a directory of preallocated segment files. A writer
+/// holds an exclusive `flock` on `<dir>/LOCK` (which names its pid) for as
+/// long as the storage lives; readers take no lock.
 #[derive(Debug)]
 pub struct FsStorage {
     dir: PathBuf,
     mode: IoMode,
     block_size: u32,
+    /// The writer's lock (None for readers).
+    _lock: Option<File>,
+    /// `fdatasync` calls made on segment files (shared with every file).
+    fdatasyncs: Arc<AtomicU64>,
 }
+
+/// Name of the lock file in a journal directory.
+pub const LOCK_NAME: &str = "LOCK";
 
 /// Why [`FsStorage`] refused a directory.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +108,24 @@ pub enum StorageError {
         dir: PathBuf,
         /// The error.
         source: io::Error,
+    },
+    /// Another process writes this journal.
+    #[error(
+        "journal directory {dir} is in use by another writer{}; \
+         stop it first (only one node, `keel run` or `keel serve` may write a journal)",
+        .pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// The holder's pid, as it wrote it into the lock file.
+        pid: Option<u32>,
+    },
+    /// A reader was pointed at a directory that holds no journal.
+    #[error("{dir} is not a Keel journal (no {manifest} and no segment files)", manifest = crate::manifest::MANIFEST_NAME)]
+    NotAJournal {
+        /// The directory.
+        dir: PathBuf,
     },
     /// The file system does not support `O_DIRECT` (e.g. tmpfs).
     #[error(
@@ -86,56 +141,108 @@ pub enum StorageError {
 }
 
 impl FsStorage {
-    /// Opens (creating) `dir` and reads its direct-I/O alignment with
-    /// `statx(STATX_DIOALIGN)`. Refuses a file system without direct I/O
-    /// unless `mode` is [`IoMode::BufferedDevelopment`].
+    /// Opens (creating, owner-only) `dir` for writing: takes the exclusive
+    /// writer lock and reads the direct-I/O alignment with
+    /// `statx(STATX_DIOALIGN)`. Refuses a directory another writer holds,
+    /// and a file system without direct I/O unless `mode` is
+    /// [`IoMode::BufferedDevelopment`]. [`IoMode::ReadOnly`] is
+    /// [`FsStorage::open_read_only`].
     pub fn open(dir: impl AsRef<Path>, mode: IoMode) -> Result<Self, StorageError> {
         let dir = dir.as_ref().to_path_buf();
+        if mode == IoMode::ReadOnly {
+            return Self::open_read_only(dir);
+        }
         let io_err = |source| StorageError::Io {
             dir: dir.clone(),
             source,
         };
-        std::fs::create_dir_all(&dir).map_err(io_err)?;
-        let probe_path = dir.join(".keel-probe");
-        let probe = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&probe_path)
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
             .map_err(io_err)?;
-        drop(probe);
+        let lock = lock_writer(&dir)?;
+        let lock_path = dir.join(LOCK_NAME);
         let block_size = match mode {
-            IoMode::BufferedDevelopment => dio_alignment(&probe_path).unwrap_or(4096),
+            IoMode::BufferedDevelopment | IoMode::ReadOnly => {
+                dio_alignment(&lock_path).unwrap_or(4096)
+            }
             IoMode::Direct | IoMode::DirectSync => {
                 if let Err(source) = OpenOptions::new()
-                    .write(true)
+                    .read(true)
                     .custom_flags(libc::O_DIRECT)
-                    .open(&probe_path)
+                    .open(&lock_path)
                 {
-                    let _ = std::fs::remove_file(&probe_path);
                     return Err(StorageError::NoDirectIo { dir, source });
                 }
                 if is_memory_fs(&dir) {
-                    let _ = std::fs::remove_file(&probe_path);
                     return Err(StorageError::NoDirectIo {
                         dir,
                         source: io::Error::other("tmpfs/ramfs accepts O_DIRECT but keeps data in memory and ignores alignment"),
                     });
                 }
-                dio_alignment(&probe_path).map_err(io_err)?
+                dio_alignment(&lock_path).map_err(io_err)?
             }
         };
-        let _ = std::fs::remove_file(&probe_path);
         Ok(Self {
             dir,
             mode,
             block_size: block_size.max(crate::format::BLOCK_SIZE_MIN),
+            _lock: Some(lock),
+            fdatasyncs: Arc::default(),
         })
+    }
+
+    /// Opens an existing journal directory for reading only: creates,
+    /// locks and writes nothing (works in a read-only directory), and
+    /// refuses a directory holding neither a manifest nor segments.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Self, StorageError> {
+        let dir = dir.as_ref().to_path_buf();
+        let storage = Self {
+            block_size: dio_alignment(&dir)
+                .unwrap_or(4096)
+                .max(crate::format::BLOCK_SIZE_MIN),
+            dir,
+            mode: IoMode::ReadOnly,
+            _lock: None,
+            fdatasyncs: Arc::default(),
+        };
+        let io_err = |source| StorageError::Io {
+            dir: storage.dir.clone(),
+            source,
+        };
+        let has_manifest = storage.read_manifest().map_err(io_err)?.is_some();
+        if !has_manifest && storage.list().map_err(io_err)?.is_empty() {
+            return Err(StorageError::NotAJournal { dir: storage.dir });
+        }
+        Ok(storage)
+    }
+
+    /// Whether a writer holds this directory's lock now (a live journal:
+    /// its tail may be mid-write). Takes no lock that outlives the call.
+    pub fn writer_active(dir: impl AsRef<Path>) -> bool {
+        let Ok(file) = File::open(dir.as_ref().join(LOCK_NAME)) else {
+            return false;
+        };
+        // SAFETY: `file` is an open descriptor for the duration of the call.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+        rc != 0 // a shared lock is refused only while a writer holds LOCK_EX
     }
 
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// How it writes.
+    pub fn mode(&self) -> IoMode {
+        self.mode
+    }
+
+    /// `fdatasync` calls made on segment files so far (each sync policy
+    /// documents how many it makes).
+    pub fn fdatasyncs(&self) -> u64 {
+        self.fdatasyncs.load(Ordering::Relaxed)
     }
 
     fn path(&self, id: u64) -> PathBuf {
@@ -146,13 +253,58 @@ impl FsStorage {
         match self.mode {
             IoMode::DirectSync => libc::O_DIRECT | libc::O_DSYNC,
             IoMode::Direct => libc::O_DIRECT,
-            IoMode::BufferedDevelopment => 0,
+            IoMode::BufferedDevelopment | IoMode::ReadOnly => 0,
+        }
+    }
+
+    fn refuse_write(&self) -> io::Result<()> {
+        match self.mode {
+            IoMode::ReadOnly => Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "journal opened read-only",
+            )),
+            _ => Ok(()),
         }
     }
 
     fn sync_dir(&self) -> io::Result<()> {
         File::open(&self.dir)?.sync_all()
     }
+}
+
+/// Takes the exclusive writer lock on `<dir>/LOCK` and writes our pid into
+/// it; a held lock is [`StorageError::Locked`] with the holder's pid.
+fn lock_writer(dir: &Path) -> Result<File, StorageError> {
+    let path = dir.join(LOCK_NAME);
+    let io_err = |source| StorageError::Io {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err)?;
+    // SAFETY: `file` is an open descriptor for the duration of the call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io_err(err));
+        }
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        return Err(StorageError::Locked {
+            dir: dir.to_path_buf(),
+            pid: text.trim().parse().ok(),
+        });
+    }
+    file.set_len(0).map_err(io_err)?;
+    file.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0)
+        .map_err(io_err)?;
+    Ok(file)
 }
 
 /// Whether `dir` is on a memory file system (tmpfs, ramfs): those accept
@@ -216,6 +368,7 @@ pub struct FsFile {
     reader: File,
     /// Opened with `O_DSYNC`: every completed write is already durable.
     dsync: bool,
+    fdatasyncs: Arc<AtomicU64>,
 }
 
 impl SegmentFile for FsFile {
@@ -228,7 +381,10 @@ impl SegmentFile for FsFile {
     fn sync(&mut self) -> io::Result<()> {
         match self.dsync {
             true => Ok(()),
-            false => self.file.sync_data(),
+            false => {
+                self.fdatasyncs.fetch_add(1, Ordering::Relaxed);
+                self.file.sync_data()
+            }
         }
     }
 }
@@ -250,11 +406,13 @@ impl Storage for FsStorage {
     }
 
     fn create(&self, id: u64, size: u64) -> io::Result<FsFile> {
+        self.refuse_write()?;
         let tmp = self.dir.join(format!("{}.tmp", segment_name(id)));
         let file = OpenOptions::new()
             .create(true)
             .truncate(true)
             .write(true)
+            .mode(0o600)
             .open(&tmp)?;
         // Zero-fill (not a sparse hole): fdatasync later never commits extents.
         let zeros = vec![0u8; 1 << 20];
@@ -272,16 +430,20 @@ impl Storage for FsStorage {
     }
 
     fn open(&self, id: u64) -> io::Result<FsFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(self.open_flags())
-            .open(self.path(id))?;
         let reader = File::open(self.path(id))?;
+        let file = match self.mode {
+            IoMode::ReadOnly => reader.try_clone()?,
+            _ => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(self.open_flags())
+                .open(self.path(id))?,
+        };
         Ok(FsFile {
             file,
             reader,
             dsync: self.mode == IoMode::DirectSync,
+            fdatasyncs: Arc::clone(&self.fdatasyncs),
         })
     }
 
@@ -290,11 +452,37 @@ impl Storage for FsStorage {
     }
 
     fn remove(&self, id: u64) -> io::Result<()> {
+        self.refuse_write()?;
         std::fs::remove_file(self.path(id))?;
         self.sync_dir()
     }
 
     fn block_size(&self) -> u32 {
         self.block_size
+    }
+
+    fn read_manifest(&self) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.dir.join(crate::manifest::MANIFEST_NAME)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write_manifest(&self, bytes: &[u8]) -> io::Result<()> {
+        self.refuse_write()?;
+        let path = self.dir.join(crate::manifest::MANIFEST_NAME);
+        let tmp = path.with_extension("manifest.tmp");
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, &path)?;
+        self.sync_dir()
     }
 }

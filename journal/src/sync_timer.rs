@@ -14,8 +14,10 @@ use crate::storage::{SegmentFile, Storage};
 
 #[derive(Debug, Default)]
 struct TimerShared {
-    /// Id of a segment with unsynced writes (0: none).
-    dirty_segment: AtomicU64,
+    /// A segment with unsynced writes and one past the last sequence written
+    /// to it (None: nothing unsynced). One lock so the pair is consistent: a
+    /// sync of segment n never publishes sequences written to segment n + 1.
+    dirty: Mutex<Option<(u64, u64)>>,
     stop: AtomicBool,
     error: Mutex<Option<(u64, io::Error)>>,
 }
@@ -28,7 +30,13 @@ pub(crate) struct SyncTimer {
 }
 
 impl SyncTimer {
-    pub(crate) fn start<S: Storage>(storage: Arc<S>, interval: Duration) -> Self {
+    /// Starts the timer; after each successful sync it raises `durable_next`
+    /// to the sequence written before the sync began.
+    pub(crate) fn start<S: Storage>(
+        storage: Arc<S>,
+        interval: Duration,
+        durable_next: Arc<AtomicU64>,
+    ) -> Self {
         let shared = Arc::new(TimerShared::default());
         let timer = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -37,12 +45,17 @@ impl SyncTimer {
                 // A timer: parking for the interval is its purpose.
                 while !timer.stop.load(Ordering::Acquire) {
                     std::thread::park_timeout(interval);
-                    let id = timer.dirty_segment.swap(0, Ordering::AcqRel);
-                    if id == 0 {
+                    let dirty = timer.dirty.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let Some((id, written_next)) = dirty else {
                         continue;
-                    }
-                    if let Err(e) = storage.open(id).and_then(|mut file| file.sync()) {
-                        *timer.error.lock().unwrap_or_else(|p| p.into_inner()) = Some((id, e));
+                    };
+                    match storage.open(id).and_then(|mut file| file.sync()) {
+                        Ok(()) => {
+                            durable_next.fetch_max(written_next, Ordering::AcqRel);
+                        }
+                        Err(e) => {
+                            *timer.error.lock().unwrap_or_else(|p| p.into_inner()) = Some((id, e));
+                        }
                     }
                 }
             })
@@ -53,11 +66,11 @@ impl SyncTimer {
         }
     }
 
-    /// The writer wrote to `segment_id` without syncing.
-    pub(crate) fn mark_dirty(&self, segment_id: u64) {
-        self.shared
-            .dirty_segment
-            .store(segment_id, Ordering::Release);
+    /// The writer wrote sequences below `written_next` to `segment_id`
+    /// without syncing (an uncontended lock per write: no allocation).
+    pub(crate) fn mark_dirty(&self, segment_id: u64, written_next: u64) {
+        *self.shared.dirty.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((segment_id, written_next));
     }
 
     /// A background sync failure, if one happened: (segment id, error).

@@ -88,6 +88,17 @@ enum Stop {
     Bad(u64, BadSpot),
 }
 
+/// Whether [`JournalTail::open_segment`] moved on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opened {
+    /// Opened; reading continues there.
+    Yes,
+    /// Not there, or not started yet.
+    No,
+    /// It starts past the records read so far: read the current one again.
+    Ahead,
+}
+
 impl<'s, S: Storage> JournalTail<'s, S> {
     /// A tail over `storage` that hands over records with `sequence >= from_sequence`.
     pub fn new(storage: &'s S, from_sequence: u64) -> Self {
@@ -126,8 +137,9 @@ impl<'s, S: Storage> JournalTail<'s, S> {
             return Ok(0); // nothing below the bound is new: no read at all
         }
         self.bad_spot = None;
+        let mut reread = false;
         loop {
-            if self.current.is_none() && !self.open_segment(None)? {
+            if self.current.is_none() && self.open_segment(None, false)? == Opened::No {
                 return Ok(visited);
             }
             match self.walk_window(limit, visit, &mut visited)? {
@@ -136,8 +148,15 @@ impl<'s, S: Storage> JournalTail<'s, S> {
                 Stop::End | Stop::SegmentFull => {
                     self.window_len = WINDOW_BYTES_MIN;
                     let id = self.current.as_ref().expect("open").header.segment_id;
-                    if !self.open_segment(Some(id + 1))? {
-                        return Ok(visited);
+                    match self.open_segment(Some(id + 1), reread)? {
+                        Opened::Yes => reread = false,
+                        Opened::No => return Ok(visited),
+                        // The next segment starts past what this poll saw of
+                        // the current one: it was read before the writer's
+                        // last writes to it landed (the roll synced them).
+                        // Read the rest of it again; if it still ends short,
+                        // `open_segment` reports the gap.
+                        Opened::Ahead => reread = true,
                     }
                 }
                 Stop::Bad(offset, reason) => {
@@ -239,7 +258,9 @@ impl<'s, S: Storage> JournalTail<'s, S> {
     }
 
     /// Opens segment `id` (or the first one) if it exists and has a header.
-    fn open_segment(&mut self, id: Option<u64>) -> Result<bool, TailError> {
+    /// A next segment starting past the expected sequence is `Ahead` the
+    /// first time (`reread` false) and a gap after a re-read.
+    fn open_segment(&mut self, id: Option<u64>, reread: bool) -> Result<Opened, TailError> {
         let id = match id {
             Some(id) => id,
             None => match self
@@ -252,11 +273,11 @@ impl<'s, S: Storage> JournalTail<'s, S> {
                 .first()
             {
                 Some(&first) => first,
-                None => return Ok(false),
+                None => return Ok(Opened::No),
             },
         };
         let Ok(file) = self.storage.open(id) else {
-            return Ok(false);
+            return Ok(Opened::No);
         };
         let mut bytes = [0u8; SEGMENT_HEADER_BYTES];
         file.read_at(0, &mut bytes)
@@ -265,10 +286,12 @@ impl<'s, S: Storage> JournalTail<'s, S> {
                 source,
             })?;
         let Ok(header) = SegmentHeader::decode(&bytes) else {
-            return Ok(false); // preallocated, not started yet
+            return Ok(Opened::No); // preallocated, not started yet
         };
         if self.current.is_none() {
             self.expected = header.first_sequence;
+        } else if header.first_sequence > self.expected && !reread {
+            return Ok(Opened::Ahead);
         } else if header.first_sequence != self.expected {
             return Err(Corruption::Misplaced {
                 segment_id: id,
@@ -283,6 +306,6 @@ impl<'s, S: Storage> JournalTail<'s, S> {
             header,
             file,
         });
-        Ok(true)
+        Ok(Opened::Yes)
     }
 }

@@ -85,6 +85,6 @@ fn write_path_allocates_nothing_per_batch() {
     }
     COUNTING.with(|c| c.set(false));
     assert_eq!(journal.segment_id(), 1, "no roll inside the counted window");
-    assert_eq!(status.durable_next(), 100_000);
+    assert_eq!(status.written_next(), 100_000);
     assert_eq!(ALLOCATIONS.load(Ordering::SeqCst), 0);
 }

@@ -6,6 +6,7 @@ mod engine;
 mod faults;
 mod fs;
 mod golden;
+mod hardening;
 mod property;
 mod retention;
 mod skip;
