@@ -358,8 +358,36 @@ impl NodeConfig {
                 (n, false) => Retention::KeepSegments(n),
             },
             chain: j.chain,
+            settings: self.journal_settings().encode(),
             ..JournalConfig::default()
         })
+    }
+
+    /// Takes the format settings recorded in the journal in `data_dir` (its
+    /// manifest), which readers must repeat whatever their own configuration
+    /// says; returns the first option that differed (option, configured,
+    /// recorded), for a note. Nothing changes where none are recorded.
+    pub fn adopt_journal_settings(
+        &mut self,
+        storage: &impl keel_journal::Storage,
+    ) -> Option<(&'static str, u64, u64)> {
+        let bytes = storage.read_manifest().ok().flatten()?;
+        let manifest = keel_journal::Manifest::decode(&bytes).ok()?;
+        let recorded = keel_ledger::JournalSettings::decode(&manifest.settings)?;
+        let differed = self.journal_settings().difference(&recorded);
+        self.ledger.accounts_max = recorded.ledger.accounts_max;
+        self.ledger.transfers_max = recorded.ledger.transfers_max;
+        self.engine.dedup_entries = recorded.dedup_entries as usize;
+        differed
+    }
+
+    /// The settings a replay of this node's journal must repeat; stored in
+    /// the journal's manifest when it is created.
+    pub fn journal_settings(&self) -> keel_ledger::JournalSettings {
+        keel_ledger::JournalSettings {
+            ledger: self.ledger_config(),
+            dedup_entries: self.engine.dedup_entries as u64,
+        }
     }
 
     /// The configuration of the kill -9 crash loop's child (`keel

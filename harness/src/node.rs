@@ -12,7 +12,7 @@ use keel_core::{
     CommandRef, ConfigError, Engine, Journaller, StageError, StateMachine, StopReason, Stopped,
     Submitter, Validator,
 };
-use keel_journal::{FsStorage, IoMode, Journal, TornTail};
+use keel_journal::{FsStorage, IoMode, Journal, Storage, TornTail};
 use keel_ledger::{Ledger, LedgerClient, LedgerValidator};
 
 use keel_codecs::SnapshotCodec;
@@ -91,6 +91,22 @@ pub enum NodeError {
     /// The engine had stopped (fail-stop) before a clean shutdown.
     #[error("engine stopped: {0}")]
     Stopped(#[from] StopReason),
+    /// A format setting differs from the one the journal was created with
+    /// (replaying it with another would reach another state).
+    #[error(
+        "config option `{option}` = {configured}, but the journal in {dir} was created with {on_disk}; \
+         format settings cannot change between restarts"
+    )]
+    FormatSetting {
+        /// The option, as `section.key`.
+        option: &'static str,
+        /// The journal's value.
+        on_disk: u64,
+        /// The configured value.
+        configured: u64,
+        /// The journal directory.
+        dir: std::path::PathBuf,
+    },
     /// The journal does not continue the snapshot (records missing between).
     #[error(
         "the journal does not continue the snapshot: expected sequence {expected}, found {found}"
@@ -110,6 +126,30 @@ pub enum NodeError {
         /// The journal's next sequence.
         journal_next: u64,
     },
+}
+
+/// Refuses ledger capacities or an idempotency window other than the ones
+/// the journal was created with, naming the option (before the journal's
+/// own, byte-level check).
+fn check_format_settings(storage: &FsStorage, config: &NodeConfig) -> Result<(), NodeError> {
+    let Ok(Some(bytes)) = storage.read_manifest() else {
+        return Ok(()); // a new journal (or unreadable: the journal's open reports it)
+    };
+    let Ok(manifest) = keel_journal::Manifest::decode(&bytes) else {
+        return Ok(());
+    };
+    let Some(on_disk) = keel_ledger::JournalSettings::decode(&manifest.settings) else {
+        return Ok(()); // none recorded yet: this start records them
+    };
+    match on_disk.difference(&config.journal_settings()) {
+        None => Ok(()),
+        Some((option, on_disk, configured)) => Err(NodeError::FormatSetting {
+            option,
+            on_disk,
+            configured,
+            dir: config.journal.data_dir.clone(),
+        }),
+    }
 }
 
 /// Where recovery starts: a fresh state, or one restored from a snapshot.
@@ -177,11 +217,10 @@ impl<S: StateMachine> Node<S> {
         let (journal, truncated) = match config.journal_config() {
             None => (NodeJournal::None, None),
             Some(journal_config) => {
-                let mode = match config.journal.dev_allow_buffered_io {
-                    true => IoMode::BufferedDevelopment,
-                    false => IoMode::DirectSync,
-                };
+                let mode =
+                    IoMode::for_policy(journal_config.sync, config.journal.dev_allow_buffered_io);
                 let storage = FsStorage::open(&config.journal.data_dir, mode)?;
+                check_format_settings(&storage, config)?;
                 let (journal, open) =
                     Journal::open_replaying_from(storage, journal_config, from, &mut |record| {
                         replayer.apply(record);
@@ -265,18 +304,78 @@ impl<S: StateMachine> Node<S> {
 
     /// Drains every accepted command and stops (the snapshotter too);
     /// returns the state machine.
+    ///
+    /// Under `async` and `os` the journal is synced at the end, so a clean
+    /// stop loses nothing to a later power cut. A journal waiting for disk
+    /// space is given [`SHUTDOWN_SPACE_WAIT`] to get it; then it gives up, the
+    /// engine stops (commands not yet journaled fail, none is acknowledged)
+    /// and this returns the stop reason instead of hanging.
     pub fn shutdown(
         mut self,
     ) -> Result<Stopped<S, NodeJournal, keel_core::NoopReplicator, keel_core::NoopSink>, StopReason>
     {
         let snapshotter = self.snapshotter.take();
+        let watchdog = self.status.clone().map(SpaceWatchdog::start);
         let stopped = self.engine.shutdown();
+        drop(watchdog);
+        let stopped = stopped.and_then(|mut stopped| {
+            if let NodeJournal::Fs(journal) = &mut stopped.journaller {
+                let next = journal.next_sequence();
+                journal.sync_all().map_err(|e| StopReason::StageFailed {
+                    stage: keel_core::StageName::Journaller,
+                    sequence: next.saturating_sub(1),
+                    source: std::sync::Arc::new(e),
+                })?;
+            }
+            Ok(stopped)
+        });
         if let Some(snapshotter) = snapshotter {
             if let Err(e) = snapshotter.stop() {
                 eprintln!("WARNING: snapshotter: {e}");
             }
         }
         stopped
+    }
+}
+
+/// How long a shutdown waits for disk space before giving up.
+pub const SHUTDOWN_SPACE_WAIT: Duration = Duration::from_secs(5);
+
+/// During a shutdown: tells a journal stuck waiting for disk space to give
+/// up once it has waited [`SHUTDOWN_SPACE_WAIT`]. Stops when dropped.
+struct SpaceWatchdog {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SpaceWatchdog {
+    fn start(status: keel_journal::JournalStatus) -> Self {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = std::sync::Arc::clone(&done);
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                if status.out_of_space() && started.elapsed() >= SHUTDOWN_SPACE_WAIT {
+                    status.abandon_waits();
+                    return;
+                }
+                std::thread::park_timeout(Duration::from_millis(50));
+            }
+        });
+        Self {
+            done,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SpaceWatchdog {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
     }
 }
 
@@ -301,8 +400,14 @@ impl<S: StateMachine + SnapshotCodec> Node<S> {
         let started = Instant::now();
         let dedup_entries = config.engine.dedup_entries;
         let store = SnapshotStore::open(config.snapshot_dir(), config.snapshot.keep)?;
-        let (restored, warnings) =
-            snapshot::load_newest::<S>(&store, snapshot_config, dedup_entries, u64::MAX)?;
+        let journal_id = snapshot::journal_id_in(&config.journal.data_dir);
+        let (restored, warnings) = snapshot::load_newest::<S>(
+            &store,
+            snapshot_config,
+            dedup_entries,
+            u64::MAX,
+            journal_id,
+        )?;
         let start = match restored {
             Some(r) => StartPoint {
                 state_machine: r.state_machine,
@@ -356,6 +461,7 @@ impl<S: StateMachine + SnapshotCodec> Node<S> {
         let store = SnapshotStore::open(config.snapshot_dir(), config.snapshot.keep)?;
         let path = snapshot::write(
             &store,
+            journal.manifest().journal_id,
             journal.next_sequence(),
             &stopped.state_machine,
             &stopped.dedup,

@@ -69,12 +69,13 @@ pub fn encode<S: SnapshotCodec>(state_machine: &S, dedup: &DedupTable) -> Vec<u8
 /// below `sequence`; returns its path.
 pub fn write<S: SnapshotCodec + StateMachine>(
     store: &SnapshotStore,
+    journal_id: u128,
     sequence: u64,
     state_machine: &S,
     dedup: &DedupTable,
 ) -> Result<std::path::PathBuf, keel_journal::SnapshotError> {
     store.write(
-        header::<S>(sequence, state_machine),
+        header::<S>(journal_id, sequence, state_machine),
         &encode(state_machine, dedup),
     )
 }
@@ -82,16 +83,22 @@ pub fn write<S: SnapshotCodec + StateMachine>(
 /// Writes a snapshot to exactly `path` (e.g. `keel replay --snapshot-out`).
 pub fn write_to<S: SnapshotCodec + StateMachine>(
     path: &std::path::Path,
+    journal_id: u128,
     sequence: u64,
     state_machine: &S,
     dedup: &DedupTable,
 ) -> Result<(), keel_journal::SnapshotError> {
-    let header = header::<S>(sequence, state_machine);
+    let header = header::<S>(journal_id, sequence, state_machine);
     keel_journal::snapshot::write_snapshot_file(path, header, &encode(state_machine, dedup))
 }
 
-fn header<S: SnapshotCodec + StateMachine>(sequence: u64, state_machine: &S) -> SnapshotHeader {
+fn header<S: SnapshotCodec + StateMachine>(
+    journal_id: u128,
+    sequence: u64,
+    state_machine: &S,
+) -> SnapshotHeader {
     SnapshotHeader {
+        journal_id,
         schema_id: S::SNAPSHOT_SCHEMA_ID,
         schema_version: S::SNAPSHOT_VERSION,
         sequence,
@@ -147,13 +154,26 @@ pub fn decode<S: SnapshotCodec + StateMachine>(
     Ok((state, dedup))
 }
 
+/// The journal id in `data_dir`'s manifest (None: no journal there yet,
+/// or one from before manifests).
+pub fn journal_id_in(data_dir: &std::path::Path) -> Option<u128> {
+    let bytes = std::fs::read(data_dir.join(keel_journal::manifest::MANIFEST_NAME)).ok()?;
+    keel_journal::Manifest::decode(&bytes)
+        .ok()
+        .map(|m| m.journal_id)
+}
+
 /// The newest snapshot in `store` that verifies and restores (at or below
-/// `max_sequence`), and a warning for each newer one that did not.
+/// `max_sequence`) and belongs to the journal `journal_id` (its manifest's
+/// id; None: there is no journal yet, so any bound snapshot is foreign),
+/// and a warning for each newer one that did not. A version 1 snapshot
+/// (unbound) is used with a warning.
 pub fn load_newest<S: SnapshotCodec + StateMachine>(
     store: &SnapshotStore,
     config: &S::Config,
     dedup_entries: usize,
     max_sequence: u64,
+    journal_id: Option<u128>,
 ) -> Result<(Option<Restored<S>>, Vec<String>), keel_journal::SnapshotError> {
     let mut warnings = Vec::new();
     for (sequence, path) in store.list()? {
@@ -167,6 +187,21 @@ pub fn load_newest<S: SnapshotCodec + StateMachine>(
                 continue;
             }
         };
+        match (loaded.header.journal_id, journal_id) {
+            (0, _) => warnings.push(format!(
+                "snapshot {} has no journal binding (format 1): its origin cannot be checked",
+                path.display()
+            )),
+            (bound, Some(ours)) if bound == ours => {}
+            (bound, ours) => {
+                let ours = ours.map_or("none yet".into(), |id| format!("{id:032x}"));
+                warnings.push(format!(
+                    "snapshot {} belongs to journal {bound:032x}, not this one ({ours}): skipped",
+                    path.display()
+                ));
+                continue;
+            }
+        }
         match decode::<S>(&loaded.header, &loaded.body, config, dedup_entries) {
             Ok((state_machine, dedup)) => {
                 let restored = Restored {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use keel_codecs::SnapshotCodec;
 use keel_core::StateMachine;
-use keel_journal::{FsStorage, IoMode, JournalStatus, JournalTail, SnapshotStore};
+use keel_journal::{FsStorage, JournalStatus, JournalTail, SnapshotStore};
 
 use crate::config::NodeConfig;
 use crate::replay::Replayer;
@@ -144,14 +144,15 @@ fn run<S: StateMachine + SnapshotCodec>(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let store = SnapshotStore::open(config.snapshot_dir(), config.snapshot.keep)?;
     let dedup_entries = config.engine.dedup_entries;
+    let journal_id = snapshot::journal_id_in(&config.journal.data_dir);
     let (restored, _warnings) =
-        snapshot::load_newest::<S>(&store, snapshot_config, dedup_entries, u64::MAX)?;
+        snapshot::load_newest::<S>(&store, snapshot_config, dedup_entries, u64::MAX, journal_id)?;
     let mut replayer = match restored {
         Some(r) => Replayer::resume(r.state_machine, r.dedup, r.sequence),
         None => Replayer::new(fresh(), dedup_entries),
     };
     release_covered(&store, status)?;
-    let storage = FsStorage::open(&config.journal.data_dir, IoMode::BufferedDevelopment)?;
+    let storage = FsStorage::open_read_only(&config.journal.data_dir)?;
     let mut tail = JournalTail::new(&storage, replayer_from(&replayer));
     let mut since = 0u64;
     let mut last = Instant::now();
@@ -177,7 +178,13 @@ fn run<S: StateMachine + SnapshotCodec>(
         if due {
             replayer.flush();
             let sequence = tail.next_sequence();
-            snapshot::write(&store, sequence, replayer.state_machine(), replayer.dedup())?;
+            snapshot::write(
+                &store,
+                journal_id.unwrap_or(0),
+                sequence,
+                replayer.state_machine(),
+                replayer.dedup(),
+            )?;
             signals.covered.store(sequence, Ordering::Release);
             release_covered(&store, status)?;
             signals.written.fetch_add(1, Ordering::AcqRel);

@@ -13,7 +13,7 @@
 //! | offset | bytes | field |
 //! |---:|---:|---|
 //! | 0 | 8 | magic `KEELSNAP` |
-//! | 8 | 4 | format version (1) |
+//! | 8 | 4 | format version (2; 1 is still read) |
 //! | 12 | 2 | body schema id |
 //! | 14 | 2 | body schema version |
 //! | 16 | 8 | sequence: the snapshot holds every command below it |
@@ -21,21 +21,27 @@
 //! | 32 | 8 | body length |
 //! | 40 | 8 | body checksum (XXH3-64) |
 //! | 48 | 8 | created at (ns since the Unix epoch; informational) |
-//! | 56 | 8 | header checksum (XXH3-64 of bytes 0..56) |
-//! | 64 | n | body |
+//! | 56 | 16 | journal id (the manifest's: the journal this state continues; v2) |
+//! | 72 | 8 | header checksum (XXH3-64 of bytes 0..72) |
+//! | 80 | n | body |
+//!
+//! Version 1 had no journal id: the checksum at 56..64 over 0..56, the body at 64.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Magic at the start of every snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"KEELSNAP";
-/// The snapshot file format this build writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
-/// Bytes of the snapshot header.
-pub const SNAPSHOT_HEADER_BYTES: usize = 64;
+/// The snapshot file format this build writes (it reads 1 and 2).
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// Bytes of the snapshot header (version 2).
+pub const SNAPSHOT_HEADER_BYTES: usize = 80;
+/// Bytes of a version 1 header.
+const SNAPSHOT_HEADER_BYTES_V1: usize = 64;
 const SUFFIX: &str = ".keel-snap";
 
 /// What a snapshot's header says.
@@ -55,6 +61,10 @@ pub struct SnapshotHeader {
     pub body_checksum: u64,
     /// When it was written (ns since the Unix epoch).
     pub created_at_ns: u64,
+    /// The journal this state continues (its manifest's id; 0: unbound, a
+    /// version 1 file or a node without a journal). A node refuses a
+    /// snapshot bound to another journal.
+    pub journal_id: u128,
 }
 
 impl SnapshotHeader {
@@ -69,26 +79,45 @@ impl SnapshotHeader {
         b[32..40].copy_from_slice(&self.body_len.to_le_bytes());
         b[40..48].copy_from_slice(&self.body_checksum.to_le_bytes());
         b[48..56].copy_from_slice(&self.created_at_ns.to_le_bytes());
-        let checksum = xxh3_64(&b[..56]);
-        b[56..64].copy_from_slice(&checksum.to_le_bytes());
+        b[56..72].copy_from_slice(&self.journal_id.to_le_bytes());
+        let checksum = xxh3_64(&b[..72]);
+        b[72..80].copy_from_slice(&checksum.to_le_bytes());
         b
     }
 
+    /// Header bytes of a file of this format `version`.
+    fn len_of(version: u32) -> usize {
+        match version {
+            1 => SNAPSHOT_HEADER_BYTES_V1,
+            _ => SNAPSHOT_HEADER_BYTES,
+        }
+    }
+
     fn decode(b: &[u8]) -> Result<Self, SnapshotDefect> {
-        if b.len() < SNAPSHOT_HEADER_BYTES {
+        if b.len() < SNAPSHOT_HEADER_BYTES_V1 {
             return Err(SnapshotDefect::Short);
         }
         let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
         if b[0..8] != SNAPSHOT_MAGIC {
             return Err(SnapshotDefect::Magic);
         }
-        if u64_at(56) != xxh3_64(&b[..56]) {
+        // The version is read before the checksum that covers it: a flipped
+        // version bit then fails one of the two checksums below.
+        let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
+        let len = Self::len_of(version);
+        if b.len() < len {
+            return Err(SnapshotDefect::Short);
+        }
+        if u64_at(len - 8) != xxh3_64(&b[..len - 8]) {
             return Err(SnapshotDefect::HeaderChecksum);
         }
-        let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
-        if version != SNAPSHOT_FORMAT_VERSION {
+        if !(1..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
             return Err(SnapshotDefect::FormatVersion(version));
         }
+        let journal_id = match version {
+            1 => 0,
+            _ => u128::from_le_bytes(b[56..72].try_into().expect("16 bytes")),
+        };
         Ok(Self {
             schema_id: u16::from_le_bytes([b[12], b[13]]),
             schema_version: u16::from_le_bytes([b[14], b[15]]),
@@ -97,6 +126,7 @@ impl SnapshotHeader {
             body_len: u64_at(32),
             body_checksum: u64_at(40),
             created_at_ns: u64_at(48),
+            journal_id,
         })
     }
 }
@@ -164,7 +194,11 @@ impl SnapshotStore {
     pub fn open(dir: impl Into<PathBuf>, keep: usize) -> Result<Self, SnapshotError> {
         assert!(keep >= 1, "keep at least one snapshot");
         let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io_err(&dir))?;
         Ok(Self { dir, keep })
     }
 
@@ -232,7 +266,13 @@ pub fn write_snapshot_file(
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
-    let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
     file.write_all(&header.encode()).map_err(io_err(&tmp))?;
     file.write_all(body).map_err(io_err(&tmp))?;
     file.sync_all().map_err(io_err(&tmp))?;
@@ -281,9 +321,13 @@ pub fn read_snapshot(path: &Path) -> Result<LoadedSnapshot, SnapshotReadError> {
     };
     let mut file = OpenOptions::new().read(true).open(path).map_err(io)?;
     let mut head = [0u8; SNAPSHOT_HEADER_BYTES];
-    file.read_exact(&mut head)
+    file.read_exact(&mut head[..SNAPSHOT_HEADER_BYTES_V1])
         .map_err(|_| defect(SnapshotDefect::Short))?;
-    let header = SnapshotHeader::decode(&head).map_err(defect)?;
+    let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+    let len = SnapshotHeader::len_of(version);
+    file.read_exact(&mut head[SNAPSHOT_HEADER_BYTES_V1..len])
+        .map_err(|_| defect(SnapshotDefect::Short))?;
+    let header = SnapshotHeader::decode(&head[..len]).map_err(defect)?;
     let mut body = Vec::new();
     file.read_to_end(&mut body).map_err(io)?;
     if body.len() as u64 != header.body_len {
@@ -312,6 +356,7 @@ mod tests {
             body_len: 0,
             body_checksum: 0,
             created_at_ns: 1,
+            journal_id: 0x1234,
         }
     }
 
@@ -375,9 +420,10 @@ mod golden {
     use super::*;
 
     /// The snapshot file format is pinned: a header with fixed fields and a
-    /// four-byte body, byte for byte (`tests/golden/snapshot-v1.keel-snap`).
+    /// four-byte body, byte for byte (`tests/it/golden/snapshot-v2.keel-snap`);
+    /// version 1 files (`snapshot-v1.keel-snap`) still load, unbound.
     #[test]
-    fn snapshot_file_v1() {
+    fn snapshot_file_v2_and_v1() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.keel-snap");
         let header = SnapshotHeader {
@@ -388,11 +434,13 @@ mod golden {
             body_len: 0,
             body_checksum: 0,
             created_at_ns: 1_764_000_000_000_000_000,
+            journal_id: 0x0011_2233_4455_6677_8899_aabb_ccdd_eeff,
         };
         write_snapshot_file(&path, header, b"body").unwrap();
         let written = std::fs::read(&path).unwrap();
-        let golden = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/it/golden/snapshot-v1.keel-snap");
+        let golden_dir =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/golden");
+        let golden = golden_dir.join("snapshot-v2.keel-snap");
         if std::env::var_os("KEEL_BLESS").is_some() {
             std::fs::write(&golden, &written).unwrap();
         }
@@ -401,9 +449,15 @@ mod golden {
             std::fs::read(&golden).unwrap(),
             "snapshot format changed"
         );
-        let loaded = read_snapshot(&golden).unwrap();
-        assert_eq!(loaded.header.sequence, 0x0102_0304);
-        assert_eq!(loaded.header.state_hash, 0xdead_beef_cafe_f00d);
-        assert_eq!(loaded.body, b"body");
+        for (file, journal_id) in [
+            ("snapshot-v2.keel-snap", header.journal_id),
+            ("snapshot-v1.keel-snap", 0),
+        ] {
+            let loaded = read_snapshot(&golden_dir.join(file)).unwrap();
+            assert_eq!(loaded.header.sequence, 0x0102_0304);
+            assert_eq!(loaded.header.state_hash, 0xdead_beef_cafe_f00d);
+            assert_eq!(loaded.header.journal_id, journal_id);
+            assert_eq!(loaded.body, b"body");
+        }
     }
 }

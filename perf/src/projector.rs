@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use keel_harness::config::NodeConfig;
 use keel_harness::load::{self, LoadConfig};
-use keel_journal::{FsStorage, IoMode, JournalTail};
+use keel_journal::{FsStorage, JournalTail};
 use keel_ledger::LedgerConfig;
 use keel_projector::{Batch, Deriver, ProjectorConfig, Status, Until};
 use mysql_async::prelude::Queryable as _;
@@ -101,7 +101,7 @@ fn drop_database(base: &str, name: &str) {
 /// The transfer rows of the journal in `dir`, tab-separated, as the
 /// projector derives them.
 fn transfer_rows(dir: &Path, ledger: LedgerConfig) -> (Vec<u8>, u64) {
-    let storage = FsStorage::open(dir, IoMode::BufferedDevelopment).expect("journal");
+    let storage = FsStorage::open_read_only(dir).expect("journal");
     let mut deriver = Deriver::new(ledger, 65_536);
     let mut batch = Batch::starting_at(0);
     JournalTail::new(&storage, 0)

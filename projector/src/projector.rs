@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use keel_journal::format::RecordMeta;
 use keel_journal::{
-    FsStorage, IoMode, JournalStatus, JournalTail, OwnedRecord, ScanError, TailError,
+    FsStorage, JournalStatus, JournalTail, OwnedRecord, ScanError, Storage, TailError,
 };
 use keel_ledger::LedgerConfig;
 use tokio::sync::mpsc;
@@ -500,9 +500,20 @@ fn read_loop(
     stop: &AtomicBool,
     status: &Status,
 ) -> Result<(), ProjectorError> {
-    let storage = FsStorage::open(&config.journal_dir, IoMode::BufferedDevelopment)
+    let storage = FsStorage::open_read_only(&config.journal_dir)
         .map_err(|e| ProjectorError::Journal(e.to_string()))?;
-    let mut deriver = Deriver::new(config.ledger, config.dedup_entries);
+    // The journal records the capacities and window its replay must repeat.
+    let recorded = storage
+        .read_manifest()
+        .ok()
+        .flatten()
+        .and_then(|bytes| keel_journal::Manifest::decode(&bytes).ok())
+        .and_then(|m| keel_ledger::JournalSettings::decode(&m.settings));
+    let (ledger, dedup_entries) = match recorded {
+        Some(s) => (s.ledger, s.dedup_entries as usize),
+        None => (config.ledger, config.dedup_entries),
+    };
+    let mut deriver = Deriver::new(ledger, dedup_entries);
     let mut tail = JournalTail::new(&storage, 0);
     let tail_error = |e: TailError| match e {
         TailError::Corrupt(c) => ProjectorError::Corrupt(c),

@@ -23,7 +23,7 @@ use keel_core::StateMachine;
 use keel_harness::config::NodeConfig;
 use keel_harness::replay::{replay, Replayer};
 use keel_harness::snapshot;
-use keel_journal::{read_records, FsStorage, IoMode, SnapshotStore};
+use keel_journal::{read_records, FsStorage, SnapshotStore};
 use keel_ledger::Ledger;
 
 fn env(name: &str, default: u64) -> u64 {
@@ -89,7 +89,7 @@ fn every_acknowledged_transfer_survives_kill_9() {
 /// was there to check too.
 fn check(config: &NodeConfig, acks: &std::path::Path, seed: u64, kill: u64) -> (u64, bool) {
     let at = format!("seed {seed}, kill {kill}");
-    let storage = FsStorage::open(&config.journal.data_dir, IoMode::DirectSync).unwrap();
+    let storage = FsStorage::open_read_only(&config.journal.data_dir).unwrap();
     let (replayed, _scan) = replay(
         &storage,
         Ledger::new(config.ledger_config()),
@@ -102,9 +102,14 @@ fn check(config: &NodeConfig, acks: &std::path::Path, seed: u64, kill: u64) -> (
     // half-written) plus the journal's tail reach the same state.
     let store = SnapshotStore::open(config.snapshot_dir(), config.snapshot.keep).unwrap();
     let dedup_entries = config.engine.dedup_entries;
-    let (restored, warnings) =
-        snapshot::load_newest::<Ledger>(&store, &config.ledger_config(), dedup_entries, u64::MAX)
-            .unwrap();
+    let (restored, warnings) = snapshot::load_newest::<Ledger>(
+        &store,
+        &config.ledger_config(),
+        dedup_entries,
+        u64::MAX,
+        snapshot::journal_id_in(&config.journal.data_dir),
+    )
+    .unwrap();
     assert!(warnings.is_empty(), "{at}: {warnings:?}");
     let snapshot_used = restored.is_some();
     if let Some(r) = restored {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use keel_core::StateMachine;
 use keel_harness::replay::replay;
 use keel_harness::traffic::{self, TrafficConfig};
-use keel_journal::{FsStorage, IoMode};
+use keel_journal::FsStorage;
 use keel_ledger::{Ledger, LedgerConfig};
 use keel_projector::{ProjectorConfig, ProjectorError, SinkError, Status, TableSet, Until};
 
@@ -79,13 +79,13 @@ fn project(config: &ProjectorConfig) -> Result<keel_projector::Summary, Projecto
 }
 
 fn replayed(dir: &Path) -> Ledger {
-    let storage = FsStorage::open(dir, IoMode::BufferedDevelopment).unwrap();
+    let storage = FsStorage::open_read_only(dir).unwrap();
     let (replayed, _) = replay(&storage, Ledger::new(LEDGER), DEDUP).unwrap();
     replayed.state_machine
 }
 
 fn journal_len(dir: &Path) -> u64 {
-    let storage = FsStorage::open(dir, IoMode::BufferedDevelopment).unwrap();
+    let storage = FsStorage::open_read_only(dir).unwrap();
     replay(&storage, Ledger::new(LEDGER), DEDUP)
         .unwrap()
         .0
@@ -356,7 +356,7 @@ fn a_stale_second_writer_is_fenced() {
     let dir = tempfile::tempdir().unwrap();
     traffic::write(dir.path(), &traffic(3, 50, 1_700_000_000_000_000_000)).unwrap();
     // Two batches derived from the journal: [0, 20) and [20, 40).
-    let storage = FsStorage::open(dir.path(), IoMode::BufferedDevelopment).unwrap();
+    let storage = FsStorage::open_read_only(dir.path()).unwrap();
     let mut deriver = Deriver::new(LEDGER, DEDUP);
     let mut batches = vec![Batch::starting_at(0)];
     keel_journal::read_records(&storage, 0, 39, &mut |record| {

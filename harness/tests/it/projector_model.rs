@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use keel_core::StateMachine;
 use keel_harness::replay::replay;
 use keel_harness::traffic::{self, TrafficConfig};
-use keel_journal::{FsStorage, IoMode, JournalTail};
+use keel_journal::{FsStorage, JournalTail};
 use keel_ledger::{Account, Ledger, LedgerConfig, PendingState, Transfer};
 use keel_projector::{Batch, Deriver};
 
@@ -78,7 +78,7 @@ fn derived_rows_rebuild_the_ledger_for_any_batch_cuts() {
             ..TrafficConfig::default()
         };
         let end = traffic::write(dir.path(), &config).unwrap();
-        let storage = FsStorage::open(dir.path(), IoMode::BufferedDevelopment).unwrap();
+        let storage = FsStorage::open_read_only(dir.path()).unwrap();
         let (replayed, _) = replay(&storage, Ledger::new(LEDGER), 65_536).unwrap();
         let ledger = replayed.state_machine;
 

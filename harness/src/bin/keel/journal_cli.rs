@@ -1,10 +1,11 @@
 //! `keel journal inspect | verify | dump`: read-only views of a journal
 //! directory for operators. Nothing here writes to the journal.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use keel_journal::{read_records, scan, FsStorage, IoMode, OwnedRecord, ScanError, ScanReport};
+use keel_journal::{read_records, scan, FsStorage, OwnedRecord, ScanError, ScanReport};
 
 use crate::JournalCommand;
 
@@ -30,13 +31,26 @@ pub fn run(command: JournalCommand) -> ExitCode {
             return ExitCode::from(UNREADABLE);
         }
     };
+    // A writer holds the lock: the tail may be a write in progress, not a torn one.
+    let live = FsStorage::writer_active(dir);
     let result = match command {
-        JournalCommand::Inspect { .. } => scan(&storage, &mut |_| {}).map(|r| inspect(&r)),
-        JournalCommand::Verify { .. } => scan(&storage, &mut |_| {}).map(|r| verify(&r)),
-        JournalCommand::Dump { from, to, .. } => read_records(&storage, from, to, &mut |r| {
-            dump(&OwnedRecord::from_record(r))
-        })
-        .map(|r| health(&r)),
+        JournalCommand::Inspect { .. } => scan(&storage, &mut |_| {}).map(|r| inspect(&r, live)),
+        JournalCommand::Verify { .. } => scan(&storage, &mut |_| {}).map(|r| verify(&r, live)),
+        JournalCommand::Dump { from, to, .. } => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut closed = false;
+            let scanned = read_records(&storage, from, to, &mut |r| {
+                // A closed pipe (`| head`) ends the output, not the process.
+                if !closed {
+                    closed = dump(&mut out, &OwnedRecord::from_record(r)).is_err();
+                }
+            });
+            closed |= out.flush().is_err();
+            match closed {
+                true => return ExitCode::from(OK),
+                false => scanned.map(|r| health(&r, live)),
+            }
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -57,11 +71,28 @@ fn open(dir: &Path) -> Result<FsStorage, String> {
         return Err(format!("{} is not a directory", dir.display()));
     }
     // Reading needs no direct I/O; buffered mode also reads journals copied to tmpfs.
-    FsStorage::open(dir, IoMode::BufferedDevelopment).map_err(|e| e.to_string())
+    FsStorage::open_read_only(dir).map_err(|e| e.to_string())
 }
 
-fn health(report: &ScanReport) -> u8 {
+fn health(report: &ScanReport, live: bool) -> u8 {
+    for h in &report.damaged_headers {
+        eprintln!(
+            "DAMAGED HEADER: segment {}: its header block does not decode; its records are intact \
+             and the writer rebuilds the header from them at its next open",
+            h.segment_id
+        );
+    }
+    if !report.damaged_headers.is_empty() {
+        return CORRUPT;
+    }
     match report.torn {
+        Some(t) if live => {
+            println!(
+                "live: a writer holds the journal; its write in progress at segment {} offset {} is not checked",
+                t.segment_id, t.offset
+            );
+            OK
+        }
         Some(t) => {
             eprintln!(
                 "TORN TAIL: segment {} offset {}: {} bytes after the last valid record (cut on next open)",
@@ -73,7 +104,7 @@ fn health(report: &ScanReport) -> u8 {
     }
 }
 
-fn inspect(report: &ScanReport) -> u8 {
+fn inspect(report: &ScanReport, live: bool) -> u8 {
     println!(
         "{:>8} {:>14} {:>14} {:>10} {:>12} {:>6}",
         "segment", "first seq", "last seq", "records", "data bytes", "block"
@@ -101,15 +132,21 @@ fn inspect(report: &ScanReport) -> u8 {
         report.records(),
         report.next_sequence
     );
-    let code = health(report);
+    if let Some(m) = &report.manifest {
+        println!(
+            "journal id {:032x}, segment size {}, chain {}, newest segment begun {}",
+            m.journal_id, m.segment_size, m.chain, m.last_segment
+        );
+    }
+    let code = health(report, live);
     if code == OK {
         println!("health: ok");
     }
     code
 }
 
-fn verify(report: &ScanReport) -> u8 {
-    let code = health(report);
+fn verify(report: &ScanReport, live: bool) -> u8 {
+    let code = health(report, live);
     if code == OK {
         println!(
             "ok: {} records in {} segments verified (checksums, positions, sequence continuity, hash chain where present)",
@@ -126,14 +163,15 @@ fn verify(report: &ScanReport) -> u8 {
     code
 }
 
-fn dump(r: &OwnedRecord) {
+fn dump(out: &mut impl std::io::Write, r: &OwnedRecord) -> std::io::Result<()> {
     let preview: String = r
         .payload
         .iter()
         .take(32)
         .map(|b| format!("{b:02x}"))
         .collect();
-    println!(
+    writeln!(
+        out,
         "seq {} seg {} off {} epoch {} type {} schema {} ts {} corr {} key {:x} tenant {} len {} payload {}{}",
         r.sequence,
         r.segment_id,
@@ -148,5 +186,5 @@ fn dump(r: &OwnedRecord) {
         r.payload.len(),
         preview,
         if r.payload.len() > 32 { "…" } else { "" }
-    );
+    )
 }

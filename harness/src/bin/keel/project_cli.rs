@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use keel_harness::config::NodeConfig;
-use keel_journal::{scan, FsStorage, IoMode};
+use keel_journal::{scan, FsStorage};
 use keel_projector::{ProjectorConfig, ProjectorError, Status, TableSet, Timeouts, Until};
 
 #[derive(Args)]
@@ -255,7 +255,7 @@ fn status(common: &Common) -> Result<(), Failure> {
         .mysql_url
         .clone()
         .unwrap_or_else(keel_projector::default_mysql_url);
-    let storage = FsStorage::open(&common.journal, IoMode::BufferedDevelopment)
+    let storage = FsStorage::open_read_only(&common.journal)
         .map_err(|e| Failure::Setup(format!("{}: {e}", common.journal.display())))?;
     let mut sets = Vec::new();
     for (set, name) in [(TableSet::Live, "live"), (TableSet::Rebuild, "rebuild")] {

@@ -15,7 +15,7 @@ use keel_core::StateMachine;
 use keel_harness::config::NodeConfig;
 use keel_harness::replay::Replayer;
 use keel_harness::snapshot;
-use keel_journal::{read_records, FsStorage, IoMode, SnapshotStore};
+use keel_journal::{read_records, FsStorage, SnapshotStore};
 use keel_ledger::Ledger;
 
 const OK: u8 = 0;
@@ -88,6 +88,7 @@ fn start_point(
     args: &ReplayArgs,
     config: &NodeConfig,
     target: u64,
+    journal_id: Option<u128>,
 ) -> Result<(Ledger, keel_core::DedupTable, u64, Option<PathBuf>), Failure> {
     let ledger_config = config.ledger_config();
     let dedup_entries = config.engine.dedup_entries;
@@ -101,9 +102,14 @@ fn start_point(
     if args.latest_snapshot {
         let store =
             SnapshotStore::open(config.snapshot_dir(), config.snapshot.keep).map_err(unreadable)?;
-        let (restored, warnings) =
-            snapshot::load_newest::<Ledger>(&store, &ledger_config, dedup_entries, target)
-                .map_err(unreadable)?;
+        let (restored, warnings) = snapshot::load_newest::<Ledger>(
+            &store,
+            &ledger_config,
+            dedup_entries,
+            target,
+            journal_id,
+        )
+        .map_err(unreadable)?;
         for warning in warnings {
             eprintln!("WARNING: {warning}");
         }
@@ -152,8 +158,14 @@ fn replay(args: &ReplayArgs) -> Result<u8, Failure> {
             args.dir.display()
         )));
     }
-    let storage = FsStorage::open(&args.dir, IoMode::BufferedDevelopment).map_err(unreadable)?;
-    let (ledger, dedup, from, snapshot) = start_point(args, &config, target)?;
+    let storage = FsStorage::open_read_only(&args.dir).map_err(unreadable)?;
+    if let Some((option, configured, recorded)) = config.adopt_journal_settings(&storage) {
+        eprintln!(
+            "note: using the journal's {option} = {recorded} (the configuration says {configured})"
+        );
+    }
+    let journal_id = snapshot::journal_id_in(&args.dir);
+    let (ledger, dedup, from, snapshot) = start_point(args, &config, target, journal_id)?;
     let mut checkpoints = match args.verify {
         true => checkpoints(&config)?,
         false => Vec::new(),
@@ -225,8 +237,14 @@ fn replay(args: &ReplayArgs) -> Result<u8, Failure> {
         scan.torn,
     );
     if let Some(path) = &args.snapshot_out {
-        snapshot::write_to(path, next, &replayed.state_machine, &replayed.dedup)
-            .map_err(unreadable)?;
+        snapshot::write_to(
+            path,
+            journal_id.unwrap_or(0),
+            next,
+            &replayed.state_machine,
+            &replayed.dedup,
+        )
+        .map_err(unreadable)?;
         println!(
             "snapshot     written: {} (covers sequences below {next})",
             path.display()
