@@ -175,8 +175,12 @@ impl Default for EngineSection {
 pub struct LedgerSection {
     /// Accounts the ledger holds (allocated at start).
     pub accounts_max: u32,
-    /// Transfers the ledger holds (allocated at start; a full table rejects).
+    /// Transfers the ledger holds (reserved at start; a full table rejects).
     pub transfers_max: u32,
+    /// Touch every table page at start: seconds and the full tables' memory
+    /// up front, no page faults on the hot path later (latency-critical
+    /// hosts). Off: start-up is instant and memory follows the data.
+    pub prefault: bool,
 }
 
 impl Default for LedgerSection {
@@ -185,6 +189,7 @@ impl Default for LedgerSection {
         Self {
             accounts_max: ledger.accounts_max,
             transfers_max: ledger.transfers_max,
+            prefault: false,
         }
     }
 }
@@ -214,6 +219,18 @@ pub enum ConfigFileError {
         /// What is allowed.
         expected: &'static str,
     },
+}
+
+/// This machine's physical memory in bytes (u64::MAX if unknown).
+fn physical_memory_bytes() -> u64 {
+    let read = |path| std::fs::read_to_string(path).ok();
+    read("/proc/meminfo")
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(u64::MAX)
 }
 
 impl NodeConfig {
@@ -305,6 +322,19 @@ impl NodeConfig {
                 "ledger.transfers_max",
                 l.transfers_max.to_string(),
                 "1..4294967295",
+            );
+        }
+        let needed = keel_ledger::Ledger::table_bytes(self.ledger_config());
+        if needed > physical_memory_bytes() {
+            let option = match l.accounts_max >= l.transfers_max {
+                true => ("ledger.accounts_max", l.accounts_max),
+                false => ("ledger.transfers_max", l.transfers_max),
+            };
+            return invalid(
+                option.0,
+                option.1.to_string(),
+                "capacities whose tables fit in this machine's memory \
+                 (Ledger::table_bytes; about 160 bytes per transfer and 200 per account)",
             );
         }
         Ok(())

@@ -43,6 +43,9 @@ pub struct LoadConfig {
     pub project_to: Option<String>,
     /// Pace the transfers at this many per second in all (None: flat out).
     pub rate: Option<u64>,
+    /// Set (e.g. by SIGTERM) to stop pushing: the run then drains, stops
+    /// the node as usual (snapshot if asked), reports and checks the restart.
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for LoadConfig {
@@ -55,6 +58,7 @@ impl Default for LoadConfig {
             batch: commands::TRANSFERS_PER_COMMAND_MAX,
             accounts: 10_000,
             progress: true,
+            stop: std::sync::Arc::default(),
             project_to: None,
             rate: None,
         }
@@ -79,6 +83,8 @@ pub struct LoadReport {
     /// Business-logic processor batch service time (ns, one batch in 16):
     /// what a snapshot would stall if the BLP took it.
     pub blp_batch_ns: Histogram<u64>,
+    /// The run was stopped early (`LoadConfig::stop`).
+    pub interrupted: bool,
     /// Snapshots the shadow snapshotter wrote while serving.
     pub snapshots_while_serving: u64,
     /// Per-code counts of the transfer phase's results, indexed by code.
@@ -215,7 +221,8 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
         recovery,
         commands: stopped.commands,
         elapsed,
-        transfers_per_second: config.transfers as f64 / elapsed.as_secs_f64(),
+        transfers_per_second: transfer_results.iter().sum::<u64>() as f64 / elapsed.as_secs_f64(),
+        interrupted: config.stop.load(Ordering::Relaxed),
         ack_latency_ns: stopped.metrics.ack_latency_ns.clone(),
         journal_batch_ns: stopped.metrics.stage(StageName::Journaller).clone(),
         blp_batch_ns: stopped.metrics.stage(StageName::BusinessLogic).clone(),
@@ -335,7 +342,12 @@ fn push_transfers(
     let bar = bar(config, Some(config.transfers), "transfers");
     let start = Instant::now();
     let producers = config.producers as u64;
+    let done = std::sync::atomic::AtomicBool::new(false);
     let counts = std::thread::scope(|s| -> Result<Vec<u64>, LoadError> {
+        if let Some(status) = node.journal_status() {
+            let (done, dir) = (&done, &config.node.journal.data_dir);
+            s.spawn(move || disk_space_monitor(&status, dir, done));
+        }
         let threads: Vec<_> = (0..producers)
             .map(|p| {
                 let client = node.client();
@@ -346,11 +358,15 @@ fn push_transfers(
             })
             .collect();
         let mut counts = vec![0u64; 64];
+        let mut failed = None;
         for thread in threads {
-            let produced = thread.join().expect("producer thread panicked")?;
-            counts.iter_mut().zip(produced).for_each(|(c, p)| *c += p);
+            match thread.join().expect("producer thread panicked") {
+                Ok(produced) => counts.iter_mut().zip(produced).for_each(|(c, p)| *c += p),
+                Err(e) => failed = Some(e),
+            }
         }
-        Ok(counts)
+        done.store(true, Ordering::Release);
+        failed.map_or(Ok(counts), Err)
     })?;
     let elapsed = start.elapsed();
     bar.finish_and_clear();
@@ -380,7 +396,7 @@ fn produce(
     let mut sent = 0u64;
     let start = Instant::now();
     let per_producer = config.rate.map(|r| r as f64 / config.producers as f64);
-    while sent < count {
+    while sent < count && !config.stop.load(Ordering::Relaxed) {
         if let Some(rate) = per_producer {
             pace(start + Duration::from_secs_f64(sent as f64 / rate));
         }
@@ -411,6 +427,31 @@ fn produce(
     }
     window.drain(&mut tally)?;
     Ok(counts)
+}
+
+/// Says on stderr, every 5 s, while the journal waits for disk space: the
+/// node then holds every command (submitters get `Busy` and retry).
+fn disk_space_monitor(
+    status: &keel_journal::JournalStatus,
+    dir: &std::path::Path,
+    done: &std::sync::atomic::AtomicBool,
+) {
+    let mut said = Duration::ZERO;
+    while !done.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(100));
+        match status.out_of_space_for() {
+            Some(waited) if waited >= said + Duration::from_secs(5) || said.is_zero() => {
+                eprintln!(
+                    "WARNING: the journal in {} is waiting for disk space to create its next segment ({:.0} s so far); commands are held until space returns",
+                    dir.display(),
+                    waited.as_secs_f64()
+                );
+                said = waited.max(Duration::from_millis(1));
+            }
+            Some(_) => {}
+            None => said = Duration::ZERO,
+        }
+    }
 }
 
 /// Waits until `due`: sleeps while far, yields when near.

@@ -107,6 +107,16 @@ pub enum NodeError {
         /// The journal directory.
         dir: std::path::PathBuf,
     },
+    /// Start-up failed after snapshots were skipped: the warnings say why
+    /// each was unusable (e.g. every snapshot damaged and the journal's head
+    /// already deleted).
+    #[error("{source}{}", warnings.iter().map(|w| format!("\n  after skipping: {w}")).collect::<String>())]
+    AfterSkippedSnapshots {
+        /// Why each snapshot was skipped.
+        warnings: Vec<String>,
+        /// The failure.
+        source: Box<NodeError>,
+    },
     /// The journal does not continue the snapshot (records missing between).
     #[error(
         "the journal does not continue the snapshot: expected sequence {expected}, found {found}"
@@ -425,7 +435,17 @@ impl<S: StateMachine + SnapshotCodec> Node<S> {
             },
         };
         let loading = started.elapsed();
-        let mut node = Self::start_from(config, start, validator, on_replayed)?;
+        let warnings = start.warnings.clone();
+        let mut node =
+            Self::start_from(config, start, validator, on_replayed).map_err(|e| match warnings
+                .is_empty()
+            {
+                true => e,
+                false => NodeError::AfterSkippedSnapshots {
+                    warnings,
+                    source: Box::new(e),
+                },
+            })?;
         node.recovery.elapsed += loading;
         if let (Some(policy), Some(status)) = (SnapshotPolicy::from_config(config), &node.status) {
             node.snapshotter = Some(Snapshotter::spawn::<S>(
@@ -475,10 +495,11 @@ impl Node<Ledger> {
     /// the journal's tail, or the whole journal).
     pub fn start_ledger(config: &NodeConfig) -> Result<Self, NodeError> {
         let ledger_config = config.ledger_config();
+        let prefault = config.ledger.prefault;
         Self::start_with_snapshots(
             config,
             &ledger_config,
-            move || Ledger::new(ledger_config),
+            move || Ledger::with_prefault(ledger_config, prefault),
             LedgerValidator,
             &mut |_| {},
         )

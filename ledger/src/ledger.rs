@@ -131,14 +131,34 @@ pub struct Ledger {
 impl Ledger {
     /// An empty ledger with every table allocated.
     pub fn new(config: LedgerConfig) -> Self {
+        Self::with_prefault(config, false)
+    }
+
+    /// Bytes the tables of a ledger with these capacities reserve (what a
+    /// full ledger uses; a host checks it against the machine's memory).
+    pub fn table_bytes(config: LedgerConfig) -> u64 {
+        let index = |n: u32| (u64::from(n) * 2).next_power_of_two().max(16) * 8;
+        let a = u64::from(config.accounts_max);
+        let t = u64::from(config.transfers_max);
+        a * std::mem::size_of::<AccountEntry>() as u64
+            + index(config.accounts_max)
+            + t * std::mem::size_of::<TransferEntry>() as u64
+            + index(config.transfers_max)
+            + t * std::mem::size_of::<Reverse<(u64, u32)>>() as u64
+    }
+
+    /// Like [`Ledger::new`]; with `prefault` every table page is touched
+    /// now (seconds for the default capacities, memory for the full tables),
+    /// so no command pays a page fault later: for latency-critical hosts.
+    pub fn with_prefault(config: LedgerConfig, prefault: bool) -> Self {
         assert!(config.accounts_max > 0 && config.accounts_max < u32::MAX);
         assert!(config.transfers_max > 0 && config.transfers_max < u32::MAX);
         Self {
             config,
-            accounts: FixedVec::new(config.accounts_max as usize),
-            account_index: IdIndex::with_capacity(config.accounts_max),
-            transfers: FixedVec::new(config.transfers_max as usize),
-            transfer_index: IdIndex::with_capacity(config.transfers_max),
+            accounts: FixedVec::new(config.accounts_max as usize, prefault),
+            account_index: IdIndex::with_capacity(config.accounts_max, prefault),
+            transfers: FixedVec::new(config.transfers_max as usize, prefault),
+            transfer_index: IdIndex::with_capacity(config.transfers_max, prefault),
             expiries: BinaryHeap::with_capacity(config.transfers_max as usize),
             last_timestamp: 0,
             hash_sum: 0,

@@ -1,6 +1,9 @@
-//! Memory for the ledger's large tables: allocated once at full capacity,
+//! Memory for the ledger's large tables: reserved once at full capacity,
 //! backed by transparent huge pages where the kernel allows, and touched at
-//! construction ([`FixedVec`], [`prefaulted`]), plus a cache prefetch hint.
+//! construction when asked ([`FixedVec`], [`zeroed_u64s`]: `prefault`), plus
+//! a cache prefetch hint. Without prefaulting (the default) a node starts at
+//! once and its memory follows its data; with it, start-up pays for the
+//! pages the hot path would otherwise fault in.
 //!
 //! Why: the tables are touched at random (hash-indexed lookups) or in order
 //! (appends). With 4 KiB pages every lookup in a 128 MiB index is a TLB miss
@@ -32,12 +35,24 @@ fn advise(start: usize, len_bytes: usize) {
     let _ = result;
 }
 
-/// `len` copies of `value` in memory advised for huge pages before it is
-/// first touched.
-pub(crate) fn prefaulted<T: Copy>(len: usize, value: T) -> Box<[T]> {
+/// `len` zeroed `u64`s in memory advised for huge pages. With `prefault`
+/// every page is touched now (start-up pays, not the first commands);
+/// without, the kernel's zero pages are committed as they are first written
+/// (start-up is instant and memory follows the data).
+pub(crate) fn zeroed_u64s(len: usize, prefault: bool) -> Box<[u64]> {
+    if !prefault {
+        // `vec![0; n]` asks the allocator for zeroed memory: large requests
+        // are fresh mappings, untouched until used.
+        let v = vec![0u64; len].into_boxed_slice();
+        advise(v.as_ptr() as usize, len * std::mem::size_of::<u64>());
+        return v;
+    }
     let mut v = Vec::with_capacity(len);
-    advise(v.as_ptr() as usize, v.capacity() * std::mem::size_of::<T>());
-    v.resize(len, value);
+    advise(
+        v.as_ptr() as usize,
+        v.capacity() * std::mem::size_of::<u64>(),
+    );
+    v.resize(len, 0);
     v.into_boxed_slice()
 }
 
@@ -56,46 +71,62 @@ pub(crate) fn prefetch<T>(p: &T) {
     let _ = p;
 }
 
-/// A fixed-capacity vector over prefaulted memory: `push` never allocates
-/// and panics past capacity (callers check `is_full` first).
-#[derive(Debug, Clone)]
+/// A fixed-capacity vector reserved once (advised for huge pages): `push`
+/// never allocates and panics past capacity (callers check `is_full` first).
+#[derive(Debug)]
 pub(crate) struct FixedVec<T> {
-    items: Box<[T]>,
-    len: usize,
+    items: Vec<T>,
+    capacity: usize,
 }
 
-impl<T: Copy + Default> FixedVec<T> {
-    pub(crate) fn new(capacity: usize) -> Self {
+impl<T: Copy> Clone for FixedVec<T> {
+    fn clone(&self) -> Self {
+        let mut items = Vec::with_capacity(self.capacity);
+        items.extend_from_slice(&self.items);
         Self {
-            items: prefaulted(capacity, T::default()),
-            len: 0,
+            items,
+            capacity: self.capacity,
         }
+    }
+}
+
+impl<T: Copy> FixedVec<T> {
+    /// Reserves `capacity` items; with `prefault` their pages are touched now.
+    pub(crate) fn new(capacity: usize, prefault: bool) -> Self {
+        let mut items = Vec::with_capacity(capacity);
+        let bytes = capacity * std::mem::size_of::<T>();
+        advise(items.as_ptr() as usize, bytes);
+        if prefault {
+            // Touch every page of the reservation without initialising items.
+            items
+                .spare_capacity_mut()
+                .fill(std::mem::MaybeUninit::zeroed());
+        }
+        Self { items, capacity }
     }
 
     pub(crate) fn push(&mut self, item: T) {
         assert!(
-            self.len < self.items.len(),
+            self.items.len() < self.capacity,
             "FixedVec full: callers check capacity"
         );
-        self.items[self.len] = item;
-        self.len += 1;
+        self.items.push(item); // within the reservation: never reallocates
     }
 
     pub(crate) fn pop(&mut self) -> Option<T> {
-        self.len = self.len.checked_sub(1)?;
-        Some(self.items[self.len])
+        self.items.pop()
     }
 }
 
 impl<T> std::ops::Deref for FixedVec<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        &self.items[..self.len]
+        &self.items
     }
 }
 
 impl<T> std::ops::DerefMut for FixedVec<T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        &mut self.items[..self.len]
+        &mut self.items
     }
 }

@@ -50,13 +50,13 @@ impl IdIndex {
     }
 
     /// An index for up to `capacity` ids.
-    pub fn with_capacity(capacity: u32) -> Self {
+    pub fn with_capacity(capacity: u32, prefault: bool) -> Self {
         assert!(
             capacity < u32::MAX,
             "positions are stored plus one in 32 bits"
         );
         let slots = (capacity as usize * 2).next_power_of_two().max(16);
-        let slots = crate::memory::prefaulted(slots, 0u64);
+        let slots = crate::memory::zeroed_u64s(slots, prefault);
         Self {
             mask: slots.len() - 1,
             slots,
@@ -149,7 +149,7 @@ mod tests {
     #[test]
     fn finds_what_it_holds_and_rolls_back_lifo() {
         let ids: Vec<u128> = (0..1000u128).map(|i| i * 0x1_0000_0001 + 7).collect();
-        let mut index = IdIndex::with_capacity(1000);
+        let mut index = IdIndex::with_capacity(1000, false);
         for (position, id) in ids.iter().enumerate() {
             assert_eq!(index.find(*id, |p| ids[p as usize]), None);
             index.insert(*id, position as u32);

@@ -3,6 +3,7 @@
 mod architecture;
 mod crash;
 mod crash_loop;
+mod hardening;
 mod main_job;
 mod projector;
 mod projector_model;

@@ -151,8 +151,39 @@ enum DurabilityArg {
     None,
 }
 
+/// Exit codes shared by every `keel` command (docs/operating.md, "Exit codes").
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Failed: a corrupt journal (location printed), a halted projection, a
+    /// failed run (engine stopped, invariant or restart check failed).
+    pub const FAILED: u8 = 1;
+    /// `journal verify`: a torn tail is present; `replay --verify`: a divergence.
+    pub const FINDING: u8 = 2;
+    /// Cannot read or cannot start: no journal, unreadable, locked by another
+    /// writer, no direct I/O, no database for `project status`.
+    pub const CANNOT_START: u8 = 3;
+    /// `keel run` was stopped by SIGINT/SIGTERM: it drained, stopped cleanly
+    /// (snapshot if asked) and printed its summary.
+    pub const INTERRUPTED: u8 = 4;
+    /// A bad command-line argument (usage error).
+    pub const USAGE: u8 = 64;
+    /// An invalid configuration value (the message names the option).
+    pub const CONFIG: u8 = 78;
+    /// A second SIGINT/SIGTERM forced an immediate exit.
+    pub const FORCED: u8 = 130;
+}
+
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let usage = e.use_stderr();
+            let _ = e.print();
+            return ExitCode::from(if usage { exit::USAGE } else { exit::OK });
+        }
+    };
+    match cli.command {
         Commands::Run(args) => run(&args),
         Commands::Journal(command) => journal_cli::run(command),
         Commands::Replay(args) => replay_cli::run(&args),
@@ -171,29 +202,49 @@ fn run(args: &RunArgs) -> ExitCode {
         Ok(config) => config,
         Err(e) => {
             eprintln!("keel run: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(exit::CONFIG);
         }
     };
+    // First SIGINT/SIGTERM: stop pushing, drain, stop cleanly, report.
+    // A second one exits at once.
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(
+            signal,
+            i32::from(exit::FORCED),
+            std::sync::Arc::clone(&config.stop),
+        );
+        let _ = signal_hook::flag::register(signal, std::sync::Arc::clone(&config.stop));
+    }
     if config.node.journal.dev_allow_buffered_io {
         eprintln!("WARNING: buffered I/O allowed for development: acknowledged commands may not survive a power cut");
     }
     print_plan(&config);
     match load::run(&config) {
+        Ok(report) if report.interrupted => {
+            let _ = print_report(&report);
+            eprintln!("keel run: stopped by a signal after a clean drain");
+            ExitCode::from(exit::INTERRUPTED)
+        }
         Ok(report) => print_report(&report),
         Err(e) => {
             eprintln!("keel run failed: {e}");
-            if matches!(
-                e,
-                load::LoadError::Node(NodeError::Storage(
-                    keel_journal::StorageError::NoDirectIo { .. }
-                ))
-            ) {
+            let storage = match &e {
+                load::LoadError::Node(NodeError::Storage(s)) => Some(s),
+                _ => None,
+            };
+            if let Some(keel_journal::StorageError::NoDirectIo { .. }) = storage {
                 eprintln!(
                     "hint: point --data-dir at a real disk, or for development only pass \
                      --dev-allow-buffered-io (or --durability none)"
                 );
             }
-            ExitCode::FAILURE
+            match (storage, &e) {
+                (Some(_), _) => ExitCode::from(exit::CANNOT_START),
+                (_, load::LoadError::Node(NodeError::FormatSetting { .. })) => {
+                    ExitCode::from(exit::CONFIG)
+                }
+                _ => ExitCode::from(exit::FAILED),
+            }
         }
     }
 }
@@ -248,6 +299,7 @@ fn load_config(args: &RunArgs) -> Result<LoadConfig, ConfigFileError> {
             false => url.clone(),
         }),
         rate: args.rate.filter(|&r| r > 0),
+        stop: std::sync::Arc::default(),
     })
 }
 

@@ -259,8 +259,9 @@ fn status(common: &Common) -> Result<(), Failure> {
         .map_err(|e| Failure::Setup(format!("{}: {e}", common.journal.display())))?;
     let mut sets = Vec::new();
     for (set, name) in [(TableSet::Live, "live"), (TableSet::Rebuild, "rebuild")] {
+        // No database to ask is "cannot start" (3), not a halted projection.
         let found = keel_projector::checkpoint(&url, set, Timeouts::default())
-            .map_err(|e| Failure::Halted(e.to_string()))?;
+            .map_err(|e| Failure::Setup(e.to_string()))?;
         sets.push((name, found));
     }
     // One scan: the journal's end and the sequencer time of the last
