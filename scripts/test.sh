@@ -18,6 +18,9 @@ cargo fmt --all -- --check
 step "clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo doc (warnings are errors: broken links, missing docs)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
 step "database for the projector tests (\$MYSQL_URL, default mysql://root@127.0.0.1:3306/test)"
 scripts/ensure-mysql.sh
 

@@ -2,7 +2,7 @@
 //!
 //! SQL is a projection of the journal, never its source of truth: rows are
 //! derived by replaying the journal through the same ledger code the engine
-//! runs ([`derive`]), written one MySQL transaction per batch together with
+//! runs ([`mod@derive`]), written one MySQL transaction per batch together with
 //! a fenced checkpoint ([`sink`]), by a reader/writer pair that lags behind
 //! the engine and never slows it ([`projector`]). [`query`] reads the
 //! projection back.

@@ -112,3 +112,42 @@ fn packages_are_named_after_their_directory() {
         assert_eq!(package.name.as_str(), format!("keel-{dir}"));
     }
 }
+
+/// The declared `rust-version` is true: no dependency built for Linux
+/// needs a newer compiler (only one toolchain is installable here, so the
+/// MSRV is checked against what the dependencies declare).
+#[test]
+fn the_declared_rust_version_covers_every_dependency() {
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .manifest_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"))
+        .other_options(vec![
+            "--filter-platform".into(),
+            "x86_64-unknown-linux-gnu".into(),
+        ])
+        .exec()
+        .expect("cargo metadata");
+    let resolved: std::collections::BTreeSet<_> = metadata
+        .resolve
+        .as_ref()
+        .expect("resolve")
+        .nodes
+        .iter()
+        .map(|n| n.id.clone())
+        .collect();
+    let declared = metadata
+        .workspace_packages()
+        .iter()
+        .map(|p| p.rust_version.clone().expect("every package declares one"))
+        .min()
+        .expect("packages");
+    for p in &metadata.packages {
+        if let (true, Some(needed)) = (resolved.contains(&p.id), &p.rust_version) {
+            assert!(
+                *needed <= declared,
+                "{} {} needs Rust {needed}, the workspace declares {declared}",
+                p.name,
+                p.version
+            );
+        }
+    }
+}

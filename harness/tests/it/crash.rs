@@ -6,7 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use keel_journal::{read_records, FsStorage, IoMode, Journal, JournalConfig};
+use keel_harness::config::NodeConfig;
+use keel_journal::{read_records, FsStorage, IoMode, Journal};
 
 fn keel() -> Command {
     Command::new(env!("CARGO_BIN_EXE_keel"))
@@ -46,7 +47,8 @@ fn killed_mid_run_then_recovers_with_a_matching_replay() {
         // Recovery must accept the journal and never lose what a previous
         // recovery already saw.
         let storage = FsStorage::open(&data, IoMode::DirectSync).unwrap();
-        let (journal, report) = Journal::open(storage, JournalConfig::default())
+        let journal_config = NodeConfig::default().journal_config().unwrap();
+        let (journal, report) = Journal::open(storage, journal_config)
             .unwrap_or_else(|e| panic!("seed {seed}, kill {kill} after {delay_ms} ms: {e}"));
         let records = journal.next_sequence();
         assert!(
@@ -56,7 +58,7 @@ fn killed_mid_run_then_recovers_with_a_matching_replay() {
         assert_eq!(records, report.scan.records());
         records_before = records;
         drop(journal);
-        let storage = FsStorage::open(&data, IoMode::DirectSync).unwrap();
+        let storage = FsStorage::open_read_only(&data).unwrap();
         let mut count = 0;
         read_records(&storage, 0, u64::MAX, &mut |_| count += 1).unwrap();
         assert_eq!(count, records);
