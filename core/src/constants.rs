@@ -57,4 +57,4 @@ const _: () = assert!(RING_SLOTS_MIN <= RING_SLOTS_MAX);
 const _: () = assert!(PAYLOAD_BYTES_MAX <= u16::MAX as usize);
 const _: () = assert!(RESULT_BYTES_MAX <= u8::MAX as usize);
 const _: () = assert!(IN_FLIGHT_MAX < u32::MAX as usize);
-const _: () = assert!(PAYLOAD_BYTES_MAX % 64 == 0);
+const _: () = assert!(PAYLOAD_BYTES_MAX.is_multiple_of(64));

@@ -110,7 +110,7 @@ impl Idler {
             WaitStrategy::Blocking { spins, .. } if round < spins => IdleAction::Spin,
             WaitStrategy::Blocking { yield_for, .. } => {
                 // Read the clock only every 16 yields.
-                if round % 16 != 0 {
+                if !round.is_multiple_of(16) {
                     return IdleAction::Yield;
                 }
                 let since = *self

@@ -274,7 +274,7 @@ impl NodeConfig {
                 "1..=4096",
             );
         }
-        if !(64..=65536).contains(&j.write_buffer_kib) || j.write_buffer_kib % 64 != 0 {
+        if !(64..=65536).contains(&j.write_buffer_kib) || !j.write_buffer_kib.is_multiple_of(64) {
             return invalid(
                 "journal.write_buffer_kib",
                 j.write_buffer_kib.to_string(),

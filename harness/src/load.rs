@@ -320,7 +320,7 @@ fn setup_accounts(config: &LoadConfig, node: &LedgerNode) -> Result<(), LoadErro
 /// Even accounts may not go below zero; odd ones may (overdraft), so the
 /// workload has both applied transfers and `exceeds_credits` rejections.
 fn account(id: u128) -> Account {
-    let flags = match id != OPERATOR && id % 2 == 0 {
+    let flags = match id != OPERATOR && id.is_multiple_of(2) {
         true => account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS,
         false => 0,
     };

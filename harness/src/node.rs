@@ -234,7 +234,7 @@ impl<S: StateMachine> Node<S> {
                 let (journal, open) =
                     Journal::open_replaying_from(storage, journal_config, from, &mut |record| {
                         replayer.apply(record);
-                        if replayer.records() % (1 << 16) == 0 {
+                        if replayer.records().is_multiple_of(1 << 16) {
                             on_replayed(replayer.records());
                         }
                     })?;

@@ -26,7 +26,7 @@ pub const BLOCK_SIZE_MIN: u32 = 512;
 /// Largest block size the format accepts.
 pub const BLOCK_SIZE_MAX: u32 = 64 * 1024;
 
-const _: () = assert!(RECORD_HEADER_BYTES % RECORD_ALIGN == 0);
+const _: () = assert!(RECORD_HEADER_BYTES.is_multiple_of(RECORD_ALIGN));
 const _: () = assert!(SEGMENT_HEADER_BYTES <= BLOCK_SIZE_MIN as usize);
 
 /// Rounds `n` up to a multiple of `to` (a power of two).

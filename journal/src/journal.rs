@@ -765,14 +765,15 @@ fn is_no_space(e: &io::Error) -> bool {
 
 fn check_config(config: &JournalConfig, block: u64) -> Result<(), OpenError> {
     let bad = |option, expected| Err(OpenError::Config { option, expected });
-    if config.segment_size % block != 0 || config.segment_size < block + RECORD_BYTES_MAX as u64 * 4
+    if !config.segment_size.is_multiple_of(block)
+        || config.segment_size < block + RECORD_BYTES_MAX as u64 * 4
     {
         return bad(
             "segment_size",
             "a multiple of the block size, room for at least 4 records",
         );
     }
-    if config.write_buffer_bytes % block as usize != 0
+    if !config.write_buffer_bytes.is_multiple_of(block as usize)
         || config.write_buffer_bytes < RECORD_BYTES_MAX.next_multiple_of(block as usize)
     {
         return bad(

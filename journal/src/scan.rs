@@ -287,7 +287,9 @@ fn walk_segment(
                 *next_sequence += 1;
                 pos += r.footprint() as u64;
             }
-            Err(RecordError::Zero) if pos % block == 0 => return (records, Stop::End(pos)),
+            Err(RecordError::Zero) if pos.is_multiple_of(block) => {
+                return (records, Stop::End(pos))
+            }
             Err(e) => return (records, Stop::Bad(pos, BadSpot::Undecodable(e))),
         }
     }
