@@ -48,6 +48,20 @@ struct Common {
     /// Time limit per statement or commit, in ms (the driver has none).
     #[arg(long, default_value_t = 10_000)]
     statement_timeout_ms: u64,
+    /// Time limit for connecting (TCP, handshake, session setup), in ms:
+    /// raise it for a database behind a slow link.
+    #[arg(long, default_value_t = 2_000)]
+    connect_timeout_ms: u64,
+}
+
+impl Common {
+    /// The database time limits these flags set.
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: Duration::from_millis(self.connect_timeout_ms.max(1)),
+            statement: Duration::from_millis(self.statement_timeout_ms.max(1)),
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -137,10 +151,7 @@ fn projector_config(args: &RunArgs) -> Result<ProjectorConfig, Failure> {
     config.ledger = node.ledger_config();
     config.dedup_entries = node.engine.dedup_entries;
     config.batch_commands = args.batch.max(1);
-    config.timeouts = Timeouts {
-        statement: Duration::from_millis(common.statement_timeout_ms.max(1)),
-        ..Timeouts::default()
-    };
+    config.timeouts = common.timeouts();
     config.until = if args.once {
         Until::CaughtUp
     } else {
@@ -260,7 +271,7 @@ fn status(common: &Common) -> Result<(), Failure> {
     let mut sets = Vec::new();
     for (set, name) in [(TableSet::Live, "live"), (TableSet::Rebuild, "rebuild")] {
         // No database to ask is "cannot start" (3), not a halted projection.
-        let found = keel_projector::checkpoint(&url, set, Timeouts::default())
+        let found = keel_projector::checkpoint(&url, set, common.timeouts())
             .map_err(|e| Failure::Setup(e.to_string()))?;
         sets.push((name, found));
     }
