@@ -221,6 +221,15 @@ pub enum ConfigFileError {
     },
 }
 
+/// The ledger settings recorded in the manifest of the journal in
+/// `storage` (None: no manifest yet, or none recorded).
+pub fn recorded_settings(
+    storage: &impl keel_journal::Storage,
+) -> Option<keel_ledger::JournalSettings> {
+    let manifest = keel_journal::manifest::read_manifest(storage)?;
+    keel_ledger::JournalSettings::decode(&manifest.settings)
+}
+
 /// This machine's physical memory in bytes (u64::MAX if unknown).
 fn physical_memory_bytes() -> u64 {
     let read = |path| std::fs::read_to_string(path).ok();
@@ -401,9 +410,7 @@ impl NodeConfig {
         &mut self,
         storage: &impl keel_journal::Storage,
     ) -> Option<(&'static str, u64, u64)> {
-        let bytes = storage.read_manifest().ok().flatten()?;
-        let manifest = keel_journal::Manifest::decode(&bytes).ok()?;
-        let recorded = keel_ledger::JournalSettings::decode(&manifest.settings)?;
+        let recorded = recorded_settings(storage)?;
         let differed = self.journal_settings().difference(&recorded);
         self.ledger.accounts_max = recorded.ledger.accounts_max;
         self.ledger.transfers_max = recorded.ledger.transfers_max;

@@ -12,7 +12,7 @@ use keel_core::{
     CommandRef, ConfigError, Engine, Journaller, StageError, StateMachine, StopReason, Stopped,
     Submitter, Validator,
 };
-use keel_journal::{FsStorage, IoMode, Journal, Storage, TornTail};
+use keel_journal::{FsStorage, IoMode, Journal, TornTail};
 use keel_ledger::{Ledger, LedgerClient, LedgerValidator};
 
 use keel_codecs::SnapshotCodec;
@@ -142,14 +142,10 @@ pub enum NodeError {
 /// the journal was created with, naming the option (before the journal's
 /// own, byte-level check).
 fn check_format_settings(storage: &FsStorage, config: &NodeConfig) -> Result<(), NodeError> {
-    let Ok(Some(bytes)) = storage.read_manifest() else {
-        return Ok(()); // a new journal (or unreadable: the journal's open reports it)
-    };
-    let Ok(manifest) = keel_journal::Manifest::decode(&bytes) else {
+    // None: a new journal, none recorded yet (this start records them), or
+    // a damaged manifest (the journal's open reports it).
+    let Some(on_disk) = crate::config::recorded_settings(storage) else {
         return Ok(());
-    };
-    let Some(on_disk) = keel_ledger::JournalSettings::decode(&manifest.settings) else {
-        return Ok(()); // none recorded yet: this start records them
     };
     match on_disk.difference(&config.journal_settings()) {
         None => Ok(()),

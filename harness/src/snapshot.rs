@@ -157,10 +157,8 @@ pub fn decode<S: SnapshotCodec + StateMachine>(
 /// The journal id in `data_dir`'s manifest (None: no journal there yet,
 /// or one from before manifests).
 pub fn journal_id_in(data_dir: &std::path::Path) -> Option<u128> {
-    let bytes = std::fs::read(data_dir.join(keel_journal::manifest::MANIFEST_NAME)).ok()?;
-    keel_journal::Manifest::decode(&bytes)
-        .ok()
-        .map(|m| m.journal_id)
+    let storage = keel_journal::FsStorage::open_read_only(data_dir).ok()?;
+    keel_journal::manifest::read_manifest(&storage).map(|m| m.journal_id)
 }
 
 /// The newest snapshot in `store` that verifies and restores (at or below

@@ -386,46 +386,48 @@ impl<S: Storage> Journal<S> {
         }
         let storage = Arc::new(storage);
         let last = report.segments.last().copied();
-        let (segment_id, segment, write_offset, segment_size) = match last {
-            Some(s) if u64::from(s.header.block_size) == block => {
-                let id = s.header.segment_id;
-                let file = storage.open(id).map_err(|source| OpenError::Io {
-                    segment_id: id,
-                    source,
-                })?;
-                let end = align_up(s.data_end, block);
-                (id, file, end, s.header.segment_size)
-            }
-            _ => {
-                let id = last.map_or_else(
-                    || report.unused_segments.first().copied().unwrap_or(1),
-                    |s| s.header.segment_id + 1,
-                );
-                let header = SegmentHeader {
-                    block_size: block as u32,
-                    segment_id: id,
-                    first_sequence: report.next_sequence,
-                    epoch: config.epoch,
-                    segment_size: manifest.segment_size,
-                };
-                manifest.last_segment = manifest.last_segment.max(id);
-                let file = start_segment(&*storage, &manifest, &header).map_err(|source| {
-                    OpenError::Io {
-                        segment_id: id,
-                        source,
-                    }
-                })?;
-                (id, file, block, manifest.segment_size)
-            }
+        // Continue the last segment, or begin a new one (a new journal, or
+        // the last segment was written with another block size).
+        let continued = last.filter(|s| u64::from(s.header.block_size) == block);
+        let segment_id = match (continued, last) {
+            (Some(s), _) => s.header.segment_id,
+            (None, Some(s)) => s.header.segment_id + 1,
+            (None, None) => report.unused_segments.first().copied().unwrap_or(1),
         };
         let next_sequence = report.next_sequence;
+        let io_err = |source| OpenError::Io { segment_id, source };
+        // A new segment's file exists before the manifest names it, and the
+        // manifest names it before it holds anything: a crash in between
+        // leaves neither a missing segment nor an unnamed one with records.
+        let new_file = match continued {
+            Some(_) => None,
+            None => {
+                Some(create_or_open(&*storage, segment_id, manifest.segment_size).map_err(io_err)?)
+            }
+        };
         manifest.last_segment = manifest.last_segment.max(segment_id);
         manifest.block_size = block as u32;
         if report.manifest.as_ref() != Some(&manifest) {
-            storage
-                .write_manifest(&manifest.encode())
-                .map_err(|source| OpenError::Io { segment_id, source })?;
+            storage.write_manifest(&manifest.encode()).map_err(io_err)?;
         }
+        let (segment, write_offset, segment_size) = match (continued, new_file) {
+            (Some(s), _) => {
+                let file = storage.open(segment_id).map_err(io_err)?;
+                (file, align_up(s.data_end, block), s.header.segment_size)
+            }
+            (None, file) => {
+                let mut file = file.expect("created above");
+                let header = SegmentHeader {
+                    block_size: block as u32,
+                    segment_id,
+                    first_sequence: next_sequence,
+                    epoch: config.epoch,
+                    segment_size: manifest.segment_size,
+                };
+                write_header(&mut file, &header).map_err(io_err)?;
+                (file, block, manifest.segment_size)
+            }
+        };
         let mut segments: VecDeque<(u64, u64)> = report
             .segments
             .iter()
@@ -797,21 +799,13 @@ fn write_header<F: SegmentFile>(file: &mut F, header: &SegmentHeader) -> io::Res
     file.sync()
 }
 
-/// Creates (or reuses a preallocated) segment for a new journal or after a
-/// segment of another block size; the manifest naming it is written first.
-fn start_segment<S: Storage>(
-    storage: &S,
-    manifest: &Manifest,
-    header: &SegmentHeader,
-) -> io::Result<S::File> {
-    let id = header.segment_id;
-    let mut file = match storage.list()?.contains(&id) {
-        true => storage.open(id)?,
-        false => storage.create(id, header.segment_size)?,
-    };
-    storage.write_manifest(&manifest.encode())?;
-    write_header(&mut file, header)?;
-    Ok(file)
+/// Creates segment `id` (or reuses a preallocated one) for a new journal or
+/// after a segment of another block size.
+fn create_or_open<S: Storage>(storage: &S, id: u64, size: u64) -> io::Result<S::File> {
+    match storage.list()?.contains(&id) {
+        true => storage.open(id),
+        false => storage.create(id, size),
+    }
 }
 
 /// Zeroes a torn tail (read-modify-write of its first, partial block) and syncs.

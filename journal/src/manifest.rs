@@ -126,6 +126,14 @@ fn manifest_checksum(bytes: &[u8]) -> u64 {
     hasher.digest()
 }
 
+/// The manifest in `storage`, if one is there and decodes: for hosts that
+/// read their settings or the journal id (a damaged one is reported as
+/// corruption by the scan, not here).
+pub fn read_manifest<S: crate::Storage>(storage: &S) -> Option<Manifest> {
+    let bytes = storage.read_manifest().ok().flatten()?;
+    Manifest::decode(&bytes).ok()
+}
+
 /// A fresh random journal id (from the kernel's generator).
 pub fn new_journal_id() -> u128 {
     let mut bytes = [0u8; 16];

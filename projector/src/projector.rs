@@ -24,9 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use keel_journal::format::RecordMeta;
-use keel_journal::{
-    FsStorage, JournalStatus, JournalTail, OwnedRecord, ScanError, Storage, TailError,
-};
+use keel_journal::{FsStorage, JournalStatus, JournalTail, OwnedRecord, ScanError, TailError};
 use keel_ledger::LedgerConfig;
 use tokio::sync::mpsc;
 
@@ -503,11 +501,7 @@ fn read_loop(
     let storage = FsStorage::open_read_only(&config.journal_dir)
         .map_err(|e| ProjectorError::Journal(e.to_string()))?;
     // The journal records the capacities and window its replay must repeat.
-    let recorded = storage
-        .read_manifest()
-        .ok()
-        .flatten()
-        .and_then(|bytes| keel_journal::Manifest::decode(&bytes).ok())
+    let recorded = keel_journal::manifest::read_manifest(&storage)
         .and_then(|m| keel_ledger::JournalSettings::decode(&m.settings));
     let (ledger, dedup_entries) = match recorded {
         Some(s) => (s.ledger, s.dedup_entries as usize),
