@@ -9,14 +9,7 @@ use keel_journal::{read_records, scan, FsStorage, OwnedRecord, ScanError, ScanRe
 
 use crate::JournalCommand;
 
-/// Exit code: healthy.
-const OK: u8 = 0;
-/// Exit code: corrupt.
-const CORRUPT: u8 = 1;
-/// Exit code: a torn tail is present (recoverable: cut on the next open).
-const TORN: u8 = 2;
-/// Exit code: the directory cannot be read.
-const UNREADABLE: u8 = 3;
+use crate::exit::{CANNOT_START as UNREADABLE, FAILED as CORRUPT, FINDING as TORN, OK};
 
 pub fn run(command: JournalCommand) -> ExitCode {
     let dir = match &command {

@@ -103,11 +103,11 @@ pub fn run(args: &ProjectArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Halted(message)) => {
             log::error!("{message}");
-            ExitCode::from(1)
+            ExitCode::from(crate::exit::FAILED)
         }
         Err(Failure::Setup(message)) => {
             log::error!("{message}");
-            ExitCode::from(3)
+            ExitCode::from(crate::exit::CANNOT_START)
         }
     }
 }

@@ -18,10 +18,7 @@ use keel_harness::snapshot;
 use keel_journal::{read_records, FsStorage, SnapshotStore};
 use keel_ledger::Ledger;
 
-const OK: u8 = 0;
-const CORRUPT: u8 = 1;
-const DIVERGED: u8 = 2;
-const UNREADABLE: u8 = 3;
+use crate::exit::{CANNOT_START as UNREADABLE, FAILED as CORRUPT, FINDING as DIVERGED, OK};
 
 /// Options of `keel replay`.
 #[derive(clap::Args)]
