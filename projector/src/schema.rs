@@ -142,13 +142,14 @@ impl TableSet {
             .collect()
     }
 
-    /// One `RENAME TABLE` that retires the live set and puts the rebuilt one
-    /// in its place (atomic on MariaDB and MySQL). `live_exists`: whether
-    /// there is a live set to retire.
-    pub fn swap_statement(live_exists: bool) -> String {
+    /// One `RENAME TABLE` that retires the live tables that exist (`live`:
+    /// per table of [`TABLES`], whether it exists; an operator may have
+    /// dropped some) and puts the rebuilt set in their place (atomic on
+    /// MariaDB and MySQL).
+    pub fn swap_statement(live: [bool; TABLES.len()]) -> String {
         let mut parts = Vec::new();
-        for table in TABLES {
-            if live_exists {
+        for (table, exists) in TABLES.iter().zip(live) {
+            if exists {
                 parts.push(format!("{table} TO {table}__retired"));
             }
             parts.push(format!("{table}__rebuild TO {table}"));
@@ -226,9 +227,16 @@ mod tests {
 
     #[test]
     fn swap_renames_all_four_tables_at_once() {
-        let sql = TableSet::swap_statement(true);
+        let sql = TableSet::swap_statement([true; 4]);
         assert!(sql.starts_with("RENAME TABLE keel_projection TO keel_projection__retired, keel_projection__rebuild TO keel_projection"));
         assert_eq!(sql.matches(" TO ").count(), 8);
-        assert_eq!(TableSet::swap_statement(false).matches(" TO ").count(), 4);
+        assert_eq!(
+            TableSet::swap_statement([false; 4]).matches(" TO ").count(),
+            4
+        );
+        // A dropped live table is not retired (renaming it would fail: 1146).
+        let dropped = TableSet::swap_statement([true, false, true, true]);
+        assert_eq!(dropped.matches(" TO ").count(), 7);
+        assert!(!dropped.contains(&format!("{} TO", TABLES[1])));
     }
 }

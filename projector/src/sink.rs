@@ -485,19 +485,21 @@ impl Sink {
         Ok(self.first::<String>("index lookup", sql).await?.is_some())
     }
 
-    /// Swaps the rebuilt set in: one atomic `RENAME TABLE`, then drops the
-    /// retired set.
+    /// Swaps the rebuilt set in: one atomic `RENAME TABLE` retiring the live
+    /// tables that exist (an operator may have dropped some — the case
+    /// rebuild is the remedy for), then drops the retired set. A retired set
+    /// left by a swap interrupted before its drop is dropped first.
     pub async fn swap_rebuilt(&mut self) -> Result<(), SinkError> {
-        let live = self.table_exists("keel_projection").await?;
-        self.ddl(TableSet::swap_statement(live)).await?;
-        if live {
-            let retired: Vec<String> = crate::schema::TABLES
-                .iter()
-                .map(|t| format!("{t}__retired"))
-                .collect();
-            self.ddl(format!("DROP TABLE IF EXISTS {}", retired.join(", ")))
-                .await?;
+        let tables = crate::schema::TABLES;
+        let retired: Vec<String> = tables.iter().map(|t| format!("{t}__retired")).collect();
+        let drop_retired = format!("DROP TABLE IF EXISTS {}", retired.join(", "));
+        self.ddl(drop_retired.clone()).await?;
+        let mut live = [false; crate::schema::TABLES.len()];
+        for (exists, table) in live.iter_mut().zip(tables) {
+            *exists = self.table_exists(table).await?;
         }
+        self.ddl(TableSet::swap_statement(live)).await?;
+        self.ddl(drop_retired).await?;
         Ok(())
     }
 

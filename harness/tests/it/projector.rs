@@ -500,6 +500,36 @@ fn an_interrupted_rebuild_resumes_equals_live_and_swaps_in() {
     assert_projection_equals_journal(&url, dir.path(), TableSet::Live);
 }
 
+/// The remedy the docs name for a hand-damaged projection: a rebuild
+/// swaps in even when live tables were dropped (and after a swap that was
+/// interrupted before it dropped the retired set).
+#[test]
+fn a_rebuild_replaces_live_tables_that_were_dropped() {
+    let url = fresh_database("rebuild_dropped");
+    let dir = tempfile::tempdir().unwrap();
+    traffic::write(dir.path(), &traffic(7, 300, 1_700_000_000_000_000_000)).unwrap();
+    let config = config(dir.path(), &url);
+    project(&config).unwrap();
+    runtime().block_on(async {
+        let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
+        conn.query_drop("DROP TABLE keel_transfers").await.unwrap();
+        // A leftover of a swap interrupted before its drop.
+        conn.query_drop("CREATE TABLE keel_accounts__retired (x INT)")
+            .await
+            .unwrap();
+        conn.disconnect().await.unwrap();
+    });
+    let rebuilt = keel_projector::rebuild(
+        &config,
+        false,
+        &AtomicBool::new(false),
+        &Arc::new(Status::default()),
+    )
+    .unwrap();
+    assert!(rebuilt.is_some(), "the rebuild swapped in");
+    assert_projection_equals_journal(&url, dir.path(), TableSet::Live);
+}
+
 #[test]
 fn schema_versions_migrate_forward_and_refuse_newer() {
     let url = fresh_database("schema");
