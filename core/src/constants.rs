@@ -42,6 +42,13 @@ pub const YIELD_BEFORE_PARK_DEFAULT: std::time::Duration = std::time::Duration::
 /// producer waiting for a full ring gets slots back sooner.
 pub const STAGE_BATCH_MAX: u64 = 256;
 
+/// Acknowledgement latencies the publisher buffers before it must hand them
+/// to the shared histogram (it hands them over after every batch unless a
+/// metrics reader holds the lock; it waits only when the buffer is full).
+pub const ACK_BUFFER_VALUES: usize = 4 * STAGE_BATCH_MAX as usize;
+
+const _: () = assert!(ACK_BUFFER_VALUES >= 2 * STAGE_BATCH_MAX as usize);
+
 /// Number of pipeline stages (journaller, replicator, BLP, publisher).
 pub const STAGE_COUNT: usize = 4;
 

@@ -179,6 +179,7 @@ impl<S: StateMachine, J: Journaller, R: Replicator, K: EventSink> EngineBuilder<
             sink: self.sink,
             next: 0,
             batches: 0,
+            acks: crate::metrics::AckBuffer::new(),
         };
 
         let pinning = plan_pinning(&config.pinning, config.fusion.lanes());
@@ -415,6 +416,14 @@ impl<S, J, R, K> Engine<S, J, R, K> {
         self.shared.metrics.snapshot()
     }
 
+    /// A handle that reads the metrics from any thread, including from
+    /// inside the event sink (reading never delays the pipeline).
+    pub fn metrics_handle(&self) -> MetricsHandle {
+        MetricsHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
     /// Commands released by `stage` so far in this run.
     pub fn processed(&self, stage: StageName) -> u64 {
         self.shared.stage_next[stage.index()].load(Ordering::Acquire)
@@ -475,8 +484,9 @@ impl<S, J, R, K> Engine<S, J, R, K> {
         if let Err(SubmitError::EngineStopped(reason)) = drained {
             return Err(reason);
         }
-        let (journal, replica, blp, publish) =
+        let (journal, replica, blp, mut publish) =
             parts.ok_or_else(|| self.shared.stop_reason().unwrap_or(StopReason::Shutdown))?;
+        self.shared.metrics.flush_acks(&mut publish.acks, true);
         Ok(Stopped {
             state_machine: blp.state_machine,
             dedup: blp.dedup,
@@ -486,6 +496,26 @@ impl<S, J, R, K> Engine<S, J, R, K> {
             commands,
             metrics: self.shared.metrics.snapshot(),
         })
+    }
+}
+
+/// Reads an engine's metrics from any thread ([`Engine::metrics_handle`]).
+#[derive(Clone)]
+pub struct MetricsHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for MetricsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsHandle").finish_non_exhaustive()
+    }
+}
+
+impl MetricsHandle {
+    /// A copy of the histograms now (ack latencies lag by at most the
+    /// publisher's current batch).
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
     }
 }
 

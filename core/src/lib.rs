@@ -72,7 +72,7 @@ pub use crate::{
     apply::apply,
     clock::{Clock, ManualClock, SystemClock},
     config::{BackPressure, EngineConfig, Fusion, Pinning},
-    engine::{Engine, EngineBuilder, LanePinning, Stopped},
+    engine::{Engine, EngineBuilder, LanePinning, MetricsHandle, Stopped},
     error::{ConfigError, StageName, StopReason, SubmitError},
     idempotency::DedupTable,
     metrics::MetricsSnapshot,

@@ -9,13 +9,21 @@
 //!   only (one in 16), so a stream of them costs no clock read per batch;
 //! - ring occupancy (published, not yet acknowledged), one publisher batch in 16.
 //!
-//! Each stage thread locks only its own histogram, once per batch.
+//! Reading metrics never delays the pipeline: a stage records its sampled
+//! service time only if its histogram is free (a reader copying it makes
+//! the stage skip that one sample), and the publisher buffers ack latencies
+//! in its own [`AckBuffer`] and hands them over after each batch when the
+//! lock is free — never while it completes callers or calls the event sink,
+//! so a sink may read metrics. It waits for the lock only when its buffer
+//! is full (a reader holds it for one histogram copy).
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use hdrhistogram::Histogram;
 
-use crate::constants::{LATENCY_NS_MAX, LATENCY_SIGNIFICANT_FIGURES, STAGE_COUNT};
+use crate::constants::{
+    ACK_BUFFER_VALUES, LATENCY_NS_MAX, LATENCY_SIGNIFICANT_FIGURES, STAGE_COUNT,
+};
 use crate::error::StageName;
 
 fn new_histogram(max: u64) -> Histogram<u64> {
@@ -25,6 +33,43 @@ fn new_histogram(max: u64) -> Histogram<u64> {
 
 fn lock(m: &Mutex<Histogram<u64>>) -> MutexGuard<'_, Histogram<u64>> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The lock if it is free now (None: a reader holds it).
+fn try_lock(m: &Mutex<Histogram<u64>>) -> Option<MutexGuard<'_, Histogram<u64>>> {
+    match m.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
+/// The publisher's own buffer of ack latencies not yet in the shared
+/// histogram (allocated at start; `ACK_BUFFER_VALUES` values).
+#[derive(Debug)]
+pub(crate) struct AckBuffer {
+    values: Box<[u64]>,
+    len: usize,
+}
+
+impl AckBuffer {
+    pub(crate) fn new() -> Self {
+        Self {
+            values: vec![0; ACK_BUFFER_VALUES].into_boxed_slice(),
+            len: 0,
+        }
+    }
+
+    /// Room for a whole batch of values.
+    pub(crate) fn has_room_for(&self, values: usize) -> bool {
+        self.len + values <= self.values.len()
+    }
+
+    pub(crate) fn push(&mut self, latency_ns: u64) {
+        assert!(self.len < self.values.len(), "flushed before each batch");
+        self.values[self.len] = latency_ns;
+        self.len += 1;
+    }
 }
 
 /// The engine's live metrics.
@@ -44,19 +89,38 @@ impl Metrics {
         }
     }
 
-    /// Records one batch's service time for `stage`.
+    /// Records one sampled batch's service time for `stage` (skipped if a
+    /// reader is copying the histogram right now).
     pub(crate) fn record_service(&self, stage: StageName, started_ns: u64, finished_ns: u64) {
-        lock(&self.stage_service_ns[stage.index()])
-            .saturating_record(finished_ns.saturating_sub(started_ns).max(1));
+        if let Some(mut h) = try_lock(&self.stage_service_ns[stage.index()]) {
+            h.saturating_record(finished_ns.saturating_sub(started_ns).max(1));
+        }
     }
 
-    /// Locks the ack-latency histogram for a publisher batch.
-    pub(crate) fn ack_latency(&self) -> MutexGuard<'_, Histogram<u64>> {
-        lock(&self.ack_latency_ns)
+    /// Moves the publisher's buffered ack latencies into the shared
+    /// histogram: at once if the lock is free, else later (`wait` false), or
+    /// waiting for it (`wait` true: the buffer is full, or at shutdown).
+    pub(crate) fn flush_acks(&self, buffer: &mut AckBuffer, wait: bool) {
+        if buffer.len == 0 {
+            return;
+        }
+        let guard = match wait {
+            true => Some(lock(&self.ack_latency_ns)),
+            false => try_lock(&self.ack_latency_ns),
+        };
+        if let Some(mut h) = guard {
+            for &v in &buffer.values[..buffer.len] {
+                h.saturating_record(v.max(1));
+            }
+            buffer.len = 0;
+        }
     }
 
+    /// Records one sampled ring occupancy (skipped if a reader holds the lock).
     pub(crate) fn record_occupancy(&self, slots: u64) {
-        lock(&self.ring_occupancy).saturating_record(slots.max(1));
+        if let Some(mut h) = try_lock(&self.ring_occupancy) {
+            h.saturating_record(slots.max(1));
+        }
     }
 
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {

@@ -106,6 +106,9 @@ pub(crate) struct PublishStage<K> {
     pub(crate) next: u64,
     /// Batches taken so far (drives service-time sampling).
     pub(crate) batches: u64,
+    /// Ack latencies not yet in the shared histogram (no lock is held while
+    /// callers are completed and the sink runs).
+    pub(crate) acks: crate::metrics::AckBuffer,
 }
 
 macro_rules! durable_stage {
@@ -208,34 +211,33 @@ fn publish<K: EventSink>(sink: &mut K, shared: &Shared, slot: &Slot, sequence: u
     sink.on_applied(&slot.command(sequence), &applied);
 }
 
-/// Records ack latency for one publisher batch: every command a caller
-/// waits for, and every command of a sampled batch. The batch's acks complete
-/// within its processing, so one clock read (taken lazily) is their common
-/// completion time; a batch of detached commands outside the sample costs
-/// neither a clock read nor a lock.
+/// Records ack latency for one publisher batch into the publisher's own
+/// buffer: every command a caller waits for, and every command of a sampled
+/// batch. The batch's acks complete within its processing, so one clock
+/// read (taken lazily) is their common completion time; a batch of detached
+/// commands outside the sample costs no clock read.
 struct AckRecorder<'a> {
     sampled: bool,
     now_ns: Option<u64>,
-    histogram: Option<std::sync::MutexGuard<'a, hdrhistogram::Histogram<u64>>>,
+    buffer: &'a mut crate::metrics::AckBuffer,
 }
 
 impl<'a> AckRecorder<'a> {
-    fn new(sample_started_ns: Option<u64>) -> Self {
+    fn new(sample_started_ns: Option<u64>, buffer: &'a mut crate::metrics::AckBuffer) -> Self {
         Self {
             sampled: sample_started_ns.is_some(),
             now_ns: sample_started_ns,
-            histogram: None,
+            buffer,
         }
     }
 
-    fn record(&mut self, shared: &'a Shared, slot: &Slot) {
+    fn record(&mut self, shared: &Shared, slot: &Slot) {
         if !self.sampled && slot.header.completion == NO_COMPLETION {
             return;
         }
         let now = *self.now_ns.get_or_insert_with(|| shared.now_ns());
-        self.histogram
-            .get_or_insert_with(|| shared.metrics.ack_latency())
-            .saturating_record(now.saturating_sub(slot.header.timestamp_ns).max(1));
+        self.buffer
+            .push(now.saturating_sub(slot.header.timestamp_ns));
     }
 }
 
@@ -249,14 +251,17 @@ impl<K: EventSink> Lane for PublishStage<K> {
         let started_ns = sample_start(shared, &mut self.batches);
         let mut guard = ManuallyDrop::new(guard);
         let mut next = self.next;
-        let mut acks = AckRecorder::new(started_ns);
+        if !self.acks.has_room_for(STAGE_BATCH_MAX as usize) {
+            shared.metrics.flush_acks(&mut self.acks, true);
+        }
+        let mut acks = AckRecorder::new(started_ns, &mut self.acks);
         for slot in &mut *guard {
             acks.record(shared, slot);
             publish(&mut self.sink, shared, slot, base + next);
             next += 1;
         }
-        drop(acks);
         self.sink.end_of_batch(base + next - 1);
+        shared.metrics.flush_acks(&mut self.acks, false);
         drop(ManuallyDrop::into_inner(guard));
         self.next = next;
         if started_ns.is_some() {

@@ -239,3 +239,65 @@ fn metrics_record_every_stage_and_every_ack() {
     }
     assert!(!metrics.ring_occupancy.is_empty());
 }
+
+/// An event sink that reads the engine's metrics (as an exporter or an
+/// alerting hook might): the publisher holds no metrics lock while it calls
+/// the sink, so this completes; and every waited-for ack is counted.
+#[test]
+fn an_event_sink_may_read_metrics_and_every_ack_is_counted() {
+    struct ReadingSink {
+        metrics: Arc<std::sync::OnceLock<keel_core::MetricsHandle>>,
+        reads: Arc<AtomicU64>,
+    }
+    impl keel_core::EventSink for ReadingSink {
+        fn on_applied(&mut self, _: &CommandRef<'_>, _: &keel_core::Applied) {
+            if let Some(metrics) = self.metrics.get() {
+                let _ = metrics.snapshot().ack_latency_ns.len();
+                self.reads.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let metrics = Arc::new(std::sync::OnceLock::new());
+    let reads = Arc::new(AtomicU64::new(0));
+    let engine = EngineBuilder::new(EngineConfig::default(), Balances::default())
+        .journaller(InMemoryJournaller::with_capacity(1000))
+        .event_sink(ReadingSink {
+            metrics: Arc::clone(&metrics),
+            reads: Arc::clone(&reads),
+        })
+        .start()
+        .unwrap();
+    metrics.set(engine.metrics_handle()).unwrap();
+    // A reader thread copying histograms all the while.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (handle, stop) = (engine.metrics_handle(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = handle.snapshot();
+            }
+        })
+    };
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let mut submitter = engine.submitter();
+    std::thread::spawn(move || {
+        for _ in 0..500 {
+            let p = payload(1, 1);
+            submitter.submit(&Command::new(DEPOSIT, &p)).unwrap();
+        }
+        done_tx.send(()).unwrap();
+    });
+    // A hang guard, not a timing assertion: before the fix this deadlocked.
+    done_rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the sink reading metrics deadlocked the publisher");
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    assert_eq!(reads.load(Ordering::Relaxed), 500);
+    let stopped = engine.shutdown().unwrap();
+    assert_eq!(
+        stopped.metrics.ack_latency_ns.len(),
+        500,
+        "no ack lost to a busy lock"
+    );
+}
