@@ -116,6 +116,7 @@ impl Header {
 
 /// Why a value could not be encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EncodeError {
     /// The encoded value does not fit the output buffer.
     #[error("{schema} does not fit in {capacity} bytes")]
@@ -129,6 +130,7 @@ pub enum EncodeError {
 
 /// Why bytes could not be decoded. Never a panic: arbitrary bytes give one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// Fewer bytes than the codec header.
     #[error("{len} bytes is shorter than the {HEADER_BYTES}-byte codec header")]

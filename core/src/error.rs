@@ -45,6 +45,7 @@ impl std::fmt::Display for StageName {
 
 /// Why the engine stopped accepting and completing commands.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum StopReason {
     /// `shutdown` was called; everything submitted before it was completed.
     #[error("engine shut down")]
@@ -71,6 +72,7 @@ pub enum StopReason {
 
 /// Why a command was not accepted (or its ack not delivered).
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum SubmitError {
     /// The payload exceeds the slot's inline capacity.
     #[error("payload of {len} bytes exceeds the maximum of {max}")]

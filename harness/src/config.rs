@@ -196,6 +196,7 @@ impl Default for LedgerSection {
 
 /// A configuration that could not be used; names the option.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigFileError {
     /// The file could not be read.
     #[error("config file {path}: {source}")]

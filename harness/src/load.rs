@@ -120,6 +120,7 @@ pub struct ProjectionReport {
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     /// The node could not start.
     #[error(transparent)]

@@ -71,6 +71,7 @@ pub struct Recovery {
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NodeError {
     /// A configuration value is invalid (names the option).
     #[error(transparent)]

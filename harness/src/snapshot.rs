@@ -26,6 +26,7 @@ pub struct Restored<S> {
 
 /// Why a snapshot could not be used (the loader then tries an older one).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SnapshotUseError {
     /// The window section is truncated or malformed.
     #[error("idempotency window section is malformed")]

@@ -65,6 +65,7 @@ pub struct SegmentHeader {
 
 /// Why a segment header did not decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HeaderError {
     /// Fewer bytes than a header.
     #[error("segment header truncated: {len} bytes")]
@@ -229,6 +230,7 @@ impl Record<'_> {
 
 /// Why bytes at a position are not a valid record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecordError {
     /// The header is all zeros: padding or unwritten space.
     #[error("zero header (padding or end of data)")]

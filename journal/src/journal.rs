@@ -85,6 +85,7 @@ impl Default for JournalConfig {
 
 /// Why the journal could not open for writing.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// The scan failed or found corruption (refuses to write until an operator acts).
     #[error(transparent)]
@@ -123,6 +124,7 @@ pub enum OpenError {
 
 /// A write-path failure: fail-stop, says what and where.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum JournalError {
     /// `pwrite` failed.
     #[error(

@@ -16,6 +16,7 @@ use crate::storage::{SegmentFile, Storage};
 
 /// Why a journal is corrupt: always says where.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Corruption {
     /// A bad record (or a hole of zeros) where synced data must be: a later
     /// valid record vouches that this sequence had been synced.
@@ -95,6 +96,7 @@ pub enum Corruption {
 
 /// What is wrong at a bad spot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum BadSpot {
     /// The bytes do not decode.
     #[error("{0}")]
@@ -120,6 +122,7 @@ pub enum BadSpot {
 
 /// The scan failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ScanError {
     /// Reading a segment failed.
     #[error("reading segment {segment_id}: {source}")]

@@ -133,6 +133,7 @@ impl SnapshotHeader {
 
 /// What is wrong with a snapshot file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SnapshotDefect {
     /// Shorter than its header or than the body the header announces.
     #[error("truncated")]
@@ -153,6 +154,7 @@ pub enum SnapshotDefect {
 
 /// Why snapshots could not be written or listed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SnapshotError {
     /// A file operation failed.
     #[error("snapshot {path}: {source}")]
@@ -290,6 +292,7 @@ pub fn write_snapshot_file(
 
 /// Why a snapshot file could not be read: typed, with its path.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SnapshotReadError {
     /// The file could not be opened or read.
     #[error("snapshot {path}: {source}")]

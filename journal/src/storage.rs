@@ -100,6 +100,7 @@ pub const LOCK_NAME: &str = "LOCK";
 
 /// Why [`FsStorage`] refused a directory.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StorageError {
     /// The directory could not be created or probed.
     #[error("journal directory {dir}: {source}")]

@@ -20,6 +20,7 @@ use crate::storage::{SegmentFile, Storage};
 
 /// Why a poll failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TailError {
     /// Reading failed.
     #[error("tailing segment {segment_id}: {source}")]

@@ -13,6 +13,7 @@ use crate::types::{Account, Transfer};
 /// Why a client call failed (a business rejection is not an error: it is in
 /// the [`EventResults`]).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The batch does not fit one command (see `*_PER_COMMAND_MAX`).
     #[error(transparent)]

@@ -61,6 +61,7 @@ impl Migrate for LedgerImage {}
 
 /// Why a snapshot could not be restored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RestoreError {
     /// The body does not decode (typed codec error).
     #[error("ledger snapshot: {0}")]

@@ -128,6 +128,7 @@ impl ProjectorConfig {
 
 /// Why the projector stopped short.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProjectorError {
     /// The projector's own threads or runtime could not run.
     #[error("projector process: {0}")]

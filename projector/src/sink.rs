@@ -55,6 +55,7 @@ impl Default for Timeouts {
 
 /// Why a database step failed, by what the projector does about it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SinkError {
     /// Connection lost, timeout, lock wait, deadlock, server shutting
     /// down: back off, reconnect, re-read the checkpoint, retry.

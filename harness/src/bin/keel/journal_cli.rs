@@ -52,7 +52,7 @@ pub fn run(command: JournalCommand) -> ExitCode {
             eprintln!("the journal refuses writes until an operator restores or truncates it at that location");
             ExitCode::from(CORRUPT)
         }
-        Err(e @ ScanError::Io { .. }) => {
+        Err(e) => {
             eprintln!("keel journal: {e}");
             ExitCode::from(UNREADABLE)
         }
