@@ -12,7 +12,7 @@
 //! Reading metrics never delays the pipeline: a stage records its sampled
 //! service time only if its histogram is free (a reader copying it makes
 //! the stage skip that one sample), and the publisher buffers ack latencies
-//! in its own [`AckBuffer`] and hands them over after each batch when the
+//! in its own `AckBuffer` and hands them over after each batch when the
 //! lock is free — never while it completes callers or calls the event sink,
 //! so a sink may read metrics. It waits for the lock only when its buffer
 //! is full (a reader holds it for one histogram copy).

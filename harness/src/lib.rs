@@ -1,14 +1,12 @@
-//! Keel's host side: the node (embedding API: configuration, recovery,
-//! engine wiring), replay, and the load generator behind `keel run`. Nothing
-//! in the workspace depends on this crate.
+//! Keel's tools: the load generator behind `keel run`, the projector
+//! wired behind a node, and test fixtures (traffic), over the embedding
+//! API in `keel-node` (re-exported here under the same paths). Nothing in
+//! the workspace depends on this crate; hosts depend on `keel-node`.
 
 #![forbid(unsafe_code)]
 
-pub mod config;
+pub use keel_node::{config, node, replay, snapshot, snapshotter};
+
 pub mod load;
-pub mod node;
 pub mod projection;
-pub mod replay;
-pub mod snapshot;
-pub mod snapshotter;
 pub mod traffic;

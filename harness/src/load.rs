@@ -21,6 +21,7 @@ use keel_ledger::{
 
 use crate::config::{Durability, NodeConfig};
 use crate::node::{LedgerNode, Node, NodeError, Recovery};
+use crate::projection::StartProjection;
 
 /// What to run.
 #[derive(Debug, Clone)]

@@ -56,12 +56,22 @@ impl Projection {
     }
 }
 
-impl Node<Ledger> {
+/// Runs the MySQL projector behind a ledger node, in its process (the
+/// projector lives outside `keel-node`, so a host that does not project
+/// does not link a database driver): `use keel_harness::projection::StartProjection`.
+pub trait StartProjection {
     /// Starts a projector of this ledger node's journal into `mysql_url`
-    /// (`config` is the one the node started with: replay needs the same
-    /// ledger sizes and idempotency window). A node without a journal has
-    /// nothing to project.
-    pub fn start_projection(
+    /// (`config` is the one the node started with). A node without a
+    /// journal has nothing to project.
+    fn start_projection(
+        &self,
+        config: &NodeConfig,
+        mysql_url: &str,
+    ) -> Result<Projection, ProjectorError>;
+}
+
+impl StartProjection for Node<Ledger> {
+    fn start_projection(
         &self,
         config: &NodeConfig,
         mysql_url: &str,

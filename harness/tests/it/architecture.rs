@@ -43,12 +43,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["keel-core", "keel-journal", "keel-codecs", "keel-ledger"],
     ),
     (
+        "keel-node",
+        &["keel-core", "keel-journal", "keel-codecs", "keel-ledger"],
+    ),
+    (
         "keel-harness",
         &[
             "keel-core",
             "keel-journal",
             "keel-codecs",
             "keel-ledger",
+            "keel-node",
             "keel-projector",
         ],
     ),
@@ -59,6 +64,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "keel-journal",
             "keel-codecs",
             "keel-ledger",
+            "keel-node",
             "keel-projector",
             "keel-harness",
         ],
@@ -149,5 +155,47 @@ fn the_declared_rust_version_covers_every_dependency() {
                 p.version
             );
         }
+    }
+}
+
+/// What an embedding host links: `keel-node` alone (as cargo resolves it
+/// for that package) pulls in no projector, database driver, async
+/// runtime, command-line parser or progress bars.
+#[test]
+fn an_embedding_host_links_no_projector_database_or_cli() {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "keel-node",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("cargo tree");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tree = String::from_utf8_lossy(&output.stdout);
+    let crates: std::collections::BTreeSet<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(crates.contains("keel-node"), "{tree}");
+    for banned in [
+        "keel-projector",
+        "keel-harness",
+        "mysql_async",
+        "tokio",
+        "clap",
+        "indicatif",
+        "env_logger",
+    ] {
+        assert!(!crates.contains(banned), "keel-node links {banned}");
     }
 }

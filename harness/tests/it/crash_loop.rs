@@ -1,4 +1,4 @@
-//! The crash loop: `keel crash-child` serves transfers with `sync`
+//! The crash loop: `keel-crash-child` serves transfers with `sync`
 //! durability on a real file system and appends every acknowledged
 //! transfer to its acknowledgement file; the test SIGKILLs it at seeded
 //! random moments (1 MiB segments, so many kills land near a segment roll),
@@ -45,8 +45,7 @@ fn every_acknowledged_transfer_survives_kill_9() {
     let mut acknowledged = 0;
     let mut from_snapshots = 0;
     for kill in 0..kills {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
-            .arg("crash-child")
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keel-crash-child"))
             .arg("--data-dir")
             .arg(&data)
             .arg("--acks")

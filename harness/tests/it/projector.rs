@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keel_core::StateMachine;
+use keel_harness::projection::StartProjection;
 use keel_harness::replay::replay;
 use keel_harness::traffic::{self, TrafficConfig};
 use keel_journal::FsStorage;

@@ -4,7 +4,6 @@
 
 #![forbid(unsafe_code)]
 
-mod crash_child;
 mod exit;
 mod journal_cli;
 mod project_cli;
@@ -48,9 +47,6 @@ enum Commands {
     /// Exit 0 ok; 1 the projection halted (poison error, fenced, diverged);
     /// 3 cannot start (arguments, configuration, journal).
     Project(project_cli::ProjectArgs),
-    /// The process the kill -9 crash-loop test kills (not for operators).
-    #[command(hide = true)]
-    CrashChild(crash_child::CrashChildArgs),
 }
 
 #[derive(Subcommand)]
@@ -166,7 +162,6 @@ fn main() -> ExitCode {
         Commands::Journal(command) => journal_cli::run(command),
         Commands::Replay(args) => replay_cli::run(&args),
         Commands::Project(args) => project_cli::run(&args),
-        Commands::CrashChild(args) => crash_child::run(&args),
     }
 }
 

@@ -4,14 +4,14 @@
 //! clean shutdown. Run it twice: the second run recovers the first from the
 //! journal (accounts then report `exists`).
 //!
-//! Run: `cargo run --release -p keel-harness --example embed -- [DATA_DIR] [CONFIG.toml]`
+//! Run: `cargo run --release -p keel-node --example embed -- [DATA_DIR] [CONFIG.toml]`
 
-use keel_harness::config::NodeConfig;
-use keel_harness::node::LedgerNode;
 use keel_ledger::commands::event_results;
 use keel_ledger::{
     account_flags, transfer_flags, Account, CallOptions, CreateTransferResult, Transfer,
 };
+use keel_node::config::NodeConfig;
+use keel_node::node::LedgerNode;
 
 const USD: u32 = 840;
 const CUSTOMER: u16 = 1;

@@ -1,9 +1,12 @@
-//! `keel crash-child` (hidden): the process the kill -9 crash loop kills.
+//! `keel-crash-child`: the process the kill -9 crash loop kills (a test
+//! fixture, not part of the operator's `keel` binary).
 //! It starts a ledger node (newest snapshot + journal), then submits batches
 //! of transfers forever with `sync` durability and appends every
 //! acknowledged transfer's id and result code to the acknowledgement file —
 //! only after the ack, so the file is what a client was promised. Small
 //! segments (1 MiB) make kills land near segment rolls.
+
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,9 +16,9 @@ use keel_harness::config::NodeConfig;
 use keel_harness::node::LedgerNode;
 use keel_ledger::{Account, CallOptions, Transfer};
 
-/// Options of `keel crash-child`.
-#[derive(clap::Args)]
-pub struct CrashChildArgs {
+/// Options of `keel-crash-child`.
+#[derive(clap::Parser)]
+struct CrashChildArgs {
     /// Journal directory.
     #[arg(long)]
     data_dir: PathBuf,
@@ -24,8 +27,9 @@ pub struct CrashChildArgs {
     acks: PathBuf,
 }
 
-pub fn run(args: &CrashChildArgs) -> ExitCode {
-    match serve(args) {
+fn main() -> ExitCode {
+    let args = <CrashChildArgs as clap::Parser>::parse();
+    match serve(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("keel crash-child: {e}");

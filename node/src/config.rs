@@ -111,7 +111,8 @@ impl Default for JournalSection {
 }
 
 /// How idle threads wait (`engine.wait_strategy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum WaitArg {
     /// Spin: lowest latency, needs a core per thread.
@@ -123,7 +124,8 @@ pub enum WaitArg {
 }
 
 /// Stage-to-thread mapping (`engine.fusion`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum FusionArg {
     /// Four stage threads.
