@@ -949,3 +949,42 @@ fn a_projector_behind_a_node_holds_retention_and_equals_its_state() {
         "the engine's own state"
     );
 }
+
+/// A database behind a slow link (700 ms per chunk, so a login takes
+/// seconds): the fixed 2 s connect limit never connected; the limit is a
+/// setting (`--connect-timeout-ms`).
+#[test]
+fn a_slow_link_needs_and_gets_a_longer_connect_timeout() {
+    let url = fresh_database("slow_link");
+    let dir = tempfile::tempdir().unwrap();
+    traffic::write(
+        &dir.path().join("journal"),
+        &traffic(29, 10, 1_700_000_000_000_000_000),
+    )
+    .unwrap();
+    let proxy = Proxy::start(server_address(&url));
+    proxy.set(Mode::Delay(Duration::from_millis(700)));
+    let slow = proxy.url(&url);
+    let default = keel_project(dir.path(), &slow, &["status"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        default.status.code(),
+        Some(3),
+        "connected within 2 s through a 700 ms-per-chunk link? {}",
+        String::from_utf8_lossy(&default.stderr)
+    );
+    let patient = keel_project(
+        dir.path(),
+        &slow,
+        &["status", "--connect-timeout-ms", "60000"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(
+        patient.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&patient.stderr)
+    );
+}
