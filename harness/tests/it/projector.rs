@@ -962,6 +962,18 @@ fn a_slow_link_needs_and_gets_a_longer_connect_timeout() {
         &traffic(29, 10, 1_700_000_000_000_000_000),
     )
     .unwrap();
+    // No database to ask is "cannot start" (3), not a halted projection (1).
+    let (server, _) = url.rsplit_once('/').unwrap();
+    let missing = format!("{server}/keel_test_no_such_database");
+    let absent = keel_project(dir.path(), &missing, &["status"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        absent.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&absent.stderr)
+    );
     let proxy = Proxy::start(server_address(&url));
     proxy.set(Mode::Delay(Duration::from_millis(700)));
     let slow = proxy.url(&url);

@@ -141,3 +141,44 @@ fn no_space_at_roll_is_back_pressure_then_resumes_without_a_gap() {
         .enumerate()
         .all(|(i, r)| r.sequence == i as u64));
 }
+
+/// A shutdown while the disk stays full: once the host abandons the wait
+/// (the node does so after `SHUTDOWN_SPACE_WAIT`), the journaller fails the
+/// batch, the engine stops, and `shutdown` returns the reason instead of
+/// hanging; nothing past the roll was acknowledged.
+#[test]
+fn shutdown_on_a_full_disk_returns_once_the_wait_is_abandoned() {
+    let disk = storage(34);
+    let (journal, _) = Journal::open(disk.clone(), config()).unwrap();
+    let status = journal.status();
+    let engine_config = EngineConfig {
+        back_pressure: BackPressure::Wait(Duration::from_millis(1)),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::builder(engine_config, Count(0))
+        .journaller(journal)
+        .start()
+        .unwrap();
+    let mut submitter = engine.submitter();
+    disk.set_no_space(true);
+    let body = [7u8; 200];
+    loop {
+        match submitter.submit_detached(&Command::new(1, &body)) {
+            Ok(_) => {}
+            Err(SubmitError::Busy) if status.out_of_space() => break,
+            Err(SubmitError::Busy) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(status.out_of_space_for().is_some());
+    drop(submitter);
+    status.abandon_waits();
+    match engine.shutdown() {
+        Err(keel_core::StopReason::StageFailed { source, .. }) => {
+            assert!(source.to_string().contains("out of space"), "{source}")
+        }
+        Err(other) => panic!("stopped for another reason: {other}"),
+        Ok(_) => panic!("shutdown reported success on a full disk"),
+    }
+    assert!(all_records(&disk).len() as u64 <= status.durable_next());
+}
