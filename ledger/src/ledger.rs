@@ -40,7 +40,7 @@ pub(crate) const NONE: u32 = u32::MAX;
 /// pending-state change, rounded up.
 const UNDO_ENTRIES_MAX: usize = EVENTS_PER_COMMAND_MAX * 8;
 
-/// Table capacities. Defaults suit a development machine (about 1.3 GiB
+/// Table capacities. Defaults suit a development machine (about 1.5 GiB
 /// when full; untouched capacity costs address space, not memory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LedgerConfig {
@@ -48,6 +48,12 @@ pub struct LedgerConfig {
     pub accounts_max: u32,
     /// Transfers (including posts and voids) the ledger can hold.
     pub transfers_max: u32,
+    /// Touch the record arrays' pages at construction too (seconds and the
+    /// full tables' memory up front; no page fault on the hot path later).
+    /// Otherwise they are reserved and committed as first written; the id
+    /// indexes (about 16 bytes per capacity slot) are always touched at
+    /// construction. Not part of the state: a replay may use either.
+    pub prefault: bool,
 }
 
 impl Default for LedgerConfig {
@@ -55,6 +61,7 @@ impl Default for LedgerConfig {
         Self {
             accounts_max: 1 << 20,
             transfers_max: 1 << 23,
+            prefault: false,
         }
     }
 }
@@ -129,11 +136,6 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// An empty ledger with every table allocated.
-    pub fn new(config: LedgerConfig) -> Self {
-        Self::with_prefault(config, false)
-    }
-
     /// Bytes the tables of a ledger with these capacities reserve (what a
     /// full ledger uses; a host checks it against the machine's memory).
     pub fn table_bytes(config: LedgerConfig) -> u64 {
@@ -147,18 +149,22 @@ impl Ledger {
             + t * std::mem::size_of::<Reverse<(u64, u32)>>() as u64
     }
 
-    /// Like [`Ledger::new`]; with `prefault` every table page is touched
-    /// now (seconds for the default capacities, memory for the full tables),
-    /// so no command pays a page fault later: for latency-critical hosts.
-    pub fn with_prefault(config: LedgerConfig, prefault: bool) -> Self {
+    /// An empty ledger with every table reserved at its capacity (and
+    /// touched, with [`LedgerConfig::prefault`]).
+    pub fn new(config: LedgerConfig) -> Self {
+        let prefault = config.prefault;
         assert!(config.accounts_max > 0 && config.accounts_max < u32::MAX);
         assert!(config.transfers_max > 0 && config.transfers_max < u32::MAX);
         Self {
             config,
             accounts: FixedVec::new(config.accounts_max as usize, prefault),
-            account_index: IdIndex::with_capacity(config.accounts_max, prefault),
+            // The indexes are touched at random: a few thousand inserts fault
+            // in nearly every (huge) page anyway, so they are always touched
+            // now rather than on the hot path; the record arrays grow in
+            // order and follow `prefault`.
+            account_index: IdIndex::with_capacity(config.accounts_max, true),
             transfers: FixedVec::new(config.transfers_max as usize, prefault),
-            transfer_index: IdIndex::with_capacity(config.transfers_max, prefault),
+            transfer_index: IdIndex::with_capacity(config.transfers_max, true),
             expiries: BinaryHeap::with_capacity(config.transfers_max as usize),
             last_timestamp: 0,
             hash_sum: 0,

@@ -13,7 +13,7 @@
 //! use keel_ledger::{commands, Account, Ledger, LedgerConfig, Transfer};
 //! use keel_core::{apply, CommandHeader, CommandRef, DedupTable};
 //!
-//! let mut ledger = Ledger::new(LedgerConfig { accounts_max: 16, transfers_max: 16 });
+//! let mut ledger = Ledger::new(LedgerConfig { accounts_max: 16, transfers_max: 16, prefault: false });
 //! let mut payload = [0u8; 896];
 //! let accounts = [1u128, 2].map(|id| Account { id, ledger: 1, code: 1, ..Account::default() });
 //! let len = commands::encode_create_accounts(&accounts, &mut payload).unwrap();

@@ -43,6 +43,7 @@ impl JournalSettings {
             ledger: LedgerConfig {
                 accounts_max: u32_at(8),
                 transfers_max: u32_at(12),
+                prefault: false,
             },
             dedup_entries: u64::from_le_bytes(bytes[16..24].try_into().expect("8")),
         })
@@ -82,6 +83,7 @@ mod tests {
             ledger: LedgerConfig {
                 accounts_max: 10,
                 transfers_max: 20,
+                prefault: false,
             },
             dedup_entries: 30,
         };

@@ -458,6 +458,7 @@ impl NodeConfig {
         LedgerConfig {
             accounts_max: self.ledger.accounts_max,
             transfers_max: self.ledger.transfers_max,
+            prefault: self.ledger.prefault,
         }
     }
 }

@@ -492,11 +492,10 @@ impl Node<Ledger> {
     /// the journal's tail, or the whole journal).
     pub fn start_ledger(config: &NodeConfig) -> Result<Self, NodeError> {
         let ledger_config = config.ledger_config();
-        let prefault = config.ledger.prefault;
         Self::start_with_snapshots(
             config,
             &ledger_config,
-            move || Ledger::with_prefault(ledger_config, prefault),
+            move || Ledger::new(ledger_config),
             LedgerValidator,
             &mut |_| {},
         )

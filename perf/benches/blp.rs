@@ -24,6 +24,7 @@ fn ledger() -> Ledger {
     let mut ledger = Ledger::new(LedgerConfig {
         accounts_max: ACCOUNTS + 1,
         transfers_max: CAPACITY,
+        prefault: false,
     });
     let mut dedup = DedupTable::with_capacity(1);
     let mut payload = [0u8; 896];

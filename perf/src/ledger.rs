@@ -140,6 +140,7 @@ impl Driver {
             ledger: Ledger::new(LedgerConfig {
                 accounts_max: accounts + 1,
                 transfers_max: transfers_max as u32,
+                prefault: false,
             }),
             dedup: DedupTable::with_capacity(1),
             sequence: 0,
@@ -331,6 +332,7 @@ fn replay(dir: &Path, args: &LedgerArgs) -> (f64, f64) {
     let config = LedgerConfig {
         accounts_max: args.accounts + 1,
         transfers_max: (args.replay_transfers + 64) as u32,
+        prefault: false,
     };
     // Allocating (and prefaulting) the ledger is start-up, not replay.
     let mut replayer = Replayer::new(Ledger::new(config), 1);

@@ -199,6 +199,7 @@ pub fn run(args: &ProjectorArgs) {
     let ledger = LedgerConfig {
         accounts_max: args.accounts + 1,
         transfers_max: (args.transfers + 64) as u32,
+        prefault: false,
     };
     let (rows, count) = transfer_rows(&journal, ledger);
     let url = fresh_database(&base, db);

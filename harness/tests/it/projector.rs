@@ -32,6 +32,7 @@ use mysql_async::prelude::Queryable;
 const LEDGER: LedgerConfig = LedgerConfig {
     accounts_max: 1 << 10,
     transfers_max: 1 << 16,
+    prefault: false,
 };
 const DEDUP: usize = 65_536;
 

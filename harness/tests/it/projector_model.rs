@@ -17,6 +17,7 @@ use keel_projector::{Batch, Deriver};
 const LEDGER: LedgerConfig = LedgerConfig {
     accounts_max: 1 << 10,
     transfers_max: 1 << 16,
+    prefault: false,
 };
 
 #[derive(Default)]

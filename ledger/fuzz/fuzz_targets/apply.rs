@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let mut ledger = Ledger::new(LedgerConfig {
         accounts_max: 8,
         transfers_max: 32,
+        prefault: false,
     });
     let mut dedup = DedupTable::with_capacity(4);
     // Commands: [type u8][len u8][timestamp u8][payload...], repeated.

@@ -122,6 +122,7 @@ fn a_corrupt_or_oversized_snapshot_is_refused_with_a_typed_error() {
     let config = LedgerConfig {
         accounts_max: 4,
         transfers_max: 4,
+        prefault: false,
     };
     let mut ledger = Ledger::new(config);
     let mut payload = [0u8; 896];
@@ -153,6 +154,7 @@ fn a_corrupt_or_oversized_snapshot_is_refused_with_a_typed_error() {
     let small = LedgerConfig {
         accounts_max: 1,
         transfers_max: 4,
+        prefault: false,
     };
     assert_eq!(
         Ledger::restore_snapshot(small, &bytes).unwrap_err(),
@@ -182,6 +184,7 @@ fn small_ledger() -> keel_ledger::Ledger {
     let mut ledger = keel_ledger::Ledger::new(keel_ledger::LedgerConfig {
         accounts_max: 4,
         transfers_max: 4,
+        prefault: false,
     });
     let mut dedup = keel_core::DedupTable::with_capacity(1);
     let mut payload = [0u8; 896];

@@ -20,6 +20,7 @@ impl Harness {
             ledger: Ledger::new(LedgerConfig {
                 accounts_max,
                 transfers_max,
+                prefault: false,
             }),
             dedup: DedupTable::with_capacity(16),
             sequence: 0,
