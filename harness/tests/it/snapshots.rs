@@ -295,4 +295,21 @@ fn segments_covered_by_the_oldest_kept_snapshot_are_deleted() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("does not continue"), "{error}");
+
+    // Every snapshot damaged: the refusal says why each one was skipped.
+    for entry in std::fs::read_dir(config.snapshot_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    match LedgerNode::start_ledger(&config) {
+        Err(e @ keel_harness::node::NodeError::AfterSkippedSnapshots { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("does not continue"), "{text}");
+            assert!(text.contains("body checksum mismatch"), "{text}");
+        }
+        other => panic!("expected a refusal with the skipped snapshots: {other:?}"),
+    }
 }
