@@ -129,6 +129,11 @@ fn another_journals_snapshot_is_refused_with_a_warning() {
     };
     run(a.path(), 3);
     let foreign = run(b.path(), 20);
+    // Snapshots are financial data: owner-only, like the journal.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&foreign), 0o600);
+    assert_eq!(mode(foreign.parent().unwrap()), 0o700);
     // B's snapshot (newer than any of A's) copied into A's directory.
     std::fs::copy(
         &foreign,
