@@ -256,6 +256,21 @@ fn exit_codes_follow_the_one_table() {
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[engine]\nring_slots = 3\n").unwrap();
     assert_eq!(code(keel().arg("run").arg("--config").arg(&bad)), Some(78));
+    // A chained journal restarted without --chain: refused, not unchained.
+    let chained = dir.path().join("chained");
+    let small = ["--quiet", "--transfers", "70", "--accounts", "10"];
+    let run = |chain: bool| {
+        let mut cmd = keel();
+        cmd.arg("run").args(small).arg("--data-dir").arg(&chained);
+        if chain {
+            cmd.arg("--chain");
+        }
+        cmd.output().unwrap()
+    };
+    assert_eq!(run(true).status.code(), Some(0));
+    let unchained = run(false);
+    assert_eq!(unchained.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&unchained.stderr).contains("`chain`"));
     // A journal to dump into a pipe closed after the first line.
     let data = dir.path().join("data");
     let mut config = node_config(&data);

@@ -213,9 +213,13 @@ fn run(args: &RunArgs) -> ExitCode {
             }
             match (storage, &e) {
                 (Some(_), _) => ExitCode::from(exit::CANNOT_START),
-                (_, load::LoadError::Node(NodeError::FormatSetting { .. })) => {
-                    ExitCode::from(exit::CONFIG)
-                }
+                (_, load::LoadError::Node(NodeError::FormatSetting { .. }))
+                | (
+                    _,
+                    load::LoadError::Node(NodeError::JournalOpen(
+                        keel_journal::OpenError::FormatMismatch { .. },
+                    )),
+                ) => ExitCode::from(exit::CONFIG),
                 _ => ExitCode::from(exit::FAILED),
             }
         }
