@@ -199,6 +199,18 @@ pub struct Record<'a> {
     pub bytes: &'a [u8],
 }
 
+impl Record<'_> {
+    /// The record's XXH3 checksum (its first 8 bytes): what a snapshot
+    /// records of the last command it holds, to be bound to this history.
+    pub fn checksum(&self) -> u64 {
+        u64::from_le_bytes(
+            self.bytes[..8]
+                .try_into()
+                .expect("a record is longer than 8 bytes"),
+        )
+    }
+}
+
 impl RecordMeta {
     /// The command header the engine journaled, for replaying a command of
     /// `payload_len` bytes (no caller waits on a replayed command).

@@ -322,6 +322,9 @@ pub struct Journal<S: Storage> {
     /// BLAKE3 of the last record written (zeros before the first): the next
     /// chained record carries it.
     last_hash: [u8; CHAIN_HASH_BYTES],
+    /// XXH3 checksum of the last record appended (0: none known), which a
+    /// snapshot of the state up to here records.
+    last_checksum: u64,
     unsynced: bool,
     last_sync: Instant,
     /// Live segments, oldest first: (id, first sequence).
@@ -468,6 +471,7 @@ impl<S: Storage> Journal<S> {
             next_sequence,
             synced_next: next_sequence,
             last_hash: report.last_record_hash.unwrap_or([0; CHAIN_HASH_BYTES]),
+            last_checksum: report.last_record_checksum.unwrap_or(0),
             unsynced: false,
             last_sync: Instant::now(),
             segments,
@@ -500,6 +504,12 @@ impl<S: Storage> Journal<S> {
     /// The segment currently written.
     pub fn segment_id(&self) -> u64 {
         self.segment_id
+    }
+
+    /// The XXH3 checksum of the last record appended or recovered (0: none
+    /// known): a snapshot of the state up to here records it.
+    pub fn last_record_checksum(&self) -> u64 {
+        self.last_checksum
     }
 
     /// The manifest: the journal's identity and format settings.
@@ -866,6 +876,8 @@ impl<S: Storage> Journaller for Journal<S> {
         };
         let at = self.buf_len;
         self.buf_len += encode_record(&mut self.buf.as_mut_slice()[at..], &header, command.payload);
+        let checksum = &self.buf.as_slice()[at..at + 8];
+        self.last_checksum = u64::from_le_bytes(checksum.try_into().expect("8 bytes"));
         if chained {
             let bytes = &self.buf.as_slice()[at..at + header.record_len as usize];
             self.last_hash = *blake3::hash(bytes).as_bytes();

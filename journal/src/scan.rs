@@ -179,6 +179,8 @@ pub struct ScanReport {
     pub torn: Option<TornTail>,
     /// BLAKE3 of the last valid record (the chain head), if any record exists.
     pub last_record_hash: Option<[u8; crate::format::CHAIN_HASH_BYTES]>,
+    /// The last valid record's XXH3 checksum, if any record was read.
+    pub last_record_checksum: Option<u64>,
 }
 
 impl ScanReport {
@@ -391,6 +393,10 @@ pub fn scan_from<S: Storage>(
         }
     }
     report.next_sequence = scanner.expected_sequence.unwrap_or(0);
+    report.last_record_checksum = scanner
+        .previous
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
     report.last_record_hash =
         (!scanner.previous.is_empty()).then(|| *blake3::hash(&scanner.previous).as_bytes());
     Ok(report)

@@ -22,8 +22,9 @@
 //! | 40 | 8 | body checksum (XXH3-64) |
 //! | 48 | 8 | created at (ns since the Unix epoch; informational) |
 //! | 56 | 16 | journal id (the manifest's: the journal this state continues; v2) |
-//! | 72 | 8 | header checksum (XXH3-64 of bytes 0..72) |
-//! | 80 | n | body |
+//! | 72 | 8 | XXH3 checksum of the journal record at `sequence - 1` (0: none; v2) |
+//! | 80 | 8 | header checksum (XXH3-64 of bytes 0..80) |
+//! | 88 | n | body |
 //!
 //! Version 1 had no journal id: the checksum at 56..64 over 0..56, the body at 64.
 
@@ -39,7 +40,7 @@ pub const SNAPSHOT_MAGIC: [u8; 8] = *b"KEELSNAP";
 /// The snapshot file format this build writes (it reads 1 and 2).
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 /// Bytes of the snapshot header (version 2).
-pub const SNAPSHOT_HEADER_BYTES: usize = 80;
+pub const SNAPSHOT_HEADER_BYTES: usize = 88;
 /// Bytes of a version 1 header.
 const SNAPSHOT_HEADER_BYTES_V1: usize = 64;
 const SUFFIX: &str = ".keel-snap";
@@ -65,6 +66,11 @@ pub struct SnapshotHeader {
     /// version 1 file or a node without a journal). A node refuses a
     /// snapshot bound to another journal.
     pub journal_id: u128,
+    /// The checksum of the journal record at `sequence - 1` — the last
+    /// command this state holds (0: not recorded). A node refuses the
+    /// snapshot if its journal holds another record there (another
+    /// history with the same journal id, e.g. a restored backup).
+    pub last_record_checksum: u64,
 }
 
 impl SnapshotHeader {
@@ -80,8 +86,9 @@ impl SnapshotHeader {
         b[40..48].copy_from_slice(&self.body_checksum.to_le_bytes());
         b[48..56].copy_from_slice(&self.created_at_ns.to_le_bytes());
         b[56..72].copy_from_slice(&self.journal_id.to_le_bytes());
-        let checksum = xxh3_64(&b[..72]);
-        b[72..80].copy_from_slice(&checksum.to_le_bytes());
+        b[72..80].copy_from_slice(&self.last_record_checksum.to_le_bytes());
+        let checksum = xxh3_64(&b[..80]);
+        b[80..88].copy_from_slice(&checksum.to_le_bytes());
         b
     }
 
@@ -114,9 +121,12 @@ impl SnapshotHeader {
         if !(1..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
             return Err(SnapshotDefect::FormatVersion(version));
         }
-        let journal_id = match version {
-            1 => 0,
-            _ => u128::from_le_bytes(b[56..72].try_into().expect("16 bytes")),
+        let (journal_id, last_record_checksum) = match version {
+            1 => (0, 0),
+            _ => (
+                u128::from_le_bytes(b[56..72].try_into().expect("16 bytes")),
+                u64_at(72),
+            ),
         };
         Ok(Self {
             schema_id: u16::from_le_bytes([b[12], b[13]]),
@@ -127,6 +137,7 @@ impl SnapshotHeader {
             body_checksum: u64_at(40),
             created_at_ns: u64_at(48),
             journal_id,
+            last_record_checksum,
         })
     }
 }
@@ -360,6 +371,7 @@ mod tests {
             body_checksum: 0,
             created_at_ns: 1,
             journal_id: 0x1234,
+            last_record_checksum: 0x5678,
         }
     }
 
@@ -438,6 +450,7 @@ mod golden {
             body_checksum: 0,
             created_at_ns: 1_764_000_000_000_000_000,
             journal_id: 0x0011_2233_4455_6677_8899_aabb_ccdd_eeff,
+            last_record_checksum: 0x0123_4567_89ab_cdef,
         };
         write_snapshot_file(&path, header, b"body").unwrap();
         let written = std::fs::read(&path).unwrap();
@@ -460,6 +473,12 @@ mod golden {
             assert_eq!(loaded.header.sequence, 0x0102_0304);
             assert_eq!(loaded.header.state_hash, 0xdead_beef_cafe_f00d);
             assert_eq!(loaded.header.journal_id, journal_id);
+            let checksum = if journal_id == 0 {
+                0
+            } else {
+                header.last_record_checksum
+            };
+            assert_eq!(loaded.header.last_record_checksum, checksum);
             assert_eq!(loaded.body, b"body");
         }
     }

@@ -118,6 +118,20 @@ pub enum NodeError {
         /// The failure.
         source: Box<NodeError>,
     },
+    /// The snapshot's last command is not the journal's record at that
+    /// sequence: the snapshot was taken from another history (e.g. before
+    /// the journal was restored from a backup and continued differently).
+    #[error(
+        "the snapshot at sequence {sequence} does not belong to this journal's history: it holds record checksum {recorded:016x}, the journal has {found:016x}"
+    )]
+    SnapshotNotInJournal {
+        /// The snapshot's sequence.
+        sequence: u64,
+        /// The checksum the snapshot recorded for record `sequence - 1`.
+        recorded: u64,
+        /// The checksum of the journal's record there.
+        found: u64,
+    },
     /// The journal does not continue the snapshot (records missing between).
     #[error(
         "the journal does not continue the snapshot: expected sequence {expected}, found {found}"
@@ -172,6 +186,9 @@ pub struct StartPoint<S> {
     pub snapshot: Option<std::path::PathBuf>,
     /// Warnings about skipped snapshots.
     pub warnings: Vec<String>,
+    /// The checksum of the journal record at `sequence - 1` the snapshot
+    /// recorded (0: none): recovery refuses a journal holding another one.
+    pub last_record_checksum: u64,
 }
 
 /// A running engine with its journal.
@@ -204,6 +221,7 @@ impl<S: StateMachine> Node<S> {
             sequence: 0,
             snapshot: None,
             warnings: Vec::new(),
+            last_record_checksum: 0,
         };
         Self::start_from(config, start, validator, on_replayed)
     }
@@ -220,7 +238,11 @@ impl<S: StateMachine> Node<S> {
         let started = Instant::now();
         let engine_config = config.engine_config();
         let from = start.sequence;
-        let mut replayer = Replayer::resume(start.state_machine, start.dedup, from);
+        let mut replayer = Replayer::resume(start.state_machine, start.dedup, from)
+            .with_last_record_checksum(start.last_record_checksum);
+        // The record before `from`, read to check the snapshot belongs to
+        // this history (None: from 0, or its segment was deleted).
+        let mut before_from: Option<u64> = None;
         let (journal, truncated) = match config.journal_config() {
             None => (NodeJournal::None, None),
             Some(journal_config) => {
@@ -228,18 +250,35 @@ impl<S: StateMachine> Node<S> {
                     IoMode::for_policy(journal_config.sync, config.journal.dev_allow_buffered_io);
                 let storage = FsStorage::open(&config.journal.data_dir, mode)?;
                 check_format_settings(&storage, config)?;
-                let (journal, open) =
-                    Journal::open_replaying_from(storage, journal_config, from, &mut |record| {
+                // From the record before `from`, to check the snapshot's binding.
+                let scan_from = from.saturating_sub(1);
+                let (journal, open) = Journal::open_replaying_from(
+                    storage,
+                    journal_config,
+                    scan_from,
+                    &mut |record| {
+                        if from > 0 && record.header.sequence == from - 1 {
+                            before_from = Some(record.checksum());
+                        }
                         replayer.apply(record);
                         if replayer.records().is_multiple_of(1 << 16) {
                             on_replayed(replayer.records());
                         }
-                    })?;
+                    },
+                )?;
                 (NodeJournal::Fs(Box::new(journal)), open.truncated)
             }
         };
         if let Some((expected, found)) = replayer.gap() {
             return Err(NodeError::JournalGap { expected, found });
+        }
+        let recorded = start.last_record_checksum;
+        if let Some(found) = before_from.filter(|&c| recorded != 0 && c != recorded) {
+            return Err(NodeError::SnapshotNotInJournal {
+                sequence: from,
+                recorded,
+                found,
+            });
         }
         let replayed = replayer.finish();
         let first_sequence = match &journal {
@@ -397,7 +436,7 @@ impl<S: StateMachine + SnapshotCodec> Node<S> {
         config: &NodeConfig,
         snapshot_config: &S::Config,
         fresh: impl Fn() -> S + Clone + Send + 'static,
-        validator: impl Validator,
+        validator: impl Validator + Clone,
         on_replayed: &mut dyn FnMut(u64),
     ) -> Result<Self, NodeError>
     where
@@ -408,41 +447,55 @@ impl<S: StateMachine + SnapshotCodec> Node<S> {
         let dedup_entries = config.engine.dedup_entries;
         let store = SnapshotStore::open(config.snapshot_dir(), config.snapshot.keep)?;
         let journal_id = snapshot::journal_id_in(&config.journal.data_dir);
-        let (restored, warnings) = snapshot::load_newest::<S>(
-            &store,
-            snapshot_config,
-            dedup_entries,
-            u64::MAX,
-            journal_id,
-        )?;
-        let start = match restored {
-            Some(r) => StartPoint {
-                state_machine: r.state_machine,
-                dedup: r.dedup,
-                sequence: r.sequence,
-                snapshot: Some(r.path),
-                warnings,
-            },
-            None => StartPoint {
-                state_machine: fresh(),
-                dedup: keel_core::DedupTable::with_capacity(dedup_entries),
-                sequence: 0,
-                snapshot: None,
-                warnings,
-            },
+        let mut warnings = Vec::new();
+        let mut below = u64::MAX;
+        // Newest usable snapshot first; one the journal's history disowns
+        // (SnapshotNotInJournal) is skipped like a damaged one.
+        let mut node = loop {
+            let (restored, skipped) = snapshot::load_newest::<S>(
+                &store,
+                snapshot_config,
+                dedup_entries,
+                below,
+                journal_id,
+            )?;
+            warnings.extend(skipped);
+            let start = match restored {
+                Some(r) => StartPoint {
+                    state_machine: r.state_machine,
+                    dedup: r.dedup,
+                    sequence: r.sequence,
+                    snapshot: Some(r.path),
+                    warnings: warnings.clone(),
+                    last_record_checksum: r.last_record_checksum,
+                },
+                None => StartPoint {
+                    state_machine: fresh(),
+                    dedup: keel_core::DedupTable::with_capacity(dedup_entries),
+                    sequence: 0,
+                    snapshot: None,
+                    warnings: warnings.clone(),
+                    last_record_checksum: 0,
+                },
+            };
+            let path = start.snapshot.clone();
+            match Self::start_from(config, start, validator.clone(), on_replayed) {
+                Ok(node) => break node,
+                Err(e @ NodeError::SnapshotNotInJournal { sequence, .. }) => {
+                    let path = path.expect("only a snapshot is checked");
+                    warnings.push(format!("snapshot {} skipped: {e}", path.display()));
+                    below = sequence.saturating_sub(1);
+                }
+                Err(e) if warnings.is_empty() => return Err(e),
+                Err(e) => {
+                    return Err(NodeError::AfterSkippedSnapshots {
+                        warnings,
+                        source: Box::new(e),
+                    })
+                }
+            }
         };
         let loading = started.elapsed();
-        let warnings = start.warnings.clone();
-        let mut node =
-            Self::start_from(config, start, validator, on_replayed).map_err(|e| match warnings
-                .is_empty()
-            {
-                true => e,
-                false => NodeError::AfterSkippedSnapshots {
-                    warnings,
-                    source: Box::new(e),
-                },
-            })?;
         node.recovery.elapsed += loading;
         if let (Some(policy), Some(status)) = (SnapshotPolicy::from_config(config), &node.status) {
             node.snapshotter = Some(Snapshotter::spawn::<S>(
@@ -476,9 +529,13 @@ impl<S: StateMachine + SnapshotCodec> Node<S> {
             return Ok((stopped, None));
         };
         let store = SnapshotStore::open(config.snapshot_dir(), config.snapshot.keep)?;
+        let binding = snapshot::Binding {
+            journal_id: journal.manifest().journal_id,
+            last_record_checksum: journal.last_record_checksum(),
+        };
         let path = snapshot::write(
             &store,
-            journal.manifest().journal_id,
+            binding,
             journal.next_sequence(),
             &stopped.state_machine,
             &stopped.dedup,

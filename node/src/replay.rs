@@ -29,6 +29,9 @@ pub struct Replayer<S> {
     /// The record handed in last, not yet applied (`pending_len` payload bytes).
     pending: Option<(u64, CommandHeader)>,
     pending_payload: Box<[u8; PAYLOAD_BYTES_MAX]>,
+    /// Checksum of the last record applied (or of the one before `from`,
+    /// when resumed with it; 0: unknown): a snapshot of this state records it.
+    last_checksum: u64,
 }
 
 /// What a finished replay rebuilt.
@@ -63,7 +66,21 @@ impl<S: StateMachine> Replayer<S> {
             gap: None,
             pending: None,
             pending_payload: Box::new([0; PAYLOAD_BYTES_MAX]),
+            last_checksum: 0,
         }
+    }
+
+    /// Sets the checksum of the record before `from` (the one a resumed
+    /// snapshot recorded), so a snapshot taken before any new record
+    /// carries it on.
+    pub fn with_last_record_checksum(mut self, checksum: u64) -> Self {
+        self.last_checksum = checksum;
+        self
+    }
+
+    /// The checksum of the last record applied (see `with_last_record_checksum`).
+    pub fn last_record_checksum(&self) -> u64 {
+        self.last_checksum
     }
 
     /// The first discontinuity: (the sequence expected, the one found). A
@@ -92,6 +109,7 @@ impl<S: StateMachine> Replayer<S> {
             }
         }
         self.expected = Some(sequence + 1);
+        self.last_checksum = record.checksum();
         let header = record.header.meta.command_header(record.payload.len());
         self.state_machine.prefetch(&CommandRef {
             sequence: record.header.sequence,

@@ -11,9 +11,21 @@ use keel_codecs::SnapshotCodec;
 use keel_core::{DedupTable, Outcome, ResultCode, StateMachine};
 use keel_journal::{SnapshotHeader, SnapshotStore};
 
+/// What binds a snapshot to one journal's history: the journal's id and
+/// the checksum of its record at `sequence - 1` (0: not known).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Binding {
+    /// The journal's id (its manifest's).
+    pub journal_id: u128,
+    /// The checksum of the last record the state holds.
+    pub last_record_checksum: u64,
+}
+
 /// A state restored from a snapshot, ready for the journal's tail.
 #[derive(Debug)]
 pub struct Restored<S> {
+    /// The checksum of the journal record at `sequence - 1` it recorded (0: none).
+    pub last_record_checksum: u64,
     /// The state machine.
     pub state_machine: S,
     /// The idempotency window.
@@ -70,13 +82,13 @@ pub fn encode<S: SnapshotCodec>(state_machine: &S, dedup: &DedupTable) -> Vec<u8
 /// below `sequence`; returns its path.
 pub fn write<S: SnapshotCodec + StateMachine>(
     store: &SnapshotStore,
-    journal_id: u128,
+    binding: Binding,
     sequence: u64,
     state_machine: &S,
     dedup: &DedupTable,
 ) -> Result<std::path::PathBuf, keel_journal::SnapshotError> {
     store.write(
-        header::<S>(journal_id, sequence, state_machine),
+        header::<S>(binding, sequence, state_machine),
         &encode(state_machine, dedup),
     )
 }
@@ -84,22 +96,23 @@ pub fn write<S: SnapshotCodec + StateMachine>(
 /// Writes a snapshot to exactly `path` (e.g. `keel replay --snapshot-out`).
 pub fn write_to<S: SnapshotCodec + StateMachine>(
     path: &std::path::Path,
-    journal_id: u128,
+    binding: Binding,
     sequence: u64,
     state_machine: &S,
     dedup: &DedupTable,
 ) -> Result<(), keel_journal::SnapshotError> {
-    let header = header::<S>(journal_id, sequence, state_machine);
+    let header = header::<S>(binding, sequence, state_machine);
     keel_journal::snapshot::write_snapshot_file(path, header, &encode(state_machine, dedup))
 }
 
 fn header<S: SnapshotCodec + StateMachine>(
-    journal_id: u128,
+    binding: Binding,
     sequence: u64,
     state_machine: &S,
 ) -> SnapshotHeader {
     SnapshotHeader {
-        journal_id,
+        journal_id: binding.journal_id,
+        last_record_checksum: binding.last_record_checksum,
         schema_id: S::SNAPSHOT_SCHEMA_ID,
         schema_version: S::SNAPSHOT_VERSION,
         sequence,
@@ -204,6 +217,7 @@ pub fn load_newest<S: SnapshotCodec + StateMachine>(
         match decode::<S>(&loaded.header, &loaded.body, config, dedup_entries) {
             Ok((state_machine, dedup)) => {
                 let restored = Restored {
+                    last_record_checksum: loaded.header.last_record_checksum,
                     state_machine,
                     dedup,
                     sequence: loaded.header.sequence,

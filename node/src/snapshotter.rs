@@ -148,7 +148,8 @@ fn run<S: StateMachine + SnapshotCodec>(
     let (restored, _warnings) =
         snapshot::load_newest::<S>(&store, snapshot_config, dedup_entries, u64::MAX, journal_id)?;
     let mut replayer = match restored {
-        Some(r) => Replayer::resume(r.state_machine, r.dedup, r.sequence),
+        Some(r) => Replayer::resume(r.state_machine, r.dedup, r.sequence)
+            .with_last_record_checksum(r.last_record_checksum),
         None => Replayer::new(fresh(), dedup_entries),
     };
     release_covered(&store, status)?;
@@ -178,9 +179,13 @@ fn run<S: StateMachine + SnapshotCodec>(
         if due {
             replayer.flush();
             let sequence = tail.next_sequence();
+            let binding = snapshot::Binding {
+                journal_id: journal_id.unwrap_or(0),
+                last_record_checksum: replayer.last_record_checksum(),
+            };
             snapshot::write(
                 &store,
-                journal_id.unwrap_or(0),
+                binding,
                 sequence,
                 replayer.state_machine(),
                 replayer.dedup(),

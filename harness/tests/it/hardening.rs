@@ -306,3 +306,80 @@ fn exit_codes_follow_the_one_table() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A snapshot of the same journal (same id) but another history: the
+/// journal was restored from a backup and continued with other commands.
+/// The snapshot's last record checksum disowns it; recovery falls back.
+#[test]
+fn a_snapshot_of_another_history_of_the_same_journal_is_refused() {
+    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let data = root.path().join("data");
+    let config = node_config(&data);
+    let transfers = |ids: std::ops::RangeInclusive<u128>, amount: u64| {
+        let node = LedgerNode::start_ledger(&config).unwrap();
+        let mut client = node.client();
+        client
+            .create_accounts(&accounts(2), CallOptions::default())
+            .unwrap();
+        for id in ids {
+            let t = Transfer {
+                amount,
+                ..transfer(id)
+            };
+            client
+                .create_transfers(&[t], CallOptions::default())
+                .unwrap();
+        }
+        node
+    };
+    let copy_journal = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    };
+    transfers(1..=3, 1).shutdown().unwrap();
+    let backup = root.path().join("backup");
+    copy_journal(&data, &backup);
+    // History A: three more transfers of 1, and a snapshot of it.
+    let (_, snapshot) = transfers(4..=6, 1).shutdown_with_snapshot(&config).unwrap();
+    let snapshot = snapshot.unwrap();
+    let kept = root.path().join("kept.keel-snap");
+    std::fs::rename(&snapshot, &kept).unwrap();
+    // The journal restored from the backup, continued as history B.
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    copy_journal(&backup, &data);
+    let node = transfers(4..=9, 5);
+    let mut client = node.client();
+    let expected = client.lookup_account(2).unwrap().unwrap().credits_posted;
+    drop(client);
+    node.shutdown().unwrap();
+    std::fs::rename(&kept, &snapshot).unwrap();
+    // Same journal id, other record at the snapshot's sequence - 1.
+    let node = LedgerNode::start_ledger(&config).unwrap();
+    let recovery = node.recovery().clone();
+    assert!(recovery.snapshot.is_none(), "{recovery:?}");
+    assert!(
+        recovery
+            .warnings
+            .iter()
+            .any(|w| w.contains("does not belong to this journal's history")),
+        "{:?}",
+        recovery.warnings
+    );
+    let mut client = node.client();
+    assert_eq!(
+        client.lookup_account(2).unwrap().unwrap().credits_posted,
+        expected,
+        "history B's state, from a full replay"
+    );
+    assert_eq!(expected, 3 + 6 * 5);
+}

@@ -213,6 +213,10 @@ fn replay(args: &ReplayArgs) -> Result<u8, Failure> {
     if let Some((expected, found)) = replayer.gap() {
         return Err((CORRUPT, format!("the journal does not continue the snapshot: expected sequence {expected}, found {found}")));
     }
+    let binding = snapshot::Binding {
+        journal_id: journal_id.unwrap_or(0),
+        last_record_checksum: replayer.last_record_checksum(),
+    };
     let replayed = replayer.finish();
     let elapsed = started.elapsed();
     let next = last.map_or(from, |l| l + 1);
@@ -236,7 +240,7 @@ fn replay(args: &ReplayArgs) -> Result<u8, Failure> {
     if let Some(path) = &args.snapshot_out {
         snapshot::write_to(
             path,
-            journal_id.unwrap_or(0),
+            binding,
             next,
             &replayed.state_machine,
             &replayed.dedup,
