@@ -90,9 +90,19 @@ fn sync_error_stops_the_engine_and_acknowledges_nothing_of_the_batch() {
     ));
 }
 
-#[test]
-fn no_space_at_roll_is_back_pressure_then_resumes_without_a_gap() {
-    let disk = storage(33);
+/// An engine whose journal waits for disk space at a segment roll, with
+/// its ring backed up.
+struct Stuck {
+    disk: keel_journal::FaultyStorage,
+    status: keel_journal::JournalStatus,
+    engine: Engine<Count, Journal<keel_journal::FaultyStorage>>,
+    submitter: keel_core::Submitter,
+    /// Commands accepted before the ring backed up.
+    accepted: u64,
+}
+
+fn stuck_at_a_roll(seed: u64) -> Stuck {
+    let disk = storage(seed);
     let (journal, _) = Journal::open(disk.clone(), config()).unwrap();
     let status = journal.status();
     let engine_config = EngineConfig {
@@ -116,6 +126,25 @@ fn no_space_at_roll_is_back_pressure_then_resumes_without_a_gap() {
             Err(e) => panic!("{e}"),
         }
     }
+    Stuck {
+        disk,
+        status,
+        engine,
+        submitter,
+        accepted,
+    }
+}
+
+#[test]
+fn no_space_at_roll_is_back_pressure_then_resumes_without_a_gap() {
+    let Stuck {
+        disk,
+        status,
+        engine,
+        mut submitter,
+        accepted,
+    } = stuck_at_a_roll(33);
+    let body = [7u8; 200];
     let durable_while_full = status.durable_next();
     assert!(
         durable_while_full < accepted,
@@ -148,28 +177,13 @@ fn no_space_at_roll_is_back_pressure_then_resumes_without_a_gap() {
 /// hanging; nothing past the roll was acknowledged.
 #[test]
 fn shutdown_on_a_full_disk_returns_once_the_wait_is_abandoned() {
-    let disk = storage(34);
-    let (journal, _) = Journal::open(disk.clone(), config()).unwrap();
-    let status = journal.status();
-    let engine_config = EngineConfig {
-        back_pressure: BackPressure::Wait(Duration::from_millis(1)),
-        ..EngineConfig::default()
-    };
-    let engine = Engine::builder(engine_config, Count(0))
-        .journaller(journal)
-        .start()
-        .unwrap();
-    let mut submitter = engine.submitter();
-    disk.set_no_space(true);
-    let body = [7u8; 200];
-    loop {
-        match submitter.submit_detached(&Command::new(1, &body)) {
-            Ok(_) => {}
-            Err(SubmitError::Busy) if status.out_of_space() => break,
-            Err(SubmitError::Busy) => {}
-            Err(e) => panic!("{e}"),
-        }
-    }
+    let Stuck {
+        disk,
+        status,
+        engine,
+        submitter,
+        ..
+    } = stuck_at_a_roll(34);
     assert!(status.out_of_space_for().is_some());
     drop(submitter);
     status.abandon_waits();
