@@ -46,9 +46,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "keel-node",
         &["keel-core", "keel-journal", "keel-codecs", "keel-ledger"],
     ),
+    ("keel-protocol", &[]),
+    // The server is a producer on the engine; it needs no journal or node.
+    ("keel-server", &["keel-core", "keel-protocol"]),
+    // A client links the protocol only: no engine, journal, node or server.
+    ("keel-client", &["keel-protocol"]),
     (
         "keel-harness",
         &[
+            "keel-protocol",
+            "keel-server",
+            "keel-client",
             "keel-core",
             "keel-journal",
             "keel-codecs",

@@ -8,6 +8,7 @@ mod exit;
 mod journal_cli;
 mod project_cli;
 mod replay_cli;
+mod serve_cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,13 @@ enum Commands {
     /// Exit 0 ok; 1 the projection halted (poison error, fenced, diverged);
     /// 3 cannot start (arguments, configuration, journal).
     Project(project_cli::ProjectArgs),
+    /// A ledger node on the network: recover, listen for clients (Keel's
+    /// framed protocol, docs/protocol.md), serve until SIGTERM/SIGINT, then
+    /// drain and exit 0. Exit 78 bad configuration; 3 cannot start.
+    Serve(serve_cli::ServeArgs),
+    /// Print a new random bearer token and the BLAKE3 hash that goes in
+    /// `[[server.principals]] token_blake3`.
+    Token,
 }
 
 #[derive(Subcommand)]
@@ -162,6 +170,8 @@ fn main() -> ExitCode {
         Commands::Journal(command) => journal_cli::run(command),
         Commands::Replay(args) => replay_cli::run(&args),
         Commands::Project(args) => project_cli::run(&args),
+        Commands::Serve(args) => serve_cli::serve(&args),
+        Commands::Token => serve_cli::token(),
     }
 }
 

@@ -1,0 +1,423 @@
+//! One client connection: the handshake, then a loop that reads request
+//! frames while the connection's window has room, submits their entries,
+//! and writes one reply frame per batch of completions that are ready.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
+use keel_core::{Ack, Command, SubmitError, Submitter};
+use keel_protocol::{
+    decode_frame, encode_frame, Frame, FrameError, Header, Hello, Kind, Refusal, RefusalCode,
+    Replies, ReplyEntry, ReplyStatus, Requests, Welcome, BODY_BYTES_MAX, ENTRIES_PER_FRAME_MAX,
+    HEADER_BYTES, VERSION,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::{ServerConfig, ServerStats};
+
+/// What every connection shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: ServerConfig,
+    pub principals: HashMap<[u8; 32], (String, u32)>,
+    pub stats: Arc<ServerStats>,
+}
+
+/// The authenticated peer.
+struct Session {
+    id: u64,
+    tenant: u32,
+}
+
+/// Why a connection ends (logged; the peer got a `Refused` where one applies).
+enum End {
+    /// The peer closed, or the server is stopping and everything is written.
+    Closed,
+    /// Refused with this code and message.
+    Refused(RefusalCode, String),
+    /// An I/O error or a write that timed out.
+    Io,
+}
+
+pub(crate) struct Connection {
+    shared: Arc<Shared>,
+    submitter: Submitter,
+    stop: watch::Receiver<bool>,
+    peer: SocketAddr,
+    read_buf: Vec<u8>,
+    write_buf: Vec<u8>,
+    body: Vec<u8>,
+}
+
+type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = ReplyEntry>>>;
+
+impl Connection {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        submitter: Submitter,
+        stop: watch::Receiver<bool>,
+        peer: SocketAddr,
+    ) -> Self {
+        Self {
+            shared,
+            submitter,
+            stop,
+            peer,
+            read_buf: Vec::with_capacity(HEADER_BYTES + BODY_BYTES_MAX),
+            write_buf: Vec::with_capacity(HEADER_BYTES + BODY_BYTES_MAX),
+            body: Vec::with_capacity(BODY_BYTES_MAX),
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut stream: TcpStream) {
+        let stats = Arc::clone(&self.shared.stats);
+        let open = stats.connections_open.fetch_add(1, Ordering::Relaxed) + 1;
+        let end = if open > self.shared.config.connections_max {
+            End::Refused(
+                RefusalCode::TooManyConnections,
+                format!(
+                    "the node holds its maximum of {} connections",
+                    self.shared.config.connections_max
+                ),
+            )
+        } else {
+            match self.handshake(&mut stream).await {
+                Ok(session) => {
+                    stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
+                    self.serve(&mut stream, session).await
+                }
+                Err(end) => end,
+            }
+        };
+        if let End::Refused(code, message) = &end {
+            stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+            log::info!("refused {}: {code:?}: {message}", self.peer);
+            self.body.clear();
+            Refusal {
+                code: *code,
+                message,
+            }
+            .encode(&mut self.body);
+            self.write_buf.clear();
+            encode_frame(&Header::new(Kind::Refused), &self.body, &mut self.write_buf);
+            let _ = self.flush(&mut stream).await;
+        }
+        stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Reads one whole frame within the frame timeout.
+    /// With `idle_ok`, waits as long as it takes for a frame to start (an
+    /// idle authenticated connection is fine); the timeout runs from its
+    /// first byte.
+    async fn read_frame_len(
+        &mut self,
+        stream: &mut TcpStream,
+        idle_ok: bool,
+    ) -> Result<usize, End> {
+        let timeout = self.shared.config.frame_timeout();
+        if idle_ok && self.read_buf.is_empty() {
+            match stream.read_buf(&mut self.read_buf).await {
+                Ok(0) => return Err(End::Closed),
+                Ok(_) => {}
+                Err(_) => return Err(End::Io),
+            }
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match decode_frame(&self.read_buf) {
+                Ok(Some((_, used))) => return Ok(used),
+                Ok(None) => {}
+                Err(e) => return Err(bad_frame(e)),
+            }
+            let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut self.read_buf));
+            match read.await {
+                Err(_) => {
+                    return Err(End::Refused(
+                        RefusalCode::Timeout,
+                        format!("no complete frame within {} ms", timeout.as_millis()),
+                    ))
+                }
+                Ok(Ok(0)) => return Err(End::Closed),
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return Err(End::Io),
+            }
+        }
+    }
+
+    async fn handshake(&mut self, stream: &mut TcpStream) -> Result<Session, End> {
+        let used = self.read_frame_len(stream, false).await?;
+        let (frame, _) = decode_frame(&self.read_buf)
+            .ok()
+            .flatten()
+            .expect("a whole frame");
+        if frame.header.kind != Kind::Hello {
+            return Err(violation("the first frame must be Hello"));
+        }
+        let hello = Hello::decode(frame.body).map_err(bad_frame)?;
+        if !(hello.version_min..=hello.version_max).contains(&VERSION) {
+            return Err(End::Refused(
+                RefusalCode::UnsupportedVersion,
+                format!(
+                    "this node speaks protocol version {VERSION}; the client offered {}..={}",
+                    hello.version_min, hello.version_max
+                ),
+            ));
+        }
+        if frame.header.session == 0 {
+            return Err(violation("session id 0 is reserved"));
+        }
+        let tenant = self.authenticate(hello.token)?;
+        let session = Session {
+            id: frame.header.session,
+            tenant,
+        };
+        self.read_buf.drain(..used);
+        self.body.clear();
+        Welcome {
+            version: VERSION,
+            tenant,
+            in_flight_max: self.shared.config.in_flight_per_connection as u32,
+            entries_per_frame_max: ENTRIES_PER_FRAME_MAX as u16,
+            body_bytes_max: BODY_BYTES_MAX as u32,
+        }
+        .encode(&mut self.body);
+        let mut header = Header::new(Kind::Welcome);
+        header.session = session.id;
+        header.tenant = tenant;
+        self.write_buf.clear();
+        encode_frame(&header, &self.body, &mut self.write_buf);
+        self.flush(stream).await?;
+        Ok(session)
+    }
+
+    fn authenticate(&self, token: &[u8]) -> Result<u32, End> {
+        if token.is_empty() && self.shared.config.allow_anonymous {
+            return Ok(0);
+        }
+        let hash: [u8; 32] = *blake3::hash(token).as_bytes();
+        match self.shared.principals.get(&hash) {
+            Some((name, tenant)) => {
+                log::info!("{} authenticated as {name} (tenant {tenant})", self.peer);
+                Ok(*tenant)
+            }
+            None => Err(End::Refused(
+                RefusalCode::Unauthenticated,
+                "missing or unknown credentials".into(),
+            )),
+        }
+    }
+
+    /// The request loop.
+    async fn serve(&mut self, stream: &mut TcpStream, session: Session) -> End {
+        let window = self.shared.config.in_flight_per_connection;
+        let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
+        let mut stop = self.stop.clone();
+        let mut stopping = *stop.borrow();
+        loop {
+            if stopping && pending.is_empty() {
+                return End::Closed;
+            }
+            let can_read = !stopping && pending.len() < window;
+            tokio::select! {
+                biased;
+                Some(reply) = pending.next(), if !pending.is_empty() => {
+                    if let Err(end) = self.write_replies(stream, &session, reply, &mut pending).await {
+                        return end;
+                    }
+                }
+                _ = stop.changed(), if !stopping => stopping = true,
+                read = self.read_frame_len(stream, true), if can_read => {
+                    let used = match read {
+                        Ok(used) => used,
+                        Err(end) => return end,
+                    };
+                    let result = self.handle_frame(stream, &session, &mut pending).await;
+                    self.read_buf.drain(..used);
+                    if let Err(end) = result {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `first` and every other completion already ready as one frame.
+    async fn write_replies(
+        &mut self,
+        stream: &mut TcpStream,
+        session: &Session,
+        first: ReplyEntry,
+        pending: &mut FuturesUnordered<Pending>,
+    ) -> Result<(), End> {
+        Replies::begin(&mut self.body);
+        Replies::push(&mut self.body, &first);
+        while Replies::count(&self.body) < ENTRIES_PER_FRAME_MAX {
+            match pending.next().now_or_never() {
+                Some(Some(reply)) => Replies::push(&mut self.body, &reply),
+                _ => break,
+            }
+        }
+        self.send_replies(stream, session).await
+    }
+
+    async fn send_replies(&mut self, stream: &mut TcpStream, session: &Session) -> Result<(), End> {
+        let mut header = Header::new(Kind::Reply);
+        header.session = session.id;
+        header.tenant = session.tenant;
+        self.write_buf.clear();
+        encode_frame(&header, &self.body, &mut self.write_buf);
+        self.flush(stream).await
+    }
+
+    async fn handle_frame(
+        &mut self,
+        stream: &mut TcpStream,
+        session: &Session,
+        pending: &mut FuturesUnordered<Pending>,
+    ) -> Result<(), End> {
+        let (frame, _) = decode_frame(&self.read_buf)
+            .ok()
+            .flatten()
+            .expect("a whole frame");
+        match frame.header.kind {
+            Kind::Request => {}
+            Kind::Ping => {
+                let mut header = Header::new(Kind::Pong);
+                header.correlation = frame.header.correlation;
+                self.write_buf.clear();
+                encode_frame(&header, &[], &mut self.write_buf);
+                return self.flush(stream).await;
+            }
+            kind => return Err(violation(&format!("unexpected {kind:?} frame"))),
+        }
+        if frame.header.session != session.id {
+            return Err(violation("the frame names another session"));
+        }
+        let requests = Requests::decode(frame.body).map_err(bad_frame)?;
+        let immediate = submit_all(
+            &frame,
+            requests,
+            session,
+            &mut self.submitter,
+            pending,
+            self.shared.config.in_flight_per_connection,
+            &self.shared.stats,
+            &mut self.body,
+        );
+        match immediate {
+            true => self.send_replies(stream, session).await,
+            false => Ok(()),
+        }
+    }
+
+    async fn flush(&mut self, stream: &mut TcpStream) -> Result<(), End> {
+        let timeout = self.shared.config.frame_timeout();
+        match tokio::time::timeout(timeout, stream.write_all(&self.write_buf)).await {
+            Ok(Ok(())) => Ok(()),
+            // A peer that does not read its replies is cut, so it cannot pin
+            // completion cells and buffers forever.
+            _ => Err(End::Io),
+        }
+    }
+}
+
+/// Submits every entry; immediate answers (busy, invalid, rejected, wrong
+/// tenant) go into `body` as a reply body. Returns whether it holds any.
+#[allow(clippy::too_many_arguments)]
+fn submit_all(
+    frame: &Frame<'_>,
+    requests: Requests<'_>,
+    session: &Session,
+    submitter: &mut Submitter,
+    pending: &mut FuturesUnordered<Pending>,
+    window: usize,
+    stats: &ServerStats,
+    body: &mut Vec<u8>,
+) -> bool {
+    Replies::begin(body);
+    stats
+        .requests
+        .fetch_add(requests.len() as u64, Ordering::Relaxed);
+    for entry in requests.iter() {
+        let refuse = |status| ReplyEntry::new(entry.request, entry.correlation, status);
+        if frame.header.tenant != session.tenant {
+            Replies::push(body, &refuse(ReplyStatus::WrongTenant));
+            continue;
+        }
+        if entry.request == 0 {
+            Replies::push(body, &refuse(ReplyStatus::Invalid));
+            continue;
+        }
+        if pending.len() >= window {
+            stats.busy.fetch_add(1, Ordering::Relaxed);
+            Replies::push(body, &refuse(ReplyStatus::Busy));
+            continue;
+        }
+        let command = Command {
+            command_type: entry.command_type,
+            schema_version: entry.schema_version,
+            correlation_id: entry.correlation,
+            idempotency_key: (u128::from(session.id) << 64) | u128::from(entry.request),
+            tenant_id: session.tenant,
+            payload: entry.payload,
+        };
+        match submitter.submit_async(&command) {
+            Ok(ack) => {
+                let (request, correlation) = (entry.request, entry.correlation);
+                pending.push(Box::pin(
+                    ack.map(move |result| reply_for(request, correlation, result)),
+                ));
+            }
+            Err(e) => {
+                let reply = reply_for(entry.request, entry.correlation, Err(e));
+                if reply.status == ReplyStatus::Busy {
+                    stats.busy.fetch_add(1, Ordering::Relaxed);
+                }
+                Replies::push(body, &reply);
+            }
+        }
+    }
+    Replies::count(body) > 0
+}
+
+fn reply_for(request: u64, correlation: u64, result: Result<Ack, SubmitError>) -> ReplyEntry {
+    match result {
+        Ok(ack) => {
+            let status = match ack.duplicate {
+                true => ReplyStatus::Duplicate,
+                false => ReplyStatus::Applied,
+            };
+            let mut reply =
+                ReplyEntry::new(request, correlation, status).with_data(ack.outcome.data());
+            reply.sequence = ack.sequence;
+            reply.code = ack.outcome.code.0;
+            reply
+        }
+        Err(SubmitError::Rejected { code }) => {
+            let mut reply = ReplyEntry::new(request, correlation, ReplyStatus::Rejected);
+            reply.code = code;
+            reply
+        }
+        Err(SubmitError::Busy | SubmitError::Paused) => {
+            ReplyEntry::new(request, correlation, ReplyStatus::Busy)
+        }
+        Err(SubmitError::EngineStopped(_)) => {
+            ReplyEntry::new(request, correlation, ReplyStatus::Unavailable)
+        }
+        Err(_) => ReplyEntry::new(request, correlation, ReplyStatus::Invalid),
+    }
+}
+
+fn bad_frame(e: FrameError) -> End {
+    End::Refused(RefusalCode::BadFrame, e.to_string())
+}
+
+fn violation(what: &str) -> End {
+    End::Refused(RefusalCode::ProtocolViolation, what.to_string())
+}
