@@ -157,7 +157,9 @@ impl Client {
     }
 
     /// Sets the next request number, e.g. to retry requests of an earlier
-    /// `Unknown` outcome on a client connected with the same session.
+    /// `Unknown` outcome on a client connected with the same session. A
+    /// number the session already used is a retry: it is answered with that
+    /// request's original outcome, whatever the new payload.
     pub fn set_next_request(&mut self, request: u64) {
         assert!(request > 0, "request numbers start at 1");
         self.next_request = request;

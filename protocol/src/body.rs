@@ -429,7 +429,8 @@ pub struct ReplyEntry {
     pub request: u64,
     /// The request's correlation id.
     pub correlation: u64,
-    /// The command's journal sequence (executed statuses only).
+    /// The command's journal sequence (executed statuses only; for a
+    /// `Duplicate`, the retry's own record, not the original's).
     pub sequence: u64,
     /// The state machine's result code, or the validator's refusal code.
     pub code: u32,

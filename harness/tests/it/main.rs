@@ -5,6 +5,7 @@ mod crash;
 mod crash_loop;
 mod hardening;
 mod main_job;
+mod network;
 mod projector;
 mod projector_model;
 mod proxy;

@@ -1,0 +1,366 @@
+//! The network face end to end over real loopback sockets: `keel-server` in
+//! front of a ledger node, `keel-client` and raw sockets in front of it.
+//! Retries are exactly-once (same session and request number → the original
+//! reply), bad input gets a typed refusal while others keep being served,
+//! and a `kill -9` of `keel serve` loses nothing that was acknowledged.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use keel_client::{Client, ClientConfig, Request, Status};
+use keel_core::{Outcome, ResultCode};
+use keel_harness::config::NodeConfig;
+use keel_harness::node::LedgerNode;
+use keel_ledger::commands::{self, command_type};
+use keel_ledger::Transfer;
+use keel_protocol::*;
+use keel_server::{Principal, Server, ServerConfig};
+
+const TOKEN: &str = "a-test-token";
+
+fn node_config(dir: &std::path::Path) -> NodeConfig {
+    let mut config = NodeConfig::default();
+    config.journal.data_dir = dir.to_path_buf();
+    config.ledger.accounts_max = 64;
+    config.ledger.transfers_max = 4096;
+    config.engine.back_pressure_wait_ms = 0;
+    config
+}
+
+fn server_config() -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        frame_timeout_ms: 300,
+        principals: vec![Principal {
+            name: "test".into(),
+            tenant: 7,
+            token_blake3: keel_server::token_hash(TOKEN),
+        }],
+        ..ServerConfig::default()
+    }
+}
+
+fn client(addr: SocketAddr, session: u64) -> Client {
+    let mut config = ClientConfig::new(addr);
+    config.token = TOKEN.as_bytes().to_vec();
+    config.tenant = 7;
+    config.session = session;
+    Client::connect(config).unwrap()
+}
+
+fn transfer(id: u128, amount: u64) -> Transfer {
+    Transfer {
+        id,
+        debit_account_id: 1,
+        credit_account_id: 2,
+        amount,
+        ledger: 1,
+        code: 1,
+        ..Transfer::default()
+    }
+}
+
+fn payload_accounts() -> Vec<u8> {
+    let mut buf = vec![0; 1024];
+    let len = commands::encode_create_accounts(&crate::support::accounts(2), &mut buf).unwrap();
+    buf.truncate(len);
+    buf
+}
+
+fn payload_transfer(id: u128, amount: u64) -> Vec<u8> {
+    let mut buf = vec![0; 1024];
+    let len = commands::encode_create_transfers(&[transfer(id, amount)], &mut buf).unwrap();
+    buf.truncate(len);
+    buf
+}
+
+fn request(command_type: u16, payload: &[u8]) -> Request<'_> {
+    Request {
+        command_type,
+        schema_version: 1,
+        payload,
+    }
+}
+
+/// Account 2's credits, through the log.
+fn credits(client: &mut Client) -> u64 {
+    let mut buf = [0u8; 64];
+    let len = commands::encode_lookup(2, &mut buf).unwrap();
+    let reply = client
+        .call(&[request(command_type::LOOKUP_ACCOUNT, &buf[..len])])
+        .unwrap()[0];
+    assert_eq!(reply.status, Status::Applied);
+    let mut outcome = Outcome::default();
+    outcome.set(ResultCode(reply.code), reply.data());
+    commands::account_balance(&outcome)
+        .unwrap()
+        .unwrap()
+        .credits_posted
+}
+
+/// Event results of an executed create reply: all zero means all created.
+fn event_codes(reply: &ReplyEntry) -> Vec<u8> {
+    let mut outcome = Outcome::default();
+    outcome.set(ResultCode(reply.code), reply.data());
+    commands::event_results(&outcome).unwrap().codes().to_vec()
+}
+
+#[test]
+fn requests_run_once_and_a_resent_request_gets_its_original_reply() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let node = LedgerNode::start_ledger(&node_config(dir.path())).unwrap();
+    let server = Server::start(server_config(), node.submitter()).unwrap();
+    let mut first = client(server.local_addr(), 0);
+    let accounts = payload_accounts();
+    let created = first
+        .call(&[request(command_type::CREATE_ACCOUNTS, &accounts)])
+        .unwrap();
+    assert_eq!(created[0].status, Status::Applied);
+    assert!(event_codes(&created[0]).iter().all(|&c| c == 0));
+
+    // 40 transfers of 1..=40 in frames of 10 entries.
+    let payloads: Vec<Vec<u8>> = (1..=40).map(|i| payload_transfer(i, i as u64)).collect();
+    let mut replies = Vec::new();
+    let from = first.next_request();
+    for chunk in payloads.chunks(10) {
+        let batch: Vec<Request<'_>> = chunk
+            .iter()
+            .map(|p| request(command_type::CREATE_TRANSFERS, p))
+            .collect();
+        replies.extend(first.call(&batch).unwrap());
+    }
+    assert!(replies.iter().all(|r| r.status == Status::Applied));
+    assert_eq!(credits(&mut first), (1..=40).sum::<u64>());
+
+    // Another connection resumes the session and resends the same numbers,
+    // as a client does after a lost reply: the original answers, not re-run.
+    let mut again = client(server.local_addr(), first.session());
+    again.set_next_request(from);
+    let batch: Vec<Request<'_>> = payloads[..10]
+        .iter()
+        .map(|p| request(command_type::CREATE_TRANSFERS, p))
+        .collect();
+    let resent = again.call(&batch).unwrap();
+    for (new, old) in resent.iter().zip(&replies) {
+        assert_eq!(new.status, Status::Duplicate);
+        // The original outcome; the retry itself is a later journal record.
+        assert_eq!((new.code, new.data()), (old.code, old.data()));
+        assert!(new.sequence > old.sequence);
+    }
+    // Past the numbers the session already used (reusing one is a retry).
+    again.set_next_request(first.next_request());
+    assert_eq!(credits(&mut again), (1..=40).sum::<u64>());
+    drop((first, again));
+    server.shutdown();
+    node.shutdown().unwrap();
+}
+
+/// Sends raw bytes, returns the refusal the node answers with.
+fn refusal_for(addr: SocketAddr, bytes: &[u8]) -> (RefusalCode, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    let (frame, _) = decode_frame(&got)
+        .unwrap()
+        .expect("a whole Refused frame, then close");
+    assert_eq!(frame.header.kind, Kind::Refused);
+    let refusal = Refusal::decode(frame.body).unwrap();
+    (refusal.code, refusal.message.to_string())
+}
+
+fn hello(version_min: u16, version_max: u16, token: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    Hello {
+        version_min,
+        version_max,
+        token,
+    }
+    .encode(&mut body);
+    let mut header = Header::new(Kind::Hello);
+    header.session = 99;
+    let mut out = Vec::new();
+    encode_frame(&header, &body, &mut out);
+    out
+}
+
+#[test]
+fn bad_input_is_refused_with_a_type_and_others_keep_being_served() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let node = LedgerNode::start_ledger(&node_config(dir.path())).unwrap();
+    let mut config = server_config();
+    config.connections_max = 3;
+    let server = Server::start(config, node.submitter()).unwrap();
+    let addr = server.local_addr();
+    let mut good = client(addr, 0);
+    let accounts = payload_accounts();
+    good.call(&[request(command_type::CREATE_ACCOUNTS, &accounts)])
+        .unwrap();
+
+    assert_eq!(
+        refusal_for(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").0,
+        RefusalCode::BadFrame
+    );
+    let (code, message) = refusal_for(addr, &hello(2, 3, TOKEN.as_bytes()));
+    assert_eq!(code, RefusalCode::UnsupportedVersion);
+    assert!(message.contains("version 1"), "{message}");
+    assert_eq!(
+        refusal_for(addr, &hello(1, 1, b"wrong")).0,
+        RefusalCode::Unauthenticated
+    );
+    assert_eq!(
+        refusal_for(addr, &hello(1, 1, b"")).0,
+        RefusalCode::Unauthenticated
+    );
+    let mut damaged = hello(1, 1, TOKEN.as_bytes());
+    *damaged.last_mut().unwrap() ^= 1;
+    assert_eq!(refusal_for(addr, &damaged).0, RefusalCode::BadFrame);
+    let mut oversized = hello(1, 1, TOKEN.as_bytes());
+    oversized[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(
+        refusal_for(addr, &oversized[..HEADER_BYTES]).0,
+        RefusalCode::BadFrame
+    );
+    let mut ping = Vec::new();
+    encode_frame(&Header::new(Kind::Ping), &[], &mut ping);
+    assert_eq!(refusal_for(addr, &ping).0, RefusalCode::ProtocolViolation);
+    // Slowloris: half a header, then nothing.
+    assert_eq!(
+        refusal_for(addr, &hello(1, 1, TOKEN.as_bytes())[..20]).0,
+        RefusalCode::Timeout
+    );
+    // Silent after connecting: cut at the frame timeout too.
+    assert_eq!(refusal_for(addr, &[]).0, RefusalCode::Timeout);
+
+    // A flood past connections_max: the extra ones are refused.
+    let _held: Vec<Client> = (0..2).map(|_| client(addr, 0)).collect();
+    let mut config = ClientConfig::new(addr);
+    config.token = TOKEN.as_bytes().to_vec();
+    config.tenant = 7;
+    match Client::connect(config) {
+        Err(keel_client::ClientError::Refused { code, .. }) => {
+            assert_eq!(code, RefusalCode::TooManyConnections)
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    // The good client is still served after all of the above.
+    let payload = payload_transfer(1, 5);
+    let reply = good
+        .call(&[request(command_type::CREATE_TRANSFERS, &payload)])
+        .unwrap();
+    assert_eq!(reply[0].status, Status::Applied);
+    assert_eq!(
+        credits(&mut good),
+        5,
+        "the good client was served throughout"
+    );
+    drop(good);
+    server.shutdown();
+    node.shutdown().unwrap();
+}
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn spawn_serve(config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Connects, retrying while the node starts (the client's own back-off).
+fn connect_when_up(addr: SocketAddr, session: u64) -> Client {
+    for _ in 0..200 {
+        let mut config = ClientConfig::new(addr);
+        config.token = TOKEN.as_bytes().to_vec();
+        config.tenant = 7;
+        config.session = session;
+        config.deadline = Duration::from_secs(5);
+        if let Ok(client) = Client::connect(config) {
+            return client;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("keel serve did not come up on {addr}");
+}
+
+#[test]
+fn a_kill_9_of_keel_serve_loses_no_acknowledged_request_and_retries_get_original_replies() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let addr = free_port();
+    let config = dir.path().join("keel.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"{addr}\"\n[[server.principals]]\nname = \"test\"\ntenant = 7\ntoken_blake3 = \"{}\"\n\
+             [journal]\ndata_dir = \"{}\"\n[ledger]\naccounts_max = 64\ntransfers_max = 4096\n",
+            keel_server::token_hash(TOKEN),
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut child = spawn_serve(&config);
+    let mut c = connect_when_up(addr, 0);
+    let accounts = payload_accounts();
+    c.call(&[request(command_type::CREATE_ACCOUNTS, &accounts)])
+        .unwrap();
+    let payloads: Vec<Vec<u8>> = (1..=60).map(|i| payload_transfer(i, 1)).collect();
+    let from = c.next_request();
+    let mut acked = Vec::new();
+    for chunk in payloads.chunks(6) {
+        let batch: Vec<Request<'_>> = chunk
+            .iter()
+            .map(|p| request(command_type::CREATE_TRANSFERS, p))
+            .collect();
+        acked.extend(c.call(&batch).unwrap());
+    }
+    assert!(acked.iter().all(|r| r.status == Status::Applied));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let mut child = spawn_serve(&config);
+    let mut again = connect_when_up(addr, c.session());
+    again.set_next_request(from);
+    for (chunk, old) in payloads.chunks(6).zip(acked.chunks(6)) {
+        let batch: Vec<Request<'_>> = chunk
+            .iter()
+            .map(|p| request(command_type::CREATE_TRANSFERS, p))
+            .collect();
+        for (new, old) in again.call(&batch).unwrap().iter().zip(old) {
+            assert_eq!(
+                new.status,
+                Status::Duplicate,
+                "an acknowledged request ran again after kill -9"
+            );
+            assert_eq!((new.code, new.data()), (old.code, old.data()));
+        }
+    }
+    assert_eq!(
+        credits(&mut again),
+        60,
+        "every acknowledged transfer applied exactly once"
+    );
+    drop((c, again));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(0),
+        "SIGTERM drains and exits 0"
+    );
+}
