@@ -46,5 +46,7 @@ for target in decode apply; do
   (cd ledger/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- \
     -max_total_time="${KEEL_FUZZ_SECONDS:-15}" -print_final_stats=0 2>&1 | tail -n 1)
 done
+(cd protocol/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run decode_frame -- \
+  -max_total_time="${KEEL_FUZZ_SECONDS:-15}" -print_final_stats=0 2>&1 | tail -n 1)
 
 step "all checks passed"

@@ -43,7 +43,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn from_u8(value: u8) -> Option<Kind> {
+    /// The kind a header's kind byte names, or `None` for an unknown byte.
+    pub fn from_u8(value: u8) -> Option<Kind> {
         Some(match value {
             1 => Kind::Hello,
             2 => Kind::Welcome,
