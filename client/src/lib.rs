@@ -12,13 +12,22 @@
 //! [`ClientError::Unknown`]: the outcome is then unknown, never reported as
 //! a failure the node did not state.
 //!
+//! TLS 1.3 (rustls) is on with [`ClientConfig::tls`]: the node's
+//! certificate is verified against the given CA and name, and a client
+//! certificate can be presented for mutual TLS.
+//!
 //! The client depends on the protocol crate only (no engine, no journal).
 
 #![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use keel_protocol::{
     decode_frame, encode_frame, FrameError, Header, Hello, Kind, Refusal, RefusalCode, Replies,
@@ -67,6 +76,10 @@ pub enum ClientError {
     /// The node sent bytes that are not a valid frame.
     #[error("bad frame from the node: {0}")]
     BadFrame(#[from] FrameError),
+    /// The TLS settings cannot be used (unreadable CA, certificate or key;
+    /// a server name that is not a DNS name or IP address).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The batch does not fit one frame.
     #[error("batch of {len} requests ({bytes} bytes) does not fit one frame")]
     BatchTooLarge {
@@ -90,6 +103,100 @@ pub struct ClientConfig {
     pub deadline: Duration,
     /// The session id to use (0: a random one). Reusing one resumes it.
     pub session: u64,
+    /// TLS 1.3 to the node (`None`: plain TCP, for a node configured
+    /// `plaintext = true`).
+    pub tls: Option<Tls>,
+}
+
+/// TLS settings: whom to trust, the name to verify, and optionally the
+/// client's own certificate.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    config: Arc<rustls::ClientConfig>,
+    server_name: ServerName<'static>,
+}
+
+impl Tls {
+    /// Trusts the CA certificates in the PEM file `ca` and expects the node's
+    /// certificate to name `server_name` (a DNS name or an IP address);
+    /// `identity` is a (certificate chain, private key) pair of PEM files for
+    /// mutual TLS.
+    pub fn from_pem_files(
+        ca: &Path,
+        server_name: &str,
+        identity: Option<(&Path, &Path)>,
+    ) -> Result<Tls, ClientError> {
+        let tls_error = |path: &Path, e: &dyn std::fmt::Display| {
+            ClientError::Tls(format!("{}: {e}", path.display()))
+        };
+        let read_certs = |path: &Path| -> Result<Vec<CertificateDer<'static>>, ClientError> {
+            CertificateDer::pem_file_iter(path)
+                .map_err(|e| tls_error(path, &e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| tls_error(path, &e))
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in read_certs(ca)? {
+            roots.add(cert).map_err(|e| tls_error(ca, &e))?;
+        }
+        if roots.is_empty() {
+            return Err(tls_error(ca, &"no CA certificate in the file"));
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_root_certificates(roots);
+        let config = match identity {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = read_certs(cert)?;
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| tls_error(key, &e))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| tls_error(cert, &e))?
+            }
+        };
+        let server_name = ServerName::try_from(server_name.to_string())
+            .map_err(|e| ClientError::Tls(format!("server name `{server_name}`: {e}")))?;
+        Ok(Tls {
+            config: Arc::new(config),
+            server_name,
+        })
+    }
+}
+
+/// The connection: plain TCP or TLS over it.
+#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
 }
 
 impl ClientConfig {
@@ -101,6 +208,7 @@ impl ClientConfig {
             tenant: 0,
             deadline: Duration::from_secs(10),
             session: 0,
+            tls: None,
         }
     }
 }
@@ -111,7 +219,7 @@ pub struct Client {
     config: ClientConfig,
     session: u64,
     next_request: u64,
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     read_buf: Vec<u8>,
     write_buf: Vec<u8>,
     body: Vec<u8>,
@@ -289,7 +397,16 @@ impl Client {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_read_timeout(Some(self.config.deadline));
         let _ = stream.set_write_timeout(Some(self.config.deadline));
-        self.stream = Some(stream);
+        self.stream = Some(match &self.config.tls {
+            None => Stream::Plain(stream),
+            Some(tls) => {
+                let connection =
+                    rustls::ClientConnection::new(Arc::clone(&tls.config), tls.server_name.clone())
+                        .map_err(|e| Attempt::Fatal(ClientError::Tls(e.to_string())))?;
+                // The handshake runs on the first write and read.
+                Stream::Tls(Box::new(rustls::StreamOwned::new(connection, stream)))
+            }
+        });
         self.body.clear();
         Hello {
             version_min: VERSION,
@@ -324,7 +441,8 @@ impl Client {
         let stream = self.stream.as_mut().expect("connected");
         stream
             .write_all(&self.write_buf)
-            .map_err(|e| Attempt::Retry(format!("write: {e}")))
+            .and_then(|()| stream.flush())
+            .map_err(|e| io_failure("write", e))
     }
 
     /// Reads one frame; returns its kind and a copy of its body.
@@ -340,7 +458,7 @@ impl Client {
             match stream.read(&mut chunk) {
                 Ok(0) => return Err(Attempt::Retry("the node closed the connection".into())),
                 Ok(n) => self.read_buf.extend_from_slice(&chunk[..n]),
-                Err(e) => return Err(Attempt::Retry(format!("read: {e}"))),
+                Err(e) => return Err(io_failure("read", e)),
             }
         }
     }
@@ -350,6 +468,19 @@ impl Client {
 enum Attempt {
     Retry(String),
     Fatal(ClientError),
+}
+
+/// An I/O failure is retried (after a reconnect), except a TLS failure
+/// (an untrusted certificate, a wrong name, a refused client certificate):
+/// retrying cannot change it.
+fn io_failure(what: &str, e: std::io::Error) -> Attempt {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => Attempt::Fatal(ClientError::Tls(tls.to_string())),
+        None => Attempt::Retry(format!("{what}: {e}")),
+    }
 }
 
 fn fatal(e: FrameError) -> Attempt {

@@ -7,6 +7,7 @@
 
 pub use keel_node::{config, node, replay, snapshot, snapshotter};
 
+pub mod devcert;
 pub mod load;
 pub mod projection;
 pub mod traffic;

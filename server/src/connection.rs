@@ -2,7 +2,6 @@
 //! frames while the connection's window has room, submits their entries,
 //! and writes one reply frame per batch of completions that are ready.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,19 +14,34 @@ use keel_protocol::{
     Replies, ReplyEntry, ReplyStatus, Requests, Welcome, BODY_BYTES_MAX, ENTRIES_PER_FRAME_MAX,
     HEADER_BYTES, VERSION,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::config::{Identity, PrincipalTable};
 use crate::{ServerConfig, ServerStats};
 
 /// What every connection shares.
-#[derive(Debug)]
 pub(crate) struct Shared {
     pub config: ServerConfig,
-    pub principals: HashMap<[u8; 32], (String, u32)>,
+    pub principals: PrincipalTable,
     pub stats: Arc<ServerStats>,
+    /// `None`: plain TCP (configured explicitly).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A byte stream a connection runs on: plain TCP or TLS over it.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
 
 /// The authenticated peer.
 struct Session {
@@ -75,7 +89,40 @@ impl Connection {
         }
     }
 
-    pub(crate) async fn run(mut self, mut stream: TcpStream) {
+    /// Runs the TLS handshake (within the frame timeout) where TLS is
+    /// configured, then the connection.
+    pub(crate) async fn start(self, stream: TcpStream) {
+        let Some(acceptor) = self.shared.tls.clone() else {
+            return self.run(stream, None).await;
+        };
+        let timeout = self.shared.config.frame_timeout();
+        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => {
+                let identity = crate::tls::cert_identity(
+                    &self.shared.principals,
+                    stream.get_ref().1.peer_certificates(),
+                );
+                self.run(stream, identity).await
+            }
+            // No frame can carry a refusal without TLS: count it and close.
+            Ok(Err(e)) => {
+                self.shared
+                    .stats
+                    .connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                log::info!("refused {}: TLS handshake failed: {e}", self.peer);
+            }
+            Err(_) => {
+                self.shared
+                    .stats
+                    .connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                log::info!("refused {}: no TLS handshake within {timeout:?}", self.peer);
+            }
+        }
+    }
+
+    async fn run<S: Io>(mut self, mut stream: S, cert: Option<Identity>) {
         let stats = Arc::clone(&self.shared.stats);
         let open = stats.connections_open.fetch_add(1, Ordering::Relaxed) + 1;
         let end = if open > self.shared.config.connections_max {
@@ -87,7 +134,7 @@ impl Connection {
                 ),
             )
         } else {
-            match self.handshake(&mut stream).await {
+            match self.handshake(&mut stream, cert).await {
                 Ok(session) => {
                     stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
                     self.serve(&mut stream, session).await
@@ -108,6 +155,8 @@ impl Connection {
             encode_frame(&Header::new(Kind::Refused), &self.body, &mut self.write_buf);
             let _ = self.flush(&mut stream).await;
         }
+        // A TLS close_notify, so the peer reads the refusal as the end.
+        let _ = tokio::time::timeout(self.shared.config.frame_timeout(), stream.shutdown()).await;
         stats.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -115,11 +164,7 @@ impl Connection {
     /// With `idle_ok`, waits as long as it takes for a frame to start (an
     /// idle authenticated connection is fine); the timeout runs from its
     /// first byte.
-    async fn read_frame_len(
-        &mut self,
-        stream: &mut TcpStream,
-        idle_ok: bool,
-    ) -> Result<usize, End> {
+    async fn read_frame_len<S: Io>(&mut self, stream: &mut S, idle_ok: bool) -> Result<usize, End> {
         let timeout = self.shared.config.frame_timeout();
         if idle_ok && self.read_buf.is_empty() {
             match stream.read_buf(&mut self.read_buf).await {
@@ -150,7 +195,11 @@ impl Connection {
         }
     }
 
-    async fn handshake(&mut self, stream: &mut TcpStream) -> Result<Session, End> {
+    async fn handshake<S: Io>(
+        &mut self,
+        stream: &mut S,
+        cert: Option<Identity>,
+    ) -> Result<Session, End> {
         let used = self.read_frame_len(stream, false).await?;
         let (frame, _) = decode_frame(&self.read_buf)
             .ok()
@@ -172,7 +221,7 @@ impl Connection {
         if frame.header.session == 0 {
             return Err(violation("session id 0 is reserved"));
         }
-        let tenant = self.authenticate(hello.token)?;
+        let tenant = self.authenticate(hello.token, cert)?;
         let session = Session {
             id: frame.header.session,
             tenant,
@@ -196,25 +245,37 @@ impl Connection {
         Ok(session)
     }
 
-    fn authenticate(&self, token: &[u8]) -> Result<u32, End> {
-        if token.is_empty() && self.shared.config.allow_anonymous {
-            return Ok(0);
-        }
-        let hash: [u8; 32] = *blake3::hash(token).as_bytes();
-        match self.shared.principals.get(&hash) {
-            Some((name, tenant)) => {
-                log::info!("{} authenticated as {name} (tenant {tenant})", self.peer);
-                Ok(*tenant)
+    /// A known client certificate names the principal (a token sent with
+    /// it must name the same one); otherwise the token does; otherwise the
+    /// connection is anonymous where that is allowed.
+    fn authenticate(&self, token: &[u8], cert: Option<Identity>) -> Result<u32, End> {
+        let refuse = |message: &str| End::Refused(RefusalCode::Unauthenticated, message.into());
+        let by_token = match token.is_empty() {
+            true => None,
+            false => Some(
+                self.shared
+                    .principals
+                    .tokens
+                    .get(blake3::hash(token).as_bytes())
+                    .ok_or_else(|| refuse("unknown token"))?,
+            ),
+        };
+        let (name, tenant) = match (cert.as_ref(), by_token) {
+            (Some(cert), Some(by_token)) if cert != by_token => {
+                return Err(refuse(
+                    "the client certificate and the token name different principals",
+                ))
             }
-            None => Err(End::Refused(
-                RefusalCode::Unauthenticated,
-                "missing or unknown credentials".into(),
-            )),
-        }
+            (Some(identity), _) | (None, Some(identity)) => identity,
+            (None, None) if self.shared.config.allow_anonymous => return Ok(0),
+            (None, None) => return Err(refuse("missing credentials")),
+        };
+        log::info!("{} authenticated as {name} (tenant {tenant})", self.peer);
+        Ok(*tenant)
     }
 
     /// The request loop.
-    async fn serve(&mut self, stream: &mut TcpStream, session: Session) -> End {
+    async fn serve<S: Io>(&mut self, stream: &mut S, session: Session) -> End {
         let window = self.shared.config.in_flight_per_connection;
         let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
         let mut stop = self.stop.clone();
@@ -248,9 +309,9 @@ impl Connection {
     }
 
     /// Writes `first` and every other completion already ready as one frame.
-    async fn write_replies(
+    async fn write_replies<S: Io>(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         session: &Session,
         first: ReplyEntry,
         pending: &mut FuturesUnordered<Pending>,
@@ -266,7 +327,7 @@ impl Connection {
         self.send_replies(stream, session).await
     }
 
-    async fn send_replies(&mut self, stream: &mut TcpStream, session: &Session) -> Result<(), End> {
+    async fn send_replies<S: Io>(&mut self, stream: &mut S, session: &Session) -> Result<(), End> {
         let mut header = Header::new(Kind::Reply);
         header.session = session.id;
         header.tenant = session.tenant;
@@ -275,9 +336,9 @@ impl Connection {
         self.flush(stream).await
     }
 
-    async fn handle_frame(
+    async fn handle_frame<S: Io>(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         session: &Session,
         pending: &mut FuturesUnordered<Pending>,
     ) -> Result<(), End> {
@@ -316,9 +377,14 @@ impl Connection {
         }
     }
 
-    async fn flush(&mut self, stream: &mut TcpStream) -> Result<(), End> {
+    async fn flush<S: Io>(&mut self, stream: &mut S) -> Result<(), End> {
         let timeout = self.shared.config.frame_timeout();
-        match tokio::time::timeout(timeout, stream.write_all(&self.write_buf)).await {
+        let write = async {
+            stream.write_all(&self.write_buf).await?;
+            // TLS buffers records until flushed; plain TCP's flush is a no-op.
+            stream.flush().await
+        };
+        match tokio::time::timeout(timeout, write).await {
             Ok(Ok(())) => Ok(()),
             // A peer that does not read its replies is cut, so it cannot pin
             // completion cells and buffers forever.

@@ -1,6 +1,8 @@
 //! Keel's network face (ADR 0012): one I/O thread runs a tokio
-//! current-thread runtime that accepts TCP connections, authenticates them
-//! (`Hello` → `Welcome`), decodes `Request` frames, submits each entry
+//! current-thread runtime that accepts TCP connections, runs TLS 1.3 on
+//! them (rustls; plain TCP only when `plaintext` is set), authenticates them
+//! (a client certificate, or the `Hello`'s bearer token; then `Welcome`),
+//! decodes `Request` frames, submits each entry
 //! through the engine's [`Submitter::submit_async`] and writes a `Reply`
 //! frame as completions fire.
 //!
@@ -24,6 +26,7 @@
 
 mod config;
 mod connection;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -33,7 +36,7 @@ use keel_core::Submitter;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use config::{token_hash, Principal, ServerConfig};
+pub use config::{cert_fingerprint, token_hash, Principal, ServerConfig, TlsConfig};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,12 +53,20 @@ pub enum ServerError {
     /// The I/O thread or its runtime could not be started.
     #[error("cannot start the I/O thread: {0}")]
     Runtime(std::io::Error),
-    /// A principal's token hash is not 64 hex digits.
-    #[error("principal `{name}`: token_blake3 must be 64 hex digits")]
-    TokenHash {
+    /// A principal's credential is missing, malformed or shared.
+    #[error("principal `{name}`: {what}")]
+    Principal {
         /// The principal.
         name: String,
+        /// What is wrong.
+        what: String,
     },
+    /// Neither TLS nor plain TCP is configured, or both are.
+    #[error("{0}")]
+    Transport(&'static str),
+    /// The TLS certificate, key or client CA cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Counters of a running server (read at any time, never blocking it).
@@ -86,7 +97,7 @@ impl Server {
     /// Binds `config.listen` and starts the I/O thread. `submitter` must come
     /// from an engine configured with `BackPressure::Fail`.
     pub fn start(config: ServerConfig, submitter: Submitter) -> Result<Server, ServerError> {
-        let principals = config.principal_table()?;
+        let (principals, tls) = config.prepare()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -110,6 +121,7 @@ impl Server {
             config,
             principals,
             stats: Arc::clone(&stats),
+            tls,
         });
         let thread = std::thread::Builder::new()
             .name("keel-server-io".into())
@@ -172,7 +184,7 @@ async fn accept_loop(
                     let _ = stream.set_nodelay(true);
                     let conn = connection::Connection::new(
                         Arc::clone(&shared), submitter.clone(), stop.clone(), peer);
-                    tasks.spawn_local(conn.run(stream));
+                    tasks.spawn_local(conn.start(stream));
                 }
                 // EMFILE and the like: back off briefly instead of spinning.
                 Err(e) => {

@@ -6,6 +6,7 @@ mod crash_loop;
 mod hardening;
 mod main_job;
 mod network;
+mod network_tls;
 mod projector;
 mod projector_model;
 mod proxy;

@@ -17,9 +17,9 @@ use keel_ledger::Transfer;
 use keel_protocol::*;
 use keel_server::{Principal, Server, ServerConfig};
 
-const TOKEN: &str = "a-test-token";
+pub(crate) const TOKEN: &str = "a-test-token";
 
-fn node_config(dir: &std::path::Path) -> NodeConfig {
+pub(crate) fn node_config(dir: &std::path::Path) -> NodeConfig {
     let mut config = NodeConfig::default();
     config.journal.data_dir = dir.to_path_buf();
     config.ledger.accounts_max = 64;
@@ -32,10 +32,12 @@ fn server_config() -> ServerConfig {
     ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         frame_timeout_ms: 300,
+        plaintext: true,
         principals: vec![Principal {
             name: "test".into(),
             tenant: 7,
-            token_blake3: keel_server::token_hash(TOKEN),
+            token_blake3: Some(keel_server::token_hash(TOKEN)),
+            cert_sha256: None,
         }],
         ..ServerConfig::default()
     }
@@ -61,21 +63,21 @@ fn transfer(id: u128, amount: u64) -> Transfer {
     }
 }
 
-fn payload_accounts() -> Vec<u8> {
+pub(crate) fn payload_accounts() -> Vec<u8> {
     let mut buf = vec![0; 1024];
     let len = commands::encode_create_accounts(&crate::support::accounts(2), &mut buf).unwrap();
     buf.truncate(len);
     buf
 }
 
-fn payload_transfer(id: u128, amount: u64) -> Vec<u8> {
+pub(crate) fn payload_transfer(id: u128, amount: u64) -> Vec<u8> {
     let mut buf = vec![0; 1024];
     let len = commands::encode_create_transfers(&[transfer(id, amount)], &mut buf).unwrap();
     buf.truncate(len);
     buf
 }
 
-fn request(command_type: u16, payload: &[u8]) -> Request<'_> {
+pub(crate) fn request(command_type: u16, payload: &[u8]) -> Request<'_> {
     Request {
         command_type,
         schema_version: 1,
@@ -84,7 +86,7 @@ fn request(command_type: u16, payload: &[u8]) -> Request<'_> {
 }
 
 /// Account 2's credits, through the log.
-fn credits(client: &mut Client) -> u64 {
+pub(crate) fn credits(client: &mut Client) -> u64 {
     let mut buf = [0u8; 64];
     let len = commands::encode_lookup(2, &mut buf).unwrap();
     let reply = client
@@ -264,7 +266,7 @@ fn bad_input_is_refused_with_a_type_and_others_keep_being_served() {
     node.shutdown().unwrap();
 }
 
-fn free_port() -> SocketAddr {
+pub(crate) fn free_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -304,7 +306,7 @@ fn a_kill_9_of_keel_serve_loses_no_acknowledged_request_and_retries_get_original
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"{addr}\"\n[[server.principals]]\nname = \"test\"\ntenant = 7\ntoken_blake3 = \"{}\"\n\
+            "[server]\nlisten = \"{addr}\"\nplaintext = true\n[[server.principals]]\nname = \"test\"\ntenant = 7\ntoken_blake3 = \"{}\"\n\
              [journal]\ndata_dir = \"{}\"\n[ledger]\naccounts_max = 64\ntransfers_max = 4096\n",
             keel_server::token_hash(TOKEN),
             dir.path().join("data").display()

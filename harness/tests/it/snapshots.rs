@@ -228,7 +228,18 @@ fn the_shadow_snapshotter_writes_while_serving_and_on_request() {
         std::thread::yield_now();
     }
     assert!(snapshotter.written() >= 3, "every 50 of ~201 commands");
-    let before = snapshotter.written();
+    // The replica may still be writing the last periodic one: wait until
+    // no snapshot has appeared for 300 ms, so the count below is only the
+    // on-demand one.
+    let mut before = snapshotter.written();
+    let mut quiet_since = std::time::Instant::now();
+    while quiet_since.elapsed() < std::time::Duration::from_millis(300) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        if snapshotter.written() != before {
+            before = snapshotter.written();
+            quiet_since = std::time::Instant::now();
+        }
+    }
     snapshotter.request();
     while snapshotter.written() == before && std::time::Instant::now() < deadline {
         std::thread::yield_now();

@@ -55,6 +55,11 @@ enum Commands {
     /// Print a new random bearer token and the BLAKE3 hash that goes in
     /// `[[server.principals]] token_blake3`.
     Token,
+    /// Write development TLS certificates: a new CA (`ca.pem`), a node
+    /// certificate (`node.pem`, `node.key`) and client certificates for
+    /// mutual TLS, and print the `[server.tls]` and principal lines to use.
+    /// For trying TLS out; production uses the operator's own PKI.
+    Cert(serve_cli::CertArgs),
 }
 
 #[derive(Subcommand)]
@@ -172,6 +177,7 @@ fn main() -> ExitCode {
         Commands::Project(args) => project_cli::run(&args),
         Commands::Serve(args) => serve_cli::serve(&args),
         Commands::Token => serve_cli::token(),
+        Commands::Cert(args) => serve_cli::cert(&args),
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use keel_harness::config::NodeConfig;
 use keel_harness::node::{LedgerNode, NodeError};
-use keel_server::{Server, ServerConfig};
+use keel_server::{Server, ServerConfig, TlsConfig};
 
 use crate::exit;
 
@@ -27,9 +27,21 @@ pub struct ServeArgs {
     /// Journal directory (overrides `[journal] data_dir`).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Accept clients without a token, as tenant 0 (development only).
+    /// Accept clients without credentials, as tenant 0 (development only).
     #[arg(long)]
     allow_anonymous: bool,
+    /// Serve plain, unencrypted TCP (overrides `[server.tls]`; trusted networks only).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    plaintext: bool,
+    /// The node's TLS certificate chain, PEM (with --tls-key; overrides `[server.tls]`).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The node's TLS private key, PEM.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) that client certificates are verified against: mutual TLS.
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// Write a snapshot at shutdown.
     #[arg(long)]
     snapshot: bool,
@@ -55,6 +67,19 @@ fn load(args: &ServeArgs) -> Result<(NodeConfig, ServerConfig), String> {
         server.listen = listen;
     }
     server.allow_anonymous |= args.allow_anonymous;
+    if args.plaintext {
+        server.plaintext = true;
+        server.tls = None;
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        server.plaintext = false;
+        server.tls = Some(TlsConfig {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+            client_cert_required: false,
+        });
+    }
     if let Some(dir) = &args.data_dir {
         node.journal.data_dir = dir.clone();
     }
@@ -67,6 +92,9 @@ fn load(args: &ServeArgs) -> Result<(NodeConfig, ServerConfig), String> {
                 .into(),
         );
     }
+    server
+        .check()
+        .map_err(|e| format!("config [server]: {e}"))?;
     Ok((node, server))
 }
 
@@ -117,11 +145,24 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
         Err(e) => {
             eprintln!("keel serve: {e}");
             let _ = node.shutdown();
-            return ExitCode::from(exit::CANNOT_START);
+            return ExitCode::from(match e {
+                keel_server::ServerError::Bind { .. } | keel_server::ServerError::Runtime(_) => {
+                    exit::CANNOT_START
+                }
+                _ => exit::CONFIG,
+            });
         }
     };
+    let transport = match &server_config.tls {
+        None => "plain TCP, unencrypted".to_string(),
+        Some(tls) => match (&tls.client_ca, tls.client_cert_required) {
+            (None, _) => "TLS 1.3".to_string(),
+            (Some(_), false) => "TLS 1.3, client certificates optional".to_string(),
+            (Some(_), true) => "TLS 1.3, client certificates required".to_string(),
+        },
+    };
     eprintln!(
-        "keel serve: listening on {} (plain TCP{}), journal {}",
+        "keel serve: listening on {} ({transport}{}), journal {}",
         server.local_addr(),
         if server_config.allow_anonymous {
             ", anonymous allowed"
@@ -169,4 +210,46 @@ pub fn token() -> ExitCode {
     println!("token        {token}");
     println!("token_blake3 {}", keel_server::token_hash(&token));
     ExitCode::from(exit::OK)
+}
+
+#[derive(clap::Args)]
+pub struct CertArgs {
+    /// Directory to write the PEM files into (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// DNS names and IP addresses the node's certificate is valid for.
+    #[arg(long = "name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+    names: Vec<String>,
+    /// A client certificate to issue (repeatable): `<name>.pem`, `<name>.key`.
+    #[arg(long = "client")]
+    clients: Vec<String>,
+}
+
+/// `keel cert`: development certificates and the configuration lines.
+pub fn cert(args: &CertArgs) -> ExitCode {
+    match keel_harness::devcert::generate(&args.out, &args.names, &args.clients) {
+        Ok(certs) => {
+            println!("[server.tls]");
+            println!("cert = {:?}", certs.node_cert.display().to_string());
+            println!("key = {:?}", certs.node_key.display().to_string());
+            if !certs.clients.is_empty() {
+                println!("client_ca = {:?}", certs.ca.display().to_string());
+            }
+            for (name, cert, key, fingerprint) in &certs.clients {
+                println!();
+                println!("# client files: {} {}", cert.display(), key.display());
+                println!("[[server.principals]]");
+                println!("name = {name:?}");
+                println!("tenant = 1");
+                println!("cert_sha256 = {fingerprint:?}");
+            }
+            println!();
+            println!("# clients trust {}", certs.ca.display());
+            ExitCode::from(exit::OK)
+        }
+        Err(e) => {
+            eprintln!("keel cert: {e}");
+            ExitCode::from(exit::FAILED)
+        }
+    }
 }
