@@ -9,5 +9,7 @@ pub use keel_node::{config, node, replay, snapshot, snapshotter};
 
 pub mod devcert;
 pub mod load;
+pub mod netbench;
 pub mod projection;
+pub mod repl;
 pub mod traffic;

@@ -366,3 +366,117 @@ fn a_kill_9_of_keel_serve_loses_no_acknowledged_request_and_retries_get_original
         "SIGTERM drains and exits 0"
     );
 }
+
+#[test]
+fn keel_bench_holds_2000_sessions_applies_each_acknowledged_transfer_once_and_restarts_to_the_same_hash(
+) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let addr = free_port();
+    let config = dir.path().join("keel.toml");
+    std::fs::write(
+        &config,
+        "[server]\nplaintext = true\nallow_anonymous = true\n[ledger]\naccounts_max = 512\ntransfers_max = 65536\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["bench", "--connect", &addr.to_string()])
+        .args([
+            "--connections",
+            "2000",
+            "--transfers",
+            "20000",
+            "--accounts",
+            "200",
+        ])
+        .arg("--serve")
+        .arg(dir.path().join("data"))
+        .arg("--serve-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("over 2000 connections"), "{stdout}");
+    assert!(
+        stdout.contains("= the amounts acknowledged as created: ok"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("= the server's at SIGTERM: ok"), "{stdout}");
+}
+
+#[test]
+fn keel_client_creates_and_looks_up_accounts_and_transfers_and_names_mistakes() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let addr = free_port();
+    let config = dir.path().join("keel.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"{addr}\"\nplaintext = true\nallow_anonymous = true\n\
+             [journal]\ndata_dir = \"{}\"\n[ledger]\naccounts_max = 64\ntransfers_max = 4096\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut server = spawn_serve(&config);
+    drop(connect_anonymous_when_up(addr));
+    let keel = |statements: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(["client", "--connect", &addr.to_string(), "-c", statements])
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).to_string(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = keel(
+        "create_accounts id=1 ledger=700 code=10, id=2 ledger=700 code=10 flags=debits_must_not_exceed_credits;\
+         create_transfers id=1 debit_account_id=1 credit_account_id=2 amount=10 ledger=700 code=10,\
+           id=2 debit_account_id=2 credit_account_id=1 amount=50 ledger=700 code=10;\
+         lookup_accounts id=1, id=2, id=3; lookup_transfers id=1, id=9",
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        [
+            "id=1  ok",
+            "id=2  ok",
+            "id=1  ok",
+            "id=2  exceeds_credits",
+            "id=1  debits_pending=0 debits_posted=10 credits_pending=0 credits_posted=0 flags=none",
+            "id=2  debits_pending=0 debits_posted=0 credits_pending=0 credits_posted=10 flags=debits_must_not_exceed_credits",
+            "id=3  not found",
+            lines[7],
+            "id=9  not found",
+        ]
+    );
+    assert!(
+        lines[7].starts_with("id=1  amount=10 pending_state=none"),
+        "{out}"
+    );
+    let (code, _, err) = keel("create_accounts id=1 colour=red");
+    assert_eq!(code, Some(64));
+    assert!(err.contains("no field `colour`"), "{err}");
+    drop(
+        std::process::Command::new("kill")
+            .args(["-TERM", &server.id().to_string()])
+            .status(),
+    );
+    assert_eq!(server.wait().unwrap().code(), Some(0));
+}
+
+fn connect_anonymous_when_up(addr: SocketAddr) -> Client {
+    for _ in 0..200 {
+        let mut config = ClientConfig::new(addr);
+        config.deadline = Duration::from_secs(5);
+        if let Ok(client) = Client::connect(config) {
+            return client;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("keel serve did not come up on {addr}");
+}

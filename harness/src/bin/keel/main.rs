@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+mod bench_cli;
+mod client_cli;
 mod exit;
 mod journal_cli;
 mod project_cli;
@@ -60,6 +62,18 @@ enum Commands {
     /// mutual TLS, and print the `[server.tls]` and principal lines to use.
     /// For trying TLS out; production uses the operator's own PKI.
     Cert(serve_cli::CertArgs),
+    /// The main job over the network: N sessions (default 100) push
+    /// transfers to a running node (`--connect`), flat out or paced;
+    /// end-to-end latency percentiles (corrected for coordinated omission
+    /// when paced), throughput, and an exactly-once check of the balances.
+    /// With `--serve DIR` it runs `keel serve` itself and checks a restart's
+    /// state hash after. Exit 0 ok; 1 a check failed; 3 cannot start.
+    Bench(bench_cli::BenchArgs),
+    /// Create and look up accounts and transfers on a running node:
+    /// `-c "statements"` or a prompt (`help` prints the syntax). Exit 0 ok;
+    /// 1 a statement failed (refused, its outcome unknown, or, from piped
+    /// input, did not parse); 3 cannot connect; 64 a `-c` statement does not parse.
+    Client(client_cli::ClientArgs),
 }
 
 #[derive(Subcommand)]
@@ -178,6 +192,8 @@ fn main() -> ExitCode {
         Commands::Serve(args) => serve_cli::serve(&args),
         Commands::Token => serve_cli::token(),
         Commands::Cert(args) => serve_cli::cert(&args),
+        Commands::Bench(args) => bench_cli::bench(&args),
+        Commands::Client(args) => client_cli::client(&args),
     }
 }
 
