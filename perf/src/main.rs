@@ -13,6 +13,7 @@ mod clock;
 mod journal;
 mod keel;
 mod ledger;
+mod network;
 mod projector;
 mod raw;
 mod report;
@@ -37,6 +38,9 @@ enum Commands {
     /// The MySQL projector's goals: catch-up, rebuild, steady state, lag,
     /// against a LOAD DATA reference on the same server.
     Projector(projector::ProjectorArgs),
+    /// The network face's goals: loopback echo, `keel bench --connect` vs the
+    /// embedded main job (plain and TLS), paced end-to-end latency.
+    Network(network::NetworkArgs),
 }
 
 /// Options of `keel-perf pipeline`.
@@ -120,5 +124,6 @@ fn main() {
         Commands::Journal(args) => journal::run(&args),
         Commands::Ledger(args) => ledger::run(&args),
         Commands::Projector(args) => projector::run(&args),
+        Commands::Network(args) => network::run(&args),
     }
 }
