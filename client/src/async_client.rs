@@ -96,8 +96,10 @@ impl AsyncClient {
     }
 
     /// Sends `requests` as one frame and returns one reply per request, in
-    /// order. `Busy` and broken connections are retried (same numbers)
-    /// until the deadline; every reply returned is the node's final word.
+    /// order. `Busy`, `Unavailable` and broken connections are retried
+    /// (same numbers) until the deadline; every reply returned is the node's
+    /// final word. `Throttled` is returned (not sequenced; `code` is the
+    /// milliseconds the node asks to wait), as are `Rejected` and `Invalid`.
     pub async fn call(&mut self, requests: &[Request<'_>]) -> Result<Vec<ReplyEntry>, ClientError> {
         let bytes: usize = 4 + requests
             .iter()
@@ -201,7 +203,10 @@ impl AsyncClient {
                     continue;
                 }
                 outstanding -= 1;
-                if reply.status != ReplyStatus::Busy {
+                // Busy: not sequenced; Unavailable: the engine stopped and
+                // the outcome is unknown. Both are resent (same number)
+                // until an answer or the deadline.
+                if !matches!(reply.status, ReplyStatus::Busy | ReplyStatus::Unavailable) {
                     replies[i] = Some(reply);
                 }
             }

@@ -72,10 +72,18 @@ pub struct Principal {
     /// SHA-256 of the client certificate (DER), 64 hex digits; colons allowed.
     #[serde(default)]
     pub cert_sha256: Option<String>,
+    /// Commands per second this principal may submit over all its
+    /// connections (one second of burst); more are answered `Throttled`.
+    #[serde(default)]
+    pub commands_per_second: Option<u32>,
+    /// Requests this principal may have awaiting replies over all its
+    /// connections; more are answered `Throttled`.
+    #[serde(default)]
+    pub in_flight_max: Option<u32>,
 }
 
-/// Who a credential names: the principal's name and tenant.
-pub(crate) type Identity = (String, u32);
+/// Who a credential names: the principal, with its limits.
+pub(crate) type Identity = std::sync::Arc<crate::limit::PrincipalEntry>;
 
 /// Credential digest → identity, for tokens and for certificates.
 #[derive(Debug, Default)]
@@ -162,7 +170,18 @@ impl ServerConfig {
                 }
                 _ => return Err(bad("needs exactly one of token_blake3 and cert_sha256")),
             };
-            if map.insert(digest, (p.name.clone(), p.tenant)).is_some() {
+            if p.commands_per_second == Some(0) || p.in_flight_max == Some(0) {
+                return Err(bad(
+                    "commands_per_second and in_flight_max must be at least 1",
+                ));
+            }
+            let entry = crate::limit::PrincipalEntry::new(
+                p.name.clone(),
+                p.tenant,
+                p.commands_per_second,
+                p.in_flight_max,
+            );
+            if map.insert(digest, std::sync::Arc::new(entry)).is_some() {
                 return Err(bad("its credential is also another principal's"));
             }
         }

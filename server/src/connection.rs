@@ -47,6 +47,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
 struct Session {
     id: u64,
     tenant: u32,
+    /// `None`: anonymous (no limits).
+    principal: Option<Identity>,
 }
 
 /// Why a connection ends (logged; the peer got a `Refused` where one applies).
@@ -221,10 +223,12 @@ impl Connection {
         if frame.header.session == 0 {
             return Err(violation("session id 0 is reserved"));
         }
-        let tenant = self.authenticate(hello.token, cert)?;
+        let principal = self.authenticate(hello.token, cert)?;
+        let tenant = principal.as_ref().map_or(0, |p| p.tenant);
         let session = Session {
             id: frame.header.session,
             tenant,
+            principal,
         };
         self.read_buf.drain(..used);
         self.body.clear();
@@ -248,7 +252,7 @@ impl Connection {
     /// A known client certificate names the principal (a token sent with
     /// it must name the same one); otherwise the token does; otherwise the
     /// connection is anonymous where that is allowed.
-    fn authenticate(&self, token: &[u8], cert: Option<Identity>) -> Result<u32, End> {
+    fn authenticate(&self, token: &[u8], cert: Option<Identity>) -> Result<Option<Identity>, End> {
         let refuse = |message: &str| End::Refused(RefusalCode::Unauthenticated, message.into());
         let by_token = match token.is_empty() {
             true => None,
@@ -260,18 +264,25 @@ impl Connection {
                     .ok_or_else(|| refuse("unknown token"))?,
             ),
         };
-        let (name, tenant) = match (cert.as_ref(), by_token) {
-            (Some(cert), Some(by_token)) if cert != by_token => {
+        let identity = match (cert.as_ref(), by_token) {
+            (Some(cert), Some(by_token))
+                if (&cert.name, cert.tenant) != (&by_token.name, by_token.tenant) =>
+            {
                 return Err(refuse(
                     "the client certificate and the token name different principals",
                 ))
             }
             (Some(identity), _) | (None, Some(identity)) => identity,
-            (None, None) if self.shared.config.allow_anonymous => return Ok(0),
+            (None, None) if self.shared.config.allow_anonymous => return Ok(None),
             (None, None) => return Err(refuse("missing credentials")),
         };
-        log::info!("{} authenticated as {name} (tenant {tenant})", self.peer);
-        Ok(*tenant)
+        log::info!(
+            "{} authenticated as {} (tenant {})",
+            self.peer,
+            identity.name,
+            identity.tenant
+        );
+        Ok(Some(Arc::clone(identity)))
     }
 
     /// The request loop.
@@ -425,6 +436,17 @@ fn submit_all(
             Replies::push(body, &refuse(ReplyStatus::Busy));
             continue;
         }
+        let permit = match session.principal.as_ref().map(|p| p.admit()) {
+            Some(Err(wait_ms)) => {
+                stats.throttled.fetch_add(1, Ordering::Relaxed);
+                let mut reply = refuse(ReplyStatus::Throttled);
+                reply.code = wait_ms;
+                Replies::push(body, &reply);
+                continue;
+            }
+            Some(Ok(permit)) => Some(permit),
+            None => None,
+        };
         let command = Command {
             command_type: entry.command_type,
             schema_version: entry.schema_version,
@@ -436,9 +458,10 @@ fn submit_all(
         match submitter.submit_async(&command) {
             Ok(ack) => {
                 let (request, correlation) = (entry.request, entry.correlation);
-                pending.push(Box::pin(
-                    ack.map(move |result| reply_for(request, correlation, result)),
-                ));
+                pending.push(Box::pin(ack.map(move |result| {
+                    drop(permit);
+                    reply_for(request, correlation, result)
+                })));
             }
             Err(e) => {
                 let reply = reply_for(entry.request, entry.correlation, Err(e));

@@ -26,6 +26,7 @@
 
 mod config;
 mod connection;
+mod limit;
 mod tls;
 
 use std::net::SocketAddr;
@@ -82,6 +83,8 @@ pub struct ServerStats {
     pub requests: AtomicU64,
     /// Entries answered `Busy`.
     pub busy: AtomicU64,
+    /// Entries answered `Throttled` (a principal's rate or in-flight cap).
+    pub throttled: AtomicU64,
 }
 
 /// A running server. Drop or [`Server::shutdown`] stops it.

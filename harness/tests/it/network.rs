@@ -38,6 +38,8 @@ fn server_config() -> ServerConfig {
             tenant: 7,
             token_blake3: Some(keel_server::token_hash(TOKEN)),
             cert_sha256: None,
+            commands_per_second: None,
+            in_flight_max: None,
         }],
         ..ServerConfig::default()
     }
@@ -479,4 +481,55 @@ fn connect_anonymous_when_up(addr: SocketAddr) -> Client {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("keel serve did not come up on {addr}");
+}
+
+#[test]
+fn a_principal_over_its_rate_is_throttled_with_a_wait_and_nothing_throttled_runs() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let node = LedgerNode::start_ledger(&node_config(dir.path())).unwrap();
+    let mut config = server_config();
+    config.principals[0].commands_per_second = Some(20);
+    let server = Server::start(config, node.submitter()).unwrap();
+    let mut c = client(server.local_addr(), 0);
+    let accounts = payload_accounts();
+    assert_eq!(
+        c.call(&[request(command_type::CREATE_ACCOUNTS, &accounts)])
+            .unwrap()[0]
+            .status,
+        Status::Applied
+    );
+    // 40 transfers of 1 in one frame: the 19 tokens left admit 19.
+    let payloads: Vec<Vec<u8>> = (1..=40).map(|i| payload_transfer(i, 1)).collect();
+    let batch: Vec<Request<'_>> = payloads
+        .iter()
+        .map(|p| request(command_type::CREATE_TRANSFERS, p))
+        .collect();
+    let replies = c.call(&batch).unwrap();
+    let applied = replies
+        .iter()
+        .filter(|r| r.status == Status::Applied)
+        .count();
+    let throttled: Vec<_> = replies
+        .iter()
+        .filter(|r| r.status == Status::Throttled)
+        .collect();
+    assert_eq!(applied + throttled.len(), 40);
+    assert!((19..=21).contains(&applied), "{applied}");
+    assert!(
+        throttled.iter().all(|r| (1..=100).contains(&r.code)),
+        "retry_after in ms"
+    );
+    assert!(
+        server
+            .stats()
+            .throttled
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 19
+    );
+    // After the wait the node admits again, and only what was applied counts.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(credits(&mut c), applied as u64);
+    drop(c);
+    server.shutdown();
+    node.shutdown().unwrap();
 }

@@ -45,12 +45,16 @@ fn tls_server_config(certs: &DevCerts, client_cert_required: bool) -> ServerConf
                 tenant: 7,
                 token_blake3: Some(keel_server::token_hash(TOKEN)),
                 cert_sha256: None,
+                commands_per_second: None,
+                in_flight_max: None,
             },
             Principal {
                 name: "alice".into(),
                 tenant: 9,
                 token_blake3: None,
                 cert_sha256: Some(certs.clients[0].3.clone()),
+                commands_per_second: None,
+                in_flight_max: None,
             },
         ],
         ..ServerConfig::default()
@@ -219,6 +223,8 @@ fn a_node_without_tls_or_an_explicit_plaintext_does_not_start() {
             tenant: 1,
             token_blake3: None,
             cert_sha256: Some("00".repeat(32)),
+            commands_per_second: None,
+            in_flight_max: None,
         }],
         ..ServerConfig::default()
     };
