@@ -14,6 +14,9 @@
 //! [`ClientError::Unknown`]: the outcome is then unknown, never reported as
 //! a failure the node did not state.
 //!
+//! [`Pool`] (and [`BlockingPool`]) share a few connections among many
+//! callers and batch the requests queued at the same moment into one frame.
+//!
 //! TLS 1.3 (rustls) is on with [`ClientConfig::tls`]: the node's
 //! certificate is verified against the given CA and name, and a client
 //! certificate can be presented for mutual TLS. A TLS failure is final.
@@ -24,6 +27,7 @@
 
 mod async_client;
 mod blocking;
+mod pool;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -38,6 +42,7 @@ use keel_protocol::{FrameError, Kind, Refusal, RefusalCode};
 pub use async_client::AsyncClient;
 pub use blocking::Client;
 pub use keel_protocol::ReplyEntry;
+pub use pool::{BlockingPool, OwnedRequest, Pool};
 
 pub use keel_protocol::ReplyStatus as Status;
 
@@ -53,7 +58,7 @@ pub struct Request<'a> {
 }
 
 /// Why a call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
     /// The node refused the connection (credentials, version, limits).

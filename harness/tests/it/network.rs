@@ -533,3 +533,51 @@ fn a_principal_over_its_rate_is_throttled_with_a_wait_and_nothing_throttled_runs
     server.shutdown();
     node.shutdown().unwrap();
 }
+
+#[test]
+fn a_pool_batches_many_callers_into_shared_frames_and_applies_each_once() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let node = LedgerNode::start_ledger(&node_config(dir.path())).unwrap();
+    let server = Server::start(server_config(), node.submitter()).unwrap();
+    let mut config = ClientConfig::new(server.local_addr());
+    config.token = TOKEN.as_bytes().to_vec();
+    config.tenant = 7;
+    let pool = keel_client::BlockingPool::connect(config, 2).unwrap();
+    let owned = |command_type, payload: Vec<u8>| keel_client::OwnedRequest {
+        command_type,
+        schema_version: 1,
+        payload,
+    };
+    let created = pool
+        .call(owned(command_type::CREATE_ACCOUNTS, payload_accounts()))
+        .unwrap();
+    assert_eq!(created.status, Status::Applied);
+    // 32 threads, each sending 25 transfers of 1 one at a time.
+    std::thread::scope(|s| {
+        for t in 0..32u128 {
+            let pool = &pool;
+            s.spawn(move || {
+                for i in 0..25u128 {
+                    let payload = payload_transfer(1 + t * 25 + i, 1);
+                    let reply = pool
+                        .call(owned(command_type::CREATE_TRANSFERS, payload))
+                        .unwrap();
+                    assert_eq!(reply.status, Status::Applied);
+                    assert_eq!(event_codes(&reply), [0]);
+                }
+            });
+        }
+    });
+    assert_eq!(pool.requests_sent(), 1 + 32 * 25);
+    assert!(
+        pool.frames_sent() < pool.requests_sent() / 2,
+        "callers' requests share frames: {} frames for {} requests",
+        pool.frames_sent(),
+        pool.requests_sent()
+    );
+    let mut c = client(server.local_addr(), 0);
+    assert_eq!(credits(&mut c), 32 * 25);
+    drop((pool, c));
+    server.shutdown();
+    node.shutdown().unwrap();
+}
