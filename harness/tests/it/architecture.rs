@@ -75,6 +75,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "keel-node",
             "keel-projector",
             "keel-harness",
+            "keel-client",
         ],
     ),
 ];
