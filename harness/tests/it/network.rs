@@ -581,3 +581,164 @@ fn a_pool_batches_many_callers_into_shared_frames_and_applies_each_once() {
     server.shutdown();
     node.shutdown().unwrap();
 }
+
+/// A raw authenticated connection for `session` (tenant 7), past `Welcome`.
+fn raw_session(addr: SocketAddr, session: u64) -> TcpStream {
+    let mut body = Vec::new();
+    Hello {
+        version_min: 1,
+        version_max: 1,
+        token: TOKEN.as_bytes(),
+    }
+    .encode(&mut body);
+    let mut header = Header::new(Kind::Hello);
+    header.session = session;
+    header.tenant = 7;
+    let mut frame = Vec::new();
+    encode_frame(&header, &body, &mut frame);
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(&frame).unwrap();
+    let mut got = vec![0u8; HEADER_BYTES + Welcome::BYTES];
+    stream.read_exact(&mut got).unwrap();
+    let (welcome, _) = decode_frame(&got).unwrap().unwrap();
+    assert_eq!(welcome.header.kind, Kind::Welcome);
+    stream
+}
+
+/// One `Request` frame of one entry.
+fn request_frame(session: u64, request: u64, command_type: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    Requests::begin(&mut body);
+    Requests::push(
+        &mut body,
+        &RequestEntry {
+            request,
+            correlation: request,
+            command_type,
+            schema_version: 1,
+            payload,
+        },
+    );
+    let mut header = Header::new(Kind::Request);
+    header.session = session;
+    header.tenant = 7;
+    header.request = request;
+    let mut frame = Vec::new();
+    encode_frame(&header, &body, &mut frame);
+    frame
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_client_that_never_reads_is_cut_and_one_that_leaves_mid_request_loses_nothing() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let node = LedgerNode::start_ledger(&node_config(dir.path())).unwrap();
+    let server = Server::start(server_config(), node.submitter()).unwrap();
+    let addr = server.local_addr();
+    let mut good = client(addr, 0);
+    let accounts = payload_accounts();
+    good.call(&[request(command_type::CREATE_ACCOUNTS, &accounts)])
+        .unwrap();
+    let stats = server.stats();
+    let open_before = stats.connections_open.load(Relaxed);
+
+    // Never reads its replies: requests pile replies into the socket until
+    // a reply write cannot finish within the frame timeout; then it is cut.
+    let deaf = raw_session(addr, 0xdeaf);
+    let mut lookup = [0u8; 64];
+    let len = commands::encode_lookup(1, &mut lookup).unwrap();
+    let writer = {
+        let mut deaf = deaf.try_clone().unwrap();
+        deaf.set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let lookup = lookup[..len].to_vec();
+        std::thread::spawn(move || {
+            let mut frames = Vec::new();
+            for request in 1..=256u64 {
+                frames.extend(request_frame(
+                    0xdeaf,
+                    request,
+                    command_type::LOOKUP_ACCOUNT,
+                    &lookup,
+                ));
+            }
+            // Resending the same numbers is fine (they are duplicates):
+            // only the volume of replies matters.
+            for _ in 0..400 {
+                if deaf.write_all(&frames).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    wait_for("the server to cut the client that does not read", || {
+        stats.connections_open.load(Relaxed) == open_before && stats.requests.load(Relaxed) > 256
+    });
+    drop(deaf.shutdown(std::net::Shutdown::Both));
+    writer.join().unwrap();
+    let payload = payload_transfer(1, 3);
+    let reply = good
+        .call(&[request(command_type::CREATE_TRANSFERS, &payload)])
+        .unwrap();
+    assert_eq!(reply[0].status, Status::Applied, "others are served");
+
+    // Leaves in the middle of a frame: the half frame is dropped, nothing runs.
+    let mut half = raw_session(addr, 0x4a1f);
+    let frame = request_frame(
+        0x4a1f,
+        1,
+        command_type::CREATE_TRANSFERS,
+        &payload_transfer(2, 1000),
+    );
+    half.write_all(&frame[..frame.len() / 2]).unwrap();
+    drop(half);
+
+    // Leaves right after a whole request, before its reply: the request was
+    // admitted, so it runs once, and a retry on the same session gets it.
+    let requests_before = stats.requests.load(Relaxed);
+    let mut gone = raw_session(addr, 0x90e);
+    gone.write_all(&request_frame(
+        0x90e,
+        1,
+        command_type::CREATE_TRANSFERS,
+        &payload_transfer(3, 5),
+    ))
+    .unwrap();
+    drop(gone);
+    wait_for("the server to take the request", || {
+        stats.requests.load(Relaxed) > requests_before
+    });
+    let mut again = client(addr, 0x90e);
+    let payload = payload_transfer(3, 5);
+    let retry = again
+        .call(&[request(command_type::CREATE_TRANSFERS, &payload)])
+        .unwrap();
+    assert_eq!(
+        retry[0].status,
+        Status::Duplicate,
+        "the admitted request ran before the retry"
+    );
+    assert_eq!(event_codes(&retry[0]), [0], "its original result: created");
+    assert_eq!(
+        credits(&mut good),
+        3 + 5,
+        "the half frame did not run; the other ran once"
+    );
+    drop((good, again));
+    server.shutdown();
+    node.shutdown().unwrap();
+}
