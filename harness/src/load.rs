@@ -150,12 +150,13 @@ pub enum LoadError {
 const PROJECTION_CATCH_UP_MAX: Duration = Duration::from_secs(120);
 
 /// Amount each account is funded with.
-const FUNDING: u64 = 10_000;
-/// Ledger and codes of the workload.
-const LEDGER: u32 = 1;
-const CODE: u16 = 1;
+pub const FUNDING: u64 = 10_000;
+/// The workload's ledger.
+pub const LEDGER: u32 = 1;
+/// The workload's account and transfer code.
+pub const CODE: u16 = 1;
 /// The operator account that funds every other one.
-const OPERATOR: u128 = 1;
+pub const OPERATOR: u128 = 1;
 
 /// Runs the main job. See the module docs for the phases.
 pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
@@ -298,18 +299,7 @@ fn setup_accounts(config: &LoadConfig, node: &LedgerNode) -> Result<(), LoadErro
         bar.inc(chunk.len() as u64);
     }
     for chunk in ids[1..].chunks(commands::TRANSFERS_PER_COMMAND_MAX) {
-        let funding: Vec<Transfer> = chunk
-            .iter()
-            .map(|&id| Transfer {
-                id: 1 << 120 | id,
-                debit_account_id: OPERATOR,
-                credit_account_id: id,
-                amount: FUNDING,
-                ledger: LEDGER,
-                code: CODE,
-                ..Transfer::default()
-            })
-            .collect();
+        let funding: Vec<Transfer> = chunk.iter().map(|&id| funding(id)).collect();
         let pending =
             retry_busy(|| client.create_transfers_async(&funding, CallOptions::default()))?;
         window.push(pending, |_| {})?;
@@ -319,9 +309,40 @@ fn setup_accounts(config: &LoadConfig, node: &LedgerNode) -> Result<(), LoadErro
     Ok(())
 }
 
+/// The operator's funding of account `id` (a fixed id: funded once per
+/// journal, an earlier run's funding is answered `exists`).
+pub fn funding(id: u128) -> Transfer {
+    Transfer {
+        id: 1 << 120 | id,
+        debit_account_id: OPERATOR,
+        credit_account_id: id,
+        amount: FUNDING,
+        ledger: LEDGER,
+        code: CODE,
+        ..Transfer::default()
+    }
+}
+
+/// A transfer of 1..=2,000 between two distinct pseudo-random accounts of
+/// `2..=accounts` (the operator, account 1, only funds).
+pub fn random_transfer(rng: &mut XorShift, accounts: u32, id: u128) -> Transfer {
+    let accounts = u64::from(accounts) - 1;
+    let debit = 2 + rng.next_u64() % accounts;
+    let credit = 2 + (debit - 2 + 1 + rng.next_u64() % (accounts - 1)) % accounts;
+    Transfer {
+        id,
+        debit_account_id: u128::from(debit),
+        credit_account_id: u128::from(credit),
+        amount: 1 + rng.next_u64() % 2_000,
+        ledger: LEDGER,
+        code: CODE,
+        ..Transfer::default()
+    }
+}
+
 /// Even accounts may not go below zero; odd ones may (overdraft), so the
 /// workload has both applied transfers and `exceeds_credits` rejections.
-fn account(id: u128) -> Account {
+pub fn account(id: u128) -> Account {
     let flags = match id != OPERATOR && id.is_multiple_of(2) {
         true => account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS,
         false => 0,
@@ -393,7 +414,6 @@ fn produce(
             counts[usize::from(code).min(63)] += 1;
         }
     };
-    let accounts = u64::from(config.accounts) - 1;
     let mut batch = [Transfer::default(); commands::TRANSFERS_PER_COMMAND_MAX];
     let mut sent = 0u64;
     let start = Instant::now();
@@ -404,19 +424,10 @@ fn produce(
         }
         let n = (count - sent).min(config.batch as u64) as usize;
         for (i, t) in batch[..n].iter_mut().enumerate() {
-            let debit = 2 + rng.next() % accounts;
-            let credit = 2 + (debit - 2 + 1 + rng.next() % (accounts - 1)) % accounts;
-            *t = Transfer {
-                id: u128::from(nonce + 1) << 64
-                    | u128::from(producer) << 48
-                    | u128::from(sent + i as u64 + 1),
-                debit_account_id: u128::from(debit),
-                credit_account_id: u128::from(credit),
-                amount: 1 + rng.next() % 2_000,
-                ledger: LEDGER,
-                code: CODE,
-                ..Transfer::default()
-            };
+            let id = u128::from(nonce + 1) << 64
+                | u128::from(producer) << 48
+                | u128::from(sent + i as u64 + 1);
+            *t = random_transfer(&mut rng, config.accounts, id);
         }
         let options = CallOptions {
             correlation_id: producer << 48 | sent,
@@ -548,10 +559,13 @@ fn bar(config: &LoadConfig, len: Option<u64>, phase: &'static str) -> ProgressBa
 }
 
 /// A tiny deterministic generator for the workload (not for anything secret).
-struct XorShift(u64);
+/// The workload's deterministic pseudo-random numbers (xorshift64).
+#[derive(Debug, Clone)]
+pub struct XorShift(pub u64);
 
 impl XorShift {
-    fn next(&mut self) -> u64 {
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;

@@ -14,15 +14,11 @@ use hdrhistogram::Histogram;
 use keel_client::{AsyncClient, ClientConfig, ClientError, Request, Status};
 use keel_core::{Outcome, ResultCode};
 use keel_ledger::commands::{self, command_type};
-use keel_ledger::{account_flags, Account, Transfer};
+use keel_ledger::{Account, Transfer};
 use keel_protocol::ENTRIES_PER_FRAME_MAX;
 use tokio::time::Instant;
 
-/// Amount each account is funded with (as the embedded main job).
-const FUNDING: u64 = 10_000;
-const LEDGER: u32 = 1;
-const CODE: u16 = 1;
-const OPERATOR: u128 = 1;
+use crate::load::{account, funding, random_transfer, XorShift};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -192,38 +188,12 @@ async fn create_and_fund(client: &mut AsyncClient, n: u32) -> Result<(), BenchEr
     send_all(client, command_type::CREATE_ACCOUNTS, &payloads).await?;
     payloads.clear();
     for chunk in ids[1..].chunks(commands::TRANSFERS_PER_COMMAND_MAX) {
-        let funding: Vec<Transfer> = chunk
-            .iter()
-            .map(|&id| Transfer {
-                id: 1 << 120 | id,
-                debit_account_id: OPERATOR,
-                credit_account_id: id,
-                amount: FUNDING,
-                ledger: LEDGER,
-                code: CODE,
-                ..Transfer::default()
-            })
-            .collect();
+        let funding: Vec<Transfer> = chunk.iter().map(|&id| funding(id)).collect();
         payloads.push(encode(|out| {
             commands::encode_create_transfers(&funding, out)
         }));
     }
     send_all(client, command_type::CREATE_TRANSFERS, &payloads).await
-}
-
-/// Even accounts may not go below zero; odd ones may (as the main job).
-fn account(id: u128) -> Account {
-    let flags = match id != OPERATOR && id.is_multiple_of(2) {
-        true => account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS,
-        false => 0,
-    };
-    Account {
-        id,
-        ledger: LEDGER,
-        code: CODE,
-        flags,
-        ..Account::default()
-    }
 }
 
 fn encode(f: impl FnOnce(&mut [u8]) -> Result<usize, keel_codecs::EncodeError>) -> Vec<u8> {
@@ -315,7 +285,6 @@ async fn produce(
     let mut latency_ns = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
     let mut results = vec![0u64; 64];
     let mut created_amount = 0u128;
-    let accounts = u64::from(config.accounts) - 1;
     let mut payloads: Vec<Vec<u8>> = vec![Vec::new(); config.per_frame];
     let mut amounts = vec![[0u64; commands::TRANSFERS_PER_COMMAND_MAX]; config.per_frame];
     let mut batch = [Transfer::default(); commands::TRANSFERS_PER_COMMAND_MAX];
@@ -330,21 +299,11 @@ async fn produce(
         while commands_in_frame < config.per_frame && sent + in_frame < count {
             let n = (count - sent - in_frame).min(config.batch as u64) as usize;
             for (i, t) in batch[..n].iter_mut().enumerate() {
-                let debit = 2 + rng.next() % accounts;
-                let credit = 2 + (debit - 2 + 1 + rng.next() % (accounts - 1)) % accounts;
-                let amount = 1 + rng.next() % 2_000;
-                amounts[commands_in_frame][i] = amount;
-                *t = Transfer {
-                    id: u128::from(config.nonce) << 64
-                        | u128::from(connection) << 40
-                        | u128::from(sent + in_frame + i as u64 + 1),
-                    debit_account_id: u128::from(debit),
-                    credit_account_id: u128::from(credit),
-                    amount,
-                    ledger: LEDGER,
-                    code: CODE,
-                    ..Transfer::default()
-                };
+                let id = u128::from(config.nonce) << 64
+                    | u128::from(connection) << 40
+                    | u128::from(sent + in_frame + i as u64 + 1);
+                *t = random_transfer(&mut rng, config.accounts, id);
+                amounts[commands_in_frame][i] = t.amount;
             }
             payloads[commands_in_frame] =
                 encode(|out| commands::encode_create_transfers(&batch[..n], out));
@@ -496,15 +455,4 @@ pub fn client_config(addr: SocketAddr) -> ClientConfig {
     let mut config = ClientConfig::new(addr);
     config.deadline = Duration::from_secs(30);
     config
-}
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }

@@ -13,7 +13,6 @@ use keel_core::{Outcome, ResultCode};
 use keel_harness::config::NodeConfig;
 use keel_harness::node::LedgerNode;
 use keel_ledger::commands::{self, command_type};
-use keel_ledger::Transfer;
 use keel_protocol::*;
 use keel_server::{Principal, Server, ServerConfig};
 
@@ -53,18 +52,6 @@ fn client(addr: SocketAddr, session: u64) -> Client {
     Client::connect(config).unwrap()
 }
 
-fn transfer(id: u128, amount: u64) -> Transfer {
-    Transfer {
-        id,
-        debit_account_id: 1,
-        credit_account_id: 2,
-        amount,
-        ledger: 1,
-        code: 1,
-        ..Transfer::default()
-    }
-}
-
 pub(crate) fn payload_accounts() -> Vec<u8> {
     let mut buf = vec![0; 1024];
     let len = commands::encode_create_accounts(&crate::support::accounts(2), &mut buf).unwrap();
@@ -74,7 +61,8 @@ pub(crate) fn payload_accounts() -> Vec<u8> {
 
 pub(crate) fn payload_transfer(id: u128, amount: u64) -> Vec<u8> {
     let mut buf = vec![0; 1024];
-    let len = commands::encode_create_transfers(&[transfer(id, amount)], &mut buf).unwrap();
+    let len = commands::encode_create_transfers(&[crate::support::transfer(id, amount)], &mut buf)
+        .unwrap();
     buf.truncate(len);
     buf
 }

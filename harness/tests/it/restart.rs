@@ -4,7 +4,9 @@
 
 use keel_harness::config::NodeConfig;
 use keel_harness::node::LedgerNode;
-use keel_ledger::{Account, CallOptions, LedgerClient, Transfer};
+use keel_ledger::{Account, CallOptions, LedgerClient};
+
+use crate::support::transfer;
 
 fn node_config(dir: &std::path::Path) -> NodeConfig {
     let mut config = NodeConfig::default();
@@ -12,18 +14,6 @@ fn node_config(dir: &std::path::Path) -> NodeConfig {
     config.ledger.accounts_max = 16;
     config.ledger.transfers_max = 16;
     config
-}
-
-fn transfer(id: u128, amount: u64) -> Transfer {
-    Transfer {
-        id,
-        debit_account_id: 1,
-        credit_account_id: 2,
-        amount,
-        ledger: 1,
-        code: 1,
-        ..Transfer::default()
-    }
 }
 
 fn balance(client: &mut LedgerClient, id: u128) -> u64 {

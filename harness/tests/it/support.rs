@@ -24,3 +24,16 @@ pub fn accounts(n: u128) -> Vec<keel_ledger::Account> {
         })
         .collect()
 }
+
+/// A plain transfer of `amount` from account 1 to account 2.
+pub fn transfer(id: u128, amount: u64) -> keel_ledger::Transfer {
+    keel_ledger::Transfer {
+        id,
+        debit_account_id: 1,
+        credit_account_id: 2,
+        amount,
+        ledger: 1,
+        code: 1,
+        ..keel_ledger::Transfer::default()
+    }
+}

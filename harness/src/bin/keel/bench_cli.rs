@@ -10,12 +10,12 @@ use std::path::PathBuf;
 use std::process::{Child, ExitCode, Stdio};
 use std::time::Duration;
 
-use keel_client::Tls;
 use keel_harness::config::NodeConfig;
 use keel_harness::load::{percentiles, transfer_result_name};
 use keel_harness::netbench::{self, BenchConfig, BenchReport};
 use keel_harness::node::LedgerNode;
 
+use crate::connect_args::ConnectArgs;
 use crate::exit;
 
 #[derive(clap::Args)]
@@ -43,24 +43,8 @@ pub struct BenchArgs {
     /// (latency then counts from each frame's intended send time).
     #[arg(long)]
     rate: Option<u64>,
-    /// Bearer token (default: none, for a node that allows anonymous clients).
-    #[arg(long)]
-    token: Option<String>,
-    /// The tenant the credentials act for.
-    #[arg(long, default_value_t = 0)]
-    tenant: u32,
-    /// TLS: the CA (PEM) the node's certificate must chain to. Without it: plain TCP.
-    #[arg(long)]
-    tls_ca: Option<PathBuf>,
-    /// TLS: the name the node's certificate must carry.
-    #[arg(long, default_value = "localhost")]
-    tls_name: String,
-    /// Mutual TLS: this client's certificate chain (PEM, with --tls-key).
-    #[arg(long, requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// Mutual TLS: this client's private key (PEM).
-    #[arg(long, requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    connection: ConnectArgs,
     /// Skip reading every balance before and after (the exactly-once check).
     #[arg(long)]
     no_verify: bool,
@@ -75,21 +59,13 @@ pub struct BenchArgs {
 }
 
 pub fn bench(args: &BenchArgs) -> ExitCode {
-    let mut client = netbench::client_config(args.connect);
-    if let Some(token) = &args.token {
-        client.token = token.as_bytes().to_vec();
-    }
-    client.tenant = args.tenant;
-    if let Some(ca) = &args.tls_ca {
-        let identity = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
-        match Tls::from_pem_files(ca, &args.tls_name, identity) {
-            Ok(tls) => client.tls = Some(tls),
-            Err(e) => {
-                eprintln!("keel bench: {e}");
-                return ExitCode::from(exit::CONFIG);
-            }
+    let client = match args.connection.apply(netbench::client_config(args.connect)) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("keel bench: {e}");
+            return ExitCode::from(exit::CONFIG);
         }
-    }
+    };
     let config = BenchConfig {
         client: client.clone(),
         connections: args.connections,

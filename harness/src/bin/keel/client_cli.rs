@@ -3,13 +3,13 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use keel_client::{Client, ClientConfig, ClientError, Tls};
+use keel_client::{Client, ClientError};
 use keel_harness::repl::{self, Statement};
 
+use crate::connect_args::ConnectArgs;
 use crate::exit;
 
 #[derive(clap::Args)]
@@ -17,24 +17,8 @@ pub struct ClientArgs {
     /// The node's address.
     #[arg(long, default_value = "127.0.0.1:7878")]
     connect: SocketAddr,
-    /// Bearer token (default: none, for a node that allows anonymous clients).
-    #[arg(long)]
-    token: Option<String>,
-    /// The tenant the credentials act for.
-    #[arg(long, default_value_t = 0)]
-    tenant: u32,
-    /// TLS: the CA (PEM) the node's certificate must chain to. Without it: plain TCP.
-    #[arg(long)]
-    tls_ca: Option<PathBuf>,
-    /// TLS: the name the node's certificate must carry.
-    #[arg(long, default_value = "localhost")]
-    tls_name: String,
-    /// Mutual TLS: this client's certificate chain (PEM, with --tls-key).
-    #[arg(long, requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// Mutual TLS: this client's private key (PEM).
-    #[arg(long, requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    connection: ConnectArgs,
     /// Seconds a statement may take, retries included, before its outcome
     /// is reported unknown.
     #[arg(long, default_value_t = 10)]
@@ -46,22 +30,14 @@ pub struct ClientArgs {
 }
 
 pub fn client(args: &ClientArgs) -> ExitCode {
-    let mut config = ClientConfig::new(args.connect);
-    config.deadline = Duration::from_secs(args.deadline.max(1));
-    config.tenant = args.tenant;
-    if let Some(token) = &args.token {
-        config.token = token.as_bytes().to_vec();
-    }
-    if let Some(ca) = &args.tls_ca {
-        let identity = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
-        match Tls::from_pem_files(ca, &args.tls_name, identity) {
-            Ok(tls) => config.tls = Some(tls),
-            Err(e) => {
-                eprintln!("keel client: {e}");
-                return ExitCode::from(exit::CONFIG);
-            }
+    let mut config = match args.connection.client_config(args.connect) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("keel client: {e}");
+            return ExitCode::from(exit::CONFIG);
         }
-    }
+    };
+    config.deadline = Duration::from_secs(args.deadline.max(1));
     let mut client = match Client::connect(config) {
         Ok(client) => client,
         Err(e) => {

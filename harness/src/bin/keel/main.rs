@@ -6,6 +6,7 @@
 
 mod bench_cli;
 mod client_cli;
+mod connect_args;
 mod exit;
 mod journal_cli;
 mod project_cli;
