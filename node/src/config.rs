@@ -23,6 +23,20 @@ pub struct NodeConfig {
     pub ledger: LedgerSection,
     /// Snapshots: where, how many.
     pub snapshot: SnapshotSection,
+    /// `[server]`, which `keel serve` reads (keel-server's `ServerConfig`):
+    /// accepted and ignored here, so one file serves every command.
+    pub server: ServerSection,
+}
+
+/// The `[server]` section, as far as the node is concerned: present or not,
+/// never interpreted (keel-server parses it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServerSection;
+
+impl<'de> Deserialize<'de> for ServerSection {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer).map(|_| ServerSection)
+    }
 }
 
 /// `[snapshot]`.

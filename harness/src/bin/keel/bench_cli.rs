@@ -228,12 +228,7 @@ fn stop_and_check(server: ServerChild, args: &BenchArgs) -> Result<(), String> {
         })
         .ok_or("keel serve did not report the state hash it stopped at")?;
     let mut node_config = match &args.serve_config {
-        Some(file) => {
-            let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
-            let mut table: toml::Table = text.parse().map_err(|e| format!("{e}"))?;
-            table.remove("server");
-            NodeConfig::from_toml(&table.to_string()).map_err(|e| e.to_string())?
-        }
+        Some(file) => NodeConfig::from_file(file).map_err(|e| e.to_string())?,
         None => NodeConfig::default(),
     };
     node_config.journal.data_dir = args.serve.clone().expect("--serve");

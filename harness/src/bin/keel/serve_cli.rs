@@ -47,14 +47,15 @@ pub struct ServeArgs {
     snapshot: bool,
 }
 
-/// The node's file split in two: `[server]` for the server, the rest for the
-/// node (whose parser refuses sections it does not know).
+/// The node's file, read twice: the node's sections (the node ignores
+/// `[server]`) and `[server]` for the server.
 fn load(args: &ServeArgs) -> Result<(NodeConfig, ServerConfig), String> {
     let text = match &args.config {
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
         None => String::new(),
     };
+    let mut node = NodeConfig::from_toml(&text).map_err(|e| e.to_string())?;
     let mut table: toml::Table = text.parse().map_err(|e| format!("config: {e}"))?;
     let mut server: ServerConfig = match table.remove("server") {
         Some(section) => section
@@ -62,7 +63,6 @@ fn load(args: &ServeArgs) -> Result<(NodeConfig, ServerConfig), String> {
             .map_err(|e| format!("config [server]: {e}"))?,
         None => ServerConfig::default(),
     };
-    let mut node = NodeConfig::from_toml(&table.to_string()).map_err(|e| e.to_string())?;
     if let Some(listen) = args.listen {
         server.listen = listen;
     }
