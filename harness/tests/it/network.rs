@@ -626,7 +626,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
             std::time::Instant::now() < deadline,
             "timed out waiting for {what}"
         );
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -729,4 +729,126 @@ fn a_client_that_never_reads_is_cut_and_one_that_leaves_mid_request_loses_nothin
     drop((good, again));
     server.shutdown();
     node.shutdown().unwrap();
+}
+
+#[test]
+fn many_clients_ride_through_a_kill_9_mid_load_and_the_journal_replays_to_the_servers_hash() {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    const CLIENTS: u128 = 8;
+    const FRAMES: u128 = 100;
+    const PER_FRAME: u128 = 5;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let addr = free_port();
+    let config = dir.path().join("keel.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"{addr}\"\nplaintext = true\n[[server.principals]]\nname = \"test\"\ntenant = 7\ntoken_blake3 = \"{}\"\n\
+             [journal]\ndata_dir = \"{}\"\n[ledger]\naccounts_max = 64\ntransfers_max = 16384\n",
+            keel_server::token_hash(TOKEN),
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut server = spawn_serve(&config);
+    let accounts = payload_accounts();
+    connect_when_up(addr, 0)
+        .call(&[request(command_type::CREATE_ACCOUNTS, &accounts)])
+        .unwrap();
+    let acked = AtomicU64::new(0);
+    let total: u64 = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let acked = &acked;
+                s.spawn(move || {
+                    let mut client = connect_when_up(addr, 0);
+                    let mut amount_sum = 0u64;
+                    for f in 0..FRAMES {
+                        let payloads: Vec<Vec<u8>> = (0..PER_FRAME)
+                            .map(|i| {
+                                let id = 1 + (c * FRAMES + f) * PER_FRAME + i;
+                                payload_transfer(id, 1 + (id % 7) as u64)
+                            })
+                            .collect();
+                        let batch: Vec<Request<'_>> = payloads
+                            .iter()
+                            .map(|p| request(command_type::CREATE_TRANSFERS, p))
+                            .collect();
+                        // Through the kill and the restart: the client
+                        // reconnects and resends with the same numbers.
+                        for (i, reply) in client.call(&batch).unwrap().iter().enumerate() {
+                            assert!(
+                                matches!(reply.status, Status::Applied | Status::Duplicate),
+                                "{reply:?}"
+                            );
+                            assert_eq!(event_codes(reply), [0], "created exactly once");
+                            let id = 1 + (c * FRAMES + f) * PER_FRAME + i as u128;
+                            amount_sum += 1 + (id % 7) as u64;
+                        }
+                        acked.fetch_add(1, Relaxed);
+                    }
+                    amount_sum
+                })
+            })
+            .collect();
+        // kill -9 mid-load, then restart on the same journal.
+        wait_for("some load", || acked.load(Relaxed) >= 20);
+        server.kill().unwrap();
+        server.wait().unwrap();
+        let at_kill = acked.load(Relaxed);
+        eprintln!("killed after {at_kill} of {} frames", CLIENTS * FRAMES);
+        assert!(at_kill < (CLIENTS * FRAMES) as u64, "killed mid-load");
+        server = spawn_serve_logged(&config);
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    let mut c = connect_when_up(addr, 0);
+    assert_eq!(
+        credits(&mut c),
+        total,
+        "every acknowledged transfer applied once"
+    );
+    drop(c);
+    let lines = stop_logged(server);
+    let stopped_at = lines
+        .iter()
+        .find_map(|l| l.split("stopped cleanly at state hash ").nth(1))
+        .expect("the server reports its final state hash")
+        .to_string();
+    let mut node_config = NodeConfig::from_file(&config).unwrap();
+    node_config.journal.data_dir = data;
+    let node = LedgerNode::start_ledger(&node_config).unwrap();
+    assert_eq!(
+        format!("{:016x}", node.recovery().state_hash),
+        stopped_at,
+        "a replay of the journal reaches the server's state"
+    );
+    node.shutdown().unwrap();
+}
+
+fn spawn_serve_logged(config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// SIGTERM; expects exit 0 and returns what the server wrote to stderr.
+fn stop_logged(mut server: std::process::Child) -> Vec<String> {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut err = String::new();
+    server
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(server.wait().unwrap().code(), Some(0), "{err}");
+    err.lines().map(str::to_string).collect()
 }
