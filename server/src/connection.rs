@@ -93,9 +93,20 @@ impl Connection {
 
     /// Runs the TLS handshake (within the frame timeout) where TLS is
     /// configured, then the connection.
+    /// A connection counts against `connections_max` from its accept, so a
+    /// flood of connections that never finish their TLS handshake is
+    /// bounded like any other.
     pub(crate) async fn start(self, stream: TcpStream) {
+        let stats = Arc::clone(&self.shared.stats);
+        let open = stats.connections_open.fetch_add(1, Ordering::Relaxed) + 1;
+        let over_limit = open > self.shared.config.connections_max;
+        self.start_counted(stream, over_limit).await;
+        stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    async fn start_counted(self, stream: TcpStream, over_limit: bool) {
         let Some(acceptor) = self.shared.tls.clone() else {
-            return self.run(stream, None).await;
+            return self.run(stream, None, over_limit).await;
         };
         let timeout = self.shared.config.frame_timeout();
         match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
@@ -104,7 +115,7 @@ impl Connection {
                     &self.shared.principals,
                     stream.get_ref().1.peer_certificates(),
                 );
-                self.run(stream, identity).await
+                self.run(stream, identity, over_limit).await
             }
             // No frame can carry a refusal without TLS: count it and close.
             Ok(Err(e)) => {
@@ -124,10 +135,9 @@ impl Connection {
         }
     }
 
-    async fn run<S: Io>(mut self, mut stream: S, cert: Option<Identity>) {
+    async fn run<S: Io>(mut self, mut stream: S, cert: Option<Identity>, over_limit: bool) {
         let stats = Arc::clone(&self.shared.stats);
-        let open = stats.connections_open.fetch_add(1, Ordering::Relaxed) + 1;
-        let end = if open > self.shared.config.connections_max {
+        let end = if over_limit {
             End::Refused(
                 RefusalCode::TooManyConnections,
                 format!(
@@ -159,7 +169,6 @@ impl Connection {
         }
         // A TLS close_notify, so the peer reads the refusal as the end.
         let _ = tokio::time::timeout(self.shared.config.frame_timeout(), stream.shutdown()).await;
-        stats.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Reads one whole frame within the frame timeout.

@@ -237,3 +237,48 @@ fn a_node_without_tls_or_an_explicit_plaintext_does_not_start() {
     }
     node.shutdown().unwrap();
 }
+
+#[test]
+fn connections_that_never_finish_the_tls_handshake_count_against_the_limit() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let certs = certs(&dir.path().join("certs"));
+    let node = LedgerNode::start_ledger(&node_config(&dir.path().join("data"))).unwrap();
+    let mut config = tls_server_config(&certs, false);
+    config.connections_max = 3;
+    let server = Server::start(config, node.submitter()).unwrap();
+    let addr = server.local_addr();
+    let silent: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.stats().connections_open.load(Relaxed) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the silent connections were accepted"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut config = tls_client_config(addr, &certs, None);
+    config.token = TOKEN.as_bytes().to_vec();
+    config.tenant = 7;
+    match Client::connect(config.clone()) {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, RefusalCode::TooManyConnections),
+        other => panic!("expected TooManyConnections, got {other:?}"),
+    }
+    drop(silent);
+    while server.stats().connections_open.load(Relaxed) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "closed connections are released"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut client = Client::connect(config).unwrap();
+    let accounts = payload_accounts();
+    let created = client
+        .call(&[request(command_type::CREATE_ACCOUNTS, &accounts)])
+        .unwrap();
+    assert_eq!(created[0].status, Status::Applied);
+    drop(client);
+    server.shutdown();
+    node.shutdown().unwrap();
+}
