@@ -49,6 +49,21 @@ struct Session {
     tenant: u32,
     /// `None`: anonymous (no limits).
     principal: Option<Identity>,
+    /// The high half of this session's idempotency keys: the session id
+    /// scoped by tenant and principal, so one principal reusing another's
+    /// session id neither collides with nor reads its replies.
+    key_prefix: u64,
+}
+
+/// `XXH3(tenant, principal name, session id)`: fixed, so keys are the same
+/// across restarts and replay.
+fn key_prefix(tenant: u32, principal: &str, session: u64) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&tenant.to_le_bytes());
+    hasher.update(&(principal.len() as u32).to_le_bytes());
+    hasher.update(principal.as_bytes());
+    hasher.update(&session.to_le_bytes());
+    hasher.digest()
 }
 
 /// Why a connection ends (logged; the peer got a `Refused` where one applies).
@@ -234,9 +249,11 @@ impl Connection {
         }
         let principal = self.authenticate(hello.token, cert)?;
         let tenant = principal.as_ref().map_or(0, |p| p.tenant);
+        let name = principal.as_ref().map_or("", |p| p.name.as_str());
         let session = Session {
             id: frame.header.session,
             tenant,
+            key_prefix: key_prefix(tenant, name, frame.header.session),
             principal,
         };
         self.read_buf.drain(..used);
@@ -460,7 +477,7 @@ fn submit_all(
             command_type: entry.command_type,
             schema_version: entry.schema_version,
             correlation_id: entry.correlation,
-            idempotency_key: (u128::from(session.id) << 64) | u128::from(entry.request),
+            idempotency_key: (u128::from(session.key_prefix) << 64) | u128::from(entry.request),
             tenant_id: session.tenant,
             payload: entry.payload,
         };

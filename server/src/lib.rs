@@ -16,7 +16,8 @@
 //! of completion cells is a typed `Busy` reply at once, never a queue.
 //!
 //! Exactly-once for retries: an entry's idempotency key is
-//! `session << 64 | request`, so a client that resends a request after a
+//! `scope << 64 | request` (`scope` = XXH3 of tenant, principal and
+//! session id), so a client that resends a request after a
 //! lost reply or a reconnect (same session, same request number) gets the
 //! original outcome (`Duplicate`) from the engine's journaled idempotency
 //! window, across restarts too. The window is bounded (`engine.dedup_entries`

@@ -852,3 +852,61 @@ fn stop_logged(mut server: std::process::Child) -> Vec<String> {
     assert_eq!(server.wait().unwrap().code(), Some(0), "{err}");
     err.lines().map(str::to_string).collect()
 }
+
+#[test]
+fn a_principal_reusing_anothers_session_id_gets_its_own_keys_not_its_replies() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let node = LedgerNode::start_ledger(&node_config(dir.path())).unwrap();
+    let mut config = server_config();
+    config.principals.push(Principal {
+        name: "other".into(),
+        tenant: 7,
+        token_blake3: Some(keel_server::token_hash("another-token")),
+        cert_sha256: None,
+        commands_per_second: None,
+        in_flight_max: None,
+    });
+    let server = Server::start(config, node.submitter()).unwrap();
+    let mut owner = client(server.local_addr(), 0x5e55);
+    let accounts = payload_accounts();
+    owner
+        .call(&[request(command_type::CREATE_ACCOUNTS, &accounts)])
+        .unwrap();
+    let first = payload_transfer(1, 10);
+    let mine = owner
+        .call(&[request(command_type::CREATE_TRANSFERS, &first)])
+        .unwrap();
+    assert_eq!(mine[0].status, Status::Applied);
+
+    // Same session id and request number, another principal: not a retry
+    // of the owner's request (no Duplicate, no owner's reply); it runs as
+    // its own command (here: the same transfer id, so `exists`).
+    let mut config = ClientConfig::new(server.local_addr());
+    config.token = b"another-token".to_vec();
+    config.tenant = 7;
+    config.session = 0x5e55;
+    let mut intruder = Client::connect(config).unwrap();
+    intruder.set_next_request(2);
+    let theirs = intruder
+        .call(&[request(command_type::CREATE_TRANSFERS, &first)])
+        .unwrap();
+    assert_eq!(
+        theirs[0].status,
+        Status::Applied,
+        "not the owner's Duplicate"
+    );
+    assert_ne!(event_codes(&theirs[0]), [0], "answered exists, not created");
+
+    // The owner's own retry still gets its original reply.
+    let mut again = client(server.local_addr(), 0x5e55);
+    again.set_next_request(2);
+    let retry = again
+        .call(&[request(command_type::CREATE_TRANSFERS, &first)])
+        .unwrap();
+    assert_eq!(retry[0].status, Status::Duplicate);
+    assert_eq!(event_codes(&retry[0]), [0]);
+    assert_eq!(credits(&mut again), 10);
+    drop((owner, intruder, again));
+    server.shutdown();
+    node.shutdown().unwrap();
+}
