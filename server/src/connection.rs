@@ -170,8 +170,10 @@ impl Connection {
             }
         };
         if let End::Refused(code, message) = &end {
-            stats.connections_refused.fetch_add(1, Ordering::Relaxed);
-            log::info!("refused {}: {code:?}: {message}", self.peer);
+            if *code != RefusalCode::ShuttingDown {
+                stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                log::info!("refused {}: {code:?}: {message}", self.peer);
+            }
             self.body.clear();
             Refusal {
                 code: *code,
@@ -319,7 +321,13 @@ impl Connection {
         let mut stopping = *stop.borrow();
         loop {
             if stopping && pending.is_empty() {
-                return End::Closed;
+                // Every admitted request is answered; say why the
+                // connection ends, so the client knows to go elsewhere or
+                // wait for the restart rather than see a bare close.
+                return End::Refused(
+                    RefusalCode::ShuttingDown,
+                    "the node is shutting down; every request it took was answered".into(),
+                );
             }
             let can_read = !stopping && pending.len() < window;
             tokio::select! {

@@ -910,3 +910,24 @@ fn a_principal_reusing_anothers_session_id_gets_its_own_keys_not_its_replies() {
     server.shutdown();
     node.shutdown().unwrap();
 }
+
+#[test]
+fn at_shutdown_an_idle_connection_is_told_the_node_is_shutting_down() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let node = LedgerNode::start_ledger(&node_config(dir.path())).unwrap();
+    let server = Server::start(server_config(), node.submitter()).unwrap();
+    let mut idle = raw_session(server.local_addr(), 0x1d1e);
+    server.shutdown();
+    let mut got = Vec::new();
+    let _ = idle.read_to_end(&mut got);
+    let (frame, _) = decode_frame(&got).unwrap().expect("a Refused frame");
+    assert_eq!(frame.header.kind, Kind::Refused);
+    let refusal = Refusal::decode(frame.body).unwrap();
+    assert_eq!(
+        refusal.code,
+        RefusalCode::ShuttingDown,
+        "{}",
+        refusal.message
+    );
+    node.shutdown().unwrap();
+}
