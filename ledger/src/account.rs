@@ -42,9 +42,10 @@ fn validate(a: &Account) -> Result<(), R> {
 }
 
 /// The result for an id that exists: `exists` for an identical retry, else
-/// the first field that differs. The linked flag is not part of identity.
+/// the first field that differs (the linked flag included, as in
+/// TigerBeetle 0.17).
 fn exists(e: &Account, a: &Account) -> R {
-    if (e.flags | f::LINKED) != (a.flags | f::LINKED) {
+    if e.flags != a.flags {
         R::exists_with_different_flags
     } else if e.user_data_128 != a.user_data_128 {
         R::exists_with_different_user_data_128

@@ -361,7 +361,7 @@ fn resolve(t: &Transfer, p: &Transfer) -> Result<Transfer, R> {
 /// The result for an id that exists: `exists` for an identical retry (amount
 /// compared as resolved), else the first field that differs.
 fn exists(e: &Transfer, t: &Transfer) -> R {
-    if (e.flags | f::LINKED) != (t.flags | f::LINKED) {
+    if e.flags != t.flags {
         R::exists_with_different_flags
     } else if e.debit_account_id != t.debit_account_id {
         R::exists_with_different_debit_account_id

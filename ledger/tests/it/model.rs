@@ -146,10 +146,8 @@ impl Model {
         }
         if let Some(e) = self.accounts.get(&a.id) {
             let differs = [
-                (
-                    e.flags | af::LINKED != a.flags | af::LINKED,
-                    A::exists_with_different_flags,
-                ),
+                // TigerBeetle compares all flags, `linked` included.
+                (e.flags != a.flags, A::exists_with_different_flags),
                 (
                     e.user_data_128 != a.user_data_128,
                     A::exists_with_different_user_data_128,
@@ -487,10 +485,7 @@ impl Model {
 fn exists(e: &Transfer, t: &Transfer) -> T {
     let balancing = e.flags & (tf::BALANCING_DEBIT | tf::BALANCING_CREDIT) != 0;
     let differs = [
-        (
-            e.flags | tf::LINKED != t.flags | tf::LINKED,
-            T::exists_with_different_flags,
-        ),
+        (e.flags != t.flags, T::exists_with_different_flags),
         (
             e.debit_account_id != t.debit_account_id,
             T::exists_with_different_debit_account_id,

@@ -426,3 +426,30 @@ fn timestamps_strictly_increase_even_when_the_clock_goes_back() {
     assert!(t1 > h.account(2).timestamp);
     assert_eq!(t2, t1 + 1);
 }
+
+/// TigerBeetle 0.17 (`create_account_exists` / `create_transfer_exists` in
+/// `src/state_machine.zig`) compares every flag of a retry, `linked`
+/// included: a retry that differs only in `linked` is
+/// `exists_with_different_flags`, not `exists`.
+#[test]
+fn a_retry_differing_only_in_linked_is_exists_with_different_flags() {
+    let mut h = ledger_with_accounts(&[0, 0]);
+    // The same account again, now as a one-event chain closed by a second event.
+    let linked_account = account(1, af::LINKED);
+    assert_eq!(
+        h.accounts(&[linked_account, account(9, 0)]),
+        [A::exists_with_different_flags as u8, A::linked_event_failed as u8]
+    );
+    assert_eq!(h.accounts(&[account(1, 0)]), [A::exists as u8]);
+
+    assert_eq!(h.transfers(&[transfer(1, 1, 2, 10)]), ok(1));
+    let linked_transfer = Transfer {
+        flags: tf::LINKED,
+        ..transfer(1, 1, 2, 10)
+    };
+    assert_eq!(
+        h.transfers(&[linked_transfer, transfer(2, 1, 2, 1)]),
+        [T::exists_with_different_flags as u8, T::linked_event_failed as u8]
+    );
+    assert_eq!(h.transfers(&[transfer(1, 1, 2, 10)]), [T::exists as u8]);
+}
