@@ -463,8 +463,15 @@ impl Ledger {
                 None => self.commit(),
                 Some((at, code)) => {
                     self.rollback();
+                    // As TigerBeetle 0.17: the failing event keeps its own
+                    // code, the last event of a chain left open is always
+                    // `linked_event_chain_open`, the rest `linked_event_failed`.
                     for j in i..=end {
-                        results.codes[j] = if j == at { code } else { LINKED_EVENT_FAILED };
+                        results.codes[j] = match j {
+                            j if j == at => code,
+                            j if open && j == end => chain_open,
+                            _ => LINKED_EVENT_FAILED,
+                        };
                     }
                 }
             }

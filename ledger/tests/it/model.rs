@@ -94,8 +94,17 @@ impl Model {
                 let last_timestamp = self.last_timestamp;
                 *self = saved;
                 self.last_timestamp = last_timestamp;
+                // TigerBeetle 0.17 (`execute_create`): a linked last event
+                // of the batch is `linked_event_chain_open` before anything
+                // else; every other event of a broken chain but the failing
+                // one is `linked_event_failed` (1).
+                let chain_open = linked(&events[end]) && end == events.len() - 1;
                 for (j, c) in codes.iter_mut().enumerate().take(end + 1).skip(i) {
-                    *c = if j == at { code } else { 1 };
+                    *c = match j {
+                        j if j == at => code,
+                        j if chain_open && j == end => open,
+                        _ => 1,
+                    };
                 }
             }
             i = end + 1;

@@ -286,6 +286,45 @@ fn a_chain_left_open_at_the_end_of_the_batch_fails() {
     assert_eq!(h.account(1).debits_posted, 10);
 }
 
+/// TigerBeetle 0.17: in a chain left open whose first event already failed,
+/// the failing event reports its own error, the middle ones
+/// `linked_event_failed`, and the last one still `linked_event_chain_open`.
+#[test]
+fn a_failed_chain_left_open_ends_with_linked_event_chain_open() {
+    let mut h = ledger_with_accounts(&[0, 0]);
+    let linked = |t: Transfer| Transfer {
+        flags: tf::LINKED,
+        ..t
+    };
+    let results = h.transfers(&[
+        linked(transfer(1, 1, 1, 10)), // same account twice: fails
+        linked(transfer(2, 1, 2, 10)),
+        linked(transfer(3, 1, 2, 10)),
+    ]);
+    assert_eq!(
+        results,
+        [
+            T::accounts_must_be_different as u8,
+            T::linked_event_failed as u8,
+            T::linked_event_chain_open as u8,
+        ]
+    );
+    assert_eq!(
+        h.account(1).debits_posted,
+        0,
+        "nothing of the chain applied"
+    );
+    let results = h.accounts(&[account(9, af::LINKED), account(1, af::LINKED)]);
+    assert_eq!(
+        results,
+        [
+            A::linked_event_failed as u8,
+            A::linked_event_chain_open as u8
+        ],
+        "the open chain fails as a whole; its last event says why"
+    );
+}
+
 #[test]
 fn a_chain_may_create_and_post_a_pending_transfer() {
     let mut h = ledger_with_accounts(&[0, 0]);
@@ -438,7 +477,10 @@ fn a_retry_differing_only_in_linked_is_exists_with_different_flags() {
     let linked_account = account(1, af::LINKED);
     assert_eq!(
         h.accounts(&[linked_account, account(9, 0)]),
-        [A::exists_with_different_flags as u8, A::linked_event_failed as u8]
+        [
+            A::exists_with_different_flags as u8,
+            A::linked_event_failed as u8
+        ]
     );
     assert_eq!(h.accounts(&[account(1, 0)]), [A::exists as u8]);
 
@@ -449,7 +491,10 @@ fn a_retry_differing_only_in_linked_is_exists_with_different_flags() {
     };
     assert_eq!(
         h.transfers(&[linked_transfer, transfer(2, 1, 2, 1)]),
-        [T::exists_with_different_flags as u8, T::linked_event_failed as u8]
+        [
+            T::exists_with_different_flags as u8,
+            T::linked_event_failed as u8
+        ]
     );
     assert_eq!(h.transfers(&[transfer(1, 1, 2, 10)]), [T::exists as u8]);
 }
