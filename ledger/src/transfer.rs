@@ -80,7 +80,9 @@ impl Ledger {
         fail(dr.flags & af::CLOSED != 0, R::debit_account_already_closed)?;
         fail(cr.flags & af::CLOSED != 0, R::credit_account_already_closed)?;
         let amount = balanced_amount(t, dr, cr);
-        check_balances(dr, cr, amount, pending)?;
+        // TigerBeetle 0.17's order: every overflow, then the timeout's, then
+        // the balance limits.
+        check_overflows(dr, cr, amount, pending)?;
         let expires_at = match (pending, t.timeout) {
             (true, timeout) if timeout > 0 => u64::from(timeout)
                 .checked_mul(NS_PER_SECOND)
@@ -88,6 +90,7 @@ impl Ledger {
                 .ok_or(R::overflows_timeout)?,
             _ => 0,
         };
+        check_limits(dr, cr, amount)?;
         fail(self.transfers_full(), R::transfers_table_full)?;
         Ok(Plan {
             debit,
@@ -277,8 +280,10 @@ fn balanced_amount(t: &Transfer, dr: &Account, cr: &Account) -> u64 {
     amount
 }
 
-/// Overflow and balance-limit checks for moving `amount` (pending or posted).
-fn check_balances(dr: &Account, cr: &Account, amount: u64, pending: bool) -> Result<(), R> {
+/// Overflow checks for moving `amount`. As in TigerBeetle 0.17 a pending
+/// transfer is checked against the posted balances too (it may be posted
+/// later), so it is refused `overflows_*_posted` at creation.
+fn check_overflows(dr: &Account, cr: &Account, amount: u64, pending: bool) -> Result<(), R> {
     let fail = |cond: bool, code: R| if cond { Err(code) } else { Ok(()) };
     if pending {
         fail(
@@ -289,26 +294,37 @@ fn check_balances(dr: &Account, cr: &Account, amount: u64, pending: bool) -> Res
             cr.credits_pending.checked_add(amount).is_none(),
             R::overflows_credits_pending,
         )?;
-    } else {
-        fail(
-            dr.debits_posted.checked_add(amount).is_none(),
-            R::overflows_debits_posted,
-        )?;
-        fail(
-            cr.credits_posted.checked_add(amount).is_none(),
-            R::overflows_credits_posted,
-        )?;
     }
-    let debits = dr
-        .debits_pending
-        .checked_add(dr.debits_posted)
-        .and_then(|d| d.checked_add(amount))
-        .ok_or(R::overflows_debits)?;
-    let credits = cr
-        .credits_pending
-        .checked_add(cr.credits_posted)
-        .and_then(|c| c.checked_add(amount))
-        .ok_or(R::overflows_credits)?;
+    fail(
+        dr.debits_posted.checked_add(amount).is_none(),
+        R::overflows_debits_posted,
+    )?;
+    fail(
+        cr.credits_posted.checked_add(amount).is_none(),
+        R::overflows_credits_posted,
+    )?;
+    fail(
+        dr.debits_pending
+            .checked_add(dr.debits_posted)
+            .and_then(|d| d.checked_add(amount))
+            .is_none(),
+        R::overflows_debits,
+    )?;
+    fail(
+        cr.credits_pending
+            .checked_add(cr.credits_posted)
+            .and_then(|c| c.checked_add(amount))
+            .is_none(),
+        R::overflows_credits,
+    )
+}
+
+/// The accounts' balance limits for moving `amount` (after the overflow
+/// checks, so the sums cannot overflow).
+fn check_limits(dr: &Account, cr: &Account, amount: u64) -> Result<(), R> {
+    let fail = |cond: bool, code: R| if cond { Err(code) } else { Ok(()) };
+    let debits = dr.debits_pending + dr.debits_posted + amount;
+    let credits = cr.credits_pending + cr.credits_posted + amount;
     fail(
         dr.flags & af::DEBITS_MUST_NOT_EXCEED_CREDITS != 0 && debits > dr.credits_posted,
         R::exceeds_credits,

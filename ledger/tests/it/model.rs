@@ -300,7 +300,11 @@ impl Model {
         }
         let _ = (cp, cpo);
         let max = u128::from(u64::MAX);
-        let limits = [
+        // TigerBeetle 0.17 (`create_transfer`): the pending overflows (for a
+        // pending transfer), the posted ones (for every transfer: a pending
+        // one may be posted later), the totals, then the timeout's, then the
+        // balance limits.
+        let overflows = [
             (
                 pending && dr.debits_pending as u128 + amount > max,
                 T::overflows_debits_pending,
@@ -310,11 +314,11 @@ impl Model {
                 T::overflows_credits_pending,
             ),
             (
-                !pending && dr.debits_posted as u128 + amount > max,
+                dr.debits_posted as u128 + amount > max,
                 T::overflows_debits_posted,
             ),
             (
-                !pending && cr.credits_posted as u128 + amount > max,
+                cr.credits_posted as u128 + amount > max,
                 T::overflows_credits_posted,
             ),
             (dp + dpo + amount > max, T::overflows_debits),
@@ -322,6 +326,15 @@ impl Model {
                 cr.credits_pending as u128 + cr.credits_posted as u128 + amount > max,
                 T::overflows_credits,
             ),
+        ];
+        if let Some(&(_, code)) = overflows.iter().find(|(failed, _)| *failed) {
+            return code;
+        }
+        let deadline = u128::from(ts) + u128::from(t.timeout) * 1_000_000_000;
+        if pending && t.timeout > 0 && deadline > max {
+            return T::overflows_timeout;
+        }
+        let limits = [
             (
                 dr.flags & af::DEBITS_MUST_NOT_EXCEED_CREDITS != 0
                     && dp + dpo + amount > dr.credits_posted as u128,
@@ -336,10 +349,6 @@ impl Model {
         ];
         if let Some(&(_, code)) = limits.iter().find(|(failed, _)| *failed) {
             return code;
-        }
-        let deadline = u128::from(ts) + u128::from(t.timeout) * 1_000_000_000;
-        if pending && t.timeout > 0 && deadline > max {
-            return T::overflows_timeout;
         }
         if self.transfers.len() >= self.transfers_max {
             return T::transfers_table_full;

@@ -498,3 +498,36 @@ fn a_retry_differing_only_in_linked_is_exists_with_different_flags() {
     );
     assert_eq!(h.transfers(&[transfer(1, 1, 2, 10)]), [T::exists as u8]);
 }
+
+/// TigerBeetle 0.17 (`create_transfer`): a pending transfer is checked
+/// against the posted balances too (`overflows_debits_posted` at creation,
+/// since it may be posted later), and `overflows_timeout` comes before the
+/// balance limits.
+#[test]
+fn a_pending_transfer_is_checked_for_posted_overflow_and_the_timeout_before_limits() {
+    let mut h = ledger_with_accounts(&[0, 0, af::DEBITS_MUST_NOT_EXCEED_CREDITS]);
+    assert_eq!(h.transfers(&[transfer(1, 1, 2, u64::MAX - 5)]), ok(1));
+    let pending = |id, dr, cr, amount| Transfer {
+        flags: tf::PENDING,
+        ..transfer(id, dr, cr, amount)
+    };
+    // Account 1 has u64::MAX - 5 posted debits: a pending 10 would overflow
+    // them once posted.
+    assert_eq!(
+        h.transfers(&[pending(2, 1, 3, 10)]),
+        [T::overflows_debits_posted as u8]
+    );
+    assert_eq!(
+        h.transfers(&[pending(3, 3, 1, 10)]),
+        [T::exceeds_credits as u8],
+        "account 3 may not go below zero"
+    );
+    // Near the end of time, a pending transfer that both overdraws account 3
+    // and whose deadline overflows: the timeout is reported, not the limit.
+    h.now_ns = u64::MAX - 1_000_000_000_000;
+    let late = Transfer {
+        timeout: u32::MAX,
+        ..pending(4, 3, 1, 10)
+    };
+    assert_eq!(h.transfers(&[late]), [T::overflows_timeout as u8]);
+}
