@@ -8,12 +8,18 @@ use crate::types::{account_flags as f, Account};
 impl Ledger {
     /// Creates one account stamped `timestamp`, or says why not. Every check
     /// precedes the mutation, so a rejected account changes nothing.
+    ///
+    /// TigerBeetle 0.17's order: timestamp, reserved field and flags, id;
+    /// then idempotence (`exists*`) before the other fields.
     pub(crate) fn create_account(&mut self, a: &Account, timestamp: u64) -> R {
-        if let Err(code) = validate(a) {
+        if let Err(code) = validate_id(a) {
             return code;
         }
         if let Some(position) = self.account_position(a.id) {
             return exists(&self.accounts[position as usize].account, a);
+        }
+        if let Err(code) = validate(a) {
+            return code;
         }
         if self.accounts_full() {
             return R::accounts_table_full;
@@ -23,14 +29,19 @@ impl Ledger {
     }
 }
 
-/// Checks of the account alone.
-fn validate(a: &Account) -> Result<(), R> {
+/// The checks before idempotence.
+fn validate_id(a: &Account) -> Result<(), R> {
     let fail = |cond: bool, code: R| if cond { Err(code) } else { Ok(()) };
     fail(a.timestamp != 0, R::timestamp_must_be_zero)?;
     fail(a.reserved != 0, R::reserved_field)?;
     fail(a.flags & !f::KNOWN != 0, R::reserved_flag)?;
     fail(a.id == 0, R::id_must_not_be_zero)?;
-    fail(a.id == u128::MAX, R::id_must_not_be_int_max)?;
+    fail(a.id == u128::MAX, R::id_must_not_be_int_max)
+}
+
+/// The checks of a new account's other fields.
+fn validate(a: &Account) -> Result<(), R> {
+    let fail = |cond: bool, code: R| if cond { Err(code) } else { Ok(()) };
     let both = f::DEBITS_MUST_NOT_EXCEED_CREDITS | f::CREDITS_MUST_NOT_EXCEED_DEBITS;
     fail(a.flags & both == both, R::flags_are_mutually_exclusive)?;
     fail(a.debits_pending != 0, R::debits_pending_must_be_zero)?;

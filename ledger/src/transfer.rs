@@ -11,9 +11,16 @@ const NS_PER_SECOND: u64 = 1_000_000_000;
 
 impl Ledger {
     /// Applies one transfer stamped `timestamp`, or says why not.
+    ///
+    /// TigerBeetle 0.17's order: timestamp, reserved flags and id; then
+    /// idempotence (`exists*`) before any other field or lookup; then the
+    /// post/void path or a new transfer.
     pub(crate) fn create_transfer(&mut self, t: &Transfer, timestamp: u64) -> R {
         if let Err(code) = validate(t) {
             return code;
+        }
+        if let Some(position) = self.transfer_position(t.id) {
+            return self.exists(&self.transfers[position as usize].transfer, t);
         }
         if t.flags & (f::POST_PENDING_TRANSFER | f::VOID_PENDING_TRANSFER) != 0 {
             return self.post_or_void(t, timestamp);
@@ -56,6 +63,10 @@ impl Ledger {
             !pending && t.timeout != 0,
             R::timeout_reserved_for_pending_transfer,
         )?;
+        fail(
+            !pending && t.flags & (f::CLOSING_DEBIT | f::CLOSING_CREDIT) != 0,
+            R::closing_transfer_must_be_pending,
+        )?;
         fail(t.ledger == 0, R::ledger_must_not_be_zero)?;
         fail(t.code == 0, R::code_must_not_be_zero)?;
         let debit = self
@@ -74,9 +85,6 @@ impl Ledger {
             t.ledger != dr.ledger,
             R::transfer_must_have_the_same_ledger_as_accounts,
         )?;
-        if let Some(position) = self.transfer_position(t.id) {
-            return Err(exists(&self.transfers[position as usize].transfer, t));
-        }
         fail(dr.flags & af::CLOSED != 0, R::debit_account_already_closed)?;
         fail(cr.flags & af::CLOSED != 0, R::credit_account_already_closed)?;
         let amount = balanced_amount(t, dr, cr);
@@ -173,10 +181,115 @@ impl Ledger {
         R::ok
     }
 
+    /// The result for an id that exists (TigerBeetle 0.17,
+    /// `create_transfer_exists` and `post_or_void_pending_transfer_exists`):
+    /// `exists` for a retry, else the first field that differs. Keel's own
+    /// post/void rules stand for the amount (0 means the pending amount) and
+    /// user data (not inherited from the pending transfer yet).
+    fn exists(&self, e: &Transfer, t: &Transfer) -> R {
+        let first = |checks: &[(bool, R)]| checks.iter().find(|(d, _)| *d).map(|&(_, c)| c);
+        if let Some(code) = first(&[
+            (e.flags != t.flags, R::exists_with_different_flags),
+            (
+                e.pending_id != t.pending_id,
+                R::exists_with_different_pending_id,
+            ),
+            (e.timeout != t.timeout, R::exists_with_different_timeout),
+        ]) {
+            return code;
+        }
+        let user_data = [
+            (
+                t.user_data_128 != e.user_data_128,
+                R::exists_with_different_user_data_128,
+            ),
+            (
+                t.user_data_64 != e.user_data_64,
+                R::exists_with_different_user_data_64,
+            ),
+            (
+                t.user_data_32 != e.user_data_32,
+                R::exists_with_different_user_data_32,
+            ),
+        ];
+        if t.flags & (f::POST_PENDING_TRANSFER | f::VOID_PENDING_TRANSFER) != 0 {
+            let pending_amount = self
+                .transfer_position(t.pending_id)
+                .map(|p| self.transfers[p as usize].transfer.amount)
+                .expect("a post or void's pending transfer exists");
+            let amount = if t.amount == 0 {
+                pending_amount
+            } else {
+                t.amount
+            };
+            return first(&[
+                (
+                    t.debit_account_id != 0 && t.debit_account_id != e.debit_account_id,
+                    R::exists_with_different_debit_account_id,
+                ),
+                (
+                    t.credit_account_id != 0 && t.credit_account_id != e.credit_account_id,
+                    R::exists_with_different_credit_account_id,
+                ),
+                (amount != e.amount, R::exists_with_different_amount),
+            ])
+            .or_else(|| first(&user_data))
+            .or_else(|| {
+                first(&[
+                    (
+                        t.ledger != 0 && t.ledger != e.ledger,
+                        R::exists_with_different_ledger,
+                    ),
+                    (
+                        t.code != 0 && t.code != e.code,
+                        R::exists_with_different_code,
+                    ),
+                ])
+            })
+            .unwrap_or(R::exists);
+        }
+        // A balancing transfer's amount is an upper limit: a retry may ask
+        // for more than was moved, not less.
+        let balancing = t.flags & (f::BALANCING_DEBIT | f::BALANCING_CREDIT) != 0;
+        let amount_differs = match balancing {
+            true => t.amount < e.amount,
+            false => t.amount != e.amount,
+        };
+        first(&[
+            (
+                t.debit_account_id != e.debit_account_id,
+                R::exists_with_different_debit_account_id,
+            ),
+            (
+                t.credit_account_id != e.credit_account_id,
+                R::exists_with_different_credit_account_id,
+            ),
+            (amount_differs, R::exists_with_different_amount),
+        ])
+        .or_else(|| first(&user_data))
+        .or_else(|| {
+            first(&[
+                (t.ledger != e.ledger, R::exists_with_different_ledger),
+                (t.code != e.code, R::exists_with_different_code),
+            ])
+        })
+        .unwrap_or(R::exists)
+    }
+
     /// Checks a post or void; returns the pending transfer's position, the
     /// pending transfer and the resolved post/void.
     fn check_post_or_void(&self, t: &Transfer) -> Result<(u32, Transfer, Transfer), R> {
         let fail = |cond: bool, code: R| if cond { Err(code) } else { Ok(()) };
+        let both = f::POST_PENDING_TRANSFER | f::VOID_PENDING_TRANSFER;
+        let others = f::PENDING
+            | f::BALANCING_DEBIT
+            | f::BALANCING_CREDIT
+            | f::CLOSING_DEBIT
+            | f::CLOSING_CREDIT;
+        fail(
+            t.flags & both == both || t.flags & others != 0,
+            R::flags_are_mutually_exclusive,
+        )?;
         fail(t.pending_id == 0, R::pending_id_must_not_be_zero)?;
         fail(t.pending_id == u128::MAX, R::pending_id_must_not_be_int_max)?;
         fail(t.pending_id == t.id, R::pending_id_must_be_different)?;
@@ -190,12 +303,6 @@ impl Ledger {
             R::pending_transfer_not_pending,
         )?;
         let resolved = resolve(t, &p.transfer)?;
-        if let Some(existing) = self.transfer_position(t.id) {
-            return Err(exists(
-                &self.transfers[existing as usize].transfer,
-                &resolved,
-            ));
-        }
         fail(
             p.state == PendingState::Posted,
             R::pending_transfer_already_posted,
@@ -244,25 +351,7 @@ fn validate(t: &Transfer) -> Result<(), R> {
     fail(t.timestamp != 0, R::timestamp_must_be_zero)?;
     fail(t.flags & !f::KNOWN != 0, R::reserved_flag)?;
     fail(t.id == 0, R::id_must_not_be_zero)?;
-    fail(t.id == u128::MAX, R::id_must_not_be_int_max)?;
-    let phases = [
-        f::PENDING,
-        f::POST_PENDING_TRANSFER,
-        f::VOID_PENDING_TRANSFER,
-    ];
-    let set = phases.iter().filter(|&&flag| t.flags & flag != 0).count();
-    fail(set > 1, R::flags_are_mutually_exclusive)?;
-    let balancing = f::BALANCING_DEBIT | f::BALANCING_CREDIT;
-    let post_or_void = f::POST_PENDING_TRANSFER | f::VOID_PENDING_TRANSFER;
-    fail(
-        t.flags & balancing != 0 && t.flags & post_or_void != 0,
-        R::flags_are_mutually_exclusive,
-    )?;
-    let closing = f::CLOSING_DEBIT | f::CLOSING_CREDIT;
-    fail(
-        t.flags & closing != 0 && t.flags & f::PENDING == 0,
-        R::closing_transfer_must_be_pending,
-    )
+    fail(t.id == u128::MAX, R::id_must_not_be_int_max)
 }
 
 /// The amount after balancing caps: what the debit account can still give
@@ -355,14 +444,18 @@ fn resolve(t: &Transfer, p: &Transfer) -> Result<Transfer, R> {
         t.code != 0 && t.code != p.code,
         R::pending_transfer_has_different_code,
     )?;
-    let amount = match t.flags & f::POST_PENDING_TRANSFER != 0 {
-        true if t.amount > p.amount => return Err(R::exceeds_pending_transfer_amount),
-        true if t.amount == 0 => p.amount,
-        true => t.amount,
-        false if t.amount != 0 && t.amount != p.amount => {
-            return Err(R::pending_transfer_has_different_amount)
-        }
-        false => p.amount,
+    // More than the pending amount exceeds it (a post or a void); a void of
+    // less than all of it is a different amount; 0 means all of it.
+    fail(t.amount > p.amount, R::exceeds_pending_transfer_amount)?;
+    let post = t.flags & f::POST_PENDING_TRANSFER != 0;
+    fail(
+        !post && t.amount != 0 && t.amount < p.amount,
+        R::pending_transfer_has_different_amount,
+    )?;
+    let amount = if post && t.amount != 0 {
+        t.amount
+    } else {
+        p.amount
     };
     Ok(Transfer {
         debit_account_id: p.debit_account_id,
@@ -372,34 +465,4 @@ fn resolve(t: &Transfer, p: &Transfer) -> Result<Transfer, R> {
         amount,
         ..*t
     })
-}
-
-/// The result for an id that exists: `exists` for an identical retry (amount
-/// compared as resolved), else the first field that differs.
-fn exists(e: &Transfer, t: &Transfer) -> R {
-    if e.flags != t.flags {
-        R::exists_with_different_flags
-    } else if e.debit_account_id != t.debit_account_id {
-        R::exists_with_different_debit_account_id
-    } else if e.credit_account_id != t.credit_account_id {
-        R::exists_with_different_credit_account_id
-    } else if e.amount != t.amount && e.flags & (f::BALANCING_DEBIT | f::BALANCING_CREDIT) == 0 {
-        R::exists_with_different_amount
-    } else if e.pending_id != t.pending_id {
-        R::exists_with_different_pending_id
-    } else if e.user_data_128 != t.user_data_128 {
-        R::exists_with_different_user_data_128
-    } else if e.user_data_64 != t.user_data_64 {
-        R::exists_with_different_user_data_64
-    } else if e.user_data_32 != t.user_data_32 {
-        R::exists_with_different_user_data_32
-    } else if e.timeout != t.timeout {
-        R::exists_with_different_timeout
-    } else if e.ledger != t.ledger {
-        R::exists_with_different_ledger
-    } else if e.code != t.code {
-        R::exists_with_different_code
-    } else {
-        R::exists
-    }
 }

@@ -134,23 +134,18 @@ impl Model {
         )
     }
 
+    /// TigerBeetle 0.17 (`create_account`): timestamp, reserved field and
+    /// flags, id; idempotence; then the other fields.
     fn create_account(&mut self, a: &Account, ts: u64) -> A {
         let both = af::DEBITS_MUST_NOT_EXCEED_CREDITS | af::CREDITS_MUST_NOT_EXCEED_DEBITS;
-        let checks = [
+        let first = [
             (a.timestamp != 0, A::timestamp_must_be_zero),
             (a.reserved != 0, A::reserved_field),
             (a.flags & !af::KNOWN != 0, A::reserved_flag),
             (a.id == 0, A::id_must_not_be_zero),
             (a.id == u128::MAX, A::id_must_not_be_int_max),
-            (a.flags & both == both, A::flags_are_mutually_exclusive),
-            (a.debits_pending != 0, A::debits_pending_must_be_zero),
-            (a.debits_posted != 0, A::debits_posted_must_be_zero),
-            (a.credits_pending != 0, A::credits_pending_must_be_zero),
-            (a.credits_posted != 0, A::credits_posted_must_be_zero),
-            (a.ledger == 0, A::ledger_must_not_be_zero),
-            (a.code == 0, A::code_must_not_be_zero),
         ];
-        if let Some(&(_, code)) = checks.iter().find(|(failed, _)| *failed) {
+        if let Some(&(_, code)) = first.iter().find(|(failed, _)| *failed) {
             return code;
         }
         if let Some(e) = self.accounts.get(&a.id) {
@@ -177,6 +172,18 @@ impl Model {
                 .find(|(d, _)| *d)
                 .map_or(A::exists, |&(_, c)| c);
         }
+        let checks = [
+            (a.flags & both == both, A::flags_are_mutually_exclusive),
+            (a.debits_pending != 0, A::debits_pending_must_be_zero),
+            (a.debits_posted != 0, A::debits_posted_must_be_zero),
+            (a.credits_pending != 0, A::credits_pending_must_be_zero),
+            (a.credits_posted != 0, A::credits_posted_must_be_zero),
+            (a.ledger == 0, A::ledger_must_not_be_zero),
+            (a.code == 0, A::code_must_not_be_zero),
+        ];
+        if let Some(&(_, code)) = checks.iter().find(|(failed, _)| *failed) {
+            return code;
+        }
         if self.accounts.len() >= self.accounts_max {
             return A::accounts_table_full;
         }
@@ -190,37 +197,24 @@ impl Model {
         A::ok
     }
 
+    /// TigerBeetle 0.17's order (`execute_create`, `create_transfer`): the
+    /// timestamp, reserved flags and the id; then idempotence (`exists*`)
+    /// before any other field or lookup; then the post/void path or a new
+    /// transfer.
     fn create_transfer(&mut self, t: &Transfer, ts: u64) -> T {
-        let phases = [
-            tf::PENDING,
-            tf::POST_PENDING_TRANSFER,
-            tf::VOID_PENDING_TRANSFER,
-        ]
-        .iter()
-        .filter(|&&f| t.flags & f != 0)
-        .count();
-        let post_void = tf::POST_PENDING_TRANSFER | tf::VOID_PENDING_TRANSFER;
-        let balancing = tf::BALANCING_DEBIT | tf::BALANCING_CREDIT;
-        let closing = tf::CLOSING_DEBIT | tf::CLOSING_CREDIT;
         let checks = [
             (t.timestamp != 0, T::timestamp_must_be_zero),
             (t.flags & !tf::KNOWN != 0, T::reserved_flag),
             (t.id == 0, T::id_must_not_be_zero),
             (t.id == u128::MAX, T::id_must_not_be_int_max),
-            (phases > 1, T::flags_are_mutually_exclusive),
-            (
-                t.flags & balancing != 0 && t.flags & post_void != 0,
-                T::flags_are_mutually_exclusive,
-            ),
-            (
-                t.flags & closing != 0 && t.flags & tf::PENDING == 0,
-                T::closing_transfer_must_be_pending,
-            ),
         ];
         if let Some(&(_, code)) = checks.iter().find(|(failed, _)| *failed) {
             return code;
         }
-        match t.flags & post_void != 0 {
+        if let Some(&(e, _, _)) = self.transfers.get(&t.id) {
+            return self.exists(&e, t);
+        }
+        match t.flags & (tf::POST_PENDING_TRANSFER | tf::VOID_PENDING_TRANSFER) != 0 {
             true => self.post_or_void(t, ts),
             false => self.new_transfer(t, ts),
         }
@@ -254,6 +248,10 @@ impl Model {
                 !pending && t.timeout != 0,
                 T::timeout_reserved_for_pending_transfer,
             ),
+            (
+                !pending && t.flags & (tf::CLOSING_DEBIT | tf::CLOSING_CREDIT) != 0,
+                T::closing_transfer_must_be_pending,
+            ),
             (t.ledger == 0, T::ledger_must_not_be_zero),
             (t.code == 0, T::code_must_not_be_zero),
         ];
@@ -271,9 +269,6 @@ impl Model {
         }
         if t.ledger != dr.ledger {
             return T::transfer_must_have_the_same_ledger_as_accounts;
-        }
-        if let Some((e, _, _)) = self.transfers.get(&t.id) {
-            return exists(e, t);
         }
         if dr.flags & af::CLOSED != 0 {
             return T::debit_account_already_closed;
@@ -394,8 +389,110 @@ impl Model {
         T::ok
     }
 
+    /// TigerBeetle 0.17 (`create_transfer_exists`,
+    /// `post_or_void_pending_transfer_exists`), with Keel's post/void
+    /// rules for the amount (0 means the pending amount) and user data (not
+    /// inherited yet).
+    fn exists(&self, e: &Transfer, t: &Transfer) -> T {
+        let firsts = [
+            (e.flags != t.flags, T::exists_with_different_flags),
+            (
+                e.pending_id != t.pending_id,
+                T::exists_with_different_pending_id,
+            ),
+            (e.timeout != t.timeout, T::exists_with_different_timeout),
+        ];
+        if let Some(&(_, code)) = firsts.iter().find(|(d, _)| *d) {
+            return code;
+        }
+        let post_or_void = t.flags & (tf::POST_PENDING_TRANSFER | tf::VOID_PENDING_TRANSFER) != 0;
+        let differs = if post_or_void {
+            let p = self.transfers[&t.pending_id].0;
+            let amount = if t.amount == 0 { p.amount } else { t.amount };
+            [
+                (
+                    t.debit_account_id != 0 && t.debit_account_id != e.debit_account_id,
+                    T::exists_with_different_debit_account_id,
+                ),
+                (
+                    t.credit_account_id != 0 && t.credit_account_id != e.credit_account_id,
+                    T::exists_with_different_credit_account_id,
+                ),
+                (amount != e.amount, T::exists_with_different_amount),
+                (
+                    t.user_data_128 != e.user_data_128,
+                    T::exists_with_different_user_data_128,
+                ),
+                (
+                    t.user_data_64 != e.user_data_64,
+                    T::exists_with_different_user_data_64,
+                ),
+                (
+                    t.user_data_32 != e.user_data_32,
+                    T::exists_with_different_user_data_32,
+                ),
+                (
+                    t.ledger != 0 && t.ledger != e.ledger,
+                    T::exists_with_different_ledger,
+                ),
+                (
+                    t.code != 0 && t.code != e.code,
+                    T::exists_with_different_code,
+                ),
+            ]
+        } else {
+            let balancing = t.flags & (tf::BALANCING_DEBIT | tf::BALANCING_CREDIT) != 0;
+            [
+                (
+                    t.debit_account_id != e.debit_account_id,
+                    T::exists_with_different_debit_account_id,
+                ),
+                (
+                    t.credit_account_id != e.credit_account_id,
+                    T::exists_with_different_credit_account_id,
+                ),
+                (
+                    if balancing {
+                        t.amount < e.amount
+                    } else {
+                        t.amount != e.amount
+                    },
+                    T::exists_with_different_amount,
+                ),
+                (
+                    t.user_data_128 != e.user_data_128,
+                    T::exists_with_different_user_data_128,
+                ),
+                (
+                    t.user_data_64 != e.user_data_64,
+                    T::exists_with_different_user_data_64,
+                ),
+                (
+                    t.user_data_32 != e.user_data_32,
+                    T::exists_with_different_user_data_32,
+                ),
+                (t.ledger != e.ledger, T::exists_with_different_ledger),
+                (t.code != e.code, T::exists_with_different_code),
+            ]
+        };
+        differs
+            .iter()
+            .find(|(d, _)| *d)
+            .map_or(T::exists, |&(_, c)| c)
+    }
+
     fn post_or_void(&mut self, t: &Transfer, ts: u64) -> T {
+        let both = tf::POST_PENDING_TRANSFER | tf::VOID_PENDING_TRANSFER;
+        let others = tf::PENDING
+            | tf::BALANCING_DEBIT
+            | tf::BALANCING_CREDIT
+            | tf::CLOSING_DEBIT
+            | tf::CLOSING_CREDIT;
         let checks = [
+            (
+                t.flags & both == both || t.flags & others != 0,
+                T::flags_are_mutually_exclusive,
+            ),
             (t.pending_id == 0, T::pending_id_must_not_be_zero),
             (t.pending_id == u128::MAX, T::pending_id_must_not_be_int_max),
             (t.pending_id == t.id, T::pending_id_must_be_different),
@@ -428,12 +525,11 @@ impl Model {
                 t.code != 0 && t.code != p.code,
                 T::pending_transfer_has_different_code,
             ),
+            // Both: more than the pending amount exceeds it; a void of
+            // less than all of it is a different amount (0 means all).
+            (t.amount > p.amount, T::exceeds_pending_transfer_amount),
             (
-                post && t.amount > p.amount,
-                T::exceeds_pending_transfer_amount,
-            ),
-            (
-                !post && t.amount != 0 && t.amount != p.amount,
+                !post && t.amount != 0 && t.amount < p.amount,
                 T::pending_transfer_has_different_amount,
             ),
         ];
@@ -453,9 +549,6 @@ impl Model {
             amount,
             ..*t
         };
-        if let Some((e, _, _)) = self.transfers.get(&t.id) {
-            return exists(e, &resolved);
-        }
         match state {
             PendingState::Posted => return T::pending_transfer_already_posted,
             PendingState::Voided => return T::pending_transfer_already_voided,
@@ -498,46 +591,4 @@ impl Model {
         );
         T::ok
     }
-}
-
-fn exists(e: &Transfer, t: &Transfer) -> T {
-    let balancing = e.flags & (tf::BALANCING_DEBIT | tf::BALANCING_CREDIT) != 0;
-    let differs = [
-        (e.flags != t.flags, T::exists_with_different_flags),
-        (
-            e.debit_account_id != t.debit_account_id,
-            T::exists_with_different_debit_account_id,
-        ),
-        (
-            e.credit_account_id != t.credit_account_id,
-            T::exists_with_different_credit_account_id,
-        ),
-        (
-            e.amount != t.amount && !balancing,
-            T::exists_with_different_amount,
-        ),
-        (
-            e.pending_id != t.pending_id,
-            T::exists_with_different_pending_id,
-        ),
-        (
-            e.user_data_128 != t.user_data_128,
-            T::exists_with_different_user_data_128,
-        ),
-        (
-            e.user_data_64 != t.user_data_64,
-            T::exists_with_different_user_data_64,
-        ),
-        (
-            e.user_data_32 != t.user_data_32,
-            T::exists_with_different_user_data_32,
-        ),
-        (e.timeout != t.timeout, T::exists_with_different_timeout),
-        (e.ledger != t.ledger, T::exists_with_different_ledger),
-        (e.code != t.code, T::exists_with_different_code),
-    ];
-    differs
-        .iter()
-        .find(|(d, _)| *d)
-        .map_or(T::exists, |&(_, c)| c)
 }

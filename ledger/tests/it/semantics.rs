@@ -531,3 +531,88 @@ fn a_pending_transfer_is_checked_for_posted_overflow_and_the_timeout_before_limi
     };
     assert_eq!(h.transfers(&[late]), [T::overflows_timeout as u8]);
 }
+
+/// TigerBeetle 0.16+ (`create_account`, `create_transfer`): idempotence is
+/// checked right after the id, before the other fields and the lookups, so
+/// a retry is told how it differs from what exists rather than what is
+/// wrong with it as a new event.
+#[test]
+fn idempotence_is_checked_right_after_the_id() {
+    let mut h = ledger_with_accounts(&[0, 0]);
+    let mut retry = account(1, 0);
+    retry.ledger = 0; // would be ledger_must_not_be_zero as a new account
+    assert_eq!(
+        h.accounts(&[retry]),
+        [A::exists_with_different_ledger as u8]
+    );
+    assert_eq!(h.transfers(&[transfer(1, 1, 2, 10)]), ok(1));
+    // As a new transfer: debit_account_not_found; as a retry: a different debit account.
+    assert_eq!(
+        h.transfers(&[transfer(1, 7, 2, 10)]),
+        [T::exists_with_different_debit_account_id as u8]
+    );
+    // A different amount on a retry is named before the missing code.
+    let t = Transfer {
+        code: 0,
+        ..transfer(1, 1, 2, 11)
+    };
+    assert_eq!(h.transfers(&[t]), [T::exists_with_different_amount as u8]);
+}
+
+/// TigerBeetle 0.17 (`post_or_void_pending_transfer`): voiding more than
+/// the pending amount exceeds it; a post or void with a conflicting flag is
+/// `flags_are_mutually_exclusive` before the pending transfer is looked up;
+/// a balancing transfer's retry may not ask for less than was moved.
+#[test]
+fn post_and_void_rules_of_tigerbeetle_0_17() {
+    let mut h = ledger_with_accounts(&[0, 0]);
+    let pending = Transfer {
+        flags: tf::PENDING,
+        ..transfer(1, 1, 2, 10)
+    };
+    assert_eq!(h.transfers(&[pending]), ok(1));
+    let void = |id, amount| Transfer {
+        flags: tf::VOID_PENDING_TRANSFER,
+        pending_id: 1,
+        ..transfer(id, 0, 0, amount)
+    };
+    assert_eq!(
+        h.transfers(&[void(2, 11)]),
+        [T::exceeds_pending_transfer_amount as u8]
+    );
+    assert_eq!(
+        h.transfers(&[void(3, 9)]),
+        [T::pending_transfer_has_different_amount as u8]
+    );
+    let closing_post = Transfer {
+        flags: tf::POST_PENDING_TRANSFER | tf::CLOSING_DEBIT,
+        pending_id: 99, // does not exist: the flags are checked first
+        ..transfer(4, 0, 0, 0)
+    };
+    assert_eq!(
+        h.transfers(&[closing_post]),
+        [T::flags_are_mutually_exclusive as u8]
+    );
+    assert_eq!(h.transfers(&[void(5, 10)]), ok(1));
+
+    // Balancing: account 2 has 0 posted debits, account 1 may be drained
+    // only up to its credits; a retry asking for less than was moved differs.
+    let mut h = ledger_with_accounts(&[0, 0, 0]);
+    assert_eq!(h.transfers(&[transfer(1, 2, 1, 30)]), ok(1));
+    let balancing = |amount| Transfer {
+        flags: tf::BALANCING_DEBIT,
+        ..transfer(2, 1, 3, amount)
+    };
+    assert_eq!(h.transfers(&[balancing(100)]), ok(1));
+    assert_eq!(
+        h.ledger.transfer(2).unwrap().0.amount,
+        30,
+        "capped at what account 1 holds"
+    );
+    assert_eq!(h.transfers(&[balancing(100)]), [T::exists as u8]);
+    assert_eq!(h.transfers(&[balancing(30)]), [T::exists as u8]);
+    assert_eq!(
+        h.transfers(&[balancing(29)]),
+        [T::exists_with_different_amount as u8]
+    );
+}
