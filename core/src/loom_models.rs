@@ -24,6 +24,7 @@ fn ack(code: u32) -> Ack {
         correlation_id: 9,
         outcome: Outcome::code(ResultCode(code)),
         duplicate: false,
+        latency_ns: 0,
     }
 }
 

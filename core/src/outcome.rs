@@ -79,4 +79,9 @@ pub struct Ack {
     pub outcome: Outcome,
     /// True when the idempotency key was seen before and the command was not re-applied.
     pub duplicate: bool,
+    /// Submit to acknowledgement, ns: the command's sequencer timestamp to
+    /// the publisher completing it (the value the ack-latency metric
+    /// records). A caller that knows when it *meant* to send adds its own
+    /// lateness to correct for coordinated omission.
+    pub latency_ns: u64,
 }

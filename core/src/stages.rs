@@ -191,7 +191,13 @@ impl<S: StateMachine> Lane for BlpStage<S> {
 }
 
 /// Completes the slot's caller (if one waits) and feeds the sink.
-fn publish<K: EventSink>(sink: &mut K, shared: &Shared, slot: &Slot, sequence: u64) {
+fn publish<K: EventSink>(
+    sink: &mut K,
+    shared: &Shared,
+    slot: &Slot,
+    sequence: u64,
+    latency_ns: u64,
+) {
     // SAFETY: this thread is the publisher, the slot's only result
     // reader; the poller handed out this slot only after an Acquire load
     // of the BLP cursor at or past it (slot.rs, protocol step 3).
@@ -203,6 +209,7 @@ fn publish<K: EventSink>(sink: &mut K, shared: &Shared, slot: &Slot, sequence: u
             correlation_id: slot.header.correlation_id,
             outcome: applied.outcome,
             duplicate: applied.duplicate,
+            latency_ns,
         };
         if shared.cells[completion as usize].complete(ack) {
             shared.free_cell(completion);
@@ -231,13 +238,16 @@ impl<'a> AckRecorder<'a> {
         }
     }
 
-    fn record(&mut self, shared: &Shared, slot: &Slot) {
+    /// Records the slot's ack latency where it is measured, and returns it
+    /// (0 for a detached command outside the sample: nobody receives it).
+    fn record(&mut self, shared: &Shared, slot: &Slot) -> u64 {
         if !self.sampled && slot.header.completion == NO_COMPLETION {
-            return;
+            return 0;
         }
         let now = *self.now_ns.get_or_insert_with(|| shared.now_ns());
-        self.buffer
-            .push(now.saturating_sub(slot.header.timestamp_ns));
+        let latency = now.saturating_sub(slot.header.timestamp_ns);
+        self.buffer.push(latency);
+        latency
     }
 }
 
@@ -256,8 +266,8 @@ impl<K: EventSink> Lane for PublishStage<K> {
         }
         let mut acks = AckRecorder::new(started_ns, &mut self.acks);
         for slot in &mut *guard {
-            acks.record(shared, slot);
-            publish(&mut self.sink, shared, slot, base + next);
+            let latency_ns = acks.record(shared, slot);
+            publish(&mut self.sink, shared, slot, base + next, latency_ns);
             next += 1;
         }
         self.sink.end_of_batch(base + next - 1);

@@ -79,6 +79,10 @@ pub struct LoadReport {
     pub transfers_per_second: f64,
     /// Submit-to-ack latency per command (ns), recorded by the engine.
     pub ack_latency_ns: Histogram<u64>,
+    /// Paced runs: latency per command from when it was meant to be sent
+    /// (its lateness at submit plus its ack latency), ns: corrected for
+    /// coordinated omission, unlike `ack_latency_ns`.
+    pub intended_latency_ns: Option<Histogram<u64>>,
     /// Journaller batch service time (append + write + sync), ns.
     pub journal_batch_ns: Histogram<u64>,
     /// Business-logic processor batch service time (ns, one batch in 16):
@@ -188,7 +192,8 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
         status.lag_us.lock().expect("status").reset();
     }
     // Transfer ids are unique per run: the journal only grows.
-    let (elapsed, transfer_results) = push_transfers(config, &node, recovery.next_sequence)?;
+    let (elapsed, transfer_results, intended) =
+        push_transfers(config, &node, recovery.next_sequence)?;
     let projection = projection.map(|projection| {
         let during_load = projection.status().checkpoint.load(Ordering::Relaxed);
         let at_load_end = node.journal_status().map_or(0, |s| s.durable_next());
@@ -227,6 +232,7 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
         transfers_per_second: transfer_results.iter().sum::<u64>() as f64 / elapsed.as_secs_f64(),
         interrupted: config.stop.load(Ordering::Relaxed),
         ack_latency_ns: stopped.metrics.ack_latency_ns.clone(),
+        intended_latency_ns: config.rate.map(|_| intended),
         journal_batch_ns: stopped.metrics.stage(StageName::Journaller).clone(),
         blp_batch_ns: stopped.metrics.stage(StageName::BusinessLogic).clone(),
         snapshots_while_serving,
@@ -295,16 +301,16 @@ fn setup_accounts(config: &LoadConfig, node: &LedgerNode) -> Result<(), LoadErro
         let accounts: Vec<Account> = chunk.iter().map(|&id| account(id)).collect();
         let pending =
             retry_busy(|| client.create_accounts_async(&accounts, CallOptions::default()))?;
-        window.push(pending, |_| {})?;
+        window.push(pending, None, |_, _| {})?;
         bar.inc(chunk.len() as u64);
     }
     for chunk in ids[1..].chunks(commands::TRANSFERS_PER_COMMAND_MAX) {
         let funding: Vec<Transfer> = chunk.iter().map(|&id| funding(id)).collect();
         let pending =
             retry_busy(|| client.create_transfers_async(&funding, CallOptions::default()))?;
-        window.push(pending, |_| {})?;
+        window.push(pending, None, |_, _| {})?;
     }
-    window.drain(|_| {})?;
+    window.drain(|_, _| {})?;
     bar.finish_and_clear();
     Ok(())
 }
@@ -361,12 +367,12 @@ fn push_transfers(
     config: &LoadConfig,
     node: &LedgerNode,
     nonce: u64,
-) -> Result<(Duration, Vec<u64>), LoadError> {
+) -> Result<(Duration, Vec<u64>, Histogram<u64>), LoadError> {
     let bar = bar(config, Some(config.transfers), "transfers");
     let start = Instant::now();
     let producers = config.producers as u64;
     let done = std::sync::atomic::AtomicBool::new(false);
-    let counts = std::thread::scope(|s| -> Result<Vec<u64>, LoadError> {
+    let (counts, intended) = std::thread::scope(|s| -> Result<_, LoadError> {
         if let Some(status) = node.journal_status() {
             let (done, dir) = (&done, &config.node.journal.data_dir);
             s.spawn(move || disk_space_monitor(&status, dir, done));
@@ -381,19 +387,23 @@ fn push_transfers(
             })
             .collect();
         let mut counts = vec![0u64; 64];
+        let mut intended = latency_histogram();
         let mut failed = None;
         for thread in threads {
             match thread.join().expect("producer thread panicked") {
-                Ok(produced) => counts.iter_mut().zip(produced).for_each(|(c, p)| *c += p),
+                Ok((produced, latency)) => {
+                    counts.iter_mut().zip(produced).for_each(|(c, p)| *c += p);
+                    intended.add(&latency).expect("same bounds");
+                }
                 Err(e) => failed = Some(e),
             }
         }
         done.store(true, Ordering::Release);
-        failed.map_or(Ok(counts), Err)
+        failed.map_or(Ok((counts, intended)), Err)
     })?;
     let elapsed = start.elapsed();
     bar.finish_and_clear();
-    Ok((elapsed, counts))
+    Ok((elapsed, counts, intended))
 }
 
 /// One producer: `count` transfers between pseudo-random accounts, `batch`
@@ -405,13 +415,17 @@ fn produce(
     producer: u64,
     count: u64,
     bar: &ProgressBar,
-) -> Result<Vec<u64>, LoadError> {
+) -> Result<(Vec<u64>, Histogram<u64>), LoadError> {
     let mut rng = XorShift(0x2545_f491_4f6c_dd1d ^ (producer + 1).wrapping_mul(0x9e37_79b9));
     let mut window = Window::new(config.window);
     let mut counts = vec![0u64; 64];
-    let mut tally = |results: &EventResults| {
+    let mut intended = latency_histogram();
+    let mut tally = |results: &EventResults, from_intended: Option<u64>| {
         for &code in results.codes() {
             counts[usize::from(code).min(63)] += 1;
+        }
+        if let Some(ns) = from_intended {
+            intended.saturating_record(ns.max(1));
         }
     };
     let mut batch = [Transfer::default(); commands::TRANSFERS_PER_COMMAND_MAX];
@@ -419,9 +433,11 @@ fn produce(
     let start = Instant::now();
     let per_producer = config.rate.map(|r| r as f64 / config.producers as f64);
     while sent < count && !config.stop.load(Ordering::Relaxed) {
-        if let Some(rate) = per_producer {
-            pace(start + Duration::from_secs_f64(sent as f64 / rate));
-        }
+        let due = per_producer.map(|rate| {
+            let due = start + Duration::from_secs_f64(sent as f64 / rate);
+            pace(due);
+            due
+        });
         let n = (count - sent).min(config.batch as u64) as usize;
         for (i, t) in batch[..n].iter_mut().enumerate() {
             let id = u128::from(nonce + 1) << 64
@@ -434,12 +450,19 @@ fn produce(
             idempotency_key: 0,
         };
         let pending = retry_busy(|| client.create_transfers_async(&batch[..n], options))?;
-        window.push(pending, &mut tally)?;
+        // How late the command left: added to its ack latency, the latency
+        // from when it was meant to be sent (coordinated omission).
+        let late = due.map(|due| due.elapsed().as_nanos() as u64);
+        window.push(pending, late, &mut tally)?;
         sent += n as u64;
         bar.inc(n as u64);
     }
     window.drain(&mut tally)?;
-    Ok(counts)
+    Ok((counts, intended))
+}
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("static bounds")
 }
 
 /// Says on stderr, every 5 s, while the journal waits for disk space: the
@@ -485,7 +508,8 @@ fn pace(due: Instant) {
 
 /// A bounded window of in-flight async commands, completed in order.
 struct Window {
-    pending: VecDeque<PendingAck>,
+    /// In flight, each with how late it left (paced runs).
+    pending: VecDeque<(PendingAck, Option<u64>)>,
     capacity: usize,
 }
 
@@ -497,33 +521,40 @@ impl Window {
         }
     }
 
+    /// Adds a command in flight, first completing the oldest when full.
+    /// `on_done` gets each completed command's results and, for a command
+    /// that left `late` ns after it was due, its latency from that moment.
     fn push(
         &mut self,
         pending: PendingAck,
-        mut on_results: impl FnMut(&EventResults),
+        late: Option<u64>,
+        mut on_done: impl FnMut(&EventResults, Option<u64>),
     ) -> Result<(), LoadError> {
         if self.pending.len() == self.capacity {
-            self.complete_one(&mut on_results)?;
+            self.complete_one(&mut on_done)?;
         }
-        self.pending.push_back(pending);
+        self.pending.push_back((pending, late));
         Ok(())
     }
 
-    fn drain(&mut self, mut on_results: impl FnMut(&EventResults)) -> Result<(), LoadError> {
+    fn drain(
+        &mut self,
+        mut on_done: impl FnMut(&EventResults, Option<u64>),
+    ) -> Result<(), LoadError> {
         while !self.pending.is_empty() {
-            self.complete_one(&mut on_results)?;
+            self.complete_one(&mut on_done)?;
         }
         Ok(())
     }
 
     fn complete_one(
         &mut self,
-        on_results: &mut impl FnMut(&EventResults),
+        on_done: &mut impl FnMut(&EventResults, Option<u64>),
     ) -> Result<(), LoadError> {
-        let pending = self.pending.pop_front().expect("not empty");
+        let (pending, late) = self.pending.pop_front().expect("not empty");
         let ack = futures::executor::block_on(pending).map_err(ClientError::from)?;
         let results = commands::event_results(&ack.outcome).map_err(ClientError::from)?;
-        on_results(&results);
+        on_done(&results, late.map(|late| late + ack.latency_ns));
         Ok(())
     }
 }

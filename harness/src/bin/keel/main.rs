@@ -364,9 +364,15 @@ fn print_report(report: &LoadReport) -> ExitCode {
         report.elapsed.as_secs_f64()
     );
     println!(
-        "ack latency  {} per command",
+        "ack latency  {} per command, from submit",
         percentiles(&report.ack_latency_ns)
     );
+    if let Some(intended) = &report.intended_latency_ns {
+        println!(
+            "paced        {} per command, from its intended send time (coordinated omission corrected)",
+            percentiles(intended)
+        );
+    }
     println!("journal batch {}", percentiles(&report.journal_batch_ns));
     println!("BLP batch    {}", percentiles(&report.blp_batch_ns));
     if report.snapshots_while_serving > 0 {
