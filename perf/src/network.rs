@@ -185,9 +185,7 @@ fn embedded_run(args: &NetworkArgs, run: usize, rate: Option<u64>) -> (f64, Hist
     let _ = std::fs::remove_dir_all(&dir);
     // Paced: from each command's intended send time, as the network side is
     // measured; flat out: from submit.
-    let latency = report
-        .intended_latency_ns
-        .unwrap_or(report.ack_latency_ns);
+    let latency = report.intended_latency_ns.unwrap_or(report.ack_latency_ns);
     (report.transfers_per_second, latency)
 }
 
