@@ -502,17 +502,19 @@ fn a_principal_over_its_rate_is_throttled_with_a_wait_and_nothing_throttled_runs
         .filter(|r| r.status == Status::Throttled)
         .collect();
     assert_eq!(applied + throttled.len(), 40);
-    assert!((19..=21).contains(&applied), "{applied}");
+    // 19 tokens, plus what refills (20/s) while the frame is processed,
+    // which a loaded machine may stretch: well short of all 40.
+    assert!((19..=30).contains(&applied), "{applied}");
     assert!(
         throttled.iter().all(|r| (1..=100).contains(&r.code)),
         "retry_after in ms"
     );
-    assert!(
+    assert_eq!(
         server
             .stats()
             .throttled
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 19
+            .load(std::sync::atomic::Ordering::Relaxed),
+        throttled.len() as u64
     );
     // After the wait the node admits again, and only what was applied counts.
     std::thread::sleep(Duration::from_millis(200));
@@ -762,7 +764,13 @@ fn many_clients_ride_through_a_kill_9_mid_load_and_the_journal_replays_to_the_se
             .map(|c| {
                 let acked = &acked;
                 s.spawn(move || {
-                    let mut client = connect_when_up(addr, 0);
+                    // A deadline that outlasts the restart, however slow
+                    // the machine: no call may end Unknown here.
+                    let mut config = ClientConfig::new(addr);
+                    config.token = TOKEN.as_bytes().to_vec();
+                    config.tenant = 7;
+                    config.deadline = Duration::from_secs(60);
+                    let mut client = Client::connect(config).unwrap();
                     let mut amount_sum = 0u64;
                     for f in 0..FRAMES {
                         let payloads: Vec<Vec<u8>> = (0..PER_FRAME)
