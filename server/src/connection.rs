@@ -10,8 +10,8 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 use keel_core::{Ack, Command, SubmitError, Submitter};
 use keel_protocol::{
-    decode_frame, encode_frame, Frame, FrameError, Header, Hello, Kind, Refusal, RefusalCode,
-    Replies, ReplyEntry, ReplyStatus, Requests, Welcome, BODY_BYTES_MAX, ENTRIES_PER_FRAME_MAX,
+    decode_frame, encode_frame, FrameError, Header, Hello, Kind, Refusal, RefusalCode, Replies,
+    ReplyEntry, ReplyStatus, Requests, Welcome, BODY_BYTES_MAX, ENTRIES_PER_FRAME_MAX,
     HEADER_BYTES, VERSION,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -188,11 +188,17 @@ impl Connection {
         let _ = tokio::time::timeout(self.shared.config.frame_timeout(), stream.shutdown()).await;
     }
 
-    /// Reads one whole frame within the frame timeout.
-    /// With `idle_ok`, waits as long as it takes for a frame to start (an
-    /// idle authenticated connection is fine); the timeout runs from its
-    /// first byte.
-    async fn read_frame_len<S: Io>(&mut self, stream: &mut S, idle_ok: bool) -> Result<usize, End> {
+    /// Reads one whole, checksum-verified frame within the frame timeout
+    /// and returns its header and length; its body is
+    /// `read_buf[HEADER_BYTES..len]` (decoded once: the checksum runs once
+    /// per frame). With `idle_ok`, waits as long as it takes for a frame to
+    /// start (an idle authenticated connection is fine); the timeout runs
+    /// from its first byte.
+    async fn read_frame<S: Io>(
+        &mut self,
+        stream: &mut S,
+        idle_ok: bool,
+    ) -> Result<(Header, usize), End> {
         let timeout = self.shared.config.frame_timeout();
         if idle_ok && self.read_buf.is_empty() {
             match stream.read_buf(&mut self.read_buf).await {
@@ -204,7 +210,7 @@ impl Connection {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match decode_frame(&self.read_buf) {
-                Ok(Some((_, used))) => return Ok(used),
+                Ok(Some((frame, used))) => return Ok((frame.header, used)),
                 Ok(None) => {}
                 Err(e) => return Err(bad_frame(e)),
             }
@@ -228,15 +234,11 @@ impl Connection {
         stream: &mut S,
         cert: Option<Identity>,
     ) -> Result<Session, End> {
-        let used = self.read_frame_len(stream, false).await?;
-        let (frame, _) = decode_frame(&self.read_buf)
-            .ok()
-            .flatten()
-            .expect("a whole frame");
-        if frame.header.kind != Kind::Hello {
+        let (header, used) = self.read_frame(stream, false).await?;
+        if header.kind != Kind::Hello {
             return Err(violation("the first frame must be Hello"));
         }
-        let hello = Hello::decode(frame.body).map_err(bad_frame)?;
+        let hello = Hello::decode(&self.read_buf[HEADER_BYTES..used]).map_err(bad_frame)?;
         if !(hello.version_min..=hello.version_max).contains(&VERSION) {
             return Err(End::Refused(
                 RefusalCode::UnsupportedVersion,
@@ -246,16 +248,16 @@ impl Connection {
                 ),
             ));
         }
-        if frame.header.session == 0 {
+        if header.session == 0 {
             return Err(violation("session id 0 is reserved"));
         }
         let principal = self.authenticate(hello.token, cert)?;
         let tenant = principal.as_ref().map_or(0, |p| p.tenant);
         let name = principal.as_ref().map_or("", |p| p.name.as_str());
         let session = Session {
-            id: frame.header.session,
+            id: header.session,
             tenant,
-            key_prefix: key_prefix(tenant, name, frame.header.session),
+            key_prefix: key_prefix(tenant, name, header.session),
             principal,
         };
         self.read_buf.drain(..used);
@@ -338,12 +340,12 @@ impl Connection {
                     }
                 }
                 _ = stop.changed(), if !stopping => stopping = true,
-                read = self.read_frame_len(stream, true), if can_read => {
-                    let used = match read {
-                        Ok(used) => used,
+                read = self.read_frame(stream, true), if can_read => {
+                    let (header, used) = match read {
+                        Ok(read) => read,
                         Err(end) => return end,
                     };
-                    let result = self.handle_frame(stream, &session, &mut pending).await;
+                    let result = self.handle_frame(stream, &session, header, used, &mut pending).await;
                     self.read_buf.drain(..used);
                     if let Err(end) = result {
                         return end;
@@ -385,29 +387,27 @@ impl Connection {
         &mut self,
         stream: &mut S,
         session: &Session,
+        header: Header,
+        used: usize,
         pending: &mut FuturesUnordered<Pending>,
     ) -> Result<(), End> {
-        let (frame, _) = decode_frame(&self.read_buf)
-            .ok()
-            .flatten()
-            .expect("a whole frame");
-        match frame.header.kind {
+        match header.kind {
             Kind::Request => {}
             Kind::Ping => {
-                let mut header = Header::new(Kind::Pong);
-                header.correlation = frame.header.correlation;
+                let mut pong = Header::new(Kind::Pong);
+                pong.correlation = header.correlation;
                 self.write_buf.clear();
-                encode_frame(&header, &[], &mut self.write_buf);
+                encode_frame(&pong, &[], &mut self.write_buf);
                 return self.flush(stream).await;
             }
             kind => return Err(violation(&format!("unexpected {kind:?} frame"))),
         }
-        if frame.header.session != session.id {
+        if header.session != session.id {
             return Err(violation("the frame names another session"));
         }
-        let requests = Requests::decode(frame.body).map_err(bad_frame)?;
+        let requests = Requests::decode(&self.read_buf[HEADER_BYTES..used]).map_err(bad_frame)?;
         let immediate = submit_all(
-            &frame,
+            header.tenant,
             requests,
             session,
             &mut self.submitter,
@@ -442,7 +442,7 @@ impl Connection {
 /// tenant) go into `body` as a reply body. Returns whether it holds any.
 #[allow(clippy::too_many_arguments)]
 fn submit_all(
-    frame: &Frame<'_>,
+    frame_tenant: u32,
     requests: Requests<'_>,
     session: &Session,
     submitter: &mut Submitter,
@@ -457,7 +457,7 @@ fn submit_all(
         .fetch_add(requests.len() as u64, Ordering::Relaxed);
     for entry in requests.iter() {
         let refuse = |status| ReplyEntry::new(entry.request, entry.correlation, status);
-        if frame.header.tenant != session.tenant {
+        if frame_tenant != session.tenant {
             Replies::push(body, &refuse(ReplyStatus::WrongTenant));
             continue;
         }
