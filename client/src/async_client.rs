@@ -17,6 +17,32 @@ use crate::{
     Request,
 };
 
+/// Exponential back-off (1 ms doubling to 200 ms) bounded by a deadline.
+struct Backoff {
+    next: Duration,
+    deadline: Instant,
+}
+
+impl Backoff {
+    fn new(deadline: Instant) -> Self {
+        Self {
+            next: Duration::from_millis(1),
+            deadline,
+        }
+    }
+
+    /// Sleeps the next interval; `false` (without sleeping) when that would
+    /// pass the deadline.
+    async fn wait(&mut self) -> bool {
+        if Instant::now() + self.next > self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(Duration::from_millis(200));
+        true
+    }
+}
+
 /// A byte stream to the node: plain TCP or TLS over it.
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -47,8 +73,9 @@ impl std::fmt::Debug for AsyncClient {
 }
 
 impl AsyncClient {
-    /// Connects and authenticates (retrying a connection that cannot be made
-    /// until the deadline; a refusal is final).
+    /// Connects and authenticates, retrying with back-off until the
+    /// deadline while the node cannot be reached or is shutting down (e.g.
+    /// while it starts or restarts); a refusal or a TLS failure is final.
     pub async fn connect(config: ClientConfig) -> Result<AsyncClient, ClientError> {
         let session = match config.session {
             0 => random_session(),
@@ -65,15 +92,21 @@ impl AsyncClient {
             frames: 0,
         };
         let deadline = Instant::now() + client.config.deadline;
-        client.reconnect(deadline).await.map_err(|e| match e {
-            Attempt::Fatal(e) => e,
-            Attempt::Retry(reason) => ClientError::Unknown {
-                session,
-                first_request: 1,
-                reason,
-            },
-        })?;
-        Ok(client)
+        let mut backoff = Backoff::new(deadline);
+        loop {
+            let reason = match client.reconnect(deadline).await {
+                Ok(()) => return Ok(client),
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Retry(reason)) => reason,
+            };
+            if !backoff.wait().await {
+                return Err(ClientError::Unknown {
+                    session,
+                    first_request: 1,
+                    reason,
+                });
+            }
+        }
     }
 
     /// This client's session id.
@@ -115,7 +148,7 @@ impl AsyncClient {
         self.next_request += requests.len() as u64;
         let deadline = Instant::now() + self.config.deadline;
         let mut replies: Vec<Option<ReplyEntry>> = vec![None; requests.len()];
-        let mut backoff = Duration::from_millis(1);
+        let mut backoff = Backoff::new(deadline);
         loop {
             let reason = match self.exchange(first, requests, &mut replies, deadline).await {
                 Ok(()) if replies.iter().all(Option::is_some) => {
@@ -128,7 +161,7 @@ impl AsyncClient {
                     reason
                 }
             };
-            if Instant::now() + backoff > deadline {
+            if !backoff.wait().await {
                 let first_request =
                     first + replies.iter().position(Option::is_none).unwrap_or(0) as u64;
                 return Err(ClientError::Unknown {
@@ -137,8 +170,6 @@ impl AsyncClient {
                     reason,
                 });
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(200));
             if self.stream.is_none() {
                 if let Err(Attempt::Fatal(e)) = self.reconnect(deadline).await {
                     return Err(e);
