@@ -44,12 +44,20 @@ fn server_config() -> ServerConfig {
     }
 }
 
-fn client(addr: SocketAddr, session: u64) -> Client {
+/// The test principal's settings (tenant 7) for `session` (0: a new one),
+/// with a deadline that covers a node starting or restarting.
+fn client_config(addr: SocketAddr, session: u64) -> ClientConfig {
     let mut config = ClientConfig::new(addr);
     config.token = TOKEN.as_bytes().to_vec();
     config.tenant = 7;
     config.session = session;
-    Client::connect(config).unwrap()
+    config.deadline = Duration::from_secs(10);
+    config
+}
+
+/// Connects (retrying while the node starts, as the client does).
+fn client(addr: SocketAddr, session: u64) -> Client {
+    Client::connect(client_config(addr, session)).unwrap()
 }
 
 pub(crate) fn payload_accounts() -> Vec<u8> {
@@ -230,10 +238,7 @@ fn bad_input_is_refused_with_a_type_and_others_keep_being_served() {
 
     // A flood past connections_max: the extra ones are refused.
     let _held: Vec<Client> = (0..2).map(|_| client(addr, 0)).collect();
-    let mut config = ClientConfig::new(addr);
-    config.token = TOKEN.as_bytes().to_vec();
-    config.tenant = 7;
-    match Client::connect(config) {
+    match Client::connect(client_config(addr, 0)) {
         Err(keel_client::ClientError::Refused { code, .. }) => {
             assert_eq!(code, RefusalCode::TooManyConnections)
         }
@@ -263,48 +268,73 @@ pub(crate) fn free_port() -> SocketAddr {
         .unwrap()
 }
 
+/// A `keel serve` configuration in `dir`: plain TCP on `addr`, the test
+/// principal (or anonymous clients), the journal in `dir/data`.
+fn serve_config(
+    dir: &std::path::Path,
+    addr: SocketAddr,
+    anonymous: bool,
+    transfers_max: u32,
+) -> std::path::PathBuf {
+    let who = match anonymous {
+        true => "allow_anonymous = true\n".to_string(),
+        false => format!(
+            "[[server.principals]]\nname = \"test\"\ntenant = 7\ntoken_blake3 = \"{}\"\n",
+            keel_server::token_hash(TOKEN)
+        ),
+    };
+    let path = dir.join("keel.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"{addr}\"\nplaintext = true\n{who}\
+             [journal]\ndata_dir = \"{}\"\n[ledger]\naccounts_max = 64\ntransfers_max = {transfers_max}\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `keel serve --config FILE`, its stderr kept for [`stop`].
 fn spawn_serve(config: &std::path::Path) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
         .args(["serve", "--config"])
         .arg(config)
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap()
 }
 
-/// Connects, retrying while the node starts (the client's own back-off).
-fn connect_when_up(addr: SocketAddr, session: u64) -> Client {
-    for _ in 0..200 {
-        let mut config = ClientConfig::new(addr);
-        config.token = TOKEN.as_bytes().to_vec();
-        config.tenant = 7;
-        config.session = session;
-        config.deadline = Duration::from_secs(5);
-        if let Ok(client) = Client::connect(config) {
-            return client;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("keel serve did not come up on {addr}");
+/// SIGTERM; asserts the clean exit 0 and returns what the server wrote to stderr.
+fn stop(mut server: std::process::Child) -> Vec<String> {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut err = String::new();
+    server
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(
+        server.wait().unwrap().code(),
+        Some(0),
+        "SIGTERM drains and exits 0: {err}"
+    );
+    err.lines().map(str::to_string).collect()
 }
 
 #[test]
 fn a_kill_9_of_keel_serve_loses_no_acknowledged_request_and_retries_get_original_replies() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let addr = free_port();
-    let config = dir.path().join("keel.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"{addr}\"\nplaintext = true\n[[server.principals]]\nname = \"test\"\ntenant = 7\ntoken_blake3 = \"{}\"\n\
-             [journal]\ndata_dir = \"{}\"\n[ledger]\naccounts_max = 64\ntransfers_max = 4096\n",
-            keel_server::token_hash(TOKEN),
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
+    let config = serve_config(dir.path(), addr, false, 4096);
     let mut child = spawn_serve(&config);
-    let mut c = connect_when_up(addr, 0);
+    let mut c = client(addr, 0);
     let accounts = payload_accounts();
     c.call(&[request(command_type::CREATE_ACCOUNTS, &accounts)])
         .unwrap();
@@ -322,8 +352,8 @@ fn a_kill_9_of_keel_serve_loses_no_acknowledged_request_and_retries_get_original
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
-    let mut child = spawn_serve(&config);
-    let mut again = connect_when_up(addr, c.session());
+    let child = spawn_serve(&config);
+    let mut again = client(addr, c.session());
     again.set_next_request(from);
     for (chunk, old) in payloads.chunks(6).zip(acked.chunks(6)) {
         let batch: Vec<Request<'_>> = chunk
@@ -345,16 +375,7 @@ fn a_kill_9_of_keel_serve_loses_no_acknowledged_request_and_retries_get_original
         "every acknowledged transfer applied exactly once"
     );
     drop((c, again));
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert_eq!(
-        child.wait().unwrap().code(),
-        Some(0),
-        "SIGTERM drains and exits 0"
-    );
+    stop(child);
 }
 
 #[test]
@@ -399,18 +420,10 @@ fn keel_bench_holds_2000_sessions_applies_each_acknowledged_transfer_once_and_re
 fn keel_client_creates_and_looks_up_accounts_and_transfers_and_names_mistakes() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let addr = free_port();
-    let config = dir.path().join("keel.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"{addr}\"\nplaintext = true\nallow_anonymous = true\n\
-             [journal]\ndata_dir = \"{}\"\n[ledger]\naccounts_max = 64\ntransfers_max = 4096\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let mut server = spawn_serve(&config);
-    drop(connect_anonymous_when_up(addr));
+    let server = spawn_serve(&serve_config(dir.path(), addr, true, 4096));
+    let mut up = ClientConfig::new(addr);
+    up.deadline = Duration::from_secs(10);
+    drop(Client::connect(up).unwrap());
     let keel = |statements: &str| {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
             .args(["client", "--connect", &addr.to_string(), "-c", statements])
@@ -451,24 +464,7 @@ fn keel_client_creates_and_looks_up_accounts_and_transfers_and_names_mistakes() 
     let (code, _, err) = keel("create_accounts id=1 colour=red");
     assert_eq!(code, Some(64));
     assert!(err.contains("no field `colour`"), "{err}");
-    drop(
-        std::process::Command::new("kill")
-            .args(["-TERM", &server.id().to_string()])
-            .status(),
-    );
-    assert_eq!(server.wait().unwrap().code(), Some(0));
-}
-
-fn connect_anonymous_when_up(addr: SocketAddr) -> Client {
-    for _ in 0..200 {
-        let mut config = ClientConfig::new(addr);
-        config.deadline = Duration::from_secs(5);
-        if let Ok(client) = Client::connect(config) {
-            return client;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("keel serve did not come up on {addr}");
+    stop(server);
 }
 
 #[test]
@@ -529,10 +525,8 @@ fn a_pool_batches_many_callers_into_shared_frames_and_applies_each_once() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let node = LedgerNode::start_ledger(&node_config(dir.path())).unwrap();
     let server = Server::start(server_config(), node.submitter()).unwrap();
-    let mut config = ClientConfig::new(server.local_addr());
-    config.token = TOKEN.as_bytes().to_vec();
-    config.tenant = 7;
-    let pool = keel_client::BlockingPool::connect(config, 2).unwrap();
+    let pool =
+        keel_client::BlockingPool::connect(client_config(server.local_addr(), 0), 2).unwrap();
     let owned = |command_type, payload: Vec<u8>| keel_client::OwnedRequest {
         command_type,
         schema_version: 1,
@@ -741,21 +735,10 @@ fn many_clients_ride_through_a_kill_9_mid_load_and_the_journal_replays_to_the_se
     const PER_FRAME: u128 = 5;
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let addr = free_port();
-    let config = dir.path().join("keel.toml");
-    let data = dir.path().join("data");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"{addr}\"\nplaintext = true\n[[server.principals]]\nname = \"test\"\ntenant = 7\ntoken_blake3 = \"{}\"\n\
-             [journal]\ndata_dir = \"{}\"\n[ledger]\naccounts_max = 64\ntransfers_max = 16384\n",
-            keel_server::token_hash(TOKEN),
-            data.display()
-        ),
-    )
-    .unwrap();
+    let config = serve_config(dir.path(), addr, false, 16384);
     let mut server = spawn_serve(&config);
     let accounts = payload_accounts();
-    connect_when_up(addr, 0)
+    client(addr, 0)
         .call(&[request(command_type::CREATE_ACCOUNTS, &accounts)])
         .unwrap();
     let acked = AtomicU64::new(0);
@@ -766,9 +749,7 @@ fn many_clients_ride_through_a_kill_9_mid_load_and_the_journal_replays_to_the_se
                 s.spawn(move || {
                     // A deadline that outlasts the restart, however slow
                     // the machine: no call may end Unknown here.
-                    let mut config = ClientConfig::new(addr);
-                    config.token = TOKEN.as_bytes().to_vec();
-                    config.tenant = 7;
+                    let mut config = client_config(addr, 0);
                     config.deadline = Duration::from_secs(60);
                     let mut client = Client::connect(config).unwrap();
                     let mut amount_sum = 0u64;
@@ -807,24 +788,24 @@ fn many_clients_ride_through_a_kill_9_mid_load_and_the_journal_replays_to_the_se
         let at_kill = acked.load(Relaxed);
         eprintln!("killed after {at_kill} of {} frames", CLIENTS * FRAMES);
         assert!(at_kill < (CLIENTS * FRAMES) as u64, "killed mid-load");
-        server = spawn_serve_logged(&config);
+        server = spawn_serve(&config);
         workers.into_iter().map(|w| w.join().unwrap()).sum()
     });
-    let mut c = connect_when_up(addr, 0);
+    let mut c = client(addr, 0);
     assert_eq!(
         credits(&mut c),
         total,
         "every acknowledged transfer applied once"
     );
     drop(c);
-    let lines = stop_logged(server);
+    let lines = stop(server);
     let stopped_at = lines
         .iter()
         .find_map(|l| l.split("stopped cleanly at state hash ").nth(1))
         .expect("the server reports its final state hash")
         .to_string();
     let mut node_config = NodeConfig::from_file(&config).unwrap();
-    node_config.journal.data_dir = data;
+    node_config.journal.data_dir = dir.path().join("data");
     let node = LedgerNode::start_ledger(&node_config).unwrap();
     assert_eq!(
         format!("{:016x}", node.recovery().state_hash),
@@ -832,33 +813,6 @@ fn many_clients_ride_through_a_kill_9_mid_load_and_the_journal_replays_to_the_se
         "a replay of the journal reaches the server's state"
     );
     node.shutdown().unwrap();
-}
-
-fn spawn_serve_logged(config: &std::path::Path) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// SIGTERM; expects exit 0 and returns what the server wrote to stderr.
-fn stop_logged(mut server: std::process::Child) -> Vec<String> {
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut err = String::new();
-    server
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert_eq!(server.wait().unwrap().code(), Some(0), "{err}");
-    err.lines().map(str::to_string).collect()
 }
 
 #[test]
@@ -889,10 +843,8 @@ fn a_principal_reusing_anothers_session_id_gets_its_own_keys_not_its_replies() {
     // Same session id and request number, another principal: not a retry
     // of the owner's request (no Duplicate, no owner's reply); it runs as
     // its own command (here: the same transfer id, so `exists`).
-    let mut config = ClientConfig::new(server.local_addr());
+    let mut config = client_config(server.local_addr(), 0x5e55);
     config.token = b"another-token".to_vec();
-    config.tenant = 7;
-    config.session = 0x5e55;
     let mut intruder = Client::connect(config).unwrap();
     intruder.set_next_request(2);
     let theirs = intruder
