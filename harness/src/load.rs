@@ -461,7 +461,8 @@ fn produce(
     Ok((counts, intended))
 }
 
-fn latency_histogram() -> Histogram<u64> {
+/// A latency histogram in ns (1 ns to 60 s, 3 significant figures).
+pub(crate) fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("static bounds")
 }
 

@@ -18,7 +18,7 @@ use keel_ledger::{Account, Transfer};
 use keel_protocol::ENTRIES_PER_FRAME_MAX;
 use tokio::time::Instant;
 
-use crate::load::{account, funding, random_transfer, XorShift};
+use crate::load::{account, funding, latency_histogram, random_transfer, XorShift};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -141,7 +141,7 @@ async fn run_async(config: &BenchConfig) -> Result<BenchReport, BenchError> {
             })
         })
         .collect();
-    let mut latency_ns = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
+    let mut latency_ns = latency_histogram();
     let mut results = vec![0u64; 64];
     let mut created_amount = 0u128;
     for task in tasks {
@@ -197,10 +197,19 @@ async fn create_and_fund(client: &mut AsyncClient, n: u32) -> Result<(), BenchEr
 }
 
 fn encode(f: impl FnOnce(&mut [u8]) -> Result<usize, keel_codecs::EncodeError>) -> Vec<u8> {
-    let mut buf = vec![0u8; keel_protocol::PAYLOAD_BYTES_MAX];
-    let len = f(&mut buf).expect("a ledger command fits a slot");
-    buf.truncate(len);
+    let mut buf = Vec::new();
+    encode_into(&mut buf, f);
     buf
+}
+
+/// Encodes into `buf`, reusing its allocation (the load loop's buffers).
+fn encode_into(
+    buf: &mut Vec<u8>,
+    f: impl FnOnce(&mut [u8]) -> Result<usize, keel_codecs::EncodeError>,
+) {
+    buf.resize(keel_protocol::PAYLOAD_BYTES_MAX, 0);
+    let len = f(buf).expect("a ledger command fits a slot");
+    buf.truncate(len);
 }
 
 /// Sends the payloads in full frames and checks each was executed.
@@ -282,7 +291,7 @@ async fn produce(
     mut schedule: Option<Schedule>,
 ) -> Result<Produced, BenchError> {
     let mut rng = XorShift(0x2545_f491_4f6c_dd1d ^ (connection + 1).wrapping_mul(0x9e37_79b9));
-    let mut latency_ns = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
+    let mut latency_ns = latency_histogram();
     let mut results = vec![0u64; 64];
     let mut created_amount = 0u128;
     let mut payloads: Vec<Vec<u8>> = vec![Vec::new(); config.per_frame];
@@ -305,8 +314,9 @@ async fn produce(
                 *t = random_transfer(&mut rng, config.accounts, id);
                 amounts[commands_in_frame][i] = t.amount;
             }
-            payloads[commands_in_frame] =
-                encode(|out| commands::encode_create_transfers(&batch[..n], out));
+            encode_into(&mut payloads[commands_in_frame], |out| {
+                commands::encode_create_transfers(&batch[..n], out)
+            });
             commands_in_frame += 1;
             in_frame += n as u64;
         }
@@ -450,7 +460,8 @@ impl Schedule {
     }
 }
 
-/// The address-free part of a bench's client settings.
+/// A bench session's settings for `addr`: the defaults with a 30 s deadline
+/// (flat-out runs queue deeply on 2 vCPUs).
 pub fn client_config(addr: SocketAddr) -> ClientConfig {
     let mut config = ClientConfig::new(addr);
     config.deadline = Duration::from_secs(30);
