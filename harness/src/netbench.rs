@@ -84,13 +84,21 @@ pub enum BenchError {
 
 /// Runs the benchmark on a current-thread runtime of its own.
 pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
-    validate(config)?;
+    config.validate()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| BenchError::Unexpected(format!("runtime: {e}")))?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, run_async(config))
+}
+
+impl BenchConfig {
+    /// Checks every option's range (`run` does too; a caller checks first
+    /// to refuse bad options before starting anything).
+    pub fn validate(&self) -> Result<(), BenchError> {
+        validate(self)
+    }
 }
 
 fn validate(config: &BenchConfig) -> Result<(), BenchError> {

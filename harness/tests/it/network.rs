@@ -414,6 +414,17 @@ fn keel_bench_holds_2000_sessions_applies_each_acknowledged_transfer_once_and_re
         "{stdout}"
     );
     assert!(stdout.contains("= the server's at SIGTERM: ok"), "{stdout}");
+
+    // An option out of range is refused by name before anything starts.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["bench", "--connect", &addr.to_string(), "--batch", "8"])
+        .arg("--serve")
+        .arg(dir.path().join("never"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("`batch`"));
+    assert!(!dir.path().join("never").exists(), "no server was started");
 }
 
 #[test]

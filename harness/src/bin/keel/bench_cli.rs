@@ -79,6 +79,10 @@ pub fn bench(args: &BenchArgs) -> ExitCode {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_secs()),
     };
+    if let Err(e) = config.validate() {
+        eprintln!("keel bench: {e}");
+        return ExitCode::from(exit::USAGE);
+    }
     let mut server = match &args.serve {
         Some(dir) => match spawn_server(args, dir) {
             Ok(child) => Some(child),
