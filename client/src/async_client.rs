@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use keel_protocol::{
     decode_frame, encode_frame, Header, Hello, Kind, Replies, ReplyEntry, ReplyStatus,
-    RequestEntry, Requests, Welcome, BODY_BYTES_MAX, ENTRIES_PER_FRAME_MAX, HEADER_BYTES,
-    REQUEST_ENTRY_HEADER_BYTES, VERSION,
+    RequestEntry, Requests, Welcome, BODY_BYTES_MAX, ENTRIES_PER_FRAME_MAX, FLAG_RESUME,
+    HEADER_BYTES, REQUEST_ENTRY_HEADER_BYTES, VERSION,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -54,6 +54,12 @@ pub struct AsyncClient {
     config: ClientConfig,
     session: u64,
     next_request: u64,
+    /// Every `Hello` after the first accepted one resumes the session, so
+    /// a session the node evicted meanwhile is reported, not re-created.
+    resume: bool,
+    /// What the last `Welcome` said: `Some(highest request applied)` if
+    /// the session existed.
+    resumed: Option<u64>,
     stream: Option<Box<dyn Io>>,
     read_buf: Vec<u8>,
     write_buf: Vec<u8>,
@@ -81,10 +87,13 @@ impl AsyncClient {
             0 => random_session(),
             id => id,
         };
+        let resume = config.session != 0;
         let mut client = AsyncClient {
             config,
             session,
             next_request: 1,
+            resume,
+            resumed: None,
             stream: None,
             read_buf: Vec::with_capacity(HEADER_BYTES + BODY_BYTES_MAX),
             write_buf: Vec::with_capacity(HEADER_BYTES + BODY_BYTES_MAX),
@@ -95,8 +104,15 @@ impl AsyncClient {
         let mut backoff = Backoff::new(deadline);
         loop {
             let reason = match client.reconnect(deadline).await {
-                Ok(()) => return Ok(client),
-                Err(Attempt::Fatal(e)) => return Err(e),
+                Ok(()) => {
+                    // A resumed session goes on after its last applied
+                    // request (set_next_request goes back to retry).
+                    if let Some(highest) = client.resumed {
+                        client.next_request = highest + 1;
+                    }
+                    return Ok(client);
+                }
+                Err(Attempt::Fatal(e)) => return Err(client.evicted_from(1, e)),
                 Err(Attempt::Retry(reason)) => reason,
             };
             if !backoff.wait().await {
@@ -112,6 +128,13 @@ impl AsyncClient {
     /// This client's session id.
     pub fn session(&self) -> u64 {
         self.session
+    }
+
+    /// When the node's last `Welcome` said the session already existed:
+    /// the highest request number it has applied (0: none). `None`: the
+    /// session was new on that connection.
+    pub fn resumed(&self) -> Option<u64> {
+        self.resumed
     }
 
     /// The number the next request will get.
@@ -172,7 +195,8 @@ impl AsyncClient {
             }
             if self.stream.is_none() {
                 if let Err(Attempt::Fatal(e)) = self.reconnect(deadline).await {
-                    return Err(e);
+                    let unanswered = replies.iter().position(Option::is_none).unwrap_or(0);
+                    return Err(self.evicted_from(first + unanswered as u64, e));
                 }
             }
         }
@@ -222,7 +246,7 @@ impl AsyncClient {
         encode_frame(&header, &self.body, &mut self.write_buf);
         self.write_all(deadline).await?;
         while outstanding > 0 {
-            let kind = self.read_frame(deadline).await?;
+            let kind = self.read_frame(deadline).await?.kind;
             if kind != Kind::Reply {
                 return Err(unexpected(kind, &self.body));
             }
@@ -243,6 +267,31 @@ impl AsyncClient {
             }
         }
         Ok(())
+    }
+
+    /// Drops the session (and the connection) and starts a new random one,
+    /// numbered from 1: what to do after [`ClientError::SessionEvicted`],
+    /// once the old session's unknown requests are looked up.
+    pub fn new_session(&mut self) {
+        self.session = random_session();
+        self.next_request = 1;
+        self.resume = false;
+        self.resumed = None;
+        self.stream = None;
+    }
+
+    /// A refusal `SessionEvicted` as [`ClientError::SessionEvicted`].
+    fn evicted_from(&self, first_request: u64, e: ClientError) -> ClientError {
+        match e {
+            ClientError::Refused {
+                code: RefusalCode::SessionEvicted,
+                ..
+            } => ClientError::SessionEvicted {
+                session: self.session,
+                first_request,
+            },
+            e => e,
+        }
     }
 
     async fn reconnect(&mut self, deadline: Instant) -> Result<(), Attempt> {
@@ -277,12 +326,15 @@ impl AsyncClient {
         let mut header = Header::new(Kind::Hello);
         header.session = self.session;
         header.tenant = self.config.tenant;
+        if self.resume {
+            header.flags = FLAG_RESUME;
+        }
         self.write_buf.clear();
         encode_frame(&header, &self.body, &mut self.write_buf);
         self.write_all(deadline).await?;
-        let kind = self.read_frame(deadline).await?;
-        if kind != Kind::Welcome {
-            return Err(unexpected(kind, &self.body));
+        let header = self.read_frame(deadline).await?;
+        if header.kind != Kind::Welcome {
+            return Err(unexpected(header.kind, &self.body));
         }
         let welcome = Welcome::decode(&self.body).map_err(fatal)?;
         if welcome.tenant != self.config.tenant {
@@ -294,6 +346,8 @@ impl AsyncClient {
                 ),
             }));
         }
+        self.resume = true;
+        self.resumed = (header.flags & FLAG_RESUME != 0).then_some(header.request);
         Ok(())
     }
 
@@ -309,16 +363,16 @@ impl AsyncClient {
         }
     }
 
-    /// Reads one frame into `self.body`; returns its kind.
-    async fn read_frame(&mut self, deadline: Instant) -> Result<Kind, Attempt> {
+    /// Reads one frame into `self.body`; returns its header.
+    async fn read_frame(&mut self, deadline: Instant) -> Result<Header, Attempt> {
         let stream = self.stream.as_mut().expect("connected");
         loop {
             if let Some((frame, used)) = decode_frame(&self.read_buf).map_err(fatal)? {
-                let kind = frame.header.kind;
+                let header = frame.header;
                 self.body.clear();
                 self.body.extend_from_slice(frame.body);
                 self.read_buf.drain(..used);
-                return Ok(kind);
+                return Ok(header);
             }
             match timeout_at(deadline, stream.read_buf(&mut self.read_buf)).await {
                 Ok(Ok(0)) => return Err(Attempt::Retry("the node closed the connection".into())),

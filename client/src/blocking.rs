@@ -32,6 +32,16 @@ impl Client {
         self.inner.session()
     }
 
+    /// See [`AsyncClient::resumed`].
+    pub fn resumed(&self) -> Option<u64> {
+        self.inner.resumed()
+    }
+
+    /// See [`AsyncClient::new_session`].
+    pub fn new_session(&mut self) {
+        self.inner.new_session();
+    }
+
     /// The number the next request will get.
     pub fn next_request(&self) -> u64 {
         self.inner.next_request()

@@ -12,7 +12,10 @@
 //! before the reply was lost is answered `Duplicate` with its original
 //! outcome instead of running twice. After `deadline` it gives up with
 //! [`ClientError::Unknown`]: the outcome is then unknown, never reported as
-//! a failure the node did not state.
+//! a failure the node did not state. The node's session table is bounded:
+//! a session evicted while its client was away is reported as
+//! [`ClientError::SessionEvicted`] (or per request as
+//! [`Status::SessionEvicted`]), never answered by running a request twice.
 //!
 //! [`Pool`] (and [`BlockingPool`]) share a few connections among many
 //! callers and batch the requests queued at the same moment into one frame.
@@ -82,6 +85,19 @@ pub enum ClientError {
         /// The last failure seen.
         reason: String,
     },
+    /// The node no longer holds the session (its bounded session table
+    /// evicted it while the client was away): the requests from
+    /// `first_request` on may or may not have been applied, and the node
+    /// can no longer tell. Look their effects up (e.g. the transfers by
+    /// id), then go on with a new session. A reply with status
+    /// [`Status::SessionEvicted`] says the same of one request.
+    #[error("session {session:#x} was evicted by the node; outcome unknown from request {first_request}")]
+    SessionEvicted {
+        /// The session id.
+        session: u64,
+        /// The first request whose outcome is unknown.
+        first_request: u64,
+    },
     /// The node sent bytes that are not a valid frame.
     #[error("bad frame from the node: {0}")]
     BadFrame(#[from] FrameError),
@@ -110,7 +126,14 @@ pub struct ClientConfig {
     pub tenant: u32,
     /// How long one call may take, retries included, before `Unknown`.
     pub deadline: Duration,
-    /// The session id to use (0: a random one). Reusing one resumes it.
+    /// 0: start a new session with a random id. Otherwise resume that
+    /// session, which must exist on the node (e.g. to retry another
+    /// client's `Unknown` requests): if the node no longer holds it,
+    /// connecting fails with [`ClientError::SessionEvicted`] instead of
+    /// starting it afresh, where old request numbers would run again.
+    /// Reconnects always resume. A resumed session's requests are numbered
+    /// from the highest the node applied + 1 ([`Client::set_next_request`]
+    /// goes back to retry earlier ones).
     pub session: u64,
     /// TLS 1.3 to the node (`None`: plain TCP, for a node configured
     /// `plaintext = true`).

@@ -165,6 +165,10 @@ async fn serve(
                 }
             }
             Err(e) => {
+                if matches!(e, ClientError::SessionEvicted { .. }) {
+                    // Those requests are reported; later ones go on a new session.
+                    client.new_session();
+                }
                 for (i, job) in jobs.drain(..).enumerate() {
                     let e = match &e {
                         ClientError::Unknown {
@@ -174,6 +178,12 @@ async fn serve(
                             first_request: first_request + i as u64,
                             reason: reason.clone(),
                         },
+                        ClientError::SessionEvicted { session, .. } => {
+                            ClientError::SessionEvicted {
+                                session: *session,
+                                first_request: first_request + i as u64,
+                            }
+                        }
                         other => other.clone(),
                     };
                     let _ = job.reply.send(Err(e));

@@ -6,23 +6,43 @@
 use crate::envelope::CommandRef;
 use crate::idempotency::DedupTable;
 use crate::outcome::Outcome;
+use crate::session::SESSION_REGISTER;
 use crate::slot::Applied;
 use crate::state_machine::StateMachine;
 
-/// Applies `command`, or answers it from the idempotency window.
+/// Applies `command`, or answers it from the idempotency window or the
+/// session table ([`crate::session`]): a session registration is the
+/// engine's own command; a session request that is not new is refused,
+/// never executed again.
 #[inline]
 pub fn apply<S: StateMachine>(
     state_machine: &mut S,
     dedup: &mut DedupTable,
     command: &CommandRef<'_>,
 ) -> Applied {
+    let answered = |outcome| Applied {
+        outcome,
+        duplicate: false,
+        executed: false,
+    };
+    if command.header.command_type == SESSION_REGISTER {
+        return answered(dedup.sessions_mut().register(command));
+    }
     let key = command.header.idempotency_key;
+    let session = command.header.is_session() && key != 0;
+    let (scope, request) = ((key >> 64) as u64, key as u64);
     if key != 0 {
         if let Some(outcome) = dedup.get(key) {
             return Applied {
                 outcome,
                 duplicate: true,
+                executed: false,
             };
+        }
+        if session {
+            if let Some(code) = dedup.sessions().refusal(scope, request) {
+                return answered(Outcome::code(code));
+            }
         }
     }
     let mut outcome = Outcome::default();
@@ -32,8 +52,14 @@ pub fn apply<S: StateMachine>(
     if key != 0 {
         dedup.insert(key, outcome);
     }
+    if session {
+        dedup
+            .sessions_mut()
+            .record(scope, request, command.sequence);
+    }
     Applied {
         outcome,
         duplicate: false,
+        executed: true,
     }
 }

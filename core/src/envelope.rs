@@ -17,6 +17,11 @@ pub struct Command<'a> {
     pub idempotency_key: u128,
     /// Tenant the command belongs to (passed to the validator and the state machine).
     pub tenant_id: u32,
+    /// The key is a registered session's `scope << 64 | request`
+    /// ([`crate::session`]): the engine checks it against the session table,
+    /// so a request of an evicted session, or one whose outcome was
+    /// forgotten, is refused rather than executed again.
+    pub session: bool,
     /// Encoded command body, at most [`PAYLOAD_BYTES_MAX`] bytes.
     pub payload: &'a [u8],
 }
@@ -30,6 +35,7 @@ impl<'a> Command<'a> {
             correlation_id: 0,
             idempotency_key: 0,
             tenant_id: 0,
+            session: false,
             payload,
         }
     }
@@ -60,6 +66,20 @@ pub struct CommandHeader {
     pub payload_len: u32,
     /// Index of the caller's completion cell, or [`crate::completion::NO_COMPLETION`].
     pub completion: u32,
+    /// [`FLAG_SESSION`] or 0; journaled in the record's flags.
+    pub flags: u16,
+}
+
+/// Header flag: the idempotency key is a session's `scope << 64 | request`.
+/// The same bit (1) in a journal record's flags.
+pub const FLAG_SESSION: u16 = 1 << 1;
+
+impl CommandHeader {
+    /// Whether the key is a session request's.
+    #[inline]
+    pub fn is_session(&self) -> bool {
+        self.flags & FLAG_SESSION != 0
+    }
 }
 
 /// A command as a stage sees it: header plus the valid payload bytes.

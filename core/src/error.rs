@@ -82,9 +82,16 @@ pub enum SubmitError {
         /// The limit ([`crate::constants::PAYLOAD_BYTES_MAX`]).
         max: usize,
     },
-    /// Command type 0 is reserved.
-    #[error("command type 0 is reserved")]
+    /// Command type 0 and types `0xFF00..=0xFFFE` are reserved (`0xFFFF`
+    /// is the engine's session registration).
+    #[error("command type 0 and 0xff00..=0xfffe are reserved")]
     ReservedCommandType,
+    /// A session request without a scope or request number in its key, or
+    /// a session registration with a key.
+    #[error(
+        "a session request needs scope and request number in its key; a registration has none"
+    )]
+    SessionKey,
     /// Schema version 0 is reserved.
     #[error("schema version 0 is reserved")]
     ReservedSchemaVersion,

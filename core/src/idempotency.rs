@@ -2,47 +2,42 @@
 //! idempotency key to the original outcome, owned by the business-logic
 //! processor as part of the state.
 //!
-//! Layout: open addressing with linear probing over a power-of-two array at
-//! most half full, plus a FIFO of insertion order. When `capacity` keys are
-//! held, inserting evicts the oldest key (backward-shift deletion keeps probe
-//! chains intact without tombstones). The window is therefore "the last
-//! `capacity` keyed commands", deterministic for a given command sequence: the
-//! hash is a fixed function of the key, never seeded per process.
+//! Layout: a FIFO ring of keys and outcomes in insertion order, indexed by a
+//! [`ProbeMap`] (open addressing, fixed hash). When `capacity` keys are held,
+//! inserting evicts the oldest key. The window is therefore "the last
+//! `capacity` keyed commands", deterministic for a given command sequence.
 
 use crate::outcome::Outcome;
+use crate::probe::{mix, ProbeMap};
+use crate::session::SessionTable;
 
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    /// `0` marks an empty bucket (key 0 means "no key" and is never stored).
-    key: u128,
-    outcome: Outcome,
-}
-
-const EMPTY: Entry = Entry {
-    key: 0,
-    outcome: Outcome::code(crate::outcome::ResultCode::OK),
-};
-
-/// Bounded idempotency window. Allocates only in [`DedupTable::with_capacity`].
+/// Bounded idempotency window, with the session table built on it
+/// ([`crate::session`]). Allocates only in [`DedupTable::with_capacity`].
 #[derive(Debug, Clone)]
 pub struct DedupTable {
-    buckets: Box<[Entry]>,
+    /// key → position in `order`/`outcomes`.
+    index: ProbeMap,
     /// Insertion order of the held keys; `order[(head + i) % capacity]`.
     order: Box<[u128]>,
+    /// The outcome of the key at the same position.
+    outcomes: Box<[Outcome]>,
     head: usize,
     len: usize,
+    sessions: SessionTable,
 }
 
 impl DedupTable {
-    /// A table that remembers the last `capacity` keys (`capacity >= 1`).
+    /// A table that remembers the last `capacity` keys (`capacity >= 1`),
+    /// with room for [`crate::session::sessions_for`]`(capacity)` sessions.
     pub fn with_capacity(capacity: usize) -> Self {
         assert!(capacity >= 1, "dedup capacity must be at least 1");
-        let buckets = (capacity * 2).next_power_of_two();
         Self {
-            buckets: vec![EMPTY; buckets].into_boxed_slice(),
+            index: ProbeMap::new(capacity),
             order: vec![0; capacity].into_boxed_slice(),
+            outcomes: vec![Outcome::default(); capacity].into_boxed_slice(),
             head: 0,
             len: 0,
+            sessions: SessionTable::with_capacity(crate::session::sessions_for(capacity)),
         }
     }
 
@@ -61,106 +56,64 @@ impl DedupTable {
         self.len == 0
     }
 
+    /// The session table.
+    pub fn sessions(&self) -> &SessionTable {
+        &self.sessions
+    }
+
+    /// The session table, to register sessions and record their requests.
+    pub fn sessions_mut(&mut self) -> &mut SessionTable {
+        &mut self.sessions
+    }
+
     /// The original outcome for `key`, if it is inside the window.
     pub fn get(&self, key: u128) -> Option<Outcome> {
         assert_ne!(key, 0, "key 0 means no key");
-        self.find(key).map(|i| self.buckets[i].outcome)
+        self.index.get(key).map(|at| self.outcomes[at as usize])
     }
 
     /// Remembers `key → outcome`, evicting the oldest key when full. `key`
     /// must not be present.
     pub fn insert(&mut self, key: u128, outcome: Outcome) {
         assert_ne!(key, 0, "key 0 means no key");
-        debug_assert!(self.find(key).is_none(), "key inserted twice");
+        debug_assert!(self.index.get(key).is_none(), "key inserted twice");
         let capacity = self.order.len();
         if self.len == capacity {
-            let oldest = self.order[self.head];
-            self.remove(oldest);
+            self.index.remove(self.order[self.head]);
             self.head = (self.head + 1) % capacity;
             self.len -= 1;
         }
-        let mut i = self.home(key);
-        while self.buckets[i].key != 0 {
-            i = (i + 1) & self.mask();
-        }
-        self.buckets[i] = Entry { key, outcome };
-        self.order[(self.head + self.len) % capacity] = key;
+        let at = (self.head + self.len) % capacity;
+        self.order[at] = key;
+        self.outcomes[at] = outcome;
+        self.index.insert(key, at as u32);
         self.len += 1;
-        assert!(self.len <= capacity);
     }
 
     /// The held keys and their outcomes, oldest first. Inserting them in this
-    /// order into an empty table of the same capacity rebuilds this table
-    /// exactly (how a snapshot restores the window).
+    /// order into an empty table of the same capacity rebuilds this window
+    /// exactly (how a snapshot restores it).
     pub fn entries(&self) -> impl Iterator<Item = (u128, Outcome)> + '_ {
         let capacity = self.order.len();
         (0..self.len).map(move |n| {
-            let key = self.order[(self.head + n) % capacity];
-            (key, self.get(key).expect("ordered key is held"))
+            let at = (self.head + n) % capacity;
+            (self.order[at], self.outcomes[at])
         })
     }
 
-    /// A deterministic hash of the held keys and outcomes, in insertion order.
+    /// A deterministic hash of the held keys and outcomes, in insertion
+    /// order, and of the session table.
     pub fn state_hash(&self) -> u64 {
-        let capacity = self.order.len();
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for n in 0..self.len {
-            let key = self.order[(self.head + n) % capacity];
-            let outcome = self.get(key).expect("ordered key is held");
-            h = mix(h ^ mix(key as u64 ^ (key >> 64) as u64) ^ u64::from(outcome.code.0));
-        }
-        h
-    }
-
-    fn mask(&self) -> usize {
-        self.buckets.len() - 1
-    }
-
-    fn home(&self, key: u128) -> usize {
-        (mix(key as u64 ^ mix((key >> 64) as u64)) as usize) & self.mask()
-    }
-
-    fn find(&self, key: u128) -> Option<usize> {
-        let mut i = self.home(key);
-        loop {
-            match self.buckets[i].key {
-                0 => return None,
-                k if k == key => return Some(i),
-                _ => i = (i + 1) & self.mask(),
-            }
+        let window = self
+            .entries()
+            .fold(0xcbf2_9ce4_8422_2325, |h, (key, outcome)| {
+                mix(h ^ mix(key as u64 ^ (key >> 64) as u64) ^ u64::from(outcome.code.0))
+            });
+        match self.sessions.is_empty() {
+            true => window,
+            false => mix(window ^ self.sessions.state_hash()),
         }
     }
-
-    /// Backward-shift deletion: moves later entries of the probe chain into
-    /// the hole so lookups never stop early.
-    fn remove(&mut self, key: u128) {
-        let mut hole = self.find(key).expect("evicted key is held");
-        let mut i = hole;
-        loop {
-            i = (i + 1) & self.mask();
-            let k = self.buckets[i].key;
-            if k == 0 {
-                break;
-            }
-            let home = self.home(k);
-            // Move `i` into `hole` unless its home lies cyclically in (hole, i].
-            let distance_to_i = i.wrapping_sub(home) & self.mask();
-            let distance_to_hole = hole.wrapping_sub(home) & self.mask();
-            if distance_to_hole < distance_to_i {
-                self.buckets[hole] = self.buckets[i];
-                hole = i;
-            }
-        }
-        self.buckets[hole] = EMPTY;
-    }
-}
-
-/// A fixed 64-bit finaliser (splitmix64): deterministic, no per-process seed.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 #[cfg(all(test, not(loom)))]

@@ -55,6 +55,10 @@ pub mod idempotency;
 #[cfg(not(loom))]
 pub mod metrics;
 #[cfg(not(loom))]
+mod probe;
+#[cfg(not(loom))]
+pub mod session;
+#[cfg(not(loom))]
 mod shared;
 #[cfg(not(loom))]
 pub mod stage;
@@ -76,6 +80,7 @@ pub use crate::{
     error::{ConfigError, StageName, StopReason, SubmitError},
     idempotency::DedupTable,
     metrics::MetricsSnapshot,
+    session::{Registered, Registration, SessionTable, SESSION_REGISTER},
     stage::{
         EventSink, InMemoryJournaller, Journaller, NoopJournaller, NoopReplicator, NoopSink,
         Replicator, StageError,

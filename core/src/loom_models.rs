@@ -43,6 +43,7 @@ fn slot_result_hand_off() {
                 let applied = Applied {
                     outcome: Outcome::code(ResultCode(42)),
                     duplicate: false,
+                    executed: true,
                 };
                 // SAFETY: single writer; the reader waits for the cursor below.
                 unsafe { cell.write(applied) };

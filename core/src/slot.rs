@@ -35,6 +35,9 @@ pub struct Applied {
     pub outcome: Outcome,
     /// True when the command was a duplicate and was not applied.
     pub duplicate: bool,
+    /// True when the state machine ran the command (false for a duplicate,
+    /// a session registration and a refused session request).
+    pub executed: bool,
 }
 
 /// The slot's result area: written by the BLP, read by the publisher. See the

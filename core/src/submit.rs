@@ -16,10 +16,11 @@ use disruptor::{MultiProducer, Producer, SingleConsumerBarrier};
 use crate::completion::{CellPoll, NO_COMPLETION};
 use crate::config::BackPressure;
 use crate::constants::{PAYLOAD_BYTES_MAX, SPIN_ITERATIONS_DEFAULT};
-use crate::envelope::{Command, CommandHeader};
+use crate::envelope::{Command, CommandHeader, FLAG_SESSION};
 use crate::error::{StopReason, SubmitError};
 use crate::gate::{Admission, Refused};
 use crate::outcome::Ack;
+use crate::session::SESSION_REGISTER;
 use crate::shared::Shared;
 use crate::slot::Slot;
 use crate::state_machine::Validator;
@@ -94,11 +95,25 @@ impl Submitter {
                 max: PAYLOAD_BYTES_MAX,
             });
         }
-        if command.command_type == 0 {
-            return Err(SubmitError::ReservedCommandType);
+        match command.command_type {
+            0 => return Err(SubmitError::ReservedCommandType),
+            SESSION_REGISTER if command.session || command.idempotency_key != 0 => {
+                return Err(SubmitError::SessionKey)
+            }
+            SESSION_REGISTER => {}
+            0xFF00.. => return Err(SubmitError::ReservedCommandType),
+            _ => {}
         }
         if command.schema_version == 0 {
             return Err(SubmitError::ReservedSchemaVersion);
+        }
+        let key = command.idempotency_key;
+        if command.session && ((key >> 64) as u64 == 0 || key as u64 == 0) {
+            return Err(SubmitError::SessionKey);
+        }
+        if command.command_type == SESSION_REGISTER {
+            // The engine's own command: the host's validator never sees it.
+            return Ok(());
         }
         self.validator
             .validate(command)
@@ -215,6 +230,7 @@ fn fill(slot: &mut Slot, command: &Command<'_>, timestamp_ns: u64, completion: u
         tenant_id: command.tenant_id,
         payload_len: command.payload.len() as u32,
         completion,
+        flags: if command.session { FLAG_SESSION } else { 0 },
     };
     slot.payload[..command.payload.len()].copy_from_slice(command.payload);
     slot.result.reset();

@@ -249,6 +249,7 @@ impl Writer<'_> {
             tenant_id: 0,
             payload_len: len as u32,
             completion: keel_core::completion::NO_COMPLETION,
+            flags: 0,
         };
         self.journal.append(&CommandRef {
             sequence,

@@ -19,6 +19,10 @@ pub const RECORD_ALIGN: usize = 8;
 pub const CHAIN_HASH_BYTES: usize = 32;
 /// Record flag: a chain hash follows the header.
 pub const FLAG_CHAINED: u16 = 1;
+/// Record flag: the idempotency key is a client session's `scope << 64 |
+/// request` ([`keel_core::session`]); the same bit as the engine's
+/// [`keel_core::envelope::FLAG_SESSION`].
+pub const FLAG_SESSION: u16 = keel_core::envelope::FLAG_SESSION;
 /// Largest encoded record.
 pub const RECORD_BYTES_MAX: usize = RECORD_HEADER_BYTES + CHAIN_HASH_BYTES + PAYLOAD_BYTES_MAX;
 /// Smallest block size (write alignment) the format accepts.
@@ -161,6 +165,8 @@ pub struct RecordMeta {
     pub idempotency_key: u128,
     /// Tenant.
     pub tenant_id: u32,
+    /// The key is a session request's ([`FLAG_SESSION`]).
+    pub session: bool,
 }
 
 /// A decoded record header: where the record claims to be, and its meta.
@@ -224,6 +230,7 @@ impl RecordMeta {
             tenant_id: self.tenant_id,
             payload_len: payload_len as u32,
             completion: keel_core::completion::NO_COMPLETION,
+            flags: if self.session { FLAG_SESSION } else { 0 },
         }
     }
 }
@@ -317,11 +324,14 @@ pub fn encode_record(out: &mut [u8], header: &RecordHeader, payload: &[u8]) -> u
     out[32..40].copy_from_slice(&header.offset.to_le_bytes());
     out[40..44].copy_from_slice(&header.epoch.to_le_bytes());
     out[44..46].copy_from_slice(&m.schema_version.to_le_bytes());
-    let flags = if header.chain.is_some() {
+    let mut flags = if header.chain.is_some() {
         FLAG_CHAINED
     } else {
         0
     };
+    if m.session {
+        flags |= FLAG_SESSION;
+    }
     out[46..48].copy_from_slice(&flags.to_le_bytes());
     out[48..56].copy_from_slice(&m.timestamp_ns.to_le_bytes());
     out[56..64].copy_from_slice(&m.correlation_id.to_le_bytes());
@@ -358,7 +368,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record<'_>, RecordError> {
     let record_len = u32_at(h, 8);
     let payload_len = u32_at(h, 84);
     let flags = u16_at(h, 46);
-    if flags & !FLAG_CHAINED != 0 {
+    if flags & !(FLAG_CHAINED | FLAG_SESSION) != 0 {
         return Err(RecordError::UnknownFlags { flags });
     }
     let chain_len = if flags & FLAG_CHAINED != 0 {
@@ -403,6 +413,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record<'_>, RecordError> {
                 correlation_id: u64_at(h, 56),
                 idempotency_key: u128_at(h, 64),
                 tenant_id: u32_at(h, 80),
+                session: flags & FLAG_SESSION != 0,
             },
             chain: (chain_len > 0).then(|| {
                 bytes[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + CHAIN_HASH_BYTES]
@@ -429,7 +440,7 @@ mod tests {
 
         #[test]
         fn record_round_trips(payload in prop::collection::vec(any::<u8>(), 0..=PAYLOAD_BYTES_MAX),
-                              sequence: u64, key: u128, flip in 0usize..1000,
+                              sequence: u64, key: u128, flip in 0usize..1000, session: bool,
                               chain in prop::option::of(any::<[u8; 32]>())) {
             let chain_len = if chain.is_some() { CHAIN_HASH_BYTES } else { 0 };
             let header = RecordHeader {
@@ -438,7 +449,8 @@ mod tests {
                 record_len: (RECORD_HEADER_BYTES + chain_len + payload.len()) as u32,
                 sequence, segment_id: 3, offset: 4096, epoch: 2,
                 meta: RecordMeta { command_type: 7, schema_version: 1, timestamp_ns: 11,
-                                   correlation_id: 12, idempotency_key: key, tenant_id: 5 },
+                                   correlation_id: 12, idempotency_key: key, tenant_id: 5,
+                                   session },
             };
             let mut buf = vec![0u8; RECORD_BYTES_MAX + 8];
             let n = encode_record(&mut buf, &header, &payload);

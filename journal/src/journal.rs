@@ -872,6 +872,7 @@ impl<S: Storage> Journaller for Journal<S> {
                 correlation_id: h.correlation_id,
                 idempotency_key: h.idempotency_key,
                 tenant_id: h.tenant_id,
+                session: h.is_session(),
             },
         };
         let at = self.buf_len;

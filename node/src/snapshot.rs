@@ -3,12 +3,21 @@
 //! crash must get its original outcome), in a `keel_journal::SnapshotStore`.
 //!
 //! Body layout (little-endian): `u32` count of window entries, oldest first,
-//! each `key: u128, code: u32, len: u8, data[len]`; then the state machine's
-//! own snapshot bytes (`SnapshotCodec`). The file header carries the
+//! each `key: u128, code: u32, len: u8, data[len]`; bit 31 of the count set
+//! (`SESSIONS_FOLLOW`) means a session section follows: `u32` count of
+//! sessions in table order, each `scope u64, highest u64, last_used u64,
+//! applied [u64; 16]` (152 bytes); then the state machine's own snapshot
+//! bytes (`SnapshotCodec`). A snapshot without sessions (every one written
+//! before sessions existed) has bit 31 clear and restores an empty table. The file header carries the
 //! sequence the snapshot covers and the state hash, checked after restore.
 
 use keel_codecs::SnapshotCodec;
+use keel_core::session::{SessionRow, SESSION_WINDOW};
 use keel_core::{DedupTable, Outcome, ResultCode, StateMachine};
+
+/// Bit 31 of the window count: a session section follows the window.
+const SESSIONS_FOLLOW: u32 = 1 << 31;
+const APPLIED_WORDS: usize = (SESSION_WINDOW / 64) as usize;
 use keel_journal::{SnapshotHeader, SnapshotStore};
 
 /// What binds a snapshot to one journal's history: the journal's id and
@@ -54,6 +63,15 @@ pub enum SnapshotUseError {
         /// In the file header.
         recorded: u64,
     },
+    /// The session section holds no session or more than the configured
+    /// window's table holds (`dedup_entries / 16`, at least 16).
+    #[error("{found} sessions in the snapshot; the session table holds 1..={capacity}")]
+    Sessions {
+        /// Sessions in the snapshot.
+        found: usize,
+        /// The table's capacity.
+        capacity: usize,
+    },
     /// The window in the snapshot does not fit the configured one.
     #[error("idempotency window of {found} entries exceeds dedup_entries {capacity}")]
     WindowSize {
@@ -67,12 +85,29 @@ pub enum SnapshotUseError {
 /// Encodes the window and the state machine into one snapshot body.
 pub fn encode<S: SnapshotCodec>(state_machine: &S, dedup: &DedupTable) -> Vec<u8> {
     let mut body = Vec::new();
-    body.extend_from_slice(&(dedup.len() as u32).to_le_bytes());
+    let sessions = dedup.sessions().rows();
+    let flag = if sessions.is_empty() {
+        0
+    } else {
+        SESSIONS_FOLLOW
+    };
+    body.extend_from_slice(&(dedup.len() as u32 | flag).to_le_bytes());
     for (key, outcome) in dedup.entries() {
         body.extend_from_slice(&key.to_le_bytes());
         body.extend_from_slice(&outcome.code.0.to_le_bytes());
         body.push(outcome.data().len() as u8);
         body.extend_from_slice(outcome.data());
+    }
+    if !sessions.is_empty() {
+        body.extend_from_slice(&(sessions.len() as u32).to_le_bytes());
+        for row in sessions {
+            for word in [row.scope, row.highest, row.last_used]
+                .iter()
+                .chain(&row.applied)
+            {
+                body.extend_from_slice(&word.to_le_bytes());
+            }
+        }
     }
     body.extend_from_slice(&state_machine.encode_snapshot());
     body
@@ -138,7 +173,14 @@ pub fn decode<S: SnapshotCodec + StateMachine>(
         Ok(bytes)
     };
     let mut at = 0;
-    let count = u32::from_le_bytes(take(&mut at, 4)?.try_into().expect("4 bytes")) as usize;
+    let word = |at: &mut usize| -> Result<u64, SnapshotUseError> {
+        Ok(u64::from_le_bytes(
+            take(at, 8)?.try_into().expect("8 bytes"),
+        ))
+    };
+    let count = u32::from_le_bytes(take(&mut at, 4)?.try_into().expect("4 bytes"));
+    let sessions_follow = count & SESSIONS_FOLLOW != 0;
+    let count = (count & !SESSIONS_FOLLOW) as usize;
     if count > dedup_entries {
         return Err(SnapshotUseError::WindowSize {
             found: count,
@@ -156,6 +198,30 @@ pub fn decode<S: SnapshotCodec + StateMachine>(
         let mut outcome = Outcome::default();
         outcome.set(ResultCode(code), take(&mut at, len)?);
         dedup.insert(key, outcome);
+    }
+    if sessions_follow {
+        let count = u32::from_le_bytes(take(&mut at, 4)?.try_into().expect("4 bytes")) as usize;
+        let capacity = dedup.sessions().capacity();
+        if count == 0 || count > capacity {
+            return Err(SnapshotUseError::Sessions {
+                found: count,
+                capacity,
+            });
+        }
+        for _ in 0..count {
+            let mut row = SessionRow {
+                scope: word(&mut at)?,
+                highest: word(&mut at)?,
+                last_used: word(&mut at)?,
+                applied: [0; APPLIED_WORDS],
+            };
+            for applied in &mut row.applied {
+                *applied = word(&mut at)?;
+            }
+            if !dedup.sessions_mut().restore(row) {
+                return Err(SnapshotUseError::Window);
+            }
+        }
     }
     let state = S::restore_snapshot(config, &body[at..])
         .map_err(|e| SnapshotUseError::State(Box::new(e)))?;

@@ -261,7 +261,7 @@ impl Deriver {
         self.next = sequence + 1;
 
         let mut batch = batch;
-        if !applied.duplicate {
+        if applied.executed {
             self.expire(base, batch.as_deref_mut());
         }
         let mut results = [0u8; EVENTS_PER_COMMAND_MAX];

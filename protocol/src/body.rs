@@ -195,6 +195,11 @@ pub enum RefusalCode {
     ShuttingDown = 6,
     /// No complete frame arrived within the frame timeout.
     Timeout = 7,
+    /// A `Hello` with [`crate::FLAG_RESUME`] named a session the node does
+    /// not hold (evicted from its bounded session table, or never
+    /// registered): requests it had in flight may or may not have been
+    /// applied; look their effects up before going on with a new session.
+    SessionEvicted = 8,
     /// A code this build does not know (from a newer peer).
     Other = u16::MAX,
 }
@@ -209,6 +214,7 @@ impl RefusalCode {
             5 => Self::TooManyConnections,
             6 => Self::ShuttingDown,
             7 => Self::Timeout,
+            8 => Self::SessionEvicted,
             _ => Self::Other,
         }
     }
@@ -397,6 +403,12 @@ pub enum ReplyStatus {
     Unavailable = 6,
     /// The frame's tenant is not the principal's.
     WrongTenant = 7,
+    /// Not executed, and the node cannot answer it exactly once any more:
+    /// `code` 1, the session is no longer in the node's session table
+    /// (evicted); `code` 2, the request was applied earlier but its outcome
+    /// is no longer held (or it is older than the session's window of
+    /// 1,024 request numbers). Look its effects up.
+    SessionEvicted = 8,
     /// A status this build does not know.
     Other = u8::MAX,
 }
@@ -412,6 +424,7 @@ impl ReplyStatus {
             5 => Self::Throttled,
             6 => Self::Unavailable,
             7 => Self::WrongTenant,
+            8 => Self::SessionEvicted,
             _ => Self::Other,
         }
     }

@@ -6,7 +6,8 @@
 //!  0     4    magic        "KEEL"
 //!  4     2    version      protocol version (1)
 //!  6     1    kind         Kind
-//!  7     1    flags        0 (reserved; must be zero in version 1)
+//!  7     1    flags        bit 0 RESUME (Hello: the session must exist;
+//!                          Welcome: it did); other bits must be zero
 //!  8     4    body_len     bytes after the header, <= BODY_BYTES_MAX
 //! 12     4    tenant       the tenant the frame acts for
 //! 16     8    session      the client's session id (random, non-zero)
@@ -21,6 +22,13 @@
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::{BODY_BYTES_MAX, HEADER_BYTES, MAGIC};
+
+/// Header flag bit 0 on `Hello`: resume the session, which must exist (a
+/// reconnect); on `Welcome`: the session existed, and `request` is the
+/// highest request number it has applied. Other flag bits are reserved.
+pub const FLAG_RESUME: u8 = 1;
+
+const FLAGS_KNOWN: u8 = FLAG_RESUME;
 
 /// What a frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +73,7 @@ pub struct Header {
     pub version: u16,
     /// Frame kind.
     pub kind: Kind,
-    /// Reserved flags (zero).
+    /// Flags ([`FLAG_RESUME`]).
     pub flags: u8,
     /// Body bytes after the header.
     pub body_len: u32,
@@ -218,7 +226,7 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError
         });
     }
     let kind = Kind::from_u8(buf[6]).ok_or(FrameError::UnknownKind(buf[6]))?;
-    if buf[7] != 0 || buf[48..56].iter().any(|&b| b != 0) {
+    if buf[7] & !FLAGS_KNOWN != 0 || buf[48..56].iter().any(|&b| b != 0) {
         return Err(FrameError::Reserved);
     }
     let end = HEADER_BYTES + body_len as usize;

@@ -23,7 +23,7 @@ pub use body::{
     Hello, Refusal, RefusalCode, Replies, ReplyEntry, ReplyStatus, RequestEntry, Requests, Welcome,
     REPLY_ENTRY_BYTES, REQUEST_ENTRY_HEADER_BYTES,
 };
-pub use header::{decode_frame, encode_frame, Frame, FrameError, Header, Kind};
+pub use header::{decode_frame, encode_frame, Frame, FrameError, Header, Kind, FLAG_RESUME};
 
 /// The frame magic, `"KEEL"` read as a little-endian u32.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"KEEL");

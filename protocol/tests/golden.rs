@@ -135,3 +135,40 @@ fn request_and_reply_bodies_are_pinned() {
     let back: Vec<_> = Replies::decode(&body).unwrap().iter().collect();
     assert_eq!(back, vec![reply]);
 }
+
+#[test]
+fn session_resume_flag_and_eviction_codes_are_pinned() {
+    let mut header = Header::new(Kind::Hello);
+    header.flags = FLAG_RESUME;
+    let bytes = frame(header, &[]);
+    assert_eq!(bytes[7], 0x01, "RESUME is bit 0 of the flags byte");
+    assert_eq!(
+        decode_frame(&bytes).unwrap().unwrap().0.header.flags,
+        FLAG_RESUME
+    );
+    // Every other flag bit is reserved: refused, never ignored.
+    for bit in 1..8 {
+        let mut bad = bytes.clone();
+        bad[7] = 1 << bit;
+        assert_eq!(decode_frame(&bad).unwrap_err(), FrameError::Reserved);
+    }
+
+    let mut body = Vec::new();
+    Refusal {
+        code: RefusalCode::SessionEvicted,
+        message: "",
+    }
+    .encode(&mut body);
+    assert_eq!(hex(&body), "08000000");
+    assert_eq!(
+        Refusal::decode(&body).unwrap().code,
+        RefusalCode::SessionEvicted
+    );
+
+    Replies::begin(&mut body);
+    let mut reply = ReplyEntry::new(1, 1, ReplyStatus::SessionEvicted);
+    reply.code = 2;
+    Replies::push(&mut body, &reply);
+    assert_eq!(body[4 + 28], 8, "status byte of SessionEvicted");
+    assert_eq!(Replies::decode(&body).unwrap().iter().next(), Some(reply));
+}

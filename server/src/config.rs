@@ -120,6 +120,13 @@ impl ServerConfig {
     pub(crate) fn prepare(
         &self,
     ) -> Result<(PrincipalTable, Option<tokio_rustls::TlsAcceptor>), ServerError> {
+        let window = keel_core::session::SESSION_WINDOW as usize;
+        if !(1..=window).contains(&self.in_flight_per_connection) {
+            return Err(ServerError::Limit(format!(
+                "in_flight_per_connection = {} is outside 1..={window} (a session's window of request numbers)",
+                self.in_flight_per_connection
+            )));
+        }
         let principals = self.principal_table()?;
         let tls = match (&self.tls, self.plaintext) {
             (Some(tls), false) => Some(crate::tls::acceptor(tls)?),

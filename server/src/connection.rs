@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
-use keel_core::{Ack, Command, SubmitError, Submitter};
+use keel_core::session::{REQUEST_EXPIRED, SESSION_UNKNOWN};
+use keel_core::{Ack, Command, Registered, Registration, SubmitError, Submitter, SESSION_REGISTER};
 use keel_protocol::{
     decode_frame, encode_frame, FrameError, Header, Hello, Kind, Refusal, RefusalCode, Replies,
-    ReplyEntry, ReplyStatus, Requests, Welcome, BODY_BYTES_MAX, ENTRIES_PER_FRAME_MAX,
+    ReplyEntry, ReplyStatus, Requests, Welcome, BODY_BYTES_MAX, ENTRIES_PER_FRAME_MAX, FLAG_RESUME,
     HEADER_BYTES, VERSION,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -55,15 +56,15 @@ struct Session {
     key_prefix: u64,
 }
 
-/// `XXH3(tenant, principal name, session id)`: fixed, so keys are the same
-/// across restarts and replay.
+/// `XXH3(tenant, principal name, session id)`, never 0: fixed, so keys are
+/// the same across restarts and replay.
 fn key_prefix(tenant: u32, principal: &str, session: u64) -> u64 {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     hasher.update(&tenant.to_le_bytes());
     hasher.update(&(principal.len() as u32).to_le_bytes());
     hasher.update(principal.as_bytes());
     hasher.update(&session.to_le_bytes());
-    hasher.digest()
+    hasher.digest().max(1)
 }
 
 /// Why a connection ends (logged; the peer got a `Refused` where one applies).
@@ -260,7 +261,9 @@ impl Connection {
             key_prefix: key_prefix(tenant, name, header.session),
             principal,
         };
+        let resume = header.flags & FLAG_RESUME != 0;
         self.read_buf.drain(..used);
+        let highest = self.register(&session, resume).await?;
         self.body.clear();
         Welcome {
             version: VERSION,
@@ -273,10 +276,93 @@ impl Connection {
         let mut header = Header::new(Kind::Welcome);
         header.session = session.id;
         header.tenant = tenant;
+        if let Some(highest) = highest {
+            header.flags = FLAG_RESUME;
+            header.request = highest;
+        }
         self.write_buf.clear();
         encode_frame(&header, &self.body, &mut self.write_buf);
         self.flush(stream).await?;
         Ok(session)
+    }
+
+    /// Registers (or resumes) the session: a journaled command, so the
+    /// session table survives restart and replay. Returns the highest
+    /// request number applied when the session existed. A resume of a
+    /// session the node does not hold is refused `SessionEvicted`.
+    async fn register(&mut self, session: &Session, resume: bool) -> Result<Option<u64>, End> {
+        let name = session.principal.as_ref().map_or("", |p| p.name.as_str());
+        let name = &name.as_bytes()[..name.len().min(usize::from(u8::MAX))];
+        self.body.clear();
+        Registration {
+            scope: session.key_prefix,
+            session: session.id,
+            resume,
+            principal: name,
+        }
+        .encode(&mut self.body);
+        let command = Command {
+            command_type: SESSION_REGISTER,
+            schema_version: 1,
+            correlation_id: session.id,
+            idempotency_key: 0,
+            tenant_id: session.tenant,
+            session: false,
+            payload: &self.body,
+        };
+        let timeout = self.shared.config.frame_timeout();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let unavailable = |what: &str| End::Refused(RefusalCode::ShuttingDown, what.to_string());
+        let ack = loop {
+            match self.submitter.submit_async(&command) {
+                Ok(ack) => break ack,
+                Err(SubmitError::Busy | SubmitError::Paused)
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await
+                }
+                Err(SubmitError::Busy | SubmitError::Paused) => {
+                    return Err(End::Refused(
+                        RefusalCode::Timeout,
+                        format!(
+                            "the engine took no session registration within {} ms",
+                            timeout.as_millis()
+                        ),
+                    ))
+                }
+                Err(SubmitError::EngineStopped(_)) => {
+                    return Err(unavailable("the engine stopped"))
+                }
+                Err(e) => unreachable!("a well-formed registration is refused: {e}"),
+            }
+        };
+        let ack = match tokio::time::timeout_at(deadline, ack).await {
+            Ok(Ok(ack)) => ack,
+            Ok(Err(_)) => return Err(unavailable("the engine stopped")),
+            Err(_) => {
+                return Err(End::Refused(
+                    RefusalCode::Timeout,
+                    format!(
+                        "the session registration was not durable within {} ms",
+                        timeout.as_millis()
+                    ),
+                ))
+            }
+        };
+        if ack.outcome.code == SESSION_UNKNOWN {
+            return Err(End::Refused(
+                RefusalCode::SessionEvicted,
+                format!(
+                    "session {:#x} is not held by this node (evicted, or never registered)",
+                    session.id
+                ),
+            ));
+        }
+        match Registered::from_outcome(&ack.outcome) {
+            Some(Registered::New) => Ok(None),
+            Some(Registered::Resumed { highest }) => Ok(Some(highest)),
+            None => unreachable!("a registration answered {:?}", ack.outcome.code),
+        }
     }
 
     /// A known client certificate names the principal (a token sent with
@@ -487,6 +573,7 @@ fn submit_all(
             correlation_id: entry.correlation,
             idempotency_key: (u128::from(session.key_prefix) << 64) | u128::from(entry.request),
             tenant_id: session.tenant,
+            session: true,
             payload: entry.payload,
         };
         match submitter.submit_async(&command) {
@@ -511,6 +598,15 @@ fn submit_all(
 
 fn reply_for(request: u64, correlation: u64, result: Result<Ack, SubmitError>) -> ReplyEntry {
     match result {
+        Ok(ack) if matches!(ack.outcome.code, SESSION_UNKNOWN | REQUEST_EXPIRED) => {
+            let mut reply = ReplyEntry::new(request, correlation, ReplyStatus::SessionEvicted);
+            reply.sequence = ack.sequence;
+            reply.code = match ack.outcome.code {
+                SESSION_UNKNOWN => 1,
+                _ => 2,
+            };
+            reply
+        }
         Ok(ack) => {
             let status = match ack.duplicate {
                 true => ReplyStatus::Duplicate,

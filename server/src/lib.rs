@@ -69,6 +69,9 @@ pub enum ServerError {
     /// The TLS certificate, key or client CA cannot be used.
     #[error("TLS: {0}")]
     Tls(String),
+    /// A limit is out of its range.
+    #[error("{0}")]
+    Limit(String),
 }
 
 /// Counters of a running server (read at any time, never blocking it).

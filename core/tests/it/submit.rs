@@ -95,6 +95,102 @@ fn duplicate_idempotency_key_returns_original_outcome_without_reapplying() {
     assert_eq!(stopped.dedup.len(), 4);
 }
 
+#[test]
+fn sessions_register_through_the_log_and_a_session_request_is_never_run_twice() {
+    use keel_core::session::{REQUEST_EXPIRED, SESSION_UNKNOWN};
+    use keel_core::{Registered, Registration, SESSION_REGISTER};
+    let config = EngineConfig {
+        dedup_entries: 4,
+        ..EngineConfig::default()
+    };
+    let engine = EngineBuilder::new(config, Balances::default())
+        .journaller(InMemoryJournaller::with_capacity(64))
+        .validator(TenantAllowList)
+        .start()
+        .unwrap();
+    let mut submitter = engine.submitter();
+    let register = |resume| {
+        let mut bytes = Vec::new();
+        Registration {
+            scope: 0x5c0e,
+            session: 1,
+            resume,
+            principal: b"p",
+        }
+        .encode(&mut bytes);
+        bytes
+    };
+    // Engine-reserved types and malformed session keys never enter the ring.
+    for reserved in [0xFF00, 0xFFFE] {
+        assert!(matches!(
+            submitter.submit(&Command::new(reserved, b"")),
+            Err(SubmitError::ReservedCommandType)
+        ));
+    }
+    let body = payload(3, 100);
+    let mut no_request = Command::new(DEPOSIT, &body);
+    no_request.session = true;
+    no_request.idempotency_key = 0x5c0e << 64;
+    assert!(matches!(
+        submitter.submit(&no_request),
+        Err(SubmitError::SessionKey)
+    ));
+
+    let resume = register(true);
+    let mut registration = Command::new(SESSION_REGISTER, &resume);
+    // Registration skips the host's validator (tenant 9 is not allowed).
+    registration.tenant_id = 9;
+    let unknown = submitter.submit(&registration).unwrap();
+    assert_eq!(unknown.outcome.code, SESSION_UNKNOWN, "nothing to resume");
+    let mut request = Command::new(DEPOSIT, &body);
+    request.session = true;
+    request.idempotency_key = 0x5c0e << 64 | 1;
+    let refused = submitter.submit(&request).unwrap();
+    assert_eq!(
+        refused.outcome.code, SESSION_UNKNOWN,
+        "unregistered: not run"
+    );
+
+    let create = register(false);
+    let created = submitter
+        .submit(&Command::new(SESSION_REGISTER, &create))
+        .unwrap();
+    assert_eq!(
+        Registered::from_outcome(&created.outcome),
+        Some(Registered::New)
+    );
+    assert!(submitter.submit(&request).unwrap().outcome.code.is_ok());
+    assert!(submitter.submit(&request).unwrap().duplicate);
+    // Four other keys push request 1's outcome out of the window: its retry
+    // is refused, never run again.
+    for n in 2..=5u128 {
+        request.idempotency_key = 0x5c0e << 64 | n;
+        submitter.submit(&request).unwrap();
+    }
+    request.idempotency_key = 0x5c0e << 64 | 1;
+    assert_eq!(
+        submitter.submit(&request).unwrap().outcome.code,
+        REQUEST_EXPIRED
+    );
+    let resumed = submitter.submit(&registration).unwrap();
+    assert_eq!(
+        Registered::from_outcome(&resumed.outcome),
+        Some(Registered::Resumed { highest: 5 })
+    );
+    drop(submitter);
+    let stopped = engine.shutdown().unwrap();
+    assert_eq!(
+        stopped.state_machine.balances[3],
+        100 * 5,
+        "each request ran once"
+    );
+    assert_eq!(
+        stopped.journaller.records().len(),
+        11,
+        "registrations and refused requests are journaled too (replay repeats them)"
+    );
+}
+
 /// A journaller that blocks every batch until the test opens its valve.
 struct Valve(Arc<AtomicBool>);
 

@@ -11,5 +11,6 @@ mod projector;
 mod projector_model;
 mod proxy;
 mod restart;
+mod sessions;
 mod snapshots;
 mod support;

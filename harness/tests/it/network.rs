@@ -27,7 +27,7 @@ pub(crate) fn node_config(dir: &std::path::Path) -> NodeConfig {
     config
 }
 
-fn server_config() -> ServerConfig {
+pub(crate) fn server_config() -> ServerConfig {
     ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         frame_timeout_ms: 300,
@@ -46,7 +46,7 @@ fn server_config() -> ServerConfig {
 
 /// The test principal's settings (tenant 7) for `session` (0: a new one),
 /// with a deadline that covers a node starting or restarting.
-fn client_config(addr: SocketAddr, session: u64) -> ClientConfig {
+pub(crate) fn client_config(addr: SocketAddr, session: u64) -> ClientConfig {
     let mut config = ClientConfig::new(addr);
     config.token = TOKEN.as_bytes().to_vec();
     config.tenant = 7;
@@ -56,7 +56,7 @@ fn client_config(addr: SocketAddr, session: u64) -> ClientConfig {
 }
 
 /// Connects (retrying while the node starts, as the client does).
-fn client(addr: SocketAddr, session: u64) -> Client {
+pub(crate) fn client(addr: SocketAddr, session: u64) -> Client {
     Client::connect(client_config(addr, session)).unwrap()
 }
 
@@ -579,11 +579,16 @@ fn a_pool_batches_many_callers_into_shared_frames_and_applies_each_once() {
 
 /// A raw authenticated connection for `session` (tenant 7), past `Welcome`.
 fn raw_session(addr: SocketAddr, session: u64) -> TcpStream {
+    raw_session_as(addr, session, TOKEN.as_bytes())
+}
+
+/// [`raw_session`] with `token`'s principal.
+fn raw_session_as(addr: SocketAddr, session: u64, token: &[u8]) -> TcpStream {
     let mut body = Vec::new();
     Hello {
         version_min: 1,
         version_max: 1,
-        token: TOKEN.as_bytes(),
+        token,
     }
     .encode(&mut body);
     let mut header = Header::new(Kind::Hello);
@@ -718,6 +723,7 @@ fn a_client_that_never_reads_is_cut_and_one_that_leaves_mid_request_loses_nothin
         stats.requests.load(Relaxed) > requests_before
     });
     let mut again = client(addr, 0x90e);
+    again.set_next_request(1);
     let payload = payload_transfer(3, 5);
     let retry = again
         .call(&[request(command_type::CREATE_TRANSFERS, &payload)])
@@ -840,7 +846,8 @@ fn a_principal_reusing_anothers_session_id_gets_its_own_keys_not_its_replies() {
         in_flight_max: None,
     });
     let server = Server::start(config, node.submitter()).unwrap();
-    let mut owner = client(server.local_addr(), 0x5e55);
+    let addr = server.local_addr();
+    let mut owner = client(addr, 0);
     let accounts = payload_accounts();
     owner
         .call(&[request(command_type::CREATE_ACCOUNTS, &accounts)])
@@ -851,33 +858,45 @@ fn a_principal_reusing_anothers_session_id_gets_its_own_keys_not_its_replies() {
         .unwrap();
     assert_eq!(mine[0].status, Status::Applied);
 
-    // Same session id and request number, another principal: not a retry
-    // of the owner's request (no Duplicate, no owner's reply); it runs as
-    // its own command (here: the same transfer id, so `exists`).
-    let mut config = client_config(server.local_addr(), 0x5e55);
+    // Same session id, another principal: not the owner's session (the
+    // node scopes sessions by principal), so there is nothing to resume.
+    let mut config = client_config(addr, owner.session());
     config.token = b"another-token".to_vec();
-    let mut intruder = Client::connect(config).unwrap();
-    intruder.set_next_request(2);
-    let theirs = intruder
-        .call(&[request(command_type::CREATE_TRANSFERS, &first)])
+    assert!(matches!(
+        Client::connect(config),
+        Err(keel_client::ClientError::SessionEvicted { .. })
+    ));
+    // Creating it (a raw Hello without RESUME) gives the other principal a
+    // session of its own: the same request number is its own command (the
+    // same transfer id, so `exists`), not a retry answered with the
+    // owner's reply.
+    let mut theirs = raw_session_as(addr, owner.session(), b"another-token");
+    theirs
+        .write_all(&request_frame(
+            owner.session(),
+            2,
+            command_type::CREATE_TRANSFERS,
+            &first,
+        ))
         .unwrap();
-    assert_eq!(
-        theirs[0].status,
-        Status::Applied,
-        "not the owner's Duplicate"
-    );
-    assert_ne!(event_codes(&theirs[0]), [0], "answered exists, not created");
+    let mut got = vec![0u8; HEADER_BYTES + 4 + REPLY_ENTRY_BYTES];
+    theirs.read_exact(&mut got).unwrap();
+    let (frame, _) = decode_frame(&got).unwrap().unwrap();
+    let reply = Replies::decode(frame.body).unwrap().iter().next().unwrap();
+    assert_eq!(reply.status, Status::Applied, "not the owner's Duplicate");
+    assert_ne!(event_codes(&reply), [0], "answered exists, not created");
 
     // The owner's own retry still gets its original reply.
-    let mut again = client(server.local_addr(), 0x5e55);
+    let mut again = client(addr, owner.session());
     again.set_next_request(2);
     let retry = again
         .call(&[request(command_type::CREATE_TRANSFERS, &first)])
         .unwrap();
     assert_eq!(retry[0].status, Status::Duplicate);
     assert_eq!(event_codes(&retry[0]), [0]);
+    again.set_next_request(owner.next_request());
     assert_eq!(credits(&mut again), 10);
-    drop((owner, intruder, again));
+    drop((owner, theirs, again));
     server.shutdown();
     node.shutdown().unwrap();
 }

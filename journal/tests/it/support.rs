@@ -48,6 +48,7 @@ pub fn append_batch<S: Storage>(
             tenant_id: 3,
             payload_len: payload(n).len() as u32,
             completion: u32::MAX,
+            flags: 0,
         };
         let body = payload(n);
         journal.append(&CommandRef {
