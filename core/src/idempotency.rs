@@ -3,7 +3,7 @@
 //! processor as part of the state.
 //!
 //! Layout: a FIFO ring of keys and outcomes in insertion order, indexed by a
-//! [`ProbeMap`] (open addressing, fixed hash). When `capacity` keys are held,
+//! `ProbeMap` (open addressing, fixed hash). When `capacity` keys are held,
 //! inserting evicts the oldest key. The window is therefore "the last
 //! `capacity` keyed commands", deterministic for a given command sequence.
 
