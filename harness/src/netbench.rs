@@ -231,7 +231,7 @@ async fn send_all(
             .iter()
             .map(|payload| Request {
                 command_type,
-                schema_version: 1,
+                schema_version: keel_ledger::commands::schema_version(command_type),
                 payload,
             })
             .collect();
@@ -258,7 +258,7 @@ async fn posted_debits(client: &mut AsyncClient, n: u32) -> Result<u128, BenchEr
             .iter()
             .map(|payload| Request {
                 command_type: command_type::LOOKUP_ACCOUNT,
-                schema_version: 1,
+                schema_version: keel_ledger::commands::schema_version(command_type::LOOKUP_ACCOUNT),
                 payload,
             })
             .collect();
@@ -332,7 +332,9 @@ async fn produce(
             .iter()
             .map(|payload| Request {
                 command_type: command_type::CREATE_TRANSFERS,
-                schema_version: 1,
+                schema_version: keel_ledger::commands::schema_version(
+                    command_type::CREATE_TRANSFERS,
+                ),
                 payload,
             })
             .collect();

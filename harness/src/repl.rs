@@ -279,7 +279,7 @@ pub fn execute(client: &mut Client, statement: &Statement) -> Result<String, Cli
             .iter()
             .map(|payload| Request {
                 command_type: kind,
-                schema_version: 1,
+                schema_version: keel_ledger::commands::schema_version(kind),
                 payload,
             })
             .collect();

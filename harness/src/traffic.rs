@@ -245,7 +245,7 @@ impl Writer<'_> {
             correlation_id: sequence,
             timestamp_ns: self.now,
             command_type: kind,
-            schema_version: 1,
+            schema_version: keel_ledger::commands::schema_version(kind),
             tenant_id: 0,
             payload_len: len as u32,
             completion: keel_core::completion::NO_COMPLETION,

@@ -230,10 +230,33 @@ pub fn encode_lookup(id: u128, out: &mut [u8]) -> Result<usize, EncodeError> {
     Rkyv::encode(&Lookup { id }, out)
 }
 
-/// A command of `command_type` carrying `payload`, with the payload's schema version.
+/// The schema version `create_transfers` commands are written with: 2,
+/// TigerBeetle 0.17's post/void rules ([`crate::Rules::Tb017`]). Version 1
+/// (the same bytes, Keel's earlier rules, [`crate::Rules::Keel1`]) is still
+/// accepted and replays as written.
+pub const CREATE_TRANSFERS_VERSION: u16 = 2;
+
+/// The schema versions a command type accepts (`None`: not a ledger command).
+pub fn schema_versions(command_type: u16) -> Option<std::ops::RangeInclusive<u16>> {
+    match command_type {
+        command_type::CREATE_TRANSFERS => Some(1..=CREATE_TRANSFERS_VERSION),
+        command_type::CREATE_ACCOUNTS
+        | command_type::LOOKUP_ACCOUNT
+        | command_type::LOOKUP_TRANSFER => Some(1..=1),
+        _ => None,
+    }
+}
+
+/// The schema version this build writes for `command_type`.
+pub fn schema_version(command_type: u16) -> u16 {
+    schema_versions(command_type).map_or(1, |versions| *versions.end())
+}
+
+/// A command of `command_type` carrying `payload`, with the schema version
+/// this build writes.
 pub fn command(command_type: u16, payload: &[u8]) -> Command<'_> {
     let mut command = Command::new(command_type, payload);
-    command.schema_version = 1;
+    command.schema_version = schema_version(command_type);
     command
 }
 

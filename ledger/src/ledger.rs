@@ -28,6 +28,7 @@ use crate::hash::{account_static_term, account_term, account_term_with, transfer
 use crate::memory::FixedVec;
 use crate::results::{CreateAccountResult, CreateTransferResult};
 use crate::table::IdIndex;
+use crate::transfer::Rules;
 use crate::types::{
     account_flags, transfer_flags, Account, ArchivedTransfer, PendingState, Transfer,
 };
@@ -505,6 +506,7 @@ impl Ledger {
         &mut self,
         batch: &ArchivedTransferBatch<'_>,
         base: u64,
+        rules: Rules,
         outcome: &mut Outcome,
     ) {
         let events = &batch.transfers;
@@ -512,7 +514,9 @@ impl Ledger {
         self.run_batch(
             events.len(),
             |i| events[i].flags.to_native() & transfer_flags::LINKED != 0,
-            |ledger, i| ledger.create_transfer(&events[i].to_native(), base + i as u64) as u8,
+            |ledger, i| {
+                ledger.create_transfer(&events[i].to_native(), base + i as u64, rules) as u8
+            },
             CreateTransferResult::linked_event_chain_open as u8,
             &mut results,
         );
@@ -715,7 +719,8 @@ impl StateMachine for Ledger {
             },
             command_type::CREATE_TRANSFERS => match commands::access_create_transfers(payload) {
                 Some(batch) => {
-                    self.create_transfers(batch, base, outcome);
+                    let rules = Rules::for_version(command.header.schema_version);
+                    self.create_transfers(batch, base, rules, outcome);
                     batch.transfers.len()
                 }
                 None => {

@@ -9,21 +9,65 @@ use crate::types::{account_flags as af, transfer_flags as f, Account, PendingSta
 
 const NS_PER_SECOND: u64 = 1_000_000_000;
 
+/// The amount that, in a post under [`Rules::Tb017`], posts the whole
+/// pending amount (TigerBeetle's `AMOUNT_MAX`; Keel's amounts are 64-bit).
+pub const AMOUNT_MAX: u64 = u64::MAX;
+
+/// Which post/void rules a `create_transfers` command runs under: its
+/// schema version ([`crate::commands::CREATE_TRANSFERS_VERSION`]). A
+/// journal replays each command under the rules it was written with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rules {
+    /// Schema version 1 (Keel before TigerBeetle 0.17 parity): a post of
+    /// amount 0 posts the whole pending amount; a post or void stores its
+    /// own user data (zeros stay zeros); a post may go into a closed
+    /// account; a pending transfer expires only at the start of a command.
+    Keel1,
+    /// Schema version 2 (TigerBeetle 0.17): a post posts exactly its
+    /// amount (0 posts nothing, [`AMOUNT_MAX`] the whole pending amount); a
+    /// zero `user_data_*` inherits the pending transfer's; only a void may
+    /// touch a closed account; a post or void at or past the pending
+    /// transfer's deadline is `pending_transfer_expired`, also within the
+    /// command that passes it.
+    Tb017,
+}
+
+impl Rules {
+    /// The rules of `create_transfers` schema version `version`.
+    pub fn for_version(version: u16) -> Rules {
+        match version {
+            0 | 1 => Rules::Keel1,
+            _ => Rules::Tb017,
+        }
+    }
+
+    /// The amount a post or void of `t` asks for, given the pending amount.
+    fn requested(self, t: &Transfer, pending_amount: u64) -> u64 {
+        let post = t.flags & f::POST_PENDING_TRANSFER != 0;
+        match (self, post) {
+            (Rules::Tb017, true) if t.amount == AMOUNT_MAX => pending_amount,
+            (Rules::Tb017, true) => t.amount,
+            (_, _) if t.amount == 0 => pending_amount,
+            (_, _) => t.amount,
+        }
+    }
+}
+
 impl Ledger {
     /// Applies one transfer stamped `timestamp`, or says why not.
     ///
     /// TigerBeetle 0.17's order: timestamp, reserved flags and id; then
     /// idempotence (`exists*`) before any other field or lookup; then the
     /// post/void path or a new transfer.
-    pub(crate) fn create_transfer(&mut self, t: &Transfer, timestamp: u64) -> R {
+    pub(crate) fn create_transfer(&mut self, t: &Transfer, timestamp: u64, rules: Rules) -> R {
         if let Err(code) = validate(t) {
             return code;
         }
         if let Some(position) = self.transfer_position(t.id) {
-            return self.exists(&self.transfers[position as usize].transfer, t);
+            return self.exists(&self.transfers[position as usize].transfer, t, rules);
         }
         if t.flags & (f::POST_PENDING_TRANSFER | f::VOID_PENDING_TRANSFER) != 0 {
-            return self.post_or_void(t, timestamp);
+            return self.post_or_void(t, timestamp, rules);
         }
         match self.check_new(t, timestamp) {
             Ok(plan) => {
@@ -144,8 +188,8 @@ impl Ledger {
     }
 
     /// Posts or voids the pending transfer `t.pending_id`.
-    fn post_or_void(&mut self, t: &Transfer, timestamp: u64) -> R {
-        let (position, pending, resolved) = match self.check_post_or_void(t) {
+    fn post_or_void(&mut self, t: &Transfer, timestamp: u64, rules: Rules) -> R {
+        let (position, pending, resolved) = match self.check_post_or_void(t, timestamp, rules) {
             Ok(checked) => checked,
             Err(code) => return code,
         };
@@ -183,10 +227,9 @@ impl Ledger {
 
     /// The result for an id that exists (TigerBeetle 0.17,
     /// `create_transfer_exists` and `post_or_void_pending_transfer_exists`):
-    /// `exists` for a retry, else the first field that differs. Keel's own
-    /// post/void rules stand for the amount (0 means the pending amount) and
-    /// user data (not inherited from the pending transfer yet).
-    fn exists(&self, e: &Transfer, t: &Transfer) -> R {
+    /// `exists` for a retry, else the first field that differs. A post or
+    /// void's amount and zero user data mean what they mean under `rules`.
+    fn exists(&self, e: &Transfer, t: &Transfer, rules: Rules) -> R {
         let first = |checks: &[(bool, R)]| checks.iter().find(|(d, _)| *d).map(|&(_, c)| c);
         if let Some(code) = first(&[
             (e.flags != t.flags, R::exists_with_different_flags),
@@ -198,30 +241,37 @@ impl Ledger {
         ]) {
             return code;
         }
-        let user_data = [
-            (
-                t.user_data_128 != e.user_data_128,
-                R::exists_with_different_user_data_128,
-            ),
-            (
-                t.user_data_64 != e.user_data_64,
-                R::exists_with_different_user_data_64,
-            ),
-            (
-                t.user_data_32 != e.user_data_32,
-                R::exists_with_different_user_data_32,
-            ),
-        ];
-        if t.flags & (f::POST_PENDING_TRANSFER | f::VOID_PENDING_TRANSFER) != 0 {
-            let pending_amount = self
-                .transfer_position(t.pending_id)
-                .map(|p| self.transfers[p as usize].transfer.amount)
-                .expect("a post or void's pending transfer exists");
-            let amount = if t.amount == 0 {
-                pending_amount
-            } else {
-                t.amount
+        let user_data = |p: Option<&Transfer>| {
+            // Under Tb017 a zero field of a post or void stands for the
+            // pending transfer's value.
+            let inherit = |mine: u128, theirs: u128| match (rules, p) {
+                (Rules::Tb017, Some(_)) if mine == 0 => theirs,
+                _ => mine,
             };
+            let p = p.unwrap_or(t);
+            [
+                (
+                    inherit(t.user_data_128, p.user_data_128) != e.user_data_128,
+                    R::exists_with_different_user_data_128,
+                ),
+                (
+                    inherit(t.user_data_64.into(), p.user_data_64.into())
+                        != u128::from(e.user_data_64),
+                    R::exists_with_different_user_data_64,
+                ),
+                (
+                    inherit(t.user_data_32.into(), p.user_data_32.into())
+                        != u128::from(e.user_data_32),
+                    R::exists_with_different_user_data_32,
+                ),
+            ]
+        };
+        if t.flags & (f::POST_PENDING_TRANSFER | f::VOID_PENDING_TRANSFER) != 0 {
+            let pending = self
+                .transfer_position(t.pending_id)
+                .map(|p| self.transfers[p as usize].transfer)
+                .expect("a post or void's pending transfer exists");
+            let amount = rules.requested(t, pending.amount);
             return first(&[
                 (
                     t.debit_account_id != 0 && t.debit_account_id != e.debit_account_id,
@@ -233,7 +283,7 @@ impl Ledger {
                 ),
                 (amount != e.amount, R::exists_with_different_amount),
             ])
-            .or_else(|| first(&user_data))
+            .or_else(|| first(&user_data(Some(&pending))))
             .or_else(|| {
                 first(&[
                     (
@@ -266,7 +316,7 @@ impl Ledger {
             ),
             (amount_differs, R::exists_with_different_amount),
         ])
-        .or_else(|| first(&user_data))
+        .or_else(|| first(&user_data(None)))
         .or_else(|| {
             first(&[
                 (t.ledger != e.ledger, R::exists_with_different_ledger),
@@ -278,7 +328,12 @@ impl Ledger {
 
     /// Checks a post or void; returns the pending transfer's position, the
     /// pending transfer and the resolved post/void.
-    fn check_post_or_void(&self, t: &Transfer) -> Result<(u32, Transfer, Transfer), R> {
+    fn check_post_or_void(
+        &self,
+        t: &Transfer,
+        timestamp: u64,
+        rules: Rules,
+    ) -> Result<(u32, Transfer, Transfer), R> {
         let fail = |cond: bool, code: R| if cond { Err(code) } else { Ok(()) };
         let both = f::POST_PENDING_TRANSFER | f::VOID_PENDING_TRANSFER;
         let others = f::PENDING
@@ -302,7 +357,7 @@ impl Ledger {
             p.transfer.flags & f::PENDING == 0,
             R::pending_transfer_not_pending,
         )?;
-        let resolved = resolve(t, &p.transfer)?;
+        let resolved = resolve(t, &p.transfer, rules)?;
         fail(
             p.state == PendingState::Posted,
             R::pending_transfer_already_posted,
@@ -315,7 +370,27 @@ impl Ledger {
             p.state == PendingState::Expired,
             R::pending_transfer_expired,
         )?;
-        if t.flags & f::POST_PENDING_TRANSFER != 0 {
+        let post = t.flags & f::POST_PENDING_TRANSFER != 0;
+        if rules == Rules::Tb017 {
+            // Its deadline may pass within this command, before the next
+            // command's start expires it.
+            fail(
+                p.expires_at != 0 && p.expires_at <= timestamp,
+                R::pending_transfer_expired,
+            )?;
+            // The only movement a closed account takes is a void.
+            let closed =
+                |id| self.account(id).expect("pending accounts exist").flags & af::CLOSED != 0;
+            fail(
+                post && closed(p.transfer.debit_account_id),
+                R::debit_account_already_closed,
+            )?;
+            fail(
+                post && closed(p.transfer.credit_account_id),
+                R::credit_account_already_closed,
+            )?;
+        }
+        if post {
             let debit = self
                 .account(p.transfer.debit_account_id)
                 .expect("pending accounts exist");
@@ -426,7 +501,7 @@ fn check_limits(dr: &Account, cr: &Account, amount: u64) -> Result<(), R> {
 
 /// A post/void with its zero fields taken from the pending transfer, or why
 /// it contradicts the pending transfer.
-fn resolve(t: &Transfer, p: &Transfer) -> Result<Transfer, R> {
+fn resolve(t: &Transfer, p: &Transfer, rules: Rules) -> Result<Transfer, R> {
     let fail = |cond: bool, code: R| if cond { Err(code) } else { Ok(()) };
     fail(
         t.debit_account_id != 0 && t.debit_account_id != p.debit_account_id,
@@ -444,25 +519,38 @@ fn resolve(t: &Transfer, p: &Transfer) -> Result<Transfer, R> {
         t.code != 0 && t.code != p.code,
         R::pending_transfer_has_different_code,
     )?;
-    // More than the pending amount exceeds it (a post or a void); a void of
-    // less than all of it is a different amount; 0 means all of it.
-    fail(t.amount > p.amount, R::exceeds_pending_transfer_amount)?;
-    let post = t.flags & f::POST_PENDING_TRANSFER != 0;
+    // More than the pending amount exceeds it (a post or a void); a void
+    // must release all of it.
+    let amount = rules.requested(t, p.amount);
+    fail(amount > p.amount, R::exceeds_pending_transfer_amount)?;
+    let void = t.flags & f::VOID_PENDING_TRANSFER != 0;
     fail(
-        !post && t.amount != 0 && t.amount < p.amount,
+        void && amount < p.amount,
         R::pending_transfer_has_different_amount,
     )?;
-    let amount = if post && t.amount != 0 {
-        t.amount
-    } else {
-        p.amount
-    };
-    Ok(Transfer {
+    let resolved = Transfer {
         debit_account_id: p.debit_account_id,
         credit_account_id: p.credit_account_id,
         ledger: p.ledger,
         code: p.code,
         amount,
         ..*t
+    };
+    Ok(match rules {
+        Rules::Keel1 => resolved,
+        Rules::Tb017 => Transfer {
+            user_data_128: nonzero_or(t.user_data_128, p.user_data_128),
+            user_data_64: nonzero_or(t.user_data_64, p.user_data_64),
+            user_data_32: nonzero_or(t.user_data_32, p.user_data_32),
+            ..resolved
+        },
     })
+}
+
+fn nonzero_or<T: PartialEq + Default>(mine: T, theirs: T) -> T {
+    if mine == T::default() {
+        theirs
+    } else {
+        mine
+    }
 }

@@ -12,6 +12,9 @@ pub mod validation_code {
     pub const UNKNOWN_COMMAND_TYPE: u32 = 1;
     /// The payload does not decode as the command type's schema.
     pub const MALFORMED_PAYLOAD: u32 = 2;
+    /// The command's schema version is not one this build knows for its
+    /// type (`commands::schema_versions`).
+    pub const UNKNOWN_SCHEMA_VERSION: u32 = 3;
 }
 
 /// Checks command type and payload shape (the same zero-copy access the
@@ -22,6 +25,13 @@ pub struct LedgerValidator;
 impl Validator for LedgerValidator {
     fn validate(&self, command: &Command<'_>) -> Result<(), ValidationError> {
         let p = command.payload;
+        if let Some(versions) = commands::schema_versions(command.command_type) {
+            if !versions.contains(&command.schema_version) {
+                return Err(ValidationError {
+                    code: validation_code::UNKNOWN_SCHEMA_VERSION,
+                });
+            }
+        }
         let decodes = match command.command_type {
             command_type::CREATE_ACCOUNTS => commands::access_create_accounts(p).is_some(),
             command_type::CREATE_TRANSFERS => commands::access_create_transfers(p).is_some(),

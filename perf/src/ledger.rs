@@ -169,7 +169,7 @@ impl Driver {
     fn apply_payload(&mut self, kind: u16, payload: &[u8], ahead: Option<&[u8]>) {
         let header = |len: usize, sequence: u64| CommandHeader {
             command_type: kind,
-            schema_version: 1,
+            schema_version: keel_ledger::commands::schema_version(kind),
             payload_len: len as u32,
             timestamp_ns: sequence + 1,
             ..CommandHeader::default()
@@ -273,7 +273,7 @@ pub(crate) fn write_journal(dir: &Path, accounts: u32, transfers: u64) {
     let mut append = |journal: &mut Journal<FsStorage>, kind: u16, payload: &[u8]| {
         let header = CommandHeader {
             command_type: kind,
-            schema_version: 1,
+            schema_version: keel_ledger::commands::schema_version(kind),
             payload_len: payload.len() as u32,
             timestamp_ns: 1_000 + sequence,
             ..CommandHeader::default()

@@ -78,7 +78,7 @@ pub(crate) fn payload_transfer(id: u128, amount: u64) -> Vec<u8> {
 pub(crate) fn request(command_type: u16, payload: &[u8]) -> Request<'_> {
     Request {
         command_type,
-        schema_version: 1,
+        schema_version: keel_ledger::commands::schema_version(command_type),
         payload,
     }
 }
@@ -540,7 +540,7 @@ fn a_pool_batches_many_callers_into_shared_frames_and_applies_each_once() {
         keel_client::BlockingPool::connect(client_config(server.local_addr(), 0), 2).unwrap();
     let owned = |command_type, payload: Vec<u8>| keel_client::OwnedRequest {
         command_type,
-        schema_version: 1,
+        schema_version: keel_ledger::commands::schema_version(command_type),
         payload,
     };
     let created = pool
@@ -618,7 +618,7 @@ fn request_frame(session: u64, request: u64, command_type: u16, payload: &[u8]) 
             request,
             correlation: request,
             command_type,
-            schema_version: 1,
+            schema_version: keel_ledger::commands::schema_version(command_type),
             payload,
         },
     );

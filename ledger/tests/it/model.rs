@@ -407,8 +407,12 @@ impl Model {
         }
         let post_or_void = t.flags & (tf::POST_PENDING_TRANSFER | tf::VOID_PENDING_TRANSFER) != 0;
         let differs = if post_or_void {
+            // TigerBeetle 0.17 (docs: two-phase transfers): a void's amount 0
+            // and a post's AMOUNT_MAX stand for the pending amount; a zero
+            // user_data field stands for the pending transfer's.
             let p = self.transfers[&t.pending_id].0;
-            let amount = if t.amount == 0 { p.amount } else { t.amount };
+            let amount = requested(t, p.amount);
+            let or_pending = |mine: u128, pending: u128| if mine == 0 { pending } else { mine };
             [
                 (
                     t.debit_account_id != 0 && t.debit_account_id != e.debit_account_id,
@@ -420,15 +424,17 @@ impl Model {
                 ),
                 (amount != e.amount, T::exists_with_different_amount),
                 (
-                    t.user_data_128 != e.user_data_128,
+                    or_pending(t.user_data_128, p.user_data_128) != e.user_data_128,
                     T::exists_with_different_user_data_128,
                 ),
                 (
-                    t.user_data_64 != e.user_data_64,
+                    or_pending(t.user_data_64.into(), p.user_data_64.into())
+                        != u128::from(e.user_data_64),
                     T::exists_with_different_user_data_64,
                 ),
                 (
-                    t.user_data_32 != e.user_data_32,
+                    or_pending(t.user_data_32.into(), p.user_data_32.into())
+                        != u128::from(e.user_data_32),
                     T::exists_with_different_user_data_32,
                 ),
                 (
@@ -501,7 +507,7 @@ impl Model {
         if let Some(&(_, code)) = checks.iter().find(|(failed, _)| *failed) {
             return code;
         }
-        let Some(&(p, state, _)) = self.transfers.get(&t.pending_id) else {
+        let Some(&(p, state, deadline)) = self.transfers.get(&t.pending_id) else {
             return T::pending_transfer_not_found;
         };
         if p.flags & tf::PENDING == 0 {
@@ -525,28 +531,43 @@ impl Model {
                 t.code != 0 && t.code != p.code,
                 T::pending_transfer_has_different_code,
             ),
-            // Both: more than the pending amount exceeds it; a void of
-            // less than all of it is a different amount (0 means all).
-            (t.amount > p.amount, T::exceeds_pending_transfer_amount),
+            // A post of less than the pending amount posts that much (0:
+            // nothing), of more (short of AMOUNT_MAX) exceeds it; a void
+            // releases all of it, so less is a different amount.
             (
-                !post && t.amount != 0 && t.amount < p.amount,
+                requested(t, p.amount) > p.amount,
+                T::exceeds_pending_transfer_amount,
+            ),
+            (
+                !post && requested(t, p.amount) < p.amount,
                 T::pending_transfer_has_different_amount,
             ),
         ];
         if let Some(&(_, code)) = mismatch.iter().find(|(failed, _)| *failed) {
             return code;
         }
-        let amount = if post && t.amount != 0 {
-            t.amount
-        } else {
-            p.amount
-        };
+        let amount = requested(t, p.amount);
         let resolved = Transfer {
             debit_account_id: p.debit_account_id,
             credit_account_id: p.credit_account_id,
             ledger: p.ledger,
             code: p.code,
             amount,
+            user_data_128: if t.user_data_128 == 0 {
+                p.user_data_128
+            } else {
+                t.user_data_128
+            },
+            user_data_64: if t.user_data_64 == 0 {
+                p.user_data_64
+            } else {
+                t.user_data_64
+            },
+            user_data_32: if t.user_data_32 == 0 {
+                p.user_data_32
+            } else {
+                t.user_data_32
+            },
             ..*t
         };
         match state {
@@ -554,6 +575,18 @@ impl Model {
             PendingState::Voided => return T::pending_transfer_already_voided,
             PendingState::Expired => return T::pending_transfer_expired,
             _ => {}
+        }
+        // Its deadline may pass inside this command (expiry itself runs
+        // between commands).
+        if deadline != 0 && deadline <= ts {
+            return T::pending_transfer_expired;
+        }
+        // A closed account takes only voids.
+        if post && self.accounts[&p.debit_account_id].flags & af::CLOSED != 0 {
+            return T::debit_account_already_closed;
+        }
+        if post && self.accounts[&p.credit_account_id].flags & af::CLOSED != 0 {
+            return T::credit_account_already_closed;
         }
         let max = u128::from(u64::MAX);
         if post {
@@ -590,5 +623,15 @@ impl Model {
             ),
         );
         T::ok
+    }
+}
+
+/// The amount a post or void asks for (TigerBeetle 0.17): a void's 0 and a
+/// post's AMOUNT_MAX mean the whole pending amount.
+fn requested(t: &Transfer, pending_amount: u64) -> u64 {
+    let post = t.flags & tf::POST_PENDING_TRANSFER != 0;
+    match (post, t.amount) {
+        (true, u64::MAX) | (false, 0) => pending_amount,
+        (_, amount) => amount,
     }
 }

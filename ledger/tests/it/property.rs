@@ -59,7 +59,13 @@ fn transfer() -> impl Strategy<Value = Transfer> {
         1 => Just(tf::CLOSING_DEBIT),
     ];
     // Small amounts hit balance limits exactly; huge ones hit overflow checks.
-    let amount = prop_oneof![6 => 0u64..20, 3 => 0u64..1_000, 1 => Just(u64::MAX - 5)];
+    // AMOUNT_MAX posts a whole pending amount.
+    let amount = prop_oneof![
+        6 => 0u64..20,
+        3 => 0u64..1_000,
+        1 => Just(u64::MAX - 5),
+        1 => Just(u64::MAX),
+    ];
     (
         1u128..=60,
         0u128..=11,
@@ -69,9 +75,11 @@ fn transfer() -> impl Strategy<Value = Transfer> {
         any::<bool>(),
         0u32..=3,
         0u128..=60,
+        // Zero user data on a post or void inherits the pending transfer's.
+        prop_oneof![2 => Just(0u64), 1 => 1u64..=3],
     )
         .prop_map(
-            |(id, debit, credit, amount, kind, linked, timeout, pending_id)| {
+            |(id, debit, credit, amount, kind, linked, timeout, pending_id, user_data)| {
                 let post_or_void =
                     kind & (tf::POST_PENDING_TRANSFER | tf::VOID_PENDING_TRANSFER) != 0;
                 Transfer {
@@ -84,6 +92,9 @@ fn transfer() -> impl Strategy<Value = Transfer> {
                     ledger: if post_or_void { 0 } else { 1 },
                     code: if post_or_void { 0 } else { 1 },
                     flags: kind | if linked { tf::LINKED } else { 0 },
+                    user_data_128: u128::from(user_data),
+                    user_data_64: user_data * 10,
+                    user_data_32: (user_data % 2) as u32,
                     ..Transfer::default()
                 }
             },

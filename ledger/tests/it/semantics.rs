@@ -3,7 +3,7 @@
 use keel_ledger::commands::{self, command_type, outcome_code};
 use keel_ledger::{
     account_flags as af, transfer_flags as tf, CreateAccountResult as A, CreateTransferResult as T,
-    PendingState, Transfer,
+    PendingState, Transfer, AMOUNT_MAX,
 };
 
 use crate::support::{account, transfer, Harness};
@@ -336,7 +336,7 @@ fn a_chain_may_create_and_post_a_pending_transfer() {
         Transfer {
             flags: tf::POST_PENDING_TRANSFER,
             pending_id: 1,
-            ..transfer(2, 0, 0, 0)
+            ..transfer(2, 0, 0, AMOUNT_MAX)
         },
     ]);
     assert_eq!(results, ok(2));
@@ -615,4 +615,193 @@ fn post_and_void_rules_of_tigerbeetle_0_17() {
         h.transfers(&[balancing(29)]),
         [T::exists_with_different_amount as u8]
     );
+}
+
+fn pending(id: u128, amount: u64, user_data: u64) -> Transfer {
+    Transfer {
+        flags: tf::PENDING,
+        user_data_128: user_data.into(),
+        user_data_64: user_data,
+        user_data_32: user_data as u32,
+        ..transfer(id, 1, 2, amount)
+    }
+}
+
+fn post(id: u128, pending_id: u128, amount: u64) -> Transfer {
+    Transfer {
+        flags: tf::POST_PENDING_TRANSFER,
+        pending_id,
+        ..transfer(id, 0, 0, amount)
+    }
+}
+
+#[test]
+fn a_post_posts_its_amount_zero_posts_nothing_and_amount_max_posts_all() {
+    // TigerBeetle 0.16+: "If the posted amount is less than the pending
+    // transfer's amount, then only this amount is posted" (0 included);
+    // AMOUNT_MAX or the pending amount posts all of it.
+    let mut h = ledger_with_accounts(&[0, 0]);
+    assert_eq!(h.transfers(&[pending(1, 40, 0), pending(2, 40, 0)]), ok(2));
+    assert_eq!(h.transfers(&[post(3, 1, 0), post(4, 2, AMOUNT_MAX)]), ok(2));
+    let (dr, cr) = (h.account(1), h.account(2));
+    assert_eq!((dr.debits_pending, dr.debits_posted), (0, 40));
+    assert_eq!((cr.credits_pending, cr.credits_posted), (0, 40));
+    assert_eq!(h.ledger.transfer(3).unwrap().0.amount, 0, "posted nothing");
+    assert_eq!(h.ledger.transfer(4).unwrap().0.amount, 40, "posted all");
+    assert_eq!(h.ledger.transfer(1).unwrap().1, PendingState::Posted);
+    // Retries: AMOUNT_MAX stands for the pending amount; 0 for nothing.
+    assert_eq!(h.transfers(&[post(4, 2, AMOUNT_MAX)]), [T::exists as u8]);
+    assert_eq!(h.transfers(&[post(4, 2, 40)]), [T::exists as u8]);
+    assert_eq!(h.transfers(&[post(3, 1, 0)]), [T::exists as u8]);
+    assert_eq!(
+        h.transfers(&[post(3, 1, 40)]),
+        [T::exists_with_different_amount as u8]
+    );
+    assert_eq!(h.transfers(&[pending(5, 40, 0)]), ok(1));
+    assert_eq!(
+        h.transfers(&[post(6, 5, AMOUNT_MAX - 1)]),
+        [T::exceeds_pending_transfer_amount as u8]
+    );
+}
+
+#[test]
+fn a_post_or_void_with_zero_user_data_inherits_the_pending_transfers() {
+    let mut h = ledger_with_accounts(&[0, 0]);
+    assert_eq!(h.transfers(&[pending(1, 10, 7), pending(2, 10, 7)]), ok(2));
+    let own = Transfer {
+        user_data_64: 99,
+        ..post(3, 1, AMOUNT_MAX)
+    };
+    let void = Transfer {
+        flags: tf::VOID_PENDING_TRANSFER,
+        ..post(4, 2, 0)
+    };
+    assert_eq!(h.transfers(&[own, void]), ok(2));
+    let posted = h.ledger.transfer(3).unwrap().0;
+    assert_eq!(
+        (
+            posted.user_data_128,
+            posted.user_data_64,
+            posted.user_data_32
+        ),
+        (7, 99, 7),
+        "zero fields inherited, a set one kept"
+    );
+    let voided = h.ledger.transfer(4).unwrap().0;
+    assert_eq!(
+        (
+            voided.user_data_128,
+            voided.user_data_64,
+            voided.user_data_32
+        ),
+        (7, 7, 7)
+    );
+    // A retry with zeros is the same transfer; naming the inherited value too.
+    assert_eq!(h.transfers(&[void]), [T::exists as u8]);
+    let explicit = Transfer {
+        user_data_128: 7,
+        ..void
+    };
+    assert_eq!(h.transfers(&[explicit]), [T::exists as u8]);
+    let other = Transfer {
+        user_data_32: 8,
+        ..void
+    };
+    assert_eq!(
+        h.transfers(&[other]),
+        [T::exists_with_different_user_data_32 as u8]
+    );
+}
+
+#[test]
+fn a_deadline_passing_within_a_command_expires_the_pending_transfer_for_later_events() {
+    let mut h = ledger_with_accounts(&[0, 0]);
+    let created_at = h.now_ns;
+    let timed = Transfer {
+        timeout: 1,
+        ..pending(1, 10, 0)
+    };
+    assert_eq!(h.transfers(&[timed]), ok(1));
+    // The next command starts 1 ns before the deadline: its first event
+    // runs before it, its second at it.
+    h.now_ns = created_at + 1_000_000_000 - 1;
+    let results = h.transfers(&[transfer(2, 1, 2, 1), post(3, 1, AMOUNT_MAX)]);
+    assert_eq!(results, [0, T::pending_transfer_expired as u8]);
+    assert_eq!(h.account(2).credits_posted, 1, "only the first event ran");
+    // The next command's start expires it and releases the reservation.
+    assert_eq!(h.transfers(&[transfer(4, 1, 2, 1)]), ok(1));
+    assert_eq!(h.ledger.transfer(1).unwrap().1, PendingState::Expired);
+    assert_eq!(h.account(1).debits_pending, 0);
+}
+
+#[test]
+fn a_closed_account_takes_only_a_void() {
+    let mut h = ledger_with_accounts(&[0, 0]);
+    let closing = Transfer {
+        flags: tf::PENDING | tf::CLOSING_CREDIT,
+        ..transfer(2, 1, 2, 0)
+    };
+    assert_eq!(h.transfers(&[pending(1, 10, 0), closing]), ok(2));
+    assert_eq!(
+        h.transfers(&[post(3, 1, AMOUNT_MAX)]),
+        [T::credit_account_already_closed as u8]
+    );
+    let void = Transfer {
+        flags: tf::VOID_PENDING_TRANSFER,
+        ..post(4, 1, 0)
+    };
+    assert_eq!(
+        h.transfers(&[void]),
+        ok(1),
+        "a void releases the reservation"
+    );
+    assert_eq!(h.account(1).debits_pending, 0);
+}
+
+#[test]
+fn schema_version_1_commands_replay_under_the_rules_they_were_written_with() {
+    // A journal written before TigerBeetle 0.17 parity: the same bytes at
+    // schema version 1 keep Keel's earlier rules, so replay reproduces the
+    // state acknowledged then.
+    let mut h = ledger_with_accounts(&[0, 0]);
+    h.schema_version = Some(1);
+    let closing = Transfer {
+        flags: tf::PENDING | tf::CLOSING_CREDIT,
+        ..transfer(4, 1, 2, 0)
+    };
+    assert_eq!(
+        h.transfers(&[pending(1, 40, 7), pending(2, 5, 0), closing]),
+        ok(3)
+    );
+    assert_eq!(h.transfers(&[post(3, 1, 0), post(5, 2, 5)]), ok(2));
+    let posted = h.ledger.transfer(3).unwrap().0;
+    assert_eq!(posted.amount, 40, "version 1: amount 0 posts all");
+    assert_eq!(
+        posted.user_data_128, 0,
+        "version 1: user data not inherited"
+    );
+    assert_eq!(
+        h.account(2).credits_posted,
+        45,
+        "version 1: a post into a closed account"
+    );
+    // The validator accepts both versions and refuses others.
+    use keel_core::Validator;
+    let mut buf = [0u8; 896];
+    let len = commands::encode_create_transfers(&[transfer(9, 1, 2, 1)], &mut buf).unwrap();
+    let mut command = commands::command(command_type::CREATE_TRANSFERS, &buf[..len]);
+    assert_eq!(command.schema_version, 2, "this build writes version 2");
+    let validator = keel_ledger::LedgerValidator;
+    for (version, accepted) in [(1, true), (2, true), (3, false), (0, false)] {
+        command.schema_version = version;
+        assert_eq!(
+            validator.validate(&command).map_err(|e| e.code),
+            if accepted {
+                Ok(())
+            } else {
+                Err(keel_ledger::validation_code::UNKNOWN_SCHEMA_VERSION)
+            },
+            "schema version {version}"
+        );
+    }
 }

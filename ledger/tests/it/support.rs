@@ -12,6 +12,9 @@ pub struct Harness {
     pub sequence: u64,
     /// The next command's timestamp (ns); advanced by 1 ms per command.
     pub now_ns: u64,
+    /// The schema version commands are sent with (`None`: the current one
+    /// of each command type).
+    pub schema_version: Option<u16>,
 }
 
 impl Harness {
@@ -25,6 +28,7 @@ impl Harness {
             dedup: DedupTable::with_capacity(16),
             sequence: 0,
             now_ns: 1_000_000_000,
+            schema_version: None,
         }
     }
 
@@ -35,13 +39,16 @@ impl Harness {
             dedup: DedupTable::with_capacity(16),
             sequence,
             now_ns,
+            schema_version: None,
         }
     }
 
     pub fn raw(&mut self, command_type: u16, payload: &[u8]) -> Outcome {
         let header = CommandHeader {
             command_type,
-            schema_version: 1,
+            schema_version: self
+                .schema_version
+                .unwrap_or_else(|| commands::schema_version(command_type)),
             payload_len: payload.len() as u32,
             timestamp_ns: self.now_ns,
             ..CommandHeader::default()
