@@ -554,7 +554,9 @@ impl Window {
     ) -> Result<(), LoadError> {
         let (pending, late) = self.pending.pop_front().expect("not empty");
         let ack = futures::executor::block_on(pending).map_err(ClientError::from)?;
-        let results = commands::event_results(&ack.outcome).map_err(ClientError::from)?;
+        let results =
+            commands::event_results(commands::command_type::CREATE_TRANSFERS, &ack.outcome)
+                .map_err(ClientError::from)?;
         on_done(&results, late.map(|late| late + ack.latency_ns));
         Ok(())
     }

@@ -349,7 +349,7 @@ async fn produce(
                 )));
             }
             let results_of = outcome(reply)
-                .and_then(|o| commands::event_results(&o).ok())
+                .and_then(|o| commands::event_results(command_type::CREATE_TRANSFERS, &o).ok())
                 .ok_or_else(|| BenchError::Unexpected("no event results".into()))?;
             for (&code, &amount) in results_of.codes().iter().zip(amounts) {
                 results[usize::from(code).min(63)] += 1;

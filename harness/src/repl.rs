@@ -312,7 +312,7 @@ fn describe(out: &mut String, kind: u16, reply: &ReplyEntry, ids: &[u128]) {
     };
     match kind {
         command_type::CREATE_ACCOUNTS | command_type::CREATE_TRANSFERS => {
-            let Ok(results) = commands::event_results(&outcome) else {
+            let Ok(results) = commands::event_results(kind, &outcome) else {
                 let _ = writeln!(out, "  malformed result (code {})", reply.code);
                 return;
             };

@@ -119,7 +119,7 @@ impl LedgerClient {
         options: CallOptions,
     ) -> Result<(Ack, EventResults), ClientError> {
         let ack = self.submit(kind, len, options)?;
-        let results = commands::event_results(&ack.outcome)?;
+        let results = commands::event_results(kind, &ack.outcome)?;
         Ok((ack, results))
     }
 

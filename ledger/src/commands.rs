@@ -109,13 +109,34 @@ pub struct EventResults {
     pub codes: [u8; EVENTS_PER_COMMAND_MAX],
 }
 
+/// Version 2: the codes are TigerBeetle 0.17's numbers. Version 1 (the
+/// same layout) holds Keel's earlier numbers; [`event_results`] translates
+/// them, knowing the command type.
 impl Schema for EventResults {
     const SCHEMA_ID: u16 = 16;
-    const VERSION: u16 = 1;
+    const VERSION: u16 = 2;
     const NAME: &'static str = "event_results";
 }
 
-impl Migrate for EventResults {}
+impl Migrate for EventResults {
+    fn migrate(version: u16, body: &[u8]) -> Result<Self, DecodeError> {
+        match version {
+            // Same layout; the codes are translated by `event_results`.
+            1 => {
+                let archived = Rkyv::access_body::<EventResults>(version, body)?;
+                Ok(EventResults {
+                    count: archived.count,
+                    codes: archived.codes,
+                })
+            }
+            _ => Err(DecodeError::NoMigration {
+                schema: Self::NAME,
+                version,
+                current: Self::VERSION,
+            }),
+        }
+    }
+}
 
 impl EventResults {
     /// Bytes of an encoded `EventResults` (codec header + archive).
@@ -260,9 +281,29 @@ pub fn command(command_type: u16, payload: &[u8]) -> Command<'_> {
     command
 }
 
-/// The per-event codes of a create command's outcome.
-pub fn event_results(outcome: &Outcome) -> Result<EventResults, DecodeError> {
-    Rkyv::decode(outcome.data())
+/// The per-event codes of the outcome of a `command_type` create command,
+/// in today's numbers (TigerBeetle 0.17's): an outcome written with Keel's
+/// earlier numbers (version 1, e.g. held in an idempotency window restored
+/// from an older snapshot) is translated.
+pub fn event_results(command_type: u16, outcome: &Outcome) -> Result<EventResults, DecodeError> {
+    let mut results: EventResults = Rkyv::decode(outcome.data())?;
+    let version = outcome
+        .data()
+        .get(2..4)
+        .map(|v| u16::from_le_bytes([v[0], v[1]]));
+    if version == Some(1) {
+        let count = usize::from(results.count).min(EVENTS_PER_COMMAND_MAX);
+        for code in &mut results.codes[..count] {
+            *code = match command_type {
+                command_type::CREATE_TRANSFERS => crate::results::TRANSFER_CODES_V1
+                    .get(usize::from(*code))
+                    .copied()
+                    .unwrap_or(*code),
+                _ => crate::results::account_code_from_v1(*code),
+            };
+        }
+    }
+    Ok(results)
 }
 
 /// The balances a `LOOKUP_ACCOUNT` returned (`None`: not found).

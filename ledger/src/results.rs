@@ -1,6 +1,10 @@
 //! Per-event result codes. A rejection is data: each event of a batch gets
 //! one code, in the order TigerBeetle documents its checks (the first failing
-//! check wins). Codes are stable on the wire: never renumber, only append.
+//! check wins). The numbers are TigerBeetle 0.17's (`ok` is 0, its
+//! `deprecated_ok`), so a client mapping codes by value reads them right;
+//! codes TigerBeetle does not have are numbered from 200. Outcomes written
+//! with Keel's earlier numbers (`EventResults` version 1) are translated
+//! when read ([`crate::commands::event_results`]).
 
 macro_rules! result_codes {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $value:literal,)* }) => {
@@ -12,7 +16,7 @@ macro_rules! result_codes {
         }
 
         impl $name {
-            /// Every code, in numeric order.
+            /// Every code, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant,)*];
 
             /// The code for a wire value, if it is one.
@@ -92,8 +96,8 @@ result_codes! {
         exists_with_different_code = 20,
         /// The id exists with the same fields (a retry): nothing changed.
         exists = 21,
-        /// The accounts table is at its configured capacity.
-        accounts_table_full = 22,
+        /// The accounts table is at its configured capacity (Keel's own).
+        accounts_table_full = 200,
     }
 }
 
@@ -138,7 +142,7 @@ result_codes! {
         /// Only a pending transfer has a timeout.
         timeout_reserved_for_pending_transfer = 17,
         /// Closing flags need the pending flag.
-        closing_transfer_must_be_pending = 18,
+        closing_transfer_must_be_pending = 64,
         /// `ledger` must not be zero.
         ledger_must_not_be_zero = 19,
         /// `code` must not be zero.
@@ -192,34 +196,176 @@ result_codes! {
         /// The id exists with another timeout.
         exists_with_different_timeout = 44,
         /// The id exists with another ledger.
-        exists_with_different_ledger = 45,
+        exists_with_different_ledger = 67,
         /// The id exists with another code.
-        exists_with_different_code = 46,
+        exists_with_different_code = 45,
         /// The id exists with the same fields (a retry): nothing changed.
-        exists = 47,
+        exists = 46,
         /// `debits_pending` would overflow.
-        overflows_debits_pending = 48,
+        overflows_debits_pending = 47,
         /// `credits_pending` would overflow.
-        overflows_credits_pending = 49,
+        overflows_credits_pending = 48,
         /// `debits_posted` would overflow.
-        overflows_debits_posted = 50,
+        overflows_debits_posted = 49,
         /// `credits_posted` would overflow.
-        overflows_credits_posted = 51,
+        overflows_credits_posted = 50,
         /// Pending plus posted debits would overflow.
-        overflows_debits = 52,
+        overflows_debits = 51,
         /// Pending plus posted credits would overflow.
-        overflows_credits = 53,
+        overflows_credits = 52,
         /// The expiry time would overflow.
-        overflows_timeout = 54,
+        overflows_timeout = 53,
         /// The debit account's debits would exceed its credits.
-        exceeds_credits = 55,
+        exceeds_credits = 54,
         /// The credit account's credits would exceed its debits.
-        exceeds_debits = 56,
+        exceeds_debits = 55,
         /// The debit account is closed.
-        debit_account_already_closed = 57,
+        debit_account_already_closed = 65,
         /// The credit account is closed.
-        credit_account_already_closed = 58,
-        /// The transfers table is at its configured capacity.
-        transfers_table_full = 59,
+        credit_account_already_closed = 66,
+        /// The transfers table is at its configured capacity (Keel's own).
+        transfers_table_full = 200,
+    }
+}
+
+/// Keel's numbers before TigerBeetle 0.17's (`EventResults` version 1) →
+/// today's, for `create_transfers` (index: the old number). Accounts moved
+/// only `accounts_table_full` (22 → 200).
+pub(crate) const TRANSFER_CODES_V1: [u8; 60] = {
+    let mut map = [0u8; 60];
+    let mut old = 0;
+    while old < 60 {
+        map[old] = match old {
+            18 => 64,
+            45 => 67,
+            46 => 45,
+            47 => 46,
+            48..=56 => old as u8 - 1,
+            57 => 65,
+            58 => 66,
+            59 => 200,
+            _ => old as u8,
+        };
+        old += 1;
+    }
+    map
+};
+
+/// See [`TRANSFER_CODES_V1`].
+pub(crate) fn account_code_from_v1(old: u8) -> u8 {
+    match old {
+        22 => 200,
+        old => old,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_tigerbeetles() {
+        // Pinned from TigerBeetle 0.17's `src/tigerbeetle.zig`.
+        use CreateTransferResult as T;
+        for (code, number) in [
+            (T::linked_event_chain_open, 2),
+            (T::reserved_flag, 4),
+            (T::flags_are_mutually_exclusive, 7),
+            (T::closing_transfer_must_be_pending, 64),
+            (T::pending_transfer_expired, 35),
+            (T::exists_with_different_flags, 36),
+            (T::exists_with_different_user_data_32, 43),
+            (T::exists_with_different_timeout, 44),
+            (T::exists_with_different_code, 45),
+            (T::exists, 46),
+            (T::overflows_debits_pending, 47),
+            (T::overflows_timeout, 53),
+            (T::exceeds_credits, 54),
+            (T::exceeds_debits, 55),
+            (T::debit_account_already_closed, 65),
+            (T::credit_account_already_closed, 66),
+            (T::exists_with_different_ledger, 67),
+        ] {
+            assert_eq!(code as u8, number, "{code}");
+        }
+        assert_eq!(CreateAccountResult::exists as u8, 21);
+        assert_eq!(CreateAccountResult::exists_with_different_flags as u8, 15);
+        assert_eq!(CreateAccountResult::flags_are_mutually_exclusive as u8, 8);
+    }
+
+    #[test]
+    fn every_old_number_maps_to_the_code_of_the_same_name() {
+        // Keel's version-1 names in their old numeric order.
+        let old_names = [
+            "ok",
+            "linked_event_failed",
+            "linked_event_chain_open",
+            "timestamp_must_be_zero",
+            "reserved_flag",
+            "id_must_not_be_zero",
+            "id_must_not_be_int_max",
+            "flags_are_mutually_exclusive",
+            "debit_account_id_must_not_be_zero",
+            "debit_account_id_must_not_be_int_max",
+            "credit_account_id_must_not_be_zero",
+            "credit_account_id_must_not_be_int_max",
+            "accounts_must_be_different",
+            "pending_id_must_be_zero",
+            "pending_id_must_not_be_zero",
+            "pending_id_must_not_be_int_max",
+            "pending_id_must_be_different",
+            "timeout_reserved_for_pending_transfer",
+            "closing_transfer_must_be_pending",
+            "ledger_must_not_be_zero",
+            "code_must_not_be_zero",
+            "debit_account_not_found",
+            "credit_account_not_found",
+            "accounts_must_have_the_same_ledger",
+            "transfer_must_have_the_same_ledger_as_accounts",
+            "pending_transfer_not_found",
+            "pending_transfer_not_pending",
+            "pending_transfer_has_different_debit_account_id",
+            "pending_transfer_has_different_credit_account_id",
+            "pending_transfer_has_different_ledger",
+            "pending_transfer_has_different_code",
+            "exceeds_pending_transfer_amount",
+            "pending_transfer_has_different_amount",
+            "pending_transfer_already_posted",
+            "pending_transfer_already_voided",
+            "pending_transfer_expired",
+            "exists_with_different_flags",
+            "exists_with_different_debit_account_id",
+            "exists_with_different_credit_account_id",
+            "exists_with_different_amount",
+            "exists_with_different_pending_id",
+            "exists_with_different_user_data_128",
+            "exists_with_different_user_data_64",
+            "exists_with_different_user_data_32",
+            "exists_with_different_timeout",
+            "exists_with_different_ledger",
+            "exists_with_different_code",
+            "exists",
+            "overflows_debits_pending",
+            "overflows_credits_pending",
+            "overflows_debits_posted",
+            "overflows_credits_posted",
+            "overflows_debits",
+            "overflows_credits",
+            "overflows_timeout",
+            "exceeds_credits",
+            "exceeds_debits",
+            "debit_account_already_closed",
+            "credit_account_already_closed",
+            "transfers_table_full",
+        ];
+        assert_eq!(old_names.len(), TRANSFER_CODES_V1.len());
+        for (old, name) in old_names.iter().enumerate() {
+            let new = CreateTransferResult::from_u8(TRANSFER_CODES_V1[old]).unwrap();
+            assert_eq!(new.name(), *name, "old number {old}");
+        }
+        assert_eq!(
+            CreateAccountResult::from_u8(account_code_from_v1(22)),
+            Some(CreateAccountResult::accounts_table_full)
+        );
     }
 }

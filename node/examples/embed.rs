@@ -6,7 +6,7 @@
 //!
 //! Run: `cargo run --release -p keel-node --example embed -- [DATA_DIR] [CONFIG.toml]`
 
-use keel_ledger::commands::event_results;
+use keel_ledger::commands::{command_type, event_results};
 use keel_ledger::{
     account_flags, transfer_flags, Account, CallOptions, CreateTransferResult, Transfer,
 };
@@ -86,7 +86,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     if in_flight.len() == 8 {
                         for pending in in_flight.drain(..) {
                             let ack = futures::executor::block_on(pending).unwrap();
-                            assert!(event_results(&ack.outcome).unwrap().codes()[0] == 0);
+                            assert!(
+                                event_results(command_type::CREATE_TRANSFERS, &ack.outcome)
+                                    .unwrap()
+                                    .codes()[0]
+                                    == 0
+                            );
                         }
                     }
                 }

@@ -271,7 +271,7 @@ impl Deriver {
             command_type::CREATE_ACCOUNTS | command_type::CREATE_TRANSFERS
         );
         if creates {
-            if let Ok(decoded) = event_results(&applied.outcome) {
+            if let Ok(decoded) = event_results(m.command_type, &applied.outcome) {
                 let codes = decoded.codes();
                 results[..codes.len()].copy_from_slice(codes);
                 events = codes.len() as u8;

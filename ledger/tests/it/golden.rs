@@ -25,6 +25,13 @@ fn golden(name: &str, bytes: &[u8]) {
     );
 }
 
+fn golden_bytes(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 fn sample_account() -> Account {
     Account {
         id: 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10,
@@ -85,7 +92,7 @@ fn a_full_batch_fits_a_slot_and_one_more_does_not() {
 }
 
 #[test]
-fn lookup_and_results_v1() {
+fn lookup_and_results() {
     let mut buf = [0u8; 64];
     let len = commands::encode_lookup(0xfeed, &mut buf).unwrap();
     golden("lookup-v1.bin", &buf[..len]);
@@ -94,8 +101,26 @@ fn lookup_and_results_v1() {
         codes: [0, 1, 55, 0, 0, 0, 0, 0, 0],
     };
     let len = Rkyv::encode(&results, &mut buf).unwrap();
-    golden("event_results-v1.bin", &buf[..len]);
+    golden("event_results-v2.bin", &buf[..len]);
     assert_eq!(Rkyv::decode::<EventResults>(&buf[..len]).unwrap(), results);
+    assert_eq!(results.encode_direct()[..], buf[..len]);
+    // Version 1 (Keel's earlier numbers) still reads, translated by the
+    // command type: its 55 was `exceeds_credits` (54 now) for transfers;
+    // account codes kept their numbers up to 21.
+    let v1 = golden_bytes("event_results-v1.bin");
+    let mut outcome = keel_core::Outcome::default();
+    outcome.set(keel_core::ResultCode(1), &v1);
+    let transfers = commands::event_results(commands::command_type::CREATE_TRANSFERS, &outcome);
+    assert_eq!(
+        transfers.unwrap().codes(),
+        [
+            0,
+            1,
+            keel_ledger::CreateTransferResult::exceeds_credits as u8
+        ]
+    );
+    let accounts = commands::event_results(commands::command_type::CREATE_ACCOUNTS, &outcome);
+    assert_eq!(accounts.unwrap().codes(), [0, 1, 55]);
     let balance = AccountBalance {
         debits_pending: 1,
         debits_posted: 2,

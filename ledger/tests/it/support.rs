@@ -67,14 +67,14 @@ impl Harness {
         let mut buf = [0u8; 896];
         let len = commands::encode_create_accounts(accounts, &mut buf).unwrap();
         let outcome = self.raw(command_type::CREATE_ACCOUNTS, &buf[..len]);
-        codes(&outcome)
+        codes(command_type::CREATE_ACCOUNTS, &outcome)
     }
 
     pub fn transfers(&mut self, transfers: &[Transfer]) -> Vec<u8> {
         let mut buf = [0u8; 896];
         let len = commands::encode_create_transfers(transfers, &mut buf).unwrap();
         let outcome = self.raw(command_type::CREATE_TRANSFERS, &buf[..len]);
-        codes(&outcome)
+        codes(command_type::CREATE_TRANSFERS, &outcome)
     }
 
     pub fn account(&self, id: u128) -> Account {
@@ -82,8 +82,8 @@ impl Harness {
     }
 }
 
-fn codes(outcome: &Outcome) -> Vec<u8> {
-    let results: EventResults = commands::event_results(outcome).unwrap();
+fn codes(command_type: u16, outcome: &Outcome) -> Vec<u8> {
+    let results: EventResults = commands::event_results(command_type, outcome).unwrap();
     results.codes().to_vec()
 }
 
