@@ -150,6 +150,7 @@ const ACCOUNT_FLAGS: &[(&str, u16)] = &[
     ),
     ("history", account_flags::HISTORY),
     ("closed", account_flags::CLOSED),
+    ("imported", account_flags::IMPORTED),
 ];
 
 const TRANSFER_FLAGS: &[(&str, u16)] = &[
@@ -167,6 +168,7 @@ const TRANSFER_FLAGS: &[(&str, u16)] = &[
     ("balancing_credit", transfer_flags::BALANCING_CREDIT),
     ("closing_debit", transfer_flags::CLOSING_DEBIT),
     ("closing_credit", transfer_flags::CLOSING_CREDIT),
+    ("imported", transfer_flags::IMPORTED),
 ];
 
 fn account(pairs: &[(&str, &str)]) -> Result<Account, String> {
@@ -180,6 +182,7 @@ fn account(pairs: &[(&str, &str)]) -> Result<Account, String> {
             "user_data_128" => a.user_data_128 = number(field, value)?,
             "user_data_64" => a.user_data_64 = number(field, value)?,
             "user_data_32" => a.user_data_32 = number(field, value)?,
+            "timestamp" => a.timestamp = number(field, value)?,
             other => return Err(format!("accounts have no field `{other}`")),
         }
     }
@@ -202,6 +205,7 @@ fn transfer(pairs: &[(&str, &str)]) -> Result<Transfer, String> {
             "user_data_128" => t.user_data_128 = number(field, value)?,
             "user_data_64" => t.user_data_64 = number(field, value)?,
             "user_data_32" => t.user_data_32 = number(field, value)?,
+            "timestamp" => t.timestamp = number(field, value)?,
             other => return Err(format!("transfers have no field `{other}`")),
         }
     }

@@ -3,6 +3,7 @@
 
 use crate::ledger::Ledger;
 use crate::results::CreateAccountResult as R;
+use crate::transfer::{Batch, ImportedBatch, Rules};
 use crate::types::{account_flags as f, Account};
 
 impl Ledger {
@@ -11,8 +12,17 @@ impl Ledger {
     ///
     /// TigerBeetle 0.17's order: timestamp, reserved field and flags, id;
     /// then idempotence (`exists*`) before the other fields.
-    pub(crate) fn create_account(&mut self, a: &Account, timestamp: u64) -> R {
-        if let Err(code) = validate_id(a) {
+    pub(crate) fn create_account(&mut self, a: &Account, timestamp: u64, batch: Batch) -> R {
+        let imported = match batch.check(a.flags & f::IMPORTED != 0, a.timestamp) {
+            Ok(imported) => imported,
+            Err(ImportedBatch::Expected) => return R::imported_event_expected,
+            Err(ImportedBatch::NotExpected) => return R::imported_event_not_expected,
+            Err(ImportedBatch::OutOfRange) => return R::imported_event_timestamp_out_of_range,
+            Err(ImportedBatch::MustNotAdvance) => {
+                return R::imported_event_timestamp_must_not_advance
+            }
+        };
+        if let Err(code) = validate_id(a, batch.rules, imported) {
             return code;
         }
         if let Some(position) = self.account_position(a.id) {
@@ -21,20 +31,32 @@ impl Ledger {
         if let Err(code) = validate(a) {
             return code;
         }
+        // An imported account keeps its own timestamp, after the newest
+        // account's and no transfer's.
+        if imported
+            && (a.timestamp <= self.newest_account_timestamp() || self.timestamp_taken(a.timestamp))
+        {
+            return R::imported_event_timestamp_must_not_regress;
+        }
         if self.accounts_full() {
             return R::accounts_table_full;
         }
+        let timestamp = if imported { a.timestamp } else { timestamp };
         self.insert_account(Account { timestamp, ..*a });
         R::ok
     }
 }
 
 /// The checks before idempotence.
-fn validate_id(a: &Account) -> Result<(), R> {
+fn validate_id(a: &Account, rules: Rules, imported: bool) -> Result<(), R> {
     let fail = |cond: bool, code: R| if cond { Err(code) } else { Ok(()) };
-    fail(a.timestamp != 0, R::timestamp_must_be_zero)?;
+    let known = match rules {
+        Rules::Keel1 => f::KNOWN_V1,
+        Rules::Tb017 => f::KNOWN,
+    };
+    fail(!imported && a.timestamp != 0, R::timestamp_must_be_zero)?;
     fail(a.reserved != 0, R::reserved_field)?;
-    fail(a.flags & !f::KNOWN != 0, R::reserved_flag)?;
+    fail(a.flags & !known != 0, R::reserved_flag)?;
     fail(a.id == 0, R::id_must_not_be_zero)?;
     fail(a.id == u128::MAX, R::id_must_not_be_int_max)
 }

@@ -252,18 +252,23 @@ pub fn encode_lookup(id: u128, out: &mut [u8]) -> Result<usize, EncodeError> {
 }
 
 /// The schema version `create_transfers` commands are written with: 2,
-/// TigerBeetle 0.17's post/void rules ([`crate::Rules::Tb017`]). Version 1
+/// TigerBeetle 0.17's post/void rules and imported transfers
+/// ([`crate::Rules::Tb017`]). Version 1
 /// (the same bytes, Keel's earlier rules, [`crate::Rules::Keel1`]) is still
 /// accepted and replays as written.
 pub const CREATE_TRANSFERS_VERSION: u16 = 2;
+
+/// The schema version `create_accounts` commands are written with: 2,
+/// which accepts imported accounts (`account_flags::IMPORTED`); in version 1
+/// that flag is `reserved_flag`, as it always was.
+pub const CREATE_ACCOUNTS_VERSION: u16 = 2;
 
 /// The schema versions a command type accepts (`None`: not a ledger command).
 pub fn schema_versions(command_type: u16) -> Option<std::ops::RangeInclusive<u16>> {
     match command_type {
         command_type::CREATE_TRANSFERS => Some(1..=CREATE_TRANSFERS_VERSION),
-        command_type::CREATE_ACCOUNTS
-        | command_type::LOOKUP_ACCOUNT
-        | command_type::LOOKUP_TRANSFER => Some(1..=1),
+        command_type::CREATE_ACCOUNTS => Some(1..=CREATE_ACCOUNTS_VERSION),
+        command_type::LOOKUP_ACCOUNT | command_type::LOOKUP_TRANSFER => Some(1..=1),
         _ => None,
     }
 }

@@ -28,7 +28,7 @@ use crate::hash::{account_static_term, account_term, account_term_with, transfer
 use crate::memory::FixedVec;
 use crate::results::{CreateAccountResult, CreateTransferResult};
 use crate::table::IdIndex;
-use crate::transfer::Rules;
+use crate::transfer::{Batch, Rules};
 use crate::types::{
     account_flags, transfer_flags, Account, ArchivedTransfer, PendingState, Transfer,
 };
@@ -403,6 +403,29 @@ impl Ledger {
         self.undo_len = 0;
     }
 
+    /// The newest account's timestamp (0: none). Timestamps grow with
+    /// creation order, imported ones included (they must not regress).
+    pub(crate) fn newest_account_timestamp(&self) -> u64 {
+        self.accounts.last().map_or(0, |e| e.account.timestamp)
+    }
+
+    /// The newest transfer's timestamp (0: none).
+    pub(crate) fn newest_transfer_timestamp(&self) -> u64 {
+        self.transfers.last().map_or(0, |e| e.transfer.timestamp)
+    }
+
+    /// Whether an account or a transfer has `timestamp` (each timestamp
+    /// names one event: an imported one must not reuse another's).
+    pub(crate) fn timestamp_taken(&self, timestamp: u64) -> bool {
+        self.accounts
+            .binary_search_by_key(&timestamp, |e| e.account.timestamp)
+            .is_ok()
+            || self
+                .transfers
+                .binary_search_by_key(&timestamp, |e| e.transfer.timestamp)
+                .is_ok()
+    }
+
     /// Whether the accounts table has room.
     pub(crate) fn accounts_full(&self) -> bool {
         self.account_index.is_full()
@@ -488,14 +511,21 @@ impl Ledger {
         &mut self,
         batch: &ArchivedAccountBatch<'_>,
         base: u64,
+        rules: Rules,
         outcome: &mut Outcome,
     ) {
         let events = &batch.accounts;
         let mut results = EventResults::default();
+        let first = events
+            .first()
+            .map(|e| e.flags.to_native() & account_flags::IMPORTED != 0);
+        let context = Batch::new(rules, first, base, events.len());
         self.run_batch(
             events.len(),
             |i| events[i].flags.to_native() & account_flags::LINKED != 0,
-            |ledger, i| ledger.create_account(&events[i].to_native(), base + i as u64) as u8,
+            |ledger, i| {
+                ledger.create_account(&events[i].to_native(), base + i as u64, context) as u8
+            },
             CreateAccountResult::linked_event_chain_open as u8,
             &mut results,
         );
@@ -511,11 +541,15 @@ impl Ledger {
     ) {
         let events = &batch.transfers;
         let mut results = EventResults::default();
+        let first = events
+            .first()
+            .map(|e| e.flags.to_native() & transfer_flags::IMPORTED != 0);
+        let context = Batch::new(rules, first, base, events.len());
         self.run_batch(
             events.len(),
             |i| events[i].flags.to_native() & transfer_flags::LINKED != 0,
             |ledger, i| {
-                ledger.create_transfer(&events[i].to_native(), base + i as u64, rules) as u8
+                ledger.create_transfer(&events[i].to_native(), base + i as u64, context) as u8
             },
             CreateTransferResult::linked_event_chain_open as u8,
             &mut results,
@@ -706,10 +740,11 @@ impl StateMachine for Ledger {
         self.expire(base);
         let kind = command.command_type();
         let payload = command.payload;
+        let rules = Rules::for_version(command.header.schema_version);
         let events = match kind {
             command_type::CREATE_ACCOUNTS => match commands::access_create_accounts(payload) {
                 Some(batch) => {
-                    self.create_accounts(batch, base, outcome);
+                    self.create_accounts(batch, base, rules, outcome);
                     batch.accounts.len()
                 }
                 None => {
@@ -719,7 +754,6 @@ impl StateMachine for Ledger {
             },
             command_type::CREATE_TRANSFERS => match commands::access_create_transfers(payload) {
                 Some(batch) => {
-                    let rules = Rules::for_version(command.header.schema_version);
                     self.create_transfers(batch, base, rules, outcome);
                     batch.transfers.len()
                 }

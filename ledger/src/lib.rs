@@ -51,6 +51,6 @@ pub use crate::ledger::{Ledger, LedgerConfig, LedgerStats};
 pub use crate::results::{CreateAccountResult, CreateTransferResult};
 pub use crate::settings::JournalSettings;
 pub use crate::snapshot::{LedgerImage, RestoreError};
-pub use crate::transfer::{Rules, AMOUNT_MAX};
+pub use crate::transfer::{Rules, AMOUNT_MAX, TIMESTAMP_MAX};
 pub use crate::types::{account_flags, transfer_flags, Account, PendingState, Transfer};
 pub use crate::validator::{validation_code, LedgerValidator};

@@ -96,6 +96,17 @@ result_codes! {
         exists_with_different_code = 20,
         /// The id exists with the same fields (a retry): nothing changed.
         exists = 21,
+        /// The batch's first event is imported; this one is not.
+        imported_event_expected = 22,
+        /// The batch's first event is not imported; this one is.
+        imported_event_not_expected = 23,
+        /// An imported event's timestamp is 0 or above `2^63 - 1`.
+        imported_event_timestamp_out_of_range = 24,
+        /// An imported event's timestamp is not before the batch's.
+        imported_event_timestamp_must_not_advance = 25,
+        /// An imported account's timestamp is not after the newest account's,
+        /// or is a transfer's.
+        imported_event_timestamp_must_not_regress = 26,
         /// The accounts table is at its configured capacity (Keel's own).
         accounts_table_full = 200,
     }
@@ -223,6 +234,23 @@ result_codes! {
         debit_account_already_closed = 65,
         /// The credit account is closed.
         credit_account_already_closed = 66,
+        /// The batch's first event is imported; this one is not.
+        imported_event_expected = 56,
+        /// The batch's first event is not imported; this one is.
+        imported_event_not_expected = 57,
+        /// An imported event's timestamp is 0 or above `2^63 - 1`.
+        imported_event_timestamp_out_of_range = 58,
+        /// An imported event's timestamp is not before the batch's.
+        imported_event_timestamp_must_not_advance = 59,
+        /// An imported transfer's timestamp is not after the newest
+        /// transfer's, or is an account's.
+        imported_event_timestamp_must_not_regress = 60,
+        /// An imported transfer's timestamp is not after its debit account's.
+        imported_event_timestamp_must_postdate_debit_account = 61,
+        /// An imported transfer's timestamp is not after its credit account's.
+        imported_event_timestamp_must_postdate_credit_account = 62,
+        /// An imported pending transfer cannot have a timeout.
+        imported_event_timeout_must_be_zero = 63,
         /// The transfers table is at its configured capacity (Keel's own).
         transfers_table_full = 200,
     }

@@ -13,27 +13,84 @@ const NS_PER_SECOND: u64 = 1_000_000_000;
 /// pending amount (TigerBeetle's `AMOUNT_MAX`; Keel's amounts are 64-bit).
 pub const AMOUNT_MAX: u64 = u64::MAX;
 
-/// Which post/void rules a `create_transfers` command runs under: its
-/// schema version ([`crate::commands::CREATE_TRANSFERS_VERSION`]). A
-/// journal replays each command under the rules it was written with.
+/// Which rules a `create_transfers` or `create_accounts` command runs under:
+/// its schema version ([`crate::commands::CREATE_TRANSFERS_VERSION`],
+/// [`crate::commands::CREATE_ACCOUNTS_VERSION`]). A journal replays each
+/// command under the rules it was written with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rules {
     /// Schema version 1 (Keel before TigerBeetle 0.17 parity): a post of
     /// amount 0 posts the whole pending amount; a post or void stores its
     /// own user data (zeros stay zeros); a post may go into a closed
-    /// account; a pending transfer expires only at the start of a command.
+    /// account; a pending transfer expires only at the start of a command;
+    /// no imported events (the flag is `reserved_flag`).
     Keel1,
     /// Schema version 2 (TigerBeetle 0.17): a post posts exactly its
     /// amount (0 posts nothing, [`AMOUNT_MAX`] the whole pending amount); a
     /// zero `user_data_*` inherits the pending transfer's; only a void may
     /// touch a closed account; a post or void at or past the pending
     /// transfer's deadline is `pending_transfer_expired`, also within the
-    /// command that passes it.
+    /// command that passes it; imported events (the `IMPORTED` flag) keep
+    /// their own past timestamps.
     Tb017,
 }
 
+/// The batch an event belongs to, for TigerBeetle 0.17's imported-event
+/// rules: the first event decides whether every event is imported, and an
+/// imported event's timestamp must lie before the batch's (its last
+/// event's).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Batch {
+    pub(crate) rules: Rules,
+    /// Whether the batch's first event is imported (under [`Rules::Tb017`]).
+    imported: bool,
+    /// The batch's timestamp: its last event's.
+    end: u64,
+}
+
+/// Why an event breaks its batch's imported-event rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ImportedBatch {
+    Expected,
+    NotExpected,
+    OutOfRange,
+    MustNotAdvance,
+}
+
+/// The largest timestamp an event may carry (TigerBeetle's `2^63 - 1`).
+pub const TIMESTAMP_MAX: u64 = (1 << 63) - 1;
+
+impl Batch {
+    pub(crate) fn new(rules: Rules, first_imported: Option<bool>, base: u64, n: usize) -> Self {
+        Self {
+            rules,
+            imported: rules == Rules::Tb017 && first_imported == Some(true),
+            end: base + (n.max(1) as u64 - 1),
+        }
+    }
+
+    /// Checks an event with `imported` set or not and `timestamp`; `Ok`
+    /// says whether it is imported (and so carries its own timestamp).
+    pub(crate) fn check(&self, imported: bool, timestamp: u64) -> Result<bool, ImportedBatch> {
+        if self.rules == Rules::Keel1 {
+            // Version 1 knows no imported events (the flag is reserved).
+            return Ok(false);
+        }
+        match (self.imported, imported) {
+            (true, false) => Err(ImportedBatch::Expected),
+            (false, true) => Err(ImportedBatch::NotExpected),
+            (false, false) => Ok(false),
+            (true, true) if !(1..=TIMESTAMP_MAX).contains(&timestamp) => {
+                Err(ImportedBatch::OutOfRange)
+            }
+            (true, true) if timestamp >= self.end => Err(ImportedBatch::MustNotAdvance),
+            (true, true) => Ok(true),
+        }
+    }
+}
+
 impl Rules {
-    /// The rules of `create_transfers` schema version `version`.
+    /// The rules of `create_accounts` and `create_transfers` schema version `version`.
     pub fn for_version(version: u16) -> Rules {
         match version {
             0 | 1 => Rules::Keel1,
@@ -59,27 +116,48 @@ impl Ledger {
     /// TigerBeetle 0.17's order: timestamp, reserved flags and id; then
     /// idempotence (`exists*`) before any other field or lookup; then the
     /// post/void path or a new transfer.
-    pub(crate) fn create_transfer(&mut self, t: &Transfer, timestamp: u64, rules: Rules) -> R {
-        if let Err(code) = validate(t) {
+    pub(crate) fn create_transfer(&mut self, t: &Transfer, timestamp: u64, batch: Batch) -> R {
+        let rules = batch.rules;
+        let imported = match batch.check(t.flags & f::IMPORTED != 0, t.timestamp) {
+            Ok(imported) => imported,
+            Err(ImportedBatch::Expected) => return R::imported_event_expected,
+            Err(ImportedBatch::NotExpected) => return R::imported_event_not_expected,
+            Err(ImportedBatch::OutOfRange) => return R::imported_event_timestamp_out_of_range,
+            Err(ImportedBatch::MustNotAdvance) => {
+                return R::imported_event_timestamp_must_not_advance
+            }
+        };
+        if let Err(code) = validate(t, rules, imported) {
             return code;
         }
         if let Some(position) = self.transfer_position(t.id) {
             return self.exists(&self.transfers[position as usize].transfer, t, rules);
         }
+        // An imported event keeps its own (past) timestamp.
+        let at = if imported { t.timestamp } else { timestamp };
         if t.flags & (f::POST_PENDING_TRANSFER | f::VOID_PENDING_TRANSFER) != 0 {
-            return self.post_or_void(t, timestamp, rules);
+            return self.post_or_void(t, (timestamp, at), rules, imported);
         }
-        match self.check_new(t, timestamp) {
+        match self.check_new(t, timestamp, imported) {
             Ok(plan) => {
-                self.apply_new(t, timestamp, plan);
+                self.apply_new(t, at, plan);
                 R::ok
             }
             Err(code) => code,
         }
     }
 
+    /// An imported event's timestamp must follow the newest transfer's and
+    /// be no account's.
+    fn check_imported_order(&self, t: &Transfer) -> Result<(), R> {
+        if t.timestamp <= self.newest_transfer_timestamp() || self.timestamp_taken(t.timestamp) {
+            return Err(R::imported_event_timestamp_must_not_regress);
+        }
+        Ok(())
+    }
+
     /// Checks a single-phase or pending transfer; returns what to apply.
-    fn check_new(&self, t: &Transfer, timestamp: u64) -> Result<Plan, R> {
+    fn check_new(&self, t: &Transfer, timestamp: u64, imported: bool) -> Result<Plan, R> {
         let fail = |cond: bool, code: R| if cond { Err(code) } else { Ok(()) };
         fail(
             t.debit_account_id == 0,
@@ -129,6 +207,18 @@ impl Ledger {
             t.ledger != dr.ledger,
             R::transfer_must_have_the_same_ledger_as_accounts,
         )?;
+        if imported {
+            self.check_imported_order(t)?;
+            fail(
+                t.timestamp <= dr.timestamp,
+                R::imported_event_timestamp_must_postdate_debit_account,
+            )?;
+            fail(
+                t.timestamp <= cr.timestamp,
+                R::imported_event_timestamp_must_postdate_credit_account,
+            )?;
+            fail(t.timeout != 0, R::imported_event_timeout_must_be_zero)?;
+        }
         fail(dr.flags & af::CLOSED != 0, R::debit_account_already_closed)?;
         fail(cr.flags & af::CLOSED != 0, R::credit_account_already_closed)?;
         let amount = balanced_amount(t, dr, cr);
@@ -188,8 +278,17 @@ impl Ledger {
     }
 
     /// Posts or voids the pending transfer `t.pending_id`.
-    fn post_or_void(&mut self, t: &Transfer, timestamp: u64, rules: Rules) -> R {
-        let (position, pending, resolved) = match self.check_post_or_void(t, timestamp, rules) {
+    /// `timestamp` is the event's, `at` the one it is stored with (its own
+    /// when imported).
+    fn post_or_void(
+        &mut self,
+        t: &Transfer,
+        (timestamp, at): (u64, u64),
+        rules: Rules,
+        imported: bool,
+    ) -> R {
+        let checked = self.check_post_or_void(t, timestamp, rules, imported);
+        let (position, pending, resolved) = match checked {
             Ok(checked) => checked,
             Err(code) => return code,
         };
@@ -200,7 +299,7 @@ impl Ledger {
             .account_position(pending.credit_account_id)
             .expect("pending accounts exist");
         let stored = Transfer {
-            timestamp,
+            timestamp: at,
             ..resolved
         };
         if t.flags & f::POST_PENDING_TRANSFER != 0 {
@@ -333,6 +432,7 @@ impl Ledger {
         t: &Transfer,
         timestamp: u64,
         rules: Rules,
+        imported: bool,
     ) -> Result<(u32, Transfer, Transfer), R> {
         let fail = |cond: bool, code: R| if cond { Err(code) } else { Ok(()) };
         let both = f::POST_PENDING_TRANSFER | f::VOID_PENDING_TRANSFER;
@@ -378,6 +478,9 @@ impl Ledger {
                 p.expires_at != 0 && p.expires_at <= timestamp,
                 R::pending_transfer_expired,
             )?;
+            if imported {
+                self.check_imported_order(t)?;
+            }
             // The only movement a closed account takes is a void.
             let closed =
                 |id| self.account(id).expect("pending accounts exist").flags & af::CLOSED != 0;
@@ -421,10 +524,14 @@ struct Plan {
 }
 
 /// Checks of the transfer alone.
-fn validate(t: &Transfer) -> Result<(), R> {
+fn validate(t: &Transfer, rules: Rules, imported: bool) -> Result<(), R> {
     let fail = |cond: bool, code: R| if cond { Err(code) } else { Ok(()) };
-    fail(t.timestamp != 0, R::timestamp_must_be_zero)?;
-    fail(t.flags & !f::KNOWN != 0, R::reserved_flag)?;
+    let known = match rules {
+        Rules::Keel1 => f::KNOWN_V1,
+        Rules::Tb017 => f::KNOWN,
+    };
+    fail(!imported && t.timestamp != 0, R::timestamp_must_be_zero)?;
+    fail(t.flags & !known != 0, R::reserved_flag)?;
     fail(t.id == 0, R::id_must_not_be_zero)?;
     fail(t.id == u128::MAX, R::id_must_not_be_int_max)
 }

@@ -15,10 +15,15 @@ pub mod account_flags {
     pub const CREDITS_MUST_NOT_EXCEED_DEBITS: u16 = 1 << 2;
     /// Keep the account's transfer history (always kept here; accepted for compatibility).
     pub const HISTORY: u16 = 1 << 3;
+    /// An imported event: it carries its own past `timestamp` (migrating
+    /// history; `create_accounts` schema version 2).
+    pub const IMPORTED: u16 = 1 << 4;
     /// The account takes no new transfers (set by a closing transfer, or at creation).
     pub const CLOSED: u16 = 1 << 5;
     /// Every flag this build understands; others are `reserved_flag`.
-    pub const KNOWN: u16 =
+    pub const KNOWN: u16 = KNOWN_V1 | IMPORTED;
+    /// The flags of `create_accounts` schema version 1 (no `IMPORTED`).
+    pub const KNOWN_V1: u16 =
         LINKED | DEBITS_MUST_NOT_EXCEED_CREDITS | CREDITS_MUST_NOT_EXCEED_DEBITS | HISTORY | CLOSED;
 }
 
@@ -40,8 +45,13 @@ pub mod transfer_flags {
     pub const CLOSING_DEBIT: u16 = 1 << 6;
     /// Close the credit account (pending transfers only; voiding reopens it).
     pub const CLOSING_CREDIT: u16 = 1 << 7;
+    /// An imported event: it carries its own past `timestamp` (migrating
+    /// history; `create_transfers` schema version 2).
+    pub const IMPORTED: u16 = 1 << 8;
     /// Every flag this build understands; others are `reserved_flag`.
-    pub const KNOWN: u16 = LINKED
+    pub const KNOWN: u16 = KNOWN_V1 | IMPORTED;
+    /// The flags of `create_transfers` schema version 1 (no `IMPORTED`).
+    pub const KNOWN_V1: u16 = LINKED
         | PENDING
         | POST_PENDING_TRANSFER
         | VOID_PENDING_TRANSFER

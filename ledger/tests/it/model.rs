@@ -114,32 +114,73 @@ impl Model {
 
     pub fn create_accounts(&mut self, events: &[Account], now: u64) -> Vec<u8> {
         let base = self.begin(now, events.len());
+        let batch_end = base + events.len() as u64 - 1;
+        let first = events[0].flags & af::IMPORTED != 0;
         self.batch(
             events,
             |a| a.flags & af::LINKED != 0,
             A::linked_event_chain_open as u8,
-            |m, a, ts| m.create_account(a, ts) as u8,
+            |m, a, ts| {
+                let imported = a.flags & af::IMPORTED != 0;
+                match batch_rule(first, imported, a.timestamp, batch_end) {
+                    Some(BatchRule::Expected) => A::imported_event_expected as u8,
+                    Some(BatchRule::NotExpected) => A::imported_event_not_expected as u8,
+                    Some(BatchRule::OutOfRange) => A::imported_event_timestamp_out_of_range as u8,
+                    Some(BatchRule::MustNotAdvance) => {
+                        A::imported_event_timestamp_must_not_advance as u8
+                    }
+                    None => m.create_account(a, ts, imported) as u8,
+                }
+            },
             base,
         )
     }
 
     pub fn create_transfers(&mut self, events: &[Transfer], now: u64) -> Vec<u8> {
         let base = self.begin(now, events.len());
+        let batch_end = base + events.len() as u64 - 1;
+        let first = events[0].flags & tf::IMPORTED != 0;
         self.batch(
             events,
             |t| t.flags & tf::LINKED != 0,
             T::linked_event_chain_open as u8,
-            |m, t, ts| m.create_transfer(t, ts) as u8,
+            |m, t, ts| {
+                let imported = t.flags & tf::IMPORTED != 0;
+                match batch_rule(first, imported, t.timestamp, batch_end) {
+                    Some(BatchRule::Expected) => T::imported_event_expected as u8,
+                    Some(BatchRule::NotExpected) => T::imported_event_not_expected as u8,
+                    Some(BatchRule::OutOfRange) => T::imported_event_timestamp_out_of_range as u8,
+                    Some(BatchRule::MustNotAdvance) => {
+                        T::imported_event_timestamp_must_not_advance as u8
+                    }
+                    None => m.create_transfer(t, ts, imported) as u8,
+                }
+            },
             base,
         )
     }
 
+    /// An imported event's timestamp must come after every event of its
+    /// kind and be no other event's (TigerBeetle: `must_not_regress`).
+    fn regresses(&self, timestamp: u64, accounts: bool) -> bool {
+        let newest = match accounts {
+            true => self.accounts.values().map(|a| a.timestamp).max(),
+            false => self.transfers.values().map(|(t, _, _)| t.timestamp).max(),
+        };
+        timestamp <= newest.unwrap_or(0)
+            || self.accounts.values().any(|a| a.timestamp == timestamp)
+            || self
+                .transfers
+                .values()
+                .any(|(t, _, _)| t.timestamp == timestamp)
+    }
+
     /// TigerBeetle 0.17 (`create_account`): timestamp, reserved field and
     /// flags, id; idempotence; then the other fields.
-    fn create_account(&mut self, a: &Account, ts: u64) -> A {
+    fn create_account(&mut self, a: &Account, ts: u64, imported: bool) -> A {
         let both = af::DEBITS_MUST_NOT_EXCEED_CREDITS | af::CREDITS_MUST_NOT_EXCEED_DEBITS;
         let first = [
-            (a.timestamp != 0, A::timestamp_must_be_zero),
+            (!imported && a.timestamp != 0, A::timestamp_must_be_zero),
             (a.reserved != 0, A::reserved_field),
             (a.flags & !af::KNOWN != 0, A::reserved_flag),
             (a.id == 0, A::id_must_not_be_zero),
@@ -184,13 +225,16 @@ impl Model {
         if let Some(&(_, code)) = checks.iter().find(|(failed, _)| *failed) {
             return code;
         }
+        if imported && self.regresses(a.timestamp, true) {
+            return A::imported_event_timestamp_must_not_regress;
+        }
         if self.accounts.len() >= self.accounts_max {
             return A::accounts_table_full;
         }
         self.accounts.insert(
             a.id,
             Account {
-                timestamp: ts,
+                timestamp: if imported { a.timestamp } else { ts },
                 ..*a
             },
         );
@@ -201,9 +245,9 @@ impl Model {
     /// timestamp, reserved flags and the id; then idempotence (`exists*`)
     /// before any other field or lookup; then the post/void path or a new
     /// transfer.
-    fn create_transfer(&mut self, t: &Transfer, ts: u64) -> T {
+    fn create_transfer(&mut self, t: &Transfer, ts: u64, imported: bool) -> T {
         let checks = [
-            (t.timestamp != 0, T::timestamp_must_be_zero),
+            (!imported && t.timestamp != 0, T::timestamp_must_be_zero),
             (t.flags & !tf::KNOWN != 0, T::reserved_flag),
             (t.id == 0, T::id_must_not_be_zero),
             (t.id == u128::MAX, T::id_must_not_be_int_max),
@@ -215,12 +259,12 @@ impl Model {
             return self.exists(&e, t);
         }
         match t.flags & (tf::POST_PENDING_TRANSFER | tf::VOID_PENDING_TRANSFER) != 0 {
-            true => self.post_or_void(t, ts),
-            false => self.new_transfer(t, ts),
+            true => self.post_or_void(t, ts, imported),
+            false => self.new_transfer(t, ts, imported),
         }
     }
 
-    fn new_transfer(&mut self, t: &Transfer, ts: u64) -> T {
+    fn new_transfer(&mut self, t: &Transfer, ts: u64, imported: bool) -> T {
         let pending = t.flags & tf::PENDING != 0;
         let checks = [
             (
@@ -269,6 +313,20 @@ impl Model {
         }
         if t.ledger != dr.ledger {
             return T::transfer_must_have_the_same_ledger_as_accounts;
+        }
+        if imported {
+            if self.regresses(t.timestamp, false) {
+                return T::imported_event_timestamp_must_not_regress;
+            }
+            if t.timestamp <= dr.timestamp {
+                return T::imported_event_timestamp_must_postdate_debit_account;
+            }
+            if t.timestamp <= cr.timestamp {
+                return T::imported_event_timestamp_must_postdate_credit_account;
+            }
+            if t.timeout != 0 {
+                return T::imported_event_timeout_must_be_zero;
+            }
         }
         if dr.flags & af::CLOSED != 0 {
             return T::debit_account_already_closed;
@@ -379,7 +437,7 @@ impl Model {
             (
                 Transfer {
                     amount,
-                    timestamp: ts,
+                    timestamp: if imported { t.timestamp } else { ts },
                     ..*t
                 },
                 state,
@@ -487,7 +545,7 @@ impl Model {
             .map_or(T::exists, |&(_, c)| c)
     }
 
-    fn post_or_void(&mut self, t: &Transfer, ts: u64) -> T {
+    fn post_or_void(&mut self, t: &Transfer, ts: u64, imported: bool) -> T {
         let both = tf::POST_PENDING_TRANSFER | tf::VOID_PENDING_TRANSFER;
         let others = tf::PENDING
             | tf::BALANCING_DEBIT
@@ -581,6 +639,9 @@ impl Model {
         if deadline != 0 && deadline <= ts {
             return T::pending_transfer_expired;
         }
+        if imported && self.regresses(t.timestamp, false) {
+            return T::imported_event_timestamp_must_not_regress;
+        }
         // A closed account takes only voids.
         if post && self.accounts[&p.debit_account_id].flags & af::CLOSED != 0 {
             return T::debit_account_already_closed;
@@ -615,7 +676,7 @@ impl Model {
             t.id,
             (
                 Transfer {
-                    timestamp: ts,
+                    timestamp: if imported { t.timestamp } else { ts },
                     ..resolved
                 },
                 PendingState::None,
@@ -633,5 +694,26 @@ fn requested(t: &Transfer, pending_amount: u64) -> u64 {
     match (post, t.amount) {
         (true, u64::MAX) | (false, 0) => pending_amount,
         (_, amount) => amount,
+    }
+}
+
+/// TigerBeetle 0.17's batch rules for imported events (`execute_create`):
+/// the first event decides; a timestamp is in `1..2^63` and before the
+/// batch's (its last event's).
+enum BatchRule {
+    Expected,
+    NotExpected,
+    OutOfRange,
+    MustNotAdvance,
+}
+
+fn batch_rule(first: bool, imported: bool, timestamp: u64, batch_end: u64) -> Option<BatchRule> {
+    match (first, imported) {
+        (true, false) => Some(BatchRule::Expected),
+        (false, true) => Some(BatchRule::NotExpected),
+        (false, false) => None,
+        (true, true) if timestamp == 0 || timestamp > (1 << 63) - 1 => Some(BatchRule::OutOfRange),
+        (true, true) if timestamp >= batch_end => Some(BatchRule::MustNotAdvance),
+        (true, true) => None,
     }
 }

@@ -16,6 +16,10 @@ use crate::support::Harness;
 enum Op {
     Accounts(Vec<Account>),
     Transfers(Vec<Transfer>),
+    /// Imported events whose `timestamp` holds how far (ns) before the
+    /// command's clock they claim to be (`resolve` makes it absolute).
+    ImportedAccounts(Vec<Account>),
+    ImportedTransfers(Vec<Transfer>),
     /// Advance the clock (ms) before the next command.
     Wait(u64),
 }
@@ -101,11 +105,84 @@ fn transfer() -> impl Strategy<Value = Transfer> {
         )
 }
 
+/// Imported events (migrating history): how far before the command's clock
+/// each claims to be — up to 2 ms, so some follow the previous command's
+/// events (1 ms earlier), some regress, some collide, some (0) would not be
+/// in the past; `u64::MAX` stands for timestamp 0. Now and then one event
+/// is not imported.
+fn imported_timestamp() -> impl Strategy<Value = (bool, u64)> {
+    (
+        prop_oneof![9 => Just(true), 1 => Just(false)],
+        prop_oneof![8 => 0u64..2_000_000, 1 => 0u64..8, 1 => Just(u64::MAX)],
+    )
+}
+
+/// `op` with imported offsets made absolute against `now_ns`.
+fn resolve(op: &Op, now_ns: u64) -> Op {
+    let at = |offset: u64| match offset {
+        u64::MAX => 0,
+        offset => now_ns.saturating_sub(offset),
+    };
+    match op {
+        Op::ImportedAccounts(events) => Op::Accounts(
+            events
+                .iter()
+                .map(|a| Account {
+                    timestamp: if a.flags & af::IMPORTED != 0 {
+                        at(a.timestamp)
+                    } else {
+                        0
+                    },
+                    ..*a
+                })
+                .collect(),
+        ),
+        Op::ImportedTransfers(events) => Op::Transfers(
+            events
+                .iter()
+                .map(|t| Transfer {
+                    timestamp: if t.flags & tf::IMPORTED != 0 {
+                        at(t.timestamp)
+                    } else {
+                        0
+                    },
+                    ..*t
+                })
+                .collect(),
+        ),
+        Op::Accounts(a) => Op::Accounts(a.clone()),
+        Op::Transfers(t) => Op::Transfers(t.clone()),
+        Op::Wait(ms) => Op::Wait(*ms),
+    }
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => prop::collection::vec(account(), 1..=9).prop_map(Op::Accounts),
         6 => prop::collection::vec(transfer(), 1..=7).prop_map(Op::Transfers),
         1 => (0u64..2_500).prop_map(Op::Wait),
+        1 => prop::collection::vec((account(), imported_timestamp()), 1..=9).prop_map(|events| {
+            Op::ImportedAccounts(
+                events
+                    .into_iter()
+                    .map(|(a, (imported, timestamp))| match imported {
+                        true => Account { flags: a.flags | af::IMPORTED, timestamp, ..a },
+                        false => a,
+                    })
+                    .collect(),
+            )
+        }),
+        1 => prop::collection::vec((transfer(), imported_timestamp()), 1..=7).prop_map(|events| {
+            Op::ImportedTransfers(
+                events
+                    .into_iter()
+                    .map(|(t, (imported, timestamp))| match imported {
+                        true => Transfer { flags: t.flags | tf::IMPORTED, timestamp, ..t },
+                        false => t,
+                    })
+                    .collect(),
+            )
+        }),
     ]
 }
 
@@ -148,7 +225,7 @@ fn run(ops: &[Op]) -> Harness {
     let mut h = Harness::new(ACCOUNTS_MAX, TRANSFERS_MAX);
     let mut model = Model::new(ACCOUNTS_MAX as usize, TRANSFERS_MAX as usize);
     for op in ops {
-        match op {
+        match &resolve(op, h.now_ns) {
             Op::Accounts(accounts) => {
                 let expected = model.create_accounts(accounts, h.now_ns);
                 assert_eq!(h.accounts(accounts), expected, "{accounts:?}");
@@ -158,6 +235,7 @@ fn run(ops: &[Op]) -> Harness {
                 assert_eq!(h.transfers(transfers), expected, "{transfers:?}");
             }
             Op::Wait(ms) => h.now_ns += ms * 1_000_000,
+            Op::ImportedAccounts(_) | Op::ImportedTransfers(_) => unreachable!("resolved"),
         }
         check_invariants(&h.ledger);
     }
@@ -177,13 +255,14 @@ fn run(ops: &[Op]) -> Harness {
 
 /// Applies one op; returns the per-event codes (empty for a wait).
 fn step(h: &mut Harness, op: &Op) -> Vec<u8> {
-    match op {
+    match &resolve(op, h.now_ns) {
         Op::Accounts(accounts) => h.accounts(accounts),
         Op::Transfers(transfers) => h.transfers(transfers),
         Op::Wait(ms) => {
             h.now_ns += ms * 1_000_000;
             Vec::new()
         }
+        Op::ImportedAccounts(_) | Op::ImportedTransfers(_) => unreachable!("resolved"),
     }
 }
 

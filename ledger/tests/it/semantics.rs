@@ -805,3 +805,127 @@ fn schema_version_1_commands_replay_under_the_rules_they_were_written_with() {
         );
     }
 }
+
+fn imported_account(id: u128, timestamp: u64) -> keel_ledger::Account {
+    keel_ledger::Account {
+        flags: af::IMPORTED,
+        timestamp,
+        ..account(id, 0)
+    }
+}
+
+fn imported(t: Transfer, timestamp: u64) -> Transfer {
+    Transfer {
+        flags: t.flags | tf::IMPORTED,
+        timestamp,
+        ..t
+    }
+}
+
+#[test]
+fn imported_accounts_keep_their_own_timestamps_in_order() {
+    // TigerBeetle 0.17 (`flags.imported`): the whole batch is imported or
+    // none of it; the timestamp is in (0, 2^63) and before the batch's; it
+    // follows the newest account's and is no transfer's.
+    let mut h = Harness::new(64, 256);
+    assert_eq!(
+        h.accounts(&[imported_account(1, 10), imported_account(2, 20)]),
+        ok(2)
+    );
+    assert_eq!(h.account(1).timestamp, 10);
+    assert_eq!(h.account(2).timestamp, 20);
+    let results = h.accounts(&[
+        imported_account(3, 20),
+        imported_account(4, 0),
+        imported_account(5, u64::MAX),
+        account(6, 0),
+        imported_account(7, 30),
+    ]);
+    assert_eq!(
+        results,
+        [
+            A::imported_event_timestamp_must_not_regress as u8,
+            A::imported_event_timestamp_out_of_range as u8,
+            A::imported_event_timestamp_out_of_range as u8,
+            A::imported_event_expected as u8,
+            0,
+        ]
+    );
+    let results = h.accounts(&[account(8, 0), imported_account(9, 40)]);
+    assert_eq!(results, [0, A::imported_event_not_expected as u8]);
+    let future = h.now_ns + 10_000_000;
+    assert_eq!(
+        h.accounts(&[imported_account(10, future)]),
+        [A::imported_event_timestamp_must_not_advance as u8]
+    );
+    // A retry of an imported account is `exists`, checked before the order.
+    assert_eq!(h.accounts(&[imported_account(1, 10)]), [A::exists as u8]);
+    // Version 1 never knew the flag (nor a timestamp from the caller).
+    h.schema_version = Some(1);
+    assert_eq!(
+        h.accounts(&[imported_account(11, 0)]),
+        [A::reserved_flag as u8]
+    );
+    assert_eq!(
+        h.accounts(&[imported_account(11, 50)]),
+        [A::timestamp_must_be_zero as u8]
+    );
+}
+
+#[test]
+fn imported_transfers_postdate_their_accounts_and_follow_the_newest_transfer() {
+    let mut h = Harness::new(64, 256);
+    assert_eq!(
+        h.accounts(&[imported_account(1, 10), imported_account(2, 20)]),
+        ok(2)
+    );
+    let results = h.transfers(&[
+        imported(transfer(1, 1, 2, 5), 20), // account 2's timestamp
+        imported(transfer(2, 2, 1, 5), 15), // before account 2
+        imported(transfer(3, 1, 2, 5), 15), // before account 2 (credit)
+        imported(
+            Transfer {
+                flags: tf::PENDING,
+                timeout: 1,
+                ..transfer(4, 1, 2, 5)
+            },
+            25,
+        ),
+        imported(transfer(5, 1, 2, 5), 25),
+    ]);
+    assert_eq!(
+        results,
+        [
+            T::imported_event_timestamp_must_not_regress as u8,
+            T::imported_event_timestamp_must_postdate_debit_account as u8,
+            T::imported_event_timestamp_must_postdate_credit_account as u8,
+            T::imported_event_timeout_must_be_zero as u8,
+            0,
+        ]
+    );
+    assert_eq!(h.ledger.transfer(5).unwrap().0.timestamp, 25);
+    assert_eq!(h.account(2).credits_posted, 5);
+    // An imported two-phase transfer: pending, then posted, each with its own time.
+    let pending = imported(
+        Transfer {
+            flags: tf::PENDING,
+            ..transfer(6, 1, 2, 7)
+        },
+        30,
+    );
+    assert_eq!(h.transfers(&[pending]), ok(1));
+    assert_eq!(
+        h.transfers(&[imported(post(7, 6, AMOUNT_MAX), 29)]),
+        [T::imported_event_timestamp_must_not_regress as u8]
+    );
+    assert_eq!(h.transfers(&[imported(post(7, 6, AMOUNT_MAX), 31)]), ok(1));
+    assert_eq!(h.ledger.transfer(7).unwrap().0.timestamp, 31);
+    assert_eq!(h.account(2).credits_posted, 12);
+    // Regular events go on after imported ones, on the ledger's clock.
+    assert_eq!(h.transfers(&[transfer(8, 1, 2, 1)]), ok(1));
+    assert!(h.ledger.transfer(8).unwrap().0.timestamp > 31);
+    assert_eq!(
+        h.transfers(&[transfer(9, 1, 2, 1), imported(transfer(10, 1, 2, 1), 40)]),
+        [0, T::imported_event_not_expected as u8]
+    );
+}
