@@ -215,8 +215,10 @@ pub type ArchivedTransferBatch<'a> = <CreateTransfers<'a> as Archive>::Archived;
 /// after the header, the root last, no other bytes. rkyv's validation alone
 /// accepts unreferenced bytes and (for an empty slice) any offset; requiring
 /// the canonical form means one command has one encoding.
+/// A batch of `n` events, at most `max`; an empty batch is valid and gets
+/// an empty result (as in TigerBeetle).
 fn canonical(payload: &[u8], n: usize, event_bytes: usize, max: usize) -> bool {
-    (1..=max).contains(&n) && payload.len() == BATCH_OVERHEAD_BYTES + n * event_bytes
+    n <= max && payload.len() == BATCH_OVERHEAD_BYTES + n * event_bytes
 }
 
 /// The accounts of a `CREATE_ACCOUNTS` payload, validated and canonical.

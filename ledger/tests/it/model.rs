@@ -114,8 +114,8 @@ impl Model {
 
     pub fn create_accounts(&mut self, events: &[Account], now: u64) -> Vec<u8> {
         let base = self.begin(now, events.len());
-        let batch_end = base + events.len() as u64 - 1;
-        let first = events[0].flags & af::IMPORTED != 0;
+        let batch_end = base + events.len().max(1) as u64 - 1;
+        let first = events.first().is_some_and(|a| a.flags & af::IMPORTED != 0);
         self.batch(
             events,
             |a| a.flags & af::LINKED != 0,
@@ -138,8 +138,8 @@ impl Model {
 
     pub fn create_transfers(&mut self, events: &[Transfer], now: u64) -> Vec<u8> {
         let base = self.begin(now, events.len());
-        let batch_end = base + events.len() as u64 - 1;
-        let first = events[0].flags & tf::IMPORTED != 0;
+        let batch_end = base + events.len().max(1) as u64 - 1;
+        let first = events.first().is_some_and(|t| t.flags & tf::IMPORTED != 0);
         self.batch(
             events,
             |t| t.flags & tf::LINKED != 0,

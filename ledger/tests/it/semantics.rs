@@ -929,3 +929,19 @@ fn imported_transfers_postdate_their_accounts_and_follow_the_newest_transfer() {
         [0, T::imported_event_not_expected as u8]
     );
 }
+
+#[test]
+fn an_empty_batch_is_a_command_with_no_results() {
+    let mut h = ledger_with_accounts(&[0, 0]);
+    assert_eq!(h.transfers(&[]), Vec::<u8>::new());
+    assert_eq!(h.accounts(&[]), Vec::<u8>::new());
+    let mut buf = [0u8; 64];
+    let len = commands::encode_create_transfers(&[], &mut buf).unwrap();
+    let command = commands::command(command_type::CREATE_TRANSFERS, &buf[..len]);
+    assert_eq!(
+        keel_core::Validator::validate(&keel_ledger::LedgerValidator, &command).map_err(|e| e.code),
+        Ok(()),
+        "accepted, as TigerBeetle accepts an empty batch"
+    );
+    assert_eq!(h.ledger.transfers_len(), 0);
+}
