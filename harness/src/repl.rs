@@ -233,62 +233,69 @@ fn flag_names(flags: u16, names: &[(&str, u16)]) -> String {
 
 /// Runs one statement (not `help`/`exit`) and returns what to print.
 pub fn execute(client: &mut Client, statement: &Statement) -> Result<String, ClientError> {
-    let mut payloads = Vec::new();
+    // One entry per command: its payload and the ids of its events.
+    let mut payloads: Vec<(Vec<u8>, Vec<u128>)> = Vec::new();
     let mut buf = [0u8; keel_protocol::PAYLOAD_BYTES_MAX];
-    let (kind, per_command, ids): (u16, usize, Vec<u128>) = match statement {
+    let kind = match statement {
         Statement::CreateAccounts(accounts) => {
-            for chunk in accounts.chunks(commands::ACCOUNTS_PER_COMMAND_MAX) {
-                let len = commands::encode_create_accounts(chunk, &mut buf).expect("fits");
-                payloads.push(buf[..len].to_vec());
-            }
-            let ids = accounts.iter().map(|a| a.id).collect();
-            (
-                command_type::CREATE_ACCOUNTS,
+            let linked = |i: usize| accounts[i].flags & account_flags::LINKED != 0;
+            let parts = match commands::split_batch(
+                accounts.len(),
                 commands::ACCOUNTS_PER_COMMAND_MAX,
-                ids,
-            )
+                linked,
+            ) {
+                Ok(parts) => parts,
+                Err(e) => return Ok(format!("not sent: {e}")),
+            };
+            for range in parts {
+                let chunk = &accounts[range];
+                let len = commands::encode_create_accounts(chunk, &mut buf).expect("fits");
+                payloads.push((buf[..len].to_vec(), chunk.iter().map(|a| a.id).collect()));
+            }
+            command_type::CREATE_ACCOUNTS
         }
         Statement::CreateTransfers(transfers) => {
-            for chunk in transfers.chunks(commands::TRANSFERS_PER_COMMAND_MAX) {
-                let len = commands::encode_create_transfers(chunk, &mut buf).expect("fits");
-                payloads.push(buf[..len].to_vec());
-            }
-            let ids = transfers.iter().map(|t| t.id).collect();
-            (
-                command_type::CREATE_TRANSFERS,
+            let linked = |i: usize| transfers[i].flags & transfer_flags::LINKED != 0;
+            let parts = match commands::split_batch(
+                transfers.len(),
                 commands::TRANSFERS_PER_COMMAND_MAX,
-                ids,
-            )
+                linked,
+            ) {
+                Ok(parts) => parts,
+                Err(e) => return Ok(format!("not sent: {e}")),
+            };
+            for range in parts {
+                let chunk = &transfers[range];
+                let len = commands::encode_create_transfers(chunk, &mut buf).expect("fits");
+                payloads.push((buf[..len].to_vec(), chunk.iter().map(|t| t.id).collect()));
+            }
+            command_type::CREATE_TRANSFERS
         }
         Statement::LookupAccounts(ids) | Statement::LookupTransfers(ids) => {
             for &id in ids {
                 let len = commands::encode_lookup(id, &mut buf).expect("fits");
-                payloads.push(buf[..len].to_vec());
+                payloads.push((buf[..len].to_vec(), vec![id]));
             }
-            let kind = match statement {
+            match statement {
                 Statement::LookupAccounts(_) => command_type::LOOKUP_ACCOUNT,
                 _ => command_type::LOOKUP_TRANSFER,
-            };
-            (kind, 1, ids.clone())
+            }
         }
         Statement::Help => return Ok(HELP.to_string()),
         Statement::Exit => return Ok(String::new()),
     };
     let mut out = String::new();
-    for (frame, frame_ids) in payloads
-        .chunks(keel_protocol::ENTRIES_PER_FRAME_MAX)
-        .zip(ids.chunks(keel_protocol::ENTRIES_PER_FRAME_MAX * per_command))
-    {
+    for frame in payloads.chunks(keel_protocol::ENTRIES_PER_FRAME_MAX) {
         let requests: Vec<Request<'_>> = frame
             .iter()
-            .map(|payload| Request {
+            .map(|(payload, _)| Request {
                 command_type: kind,
                 schema_version: keel_ledger::commands::schema_version(kind),
                 payload,
             })
             .collect();
         let replies = client.call(&requests)?;
-        for (reply, ids) in replies.iter().zip(frame_ids.chunks(per_command)) {
+        for (reply, (_, ids)) in replies.iter().zip(frame) {
             describe(&mut out, kind, reply, ids);
         }
     }

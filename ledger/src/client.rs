@@ -24,6 +24,19 @@ pub enum ClientError {
     /// The acknowledgement's body is not what the command returns.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// A linked chain of a large batch does not fit one command.
+    #[error(transparent)]
+    ChainTooLong(#[from] commands::ChainTooLong),
+    /// A large batch was cut: the commands before the failed one were
+    /// applied, with these results (one per event, from the first); the
+    /// rest was not sequenced.
+    #[error("batch cut after {} events: {error}", codes.len())]
+    Incomplete {
+        /// Results of the events applied.
+        codes: Vec<u8>,
+        /// Why the next command was not taken.
+        error: SubmitError,
+    },
 }
 
 /// Options of one call.
@@ -98,6 +111,85 @@ impl LedgerClient {
         self.submit_async(command_type::CREATE_TRANSFERS, len, options)
     }
 
+    /// Creates any number of accounts: split into commands of up to
+    /// [`commands::ACCOUNTS_PER_COMMAND_MAX`] without cutting a linked
+    /// chain ([`commands::split_batch`]), submitted back to back and
+    /// waited for together. Returns one result code per account, in order.
+    /// Atomic per chain, not across the batch (as TigerBeetle's batches are
+    /// not transactions either).
+    pub fn create_accounts_batch(
+        &mut self,
+        accounts: &[Account],
+        correlation_id: u64,
+    ) -> Result<Vec<u8>, ClientError> {
+        let linked = |i: usize| accounts[i].flags & crate::types::account_flags::LINKED != 0;
+        let parts =
+            commands::split_batch(accounts.len(), commands::ACCOUNTS_PER_COMMAND_MAX, linked)?;
+        self.batch(
+            command_type::CREATE_ACCOUNTS,
+            parts,
+            correlation_id,
+            |range, out| commands::encode_create_accounts(&accounts[range], out),
+        )
+    }
+
+    /// [`LedgerClient::create_accounts_batch`] for transfers (commands of up
+    /// to [`commands::TRANSFERS_PER_COMMAND_MAX`]).
+    pub fn create_transfers_batch(
+        &mut self,
+        transfers: &[Transfer],
+        correlation_id: u64,
+    ) -> Result<Vec<u8>, ClientError> {
+        let linked = |i: usize| transfers[i].flags & crate::types::transfer_flags::LINKED != 0;
+        let parts =
+            commands::split_batch(transfers.len(), commands::TRANSFERS_PER_COMMAND_MAX, linked)?;
+        self.batch(
+            command_type::CREATE_TRANSFERS,
+            parts,
+            correlation_id,
+            |range, out| commands::encode_create_transfers(&transfers[range], out),
+        )
+    }
+
+    fn batch(
+        &mut self,
+        kind: u16,
+        parts: Vec<std::ops::Range<usize>>,
+        correlation_id: u64,
+        encode: impl Fn(std::ops::Range<usize>, &mut [u8]) -> Result<usize, EncodeError>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let options = CallOptions {
+            correlation_id,
+            idempotency_key: 0,
+        };
+        let mut pending = Vec::with_capacity(parts.len());
+        let mut cut = None;
+        for range in parts {
+            let len = encode(range, &mut self.payload)?;
+            match self.submit_async(kind, len, options) {
+                Ok(ack) => pending.push(ack),
+                Err(ClientError::Submit(error)) => {
+                    cut = Some(error);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut codes = Vec::new();
+        for ack in pending {
+            match block_on(ack) {
+                Ok(ack) => {
+                    codes.extend_from_slice(commands::event_results(kind, &ack.outcome)?.codes())
+                }
+                Err(error) => return Err(ClientError::Incomplete { codes, error }),
+            }
+        }
+        match cut {
+            None => Ok(codes),
+            Some(error) => Err(ClientError::Incomplete { codes, error }),
+        }
+    }
+
     /// An account's balances (read through the log, so it sees every earlier write).
     pub fn lookup_account(&mut self, id: u128) -> Result<Option<AccountBalance>, ClientError> {
         let len = commands::encode_lookup(id, &mut self.payload)?;
@@ -143,4 +235,25 @@ fn with_options(mut command: Command<'_>, options: CallOptions) -> Command<'_> {
     command.correlation_id = options.correlation_id;
     command.idempotency_key = options.idempotency_key;
     command
+}
+
+/// Waits for one acknowledgement on this thread (no async runtime needed).
+fn block_on(mut ack: PendingAck) -> Result<Ack, SubmitError> {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        match std::pin::Pin::new(&mut ack).poll(&mut cx) {
+            Poll::Ready(result) => return result,
+            Poll::Pending => std::thread::park(),
+        }
+    }
 }

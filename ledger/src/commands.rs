@@ -235,6 +235,52 @@ pub fn access_create_transfers(payload: &[u8]) -> Option<&ArchivedTransferBatch<
     canonical(payload, n, TRANSFER_BYTES, TRANSFERS_PER_COMMAND_MAX).then_some(batch)
 }
 
+/// A linked chain longer than one command holds: it cannot be applied
+/// atomically, so it is refused before anything is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the linked chain from event {first} has {len} events; one command holds at most {max}")]
+pub struct ChainTooLong {
+    /// Index of the chain's first event in the batch.
+    pub first: usize,
+    /// Events in the chain.
+    pub len: usize,
+    /// Events one command holds.
+    pub max: usize,
+}
+
+/// Splits a batch of `n` events into commands of at most `max` events
+/// without cutting a linked chain (`linked(i)`: event `i` is linked to the
+/// next), so each chain stays atomic and the per-event results, joined in
+/// order, are what one large batch would give: a chain left open at the end
+/// stays open in the last command. A batch of 0 events is one empty command.
+pub fn split_batch(
+    n: usize,
+    max: usize,
+    linked: impl Fn(usize) -> bool,
+) -> Result<Vec<std::ops::Range<usize>>, ChainTooLong> {
+    let mut commands = Vec::new();
+    let mut start = 0;
+    let mut chain = 0;
+    while chain < n {
+        // The chain (or lone event) starting at `chain` ends at `end`.
+        let end = (chain..n).find(|&i| !linked(i)).unwrap_or(n - 1) + 1;
+        if end - chain > max {
+            return Err(ChainTooLong {
+                first: chain,
+                len: end - chain,
+                max,
+            });
+        }
+        if end - start > max {
+            commands.push(start..chain);
+            start = chain;
+        }
+        chain = end;
+    }
+    commands.push(start..n);
+    Ok(commands)
+}
+
 /// Encodes a `CREATE_ACCOUNTS` payload into `out`; returns its length.
 pub fn encode_create_accounts(accounts: &[Account], out: &mut [u8]) -> Result<usize, EncodeError> {
     Rkyv::encode(&CreateAccounts { accounts }, out)

@@ -1,6 +1,7 @@
 //! Integration tests of the host side: the architecture rules and the main job.
 
 mod architecture;
+mod batches;
 mod crash;
 mod crash_loop;
 mod hardening;
