@@ -98,3 +98,8 @@ pub fn transfer_term(t: &Transfer, state: PendingState) -> u64 {
         state as u64,
     ])
 }
+
+/// The state-hash term of a transfer id that failed with a transient code.
+pub fn failed_term(id: u128) -> u64 {
+    fold(&[id as u64, (id >> 64) as u64, 0xfa11_ed1d_0000_0001])
+}

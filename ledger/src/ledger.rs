@@ -24,7 +24,9 @@ use crate::commands::{
     self, command_type, outcome_code, set_outcome, AccountBalance, ArchivedAccountBatch,
     ArchivedTransferBatch, EventResults, Lookup, TransferStatus, EVENTS_PER_COMMAND_MAX,
 };
-use crate::hash::{account_static_term, account_term, account_term_with, transfer_term};
+use crate::hash::{
+    account_static_term, account_term, account_term_with, failed_term, transfer_term,
+};
 use crate::memory::FixedVec;
 use crate::results::{CreateAccountResult, CreateTransferResult};
 use crate::table::IdIndex;
@@ -119,6 +121,10 @@ pub struct Ledger {
     account_index: IdIndex,
     pub(crate) transfers: FixedVec<TransferEntry>,
     transfer_index: IdIndex,
+    /// Ids of transfers that failed with a transient code, in order: such
+    /// an id can never succeed later (`id_already_failed`).
+    pub(crate) failed: FixedVec<u128>,
+    failed_index: IdIndex,
     /// `(deadline, transfer position)` of pending transfers with a timeout.
     expiries: BinaryHeap<Reverse<(u64, u32)>>,
     /// Timestamp of the last event (ns); the next event gets a later one.
@@ -148,6 +154,8 @@ impl Ledger {
             + t * std::mem::size_of::<TransferEntry>() as u64
             + index(config.transfers_max)
             + t * std::mem::size_of::<Reverse<(u64, u32)>>() as u64
+            + t * std::mem::size_of::<u128>() as u64
+            + index(config.transfers_max)
     }
 
     /// An empty ledger with every table reserved at its capacity (and
@@ -166,6 +174,9 @@ impl Ledger {
             account_index: IdIndex::with_capacity(config.accounts_max, true),
             transfers: FixedVec::new(config.transfers_max as usize, prefault),
             transfer_index: IdIndex::with_capacity(config.transfers_max, true),
+            // Failed ids are rare: their pages are committed as they come.
+            failed: FixedVec::new(config.transfers_max as usize, false),
+            failed_index: IdIndex::with_capacity(config.transfers_max, false),
             expiries: BinaryHeap::with_capacity(config.transfers_max as usize),
             last_timestamp: 0,
             hash_sum: 0,
@@ -426,6 +437,30 @@ impl Ledger {
                 .is_ok()
     }
 
+    /// Whether transfer id `id` failed before with a transient code.
+    pub(crate) fn has_failed(&self, id: u128) -> bool {
+        let failed = &self.failed;
+        self.failed_index.find(id, |p| failed[p as usize]).is_some()
+    }
+
+    /// Records that transfer id `id` failed with a transient code; `false`
+    /// (nothing recorded) when the table of failed ids is full.
+    pub(crate) fn record_failed(&mut self, id: u128) -> bool {
+        if self.failed_index.is_full() {
+            return false;
+        }
+        debug_assert!(!self.in_chain, "recorded after the chain is settled");
+        self.failed_index.insert(id, self.failed.len() as u32);
+        self.failed.push(id);
+        self.hash_sum = self.hash_sum.wrapping_add(failed_term(id));
+        true
+    }
+
+    /// Ids of transfers that failed with a transient code, in order.
+    pub fn failed_transfer_ids(&self) -> &[u128] {
+        &self.failed
+    }
+
     /// Whether the accounts table has room.
     pub(crate) fn accounts_full(&self) -> bool {
         self.account_index.is_full()
@@ -447,12 +482,16 @@ impl Ledger {
     // ---- commands
 
     /// Runs a batch of `n` events; `linked(i)` says whether event `i` is linked
-    /// to the next, `exec(ledger, i)` applies one and returns its code.
+    /// to the next, `exec(ledger, i)` applies one and returns its code, and
+    /// `failed(ledger, i, code)` runs for an event that failed with its own
+    /// code once its chain is settled (rolled back), returning the code it
+    /// gets.
     fn run_batch(
         &mut self,
         n: usize,
         linked: impl Fn(usize) -> bool,
         mut exec: impl FnMut(&mut Self, usize) -> u8,
+        mut failed: impl FnMut(&mut Self, usize, u8) -> u8,
         chain_open: u8,
         results: &mut EventResults,
     ) {
@@ -464,13 +503,17 @@ impl Ledger {
             let end = (i..n).find(|&j| !linked(j)).unwrap_or(n - 1);
             let open = linked(end);
             if end == i && !open {
-                results.codes[i] = exec(self, i);
+                let code = exec(self, i);
                 self.commit();
+                results.codes[i] = match code {
+                    0 => 0,
+                    code => failed(self, i, code),
+                };
                 i += 1;
                 continue;
             }
             self.in_chain = true;
-            let mut failed = None;
+            let mut broken = None;
             for j in i..=end {
                 let code = if open && j == end {
                     chain_open
@@ -478,12 +521,12 @@ impl Ledger {
                     exec(self, j)
                 };
                 if code != 0 {
-                    failed = Some((j, code));
+                    broken = Some((j, code));
                     break;
                 }
                 results.codes[j] = 0;
             }
-            match failed {
+            match broken {
                 None => self.commit(),
                 Some((at, code)) => {
                     self.rollback();
@@ -500,6 +543,11 @@ impl Ledger {
                 }
             }
             self.in_chain = false;
+            if let Some((at, code)) = broken {
+                if !(open && at == end) {
+                    results.codes[at] = failed(self, at, code);
+                }
+            }
             i = end + 1;
         }
         let rejected = results.codes().iter().filter(|&&c| c != 0).count() as u64;
@@ -526,6 +574,7 @@ impl Ledger {
             |ledger, i| {
                 ledger.create_account(&events[i].to_native(), base + i as u64, context) as u8
             },
+            |_, _, code| code,
             CreateAccountResult::linked_event_chain_open as u8,
             &mut results,
         );
@@ -551,6 +600,7 @@ impl Ledger {
             |ledger, i| {
                 ledger.create_transfer(&events[i].to_native(), base + i as u64, context) as u8
             },
+            |ledger, i, code| ledger.transfer_failed(events[i].id.to_native(), code, rules),
             CreateTransferResult::linked_event_chain_open as u8,
             &mut results,
         );
@@ -707,6 +757,7 @@ impl Ledger {
                     .iter()
                     .map(|e| transfer_term(&e.transfer, e.state)),
             )
+            .chain(self.failed.iter().map(|&id| failed_term(id)))
             .fold(0u64, u64::wrapping_add);
         finish_hash(sum, self.last_timestamp)
     }

@@ -212,6 +212,9 @@ result_codes! {
         exists_with_different_code = 45,
         /// The id exists with the same fields (a retry): nothing changed.
         exists = 46,
+        /// A transfer with this id failed before with a transient code
+        /// (`transfer_failed`); it can never succeed: retry with a new id.
+        id_already_failed = 68,
         /// `debits_pending` would overflow.
         overflows_debits_pending = 47,
         /// `credits_pending` would overflow.

@@ -6,7 +6,7 @@
 //! the expiry heap and the state hash are rebuilt on restore (they are
 //! functions of the records), so the restored ledger's hash is recomputed,
 //! not trusted. Restoring an older image version goes through
-//! [`Migrate`] (version 1 is the only one so far).
+//! [`Migrate`]: version 1 had no failed transfer ids.
 
 use keel_codecs::{DecodeError, Migrate, Rkyv, Schema, SnapshotCodec};
 use rkyv::{Archive, Deserialize, Serialize};
@@ -38,7 +38,7 @@ pub struct TransferImage {
     pub prev_credit: u32,
 }
 
-/// The whole ledger, as a snapshot body.
+/// The whole ledger, as a snapshot body (version 2).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct LedgerImage {
     /// The ledger clock (last event timestamp, ns).
@@ -49,15 +49,62 @@ pub struct LedgerImage {
     pub transfers: Vec<TransferImage>,
     /// `LedgerStats`: events ok, rejected, expired, malformed.
     pub stats: [u64; 4],
+    /// Ids of transfers that failed with a transient code, in order
+    /// (`id_already_failed`; new in version 2).
+    pub failed_ids: Vec<u128>,
 }
 
-impl Schema for LedgerImage {
+/// Version 1 of [`LedgerImage`]: no failed ids (no build before version 2
+/// recorded any).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LedgerImageV1 {
+    /// See [`LedgerImage::last_timestamp`].
+    pub last_timestamp: u64,
+    /// See [`LedgerImage::accounts`].
+    pub accounts: Vec<AccountImage>,
+    /// See [`LedgerImage::transfers`].
+    pub transfers: Vec<TransferImage>,
+    /// See [`LedgerImage::stats`].
+    pub stats: [u64; 4],
+}
+
+impl Schema for LedgerImageV1 {
     const SCHEMA_ID: u16 = 32;
     const VERSION: u16 = 1;
     const NAME: &'static str = "ledger_snapshot";
 }
 
-impl Migrate for LedgerImage {}
+impl Schema for LedgerImage {
+    const SCHEMA_ID: u16 = 32;
+    const VERSION: u16 = 2;
+    const NAME: &'static str = "ledger_snapshot";
+}
+
+impl Migrate for LedgerImage {
+    fn migrate(version: u16, body: &[u8]) -> Result<Self, DecodeError> {
+        if version != 1 {
+            return Err(DecodeError::NoMigration {
+                schema: Self::NAME,
+                version,
+                current: Self::VERSION,
+            });
+        }
+        let old = Rkyv::access_body::<LedgerImageV1>(version, body)?;
+        let old: LedgerImageV1 = rkyv::deserialize::<LedgerImageV1, rkyv::rancor::Error>(old)
+            .map_err(|_| DecodeError::Invalid {
+                schema: Self::NAME,
+                version,
+                len: body.len(),
+            })?;
+        Ok(LedgerImage {
+            last_timestamp: old.last_timestamp,
+            accounts: old.accounts,
+            transfers: old.transfers,
+            stats: old.stats,
+            failed_ids: Vec::new(),
+        })
+    }
+}
 
 /// Why a snapshot could not be restored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -118,6 +165,7 @@ impl Ledger {
                 stats.expired,
                 stats.malformed,
             ],
+            failed_ids: self.failed.to_vec(),
         };
         let body = rkyv::to_bytes::<rkyv::rancor::Error>(&image).expect("in-memory serialization");
         let mut out = Vec::with_capacity(keel_codecs::HEADER_BYTES + body.len());
@@ -217,6 +265,22 @@ impl Ledger {
                 });
             }
             ledger.restore_transfer(entry);
+        }
+        capacity(
+            "failed transfer ids",
+            image.failed_ids.len(),
+            config.transfers_max,
+        )?;
+        for (position, id) in image.failed_ids.iter().enumerate() {
+            let id = id.to_native();
+            let valid = id != 0 && id != u128::MAX;
+            if !valid || ledger.transfer(id).is_some() || ledger.has_failed(id) {
+                return Err(RestoreError::Inconsistent {
+                    table: "failed transfer ids",
+                    position,
+                });
+            }
+            assert!(ledger.record_failed(id), "capacity checked above");
         }
         let s = &image.stats;
         ledger.restore_clock(

@@ -133,6 +133,9 @@ impl Ledger {
         if let Some(position) = self.transfer_position(t.id) {
             return self.exists(&self.transfers[position as usize].transfer, t, rules);
         }
+        if rules == Rules::Tb017 && self.has_failed(t.id) {
+            return R::id_already_failed;
+        }
         // An imported event keeps its own (past) timestamp.
         let at = if imported { t.timestamp } else { timestamp };
         if t.flags & (f::POST_PENDING_TRANSFER | f::VOID_PENDING_TRANSFER) != 0 {
@@ -145,6 +148,32 @@ impl Ledger {
             }
             Err(code) => code,
         }
+    }
+
+    /// The code a transfer that failed with `code` gets, once its chain is
+    /// settled. Under [`Rules::Tb017`] a transient failure (one that a
+    /// retry with the same fields could pass: an account or pending
+    /// transfer not found yet, limits, closed accounts) records the id, so
+    /// it can never succeed later (`id_already_failed`): a retry after an
+    /// unknown outcome cannot apply a transfer its first attempt was
+    /// refused. With no room left to record it the event is
+    /// `transfers_table_full`.
+    pub(crate) fn transfer_failed(&mut self, id: u128, code: u8, rules: Rules) -> u8 {
+        let transient = [
+            R::debit_account_not_found,
+            R::credit_account_not_found,
+            R::pending_transfer_not_found,
+            R::exceeds_credits,
+            R::exceeds_debits,
+            R::debit_account_already_closed,
+            R::credit_account_already_closed,
+        ]
+        .iter()
+        .any(|&r| r as u8 == code);
+        if rules != Rules::Tb017 || !transient || self.record_failed(id) {
+            return code;
+        }
+        R::transfers_table_full as u8
     }
 
     /// An imported event's timestamp must follow the newest transfer's and

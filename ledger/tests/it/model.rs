@@ -15,6 +15,8 @@ pub struct Model {
     pub accounts: BTreeMap<u128, Account>,
     /// id → (stored transfer, pending state, expiry deadline or 0).
     pub transfers: BTreeMap<u128, (Transfer, PendingState, u64)>,
+    /// Ids of transfers that failed with a transient code.
+    pub failed: std::collections::BTreeSet<u128>,
     accounts_max: usize,
     transfers_max: usize,
     last_timestamp: u64,
@@ -25,6 +27,7 @@ impl Model {
         Self {
             accounts: BTreeMap::new(),
             transfers: BTreeMap::new(),
+            failed: std::collections::BTreeSet::new(),
             accounts_max,
             transfers_max,
             last_timestamp: 0,
@@ -69,6 +72,7 @@ impl Model {
         open: u8,
         mut exec: impl FnMut(&mut Self, &E, u64) -> u8,
         base: u64,
+        failed: impl Fn(&mut Self, &E, u8) -> u8,
     ) -> Vec<u8> {
         let mut codes = vec![0u8; events.len()];
         let mut i = 0;
@@ -78,7 +82,7 @@ impl Model {
                 end += 1;
             }
             let saved = self.clone();
-            let mut failed = None;
+            let mut broken = None;
             for j in i..=end {
                 let code = if linked(&events[j]) && j == events.len() - 1 {
                     open
@@ -86,11 +90,11 @@ impl Model {
                     exec(self, &events[j], base + j as u64)
                 };
                 if code != 0 {
-                    failed = Some((j, code));
+                    broken = Some((j, code));
                     break;
                 }
             }
-            if let Some((at, code)) = failed {
+            if let Some((at, code)) = broken {
                 let last_timestamp = self.last_timestamp;
                 *self = saved;
                 self.last_timestamp = last_timestamp;
@@ -105,6 +109,11 @@ impl Model {
                         j if chain_open && j == end => open,
                         _ => 1,
                     };
+                }
+                // After the rollback, the failing event's own code may mark
+                // its id (not an open chain's end, which never ran).
+                if !(chain_open && at == end) {
+                    codes[at] = failed(self, &events[at], code);
                 }
             }
             i = end + 1;
@@ -133,6 +142,7 @@ impl Model {
                 }
             },
             base,
+            |_, _, code| code,
         )
     }
 
@@ -157,6 +167,28 @@ impl Model {
                 }
             },
             base,
+            |m, t, code| {
+                // TigerBeetle 0.17 (`CreateTransferStatus.transient`).
+                let transient = [
+                    T::debit_account_not_found,
+                    T::credit_account_not_found,
+                    T::pending_transfer_not_found,
+                    T::exceeds_credits,
+                    T::exceeds_debits,
+                    T::debit_account_already_closed,
+                    T::credit_account_already_closed,
+                ]
+                .iter()
+                .any(|&r| r as u8 == code);
+                if !transient {
+                    return code;
+                }
+                if m.failed.len() >= m.transfers_max {
+                    return T::transfers_table_full as u8;
+                }
+                m.failed.insert(t.id);
+                code
+            },
         )
     }
 
@@ -257,6 +289,9 @@ impl Model {
         }
         if let Some(&(e, _, _)) = self.transfers.get(&t.id) {
             return self.exists(&e, t);
+        }
+        if self.failed.contains(&t.id) {
+            return T::id_already_failed;
         }
         match t.flags & (tf::POST_PENDING_TRANSFER | tf::VOID_PENDING_TRANSFER) != 0 {
             true => self.post_or_void(t, ts, imported),

@@ -140,7 +140,16 @@ fn transfer_field_checks_come_in_order() {
             T::timestamp_must_be_zero,
         ),
     ];
-    for (t, expected) in cases {
+    for (i, (t, expected)) in cases.into_iter().enumerate() {
+        // A fresh id per case: an id that failed with a transient code
+        // (an account not found) is `id_already_failed` from then on.
+        let t = match t.id {
+            11 => Transfer {
+                id: 100 + i as u128,
+                ..t
+            },
+            _ => t,
+        };
         assert_eq!(h.transfers(&[t]), [expected as u8], "{t:?}");
     }
     assert_eq!(h.ledger.transfers_len(), 0);
@@ -211,7 +220,7 @@ fn two_phase_post_partial_and_void() {
         [T::pending_transfer_not_found as u8]
     );
     assert_eq!(
-        h.transfers(&[void(7, 3)]),
+        h.transfers(&[void(8, 3)]),
         [T::pending_transfer_not_pending as u8]
     );
     assert_eq!(h.ledger.transfer(1).unwrap().1, PendingState::Posted);
@@ -377,7 +386,12 @@ fn closing_transfers_close_and_voiding_reopens() {
     };
     assert_eq!(h.transfers(&[void]), ok(1));
     assert_eq!(h.account(1).flags & af::CLOSED, 0);
-    assert_eq!(h.transfers(&[transfer(2, 1, 2, 5)]), ok(1));
+    // Open again, but id 2 failed on the closed account: it stays failed.
+    assert_eq!(
+        h.transfers(&[transfer(2, 1, 2, 5)]),
+        [T::id_already_failed as u8]
+    );
+    assert_eq!(h.transfers(&[transfer(4, 1, 2, 5)]), ok(1));
 }
 
 #[test]
@@ -944,4 +958,57 @@ fn an_empty_batch_is_a_command_with_no_results() {
         "accepted, as TigerBeetle accepts an empty batch"
     );
     assert_eq!(h.ledger.transfers_len(), 0);
+}
+
+#[test]
+fn a_transfer_id_that_failed_transiently_can_never_succeed() {
+    // TigerBeetle 0.17: an id whose transfer failed with a code that a
+    // retry could pass (an account or pending transfer not found, limits,
+    // closed accounts) is `id_already_failed` for ever, so a retry of an
+    // unknown outcome never applies what its first attempt was refused.
+    let mut h = ledger_with_accounts(&[af::DEBITS_MUST_NOT_EXCEED_CREDITS, 0]);
+    assert_eq!(
+        h.transfers(&[transfer(1, 1, 2, 10)]),
+        [T::exceeds_credits as u8]
+    );
+    assert_eq!(h.transfers(&[transfer(9, 2, 1, 50)]), ok(1), "funds arrive");
+    assert_eq!(
+        h.transfers(&[transfer(1, 1, 2, 10)]),
+        [T::id_already_failed as u8]
+    );
+    assert_eq!(h.transfers(&[transfer(2, 1, 2, 10)]), ok(1), "a new id");
+    // A non-transient failure does not mark the id.
+    assert_eq!(
+        h.transfers(&[transfer(3, 1, 1, 10)]),
+        [T::accounts_must_be_different as u8]
+    );
+    assert_eq!(h.transfers(&[transfer(3, 1, 2, 10)]), ok(1));
+    // In a chain, only the event that failed with its own transient code.
+    let chain = [
+        Transfer {
+            flags: tf::LINKED,
+            ..transfer(4, 1, 2, 1)
+        },
+        transfer(5, 1, 7, 1), // no account 7
+    ];
+    assert_eq!(
+        h.transfers(&chain),
+        [
+            T::linked_event_failed as u8,
+            T::credit_account_not_found as u8
+        ]
+    );
+    assert_eq!(h.transfers(&[transfer(4, 1, 2, 1)]), ok(1));
+    assert_eq!(
+        h.transfers(&[transfer(5, 1, 2, 1)]),
+        [T::id_already_failed as u8]
+    );
+    assert_eq!(h.ledger.failed_transfer_ids(), [1, 5]);
+    // Schema version 1 records nothing (and a journal of it replays so).
+    h.schema_version = Some(1);
+    assert_eq!(
+        h.transfers(&[transfer(6, 1, 7, 1)]),
+        [T::credit_account_not_found as u8]
+    );
+    assert_eq!(h.ledger.failed_transfer_ids(), [1, 5]);
 }
