@@ -439,8 +439,10 @@ impl Ledger {
 
     /// Whether transfer id `id` failed before with a transient code.
     pub(crate) fn has_failed(&self, id: u128) -> bool {
+        // Usually none failed: no probe (and no page fault) into an index
+        // whose pages are committed only as ids arrive.
         let failed = &self.failed;
-        self.failed_index.find(id, |p| failed[p as usize]).is_some()
+        !failed.is_empty() && self.failed_index.find(id, |p| failed[p as usize]).is_some()
     }
 
     /// Records that transfer id `id` failed with a transient code; `false`
