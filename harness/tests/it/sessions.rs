@@ -143,7 +143,25 @@ fn a_retry_whose_outcome_left_the_window_is_refused_not_run_again() {
     );
     c.set_next_request(later);
     assert_eq!(credits(&mut c), 5, "the late retry did not run");
+    let session = c.session();
     drop(c);
     server.shutdown();
     node.shutdown().unwrap();
+
+    // Audit: the journal names the principal of every session request.
+    let dump = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["journal", "dump"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(dump.status.success());
+    let dump = String::from_utf8(dump.stdout).unwrap();
+    let registered = format!("session-register principal \"test\" session {session:#x}");
+    assert!(dump.contains(&registered), "{dump}");
+    let request = format!("principal \"test\" session {session:#x} request 2 ");
+    assert_eq!(
+        dump.lines().filter(|l| l.contains(&request)).count(),
+        3,
+        "request 2: applied, its Duplicate retry and the late retry, each named"
+    );
 }

@@ -32,10 +32,15 @@ pub fn run(command: JournalCommand) -> ExitCode {
         JournalCommand::Dump { from, to, .. } => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let mut closed = false;
-            let scanned = read_records(&storage, from, to, &mut |r| {
+            // Sessions are read from the start, so a request names its
+            // principal even when its registration is before `from`.
+            let mut sessions = Sessions::default();
+            let scanned = read_records(&storage, 0, to, &mut |r| {
+                let r = OwnedRecord::from_record(r);
+                let principal = sessions.see(&r);
                 // A closed pipe (`| head`) ends the output, not the process.
-                if !closed {
-                    closed = dump(&mut out, &OwnedRecord::from_record(r)).is_err();
+                if !closed && r.sequence >= from {
+                    closed = dump(&mut out, &r, &principal).is_err();
                 }
             });
             closed |= out.flush().is_err();
@@ -156,7 +161,46 @@ fn verify(report: &ScanReport, live: bool) -> u8 {
     code
 }
 
-fn dump(out: &mut impl std::io::Write, r: &OwnedRecord) -> std::io::Result<()> {
+/// Who each session is, from the journaled registrations (audit: every
+/// session request's key names its scope; the registration names the
+/// principal and the client's session id).
+#[derive(Default)]
+struct Sessions {
+    by_scope: std::collections::HashMap<u64, (String, u64)>,
+}
+
+impl Sessions {
+    /// Notes a registration; returns what to print about `r`'s session.
+    fn see(&mut self, r: &OwnedRecord) -> String {
+        if r.meta.command_type == keel_core::SESSION_REGISTER {
+            let Some(reg) = keel_core::Registration::decode(&r.payload) else {
+                return " session-register (malformed)".into();
+            };
+            let principal = String::from_utf8_lossy(reg.principal).into_owned();
+            let line = format!(
+                " session-register principal {principal:?} session {:#x} scope {:#x}{}",
+                reg.session,
+                reg.scope,
+                if reg.resume { " resume" } else { "" }
+            );
+            self.by_scope.insert(reg.scope, (principal, reg.session));
+            return line;
+        }
+        if !r.meta.session {
+            return String::new();
+        }
+        let scope = (r.meta.idempotency_key >> 64) as u64;
+        match self.by_scope.get(&scope) {
+            Some((principal, session)) => format!(
+                " principal {principal:?} session {session:#x} request {}",
+                r.meta.idempotency_key as u64
+            ),
+            None => format!(" session scope {scope:#x} (its registration is not in the journal)"),
+        }
+    }
+}
+
+fn dump(out: &mut impl std::io::Write, r: &OwnedRecord, session: &str) -> std::io::Result<()> {
     let preview: String = r
         .payload
         .iter()
@@ -165,7 +209,7 @@ fn dump(out: &mut impl std::io::Write, r: &OwnedRecord) -> std::io::Result<()> {
         .collect();
     writeln!(
         out,
-        "seq {} seg {} off {} epoch {} type {} schema {} ts {} corr {} key {:x} tenant {} len {} payload {}{}",
+        "seq {} seg {} off {} epoch {} type {} schema {} ts {} corr {} key {:x} tenant {}{} len {} payload {}{}",
         r.sequence,
         r.segment_id,
         r.offset,
@@ -176,6 +220,7 @@ fn dump(out: &mut impl std::io::Write, r: &OwnedRecord) -> std::io::Result<()> {
         r.meta.correlation_id,
         r.meta.idempotency_key,
         r.meta.tenant_id,
+        session,
         r.payload.len(),
         preview,
         if r.payload.len() > 32 { "…" } else { "" }
