@@ -3,7 +3,7 @@
 
 use crate::ledger::Ledger;
 use crate::results::CreateAccountResult as R;
-use crate::transfer::{Batch, ImportedBatch, Rules};
+use crate::transfer::{Batch, Rules};
 use crate::types::{account_flags as f, Account};
 
 impl Ledger {
@@ -15,11 +15,13 @@ impl Ledger {
     pub(crate) fn create_account(&mut self, a: &Account, timestamp: u64, batch: Batch) -> R {
         let imported = match batch.check(a.flags & f::IMPORTED != 0, a.timestamp) {
             Ok(imported) => imported,
-            Err(ImportedBatch::Expected) => return R::imported_event_expected,
-            Err(ImportedBatch::NotExpected) => return R::imported_event_not_expected,
-            Err(ImportedBatch::OutOfRange) => return R::imported_event_timestamp_out_of_range,
-            Err(ImportedBatch::MustNotAdvance) => {
-                return R::imported_event_timestamp_must_not_advance
+            Err(e) => {
+                return e.code([
+                    R::imported_event_expected,
+                    R::imported_event_not_expected,
+                    R::imported_event_timestamp_out_of_range,
+                    R::imported_event_timestamp_must_not_advance,
+                ])
             }
         };
         if let Err(code) = validate_id(a, batch.rules, imported) {

@@ -57,6 +57,15 @@ pub(crate) enum ImportedBatch {
     MustNotAdvance,
 }
 
+impl ImportedBatch {
+    /// The result code for it, from `codes`: `imported_event_expected`,
+    /// `…_not_expected`, `…_timestamp_out_of_range`,
+    /// `…_timestamp_must_not_advance` (accounts and transfers have each).
+    pub(crate) fn code<C: Copy>(self, codes: [C; 4]) -> C {
+        codes[self as usize]
+    }
+}
+
 /// The largest timestamp an event may carry (TigerBeetle's `2^63 - 1`).
 pub const TIMESTAMP_MAX: u64 = (1 << 63) - 1;
 
@@ -120,11 +129,13 @@ impl Ledger {
         let rules = batch.rules;
         let imported = match batch.check(t.flags & f::IMPORTED != 0, t.timestamp) {
             Ok(imported) => imported,
-            Err(ImportedBatch::Expected) => return R::imported_event_expected,
-            Err(ImportedBatch::NotExpected) => return R::imported_event_not_expected,
-            Err(ImportedBatch::OutOfRange) => return R::imported_event_timestamp_out_of_range,
-            Err(ImportedBatch::MustNotAdvance) => {
-                return R::imported_event_timestamp_must_not_advance
+            Err(e) => {
+                return e.code([
+                    R::imported_event_expected,
+                    R::imported_event_not_expected,
+                    R::imported_event_timestamp_out_of_range,
+                    R::imported_event_timestamp_must_not_advance,
+                ])
             }
         };
         if let Err(code) = validate(t, rules, imported) {
