@@ -426,6 +426,109 @@ mod tests {
         assert_eq!(table.refusal(5, 4 + SESSION_WINDOW), None);
     }
 
+    /// The table against a reference that keeps every applied number of
+    /// every session (no bitmap, no window arithmetic) and the LRU order as
+    /// a list: the same answers, and no request is ever new twice.
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::{BTreeSet, HashMap};
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Register { scope: u64, resume: bool },
+            Request { scope: u64, request: u64 },
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let scope = 1u64..=6;
+            // Request numbers near each other, with jumps past the window.
+            let request = prop_oneof![
+                8 => 1u64..40,
+                1 => (SESSION_WINDOW - 5)..(SESSION_WINDOW + 45),
+                1 => (3 * SESSION_WINDOW)..(3 * SESSION_WINDOW + 10),
+            ];
+            prop_oneof![
+                1 => (scope.clone(), any::<bool>()).prop_map(|(scope, resume)| Op::Register { scope, resume }),
+                6 => (scope, request).prop_map(|(scope, request)| Op::Request { scope, request }),
+            ]
+        }
+
+        #[derive(Default)]
+        struct Reference {
+            /// scope → every request number applied, in the current life.
+            applied: HashMap<u64, BTreeSet<u64>>,
+            /// Held scopes, least recently used first.
+            lru: Vec<u64>,
+        }
+
+        impl Reference {
+            fn touch(&mut self, scope: u64) {
+                self.lru.retain(|&s| s != scope);
+                self.lru.push(scope);
+            }
+
+            fn refusal(&self, scope: u64, request: u64) -> Option<ResultCode> {
+                let applied = self.applied.get(&scope)?;
+                let highest = applied.iter().next_back().copied().unwrap_or(0);
+                let new = request > highest
+                    || (request + SESSION_WINDOW > highest && !applied.contains(&request));
+                (!new).then_some(REQUEST_EXPIRED)
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn the_table_answers_as_the_reference(ops in prop::collection::vec(op(), 1..200)) {
+                const CAPACITY: usize = 3;
+                let mut table = SessionTable::with_capacity(CAPACITY);
+                let mut reference = Reference::default();
+                // Everything ever run, across evictions: never twice.
+                let mut ran: BTreeSet<(u64, u64, u64)> = BTreeSet::new();
+                let mut lives: HashMap<u64, u64> = HashMap::new();
+                for (sequence, op) in ops.into_iter().enumerate() {
+                    let sequence = sequence as u64 + 1;
+                    match op {
+                        Op::Register { scope, resume } => {
+                            let outcome = register(&mut table, scope, resume, sequence);
+                            if reference.applied.contains_key(&scope) {
+                                let highest = reference.applied[&scope].iter().next_back().copied().unwrap_or(0);
+                                prop_assert_eq!(Registered::from_outcome(&outcome), Some(Registered::Resumed { highest }));
+                                reference.touch(scope);
+                            } else if resume {
+                                prop_assert_eq!(outcome.code, SESSION_UNKNOWN);
+                            } else {
+                                prop_assert_eq!(Registered::from_outcome(&outcome), Some(Registered::New));
+                                if reference.lru.len() == CAPACITY {
+                                    let evicted = reference.lru.remove(0);
+                                    reference.applied.remove(&evicted);
+                                }
+                                reference.applied.insert(scope, BTreeSet::new());
+                                reference.touch(scope);
+                                *lives.entry(scope).or_default() += 1;
+                            }
+                        }
+                        Op::Request { scope, request } => {
+                            let expected = match reference.applied.contains_key(&scope) {
+                                false => Some(SESSION_UNKNOWN),
+                                true => reference.refusal(scope, request),
+                            };
+                            prop_assert_eq!(table.refusal(scope, request), expected);
+                            if expected.is_none() {
+                                table.record(scope, request, sequence);
+                                reference.applied.get_mut(&scope).unwrap().insert(request);
+                                reference.touch(scope);
+                                let life = lives[&scope];
+                                prop_assert!(ran.insert((scope, life, request)), "run twice");
+                            }
+                        }
+                    }
+                    prop_assert_eq!(table.len(), reference.lru.len());
+                }
+            }
+        }
+    }
+
     #[test]
     fn rows_restore_to_the_same_table() {
         let mut table = SessionTable::with_capacity(3);
