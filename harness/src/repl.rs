@@ -307,6 +307,10 @@ fn describe(out: &mut String, kind: u16, reply: &ReplyEntry, ids: &[u128]) {
     let refused = match reply.status {
         Status::Applied | Status::Duplicate => None,
         Status::Rejected => Some(format!("rejected by the validator (code {})", reply.code)),
+        Status::SessionEvicted => Some(
+            "not executed: the node no longer holds this session's outcome (look the id up)"
+                .to_string(),
+        ),
         other => Some(format!("{other:?}")),
     };
     if let Some(why) = refused {
