@@ -48,8 +48,10 @@ statements (end each with ';' or the line; objects separated by ','):
   lookup_transfers id=N, ...
   help | exit
 account flags:  linked debits_must_not_exceed_credits credits_must_not_exceed_debits history closed
+                imported (with timestamp=NS: migrating history)
 transfer flags: linked pending post_pending_transfer void_pending_transfer balancing_debit
-                balancing_credit closing_debit closing_credit
+                balancing_credit closing_debit closing_credit imported (with timestamp=NS)
+batches: any size; split into commands of 9 accounts / 7 transfers without cutting a linked chain
 numbers: decimal, or hex with 0x";
 
 /// Splits text into statements (`;`-separated) and parses each non-empty one.
@@ -85,19 +87,26 @@ fn parse_statement(text: &str) -> Result<Statement, String> {
     match op {
         "create_accounts" => {
             needs_objects(op)?;
-            objects
+            let accounts: Vec<Account> = objects
                 .iter()
                 .map(|o| account(o))
-                .collect::<Result<_, _>>()
-                .map(Statement::CreateAccounts)
+                .collect::<Result<_, _>>()?;
+            // A linked chain must fit one command (it is atomic).
+            let linked = |i: usize| accounts[i].flags & account_flags::LINKED != 0;
+            commands::split_batch(accounts.len(), commands::ACCOUNTS_PER_COMMAND_MAX, linked)
+                .map_err(|e| e.to_string())?;
+            Ok(Statement::CreateAccounts(accounts))
         }
         "create_transfers" => {
             needs_objects(op)?;
-            objects
+            let transfers: Vec<Transfer> = objects
                 .iter()
                 .map(|o| transfer(o))
-                .collect::<Result<_, _>>()
-                .map(Statement::CreateTransfers)
+                .collect::<Result<_, _>>()?;
+            let linked = |i: usize| transfers[i].flags & transfer_flags::LINKED != 0;
+            commands::split_batch(transfers.len(), commands::TRANSFERS_PER_COMMAND_MAX, linked)
+                .map_err(|e| e.to_string())?;
+            Ok(Statement::CreateTransfers(transfers))
         }
         "lookup_accounts" | "lookup_transfers" => {
             needs_objects(op)?;
@@ -239,14 +248,9 @@ pub fn execute(client: &mut Client, statement: &Statement) -> Result<String, Cli
     let kind = match statement {
         Statement::CreateAccounts(accounts) => {
             let linked = |i: usize| accounts[i].flags & account_flags::LINKED != 0;
-            let parts = match commands::split_batch(
-                accounts.len(),
-                commands::ACCOUNTS_PER_COMMAND_MAX,
-                linked,
-            ) {
-                Ok(parts) => parts,
-                Err(e) => return Ok(format!("not sent: {e}")),
-            };
+            let parts =
+                commands::split_batch(accounts.len(), commands::ACCOUNTS_PER_COMMAND_MAX, linked)
+                    .expect("parse checked the chains");
             for range in parts {
                 let chunk = &accounts[range];
                 let len = commands::encode_create_accounts(chunk, &mut buf).expect("fits");
@@ -256,14 +260,9 @@ pub fn execute(client: &mut Client, statement: &Statement) -> Result<String, Cli
         }
         Statement::CreateTransfers(transfers) => {
             let linked = |i: usize| transfers[i].flags & transfer_flags::LINKED != 0;
-            let parts = match commands::split_batch(
-                transfers.len(),
-                commands::TRANSFERS_PER_COMMAND_MAX,
-                linked,
-            ) {
-                Ok(parts) => parts,
-                Err(e) => return Ok(format!("not sent: {e}")),
-            };
+            let parts =
+                commands::split_batch(transfers.len(), commands::TRANSFERS_PER_COMMAND_MAX, linked)
+                    .expect("parse checked the chains");
             for range in parts {
                 let chunk = &transfers[range];
                 let len = commands::encode_create_transfers(chunk, &mut buf).expect("fits");
@@ -389,6 +388,36 @@ fn describe(out: &mut String, kind: u16, reply: &ReplyEntry, ids: &[u128]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_linked_chain_longer_than_one_command_does_not_parse() {
+        let event = |id: u32, flags: &str| {
+            format!(
+                "id={id} debit_account_id=1 credit_account_id=2 amount=1 ledger=1 code=1{flags}"
+            )
+        };
+        let chain = |n: u32| {
+            let mut events: Vec<String> = (1..n).map(|id| event(id, " flags=linked")).collect();
+            events.push(event(n, ""));
+            format!("create_transfers {}", events.join(", "))
+        };
+        assert!(parse(&chain(7)).is_ok(), "a chain of 7 fits one command");
+        let e = parse(&chain(8)).unwrap_err();
+        assert!(e.contains("8 events"), "{e}");
+        // Not linked, 20 transfers are fine: they are split.
+        let many: Vec<String> = (1..=20).map(|id| event(id, "")).collect();
+        assert!(parse(&format!("create_transfers {}", many.join(", "))).is_ok());
+        // Imported events carry their timestamp.
+        let imported =
+            parse("create_accounts id=1 ledger=1 code=1 flags=imported timestamp=5").unwrap();
+        let Statement::CreateAccounts(accounts) = &imported[0] else {
+            panic!("{imported:?}")
+        };
+        assert_eq!(
+            (accounts[0].flags, accounts[0].timestamp),
+            (account_flags::IMPORTED, 5)
+        );
+    }
 
     #[test]
     fn statements_parse_with_flags_hex_and_several_per_line() {
