@@ -92,6 +92,11 @@ pub enum SubmitError {
         "a session request needs scope and request number in its key; a registration has none"
     )]
     SessionKey,
+    /// A session registration whose payload is not a
+    /// [`crate::session::Registration`] (scope 0, a bad resume byte, or a
+    /// principal length that disagrees with the payload).
+    #[error("a session registration's payload does not decode")]
+    BadRegistration,
     /// Schema version 0 is reserved.
     #[error("schema version 0 is reserved")]
     ReservedSchemaVersion,

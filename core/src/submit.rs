@@ -20,7 +20,7 @@ use crate::envelope::{Command, CommandHeader, FLAG_SESSION};
 use crate::error::{StopReason, SubmitError};
 use crate::gate::{Admission, Refused};
 use crate::outcome::Ack;
-use crate::session::SESSION_REGISTER;
+use crate::session::{Registration, SESSION_REGISTER};
 use crate::shared::Shared;
 use crate::slot::Slot;
 use crate::state_machine::Validator;
@@ -113,7 +113,10 @@ impl Submitter {
         }
         if command.command_type == SESSION_REGISTER {
             // The engine's own command: the host's validator never sees it.
-            return Ok(());
+            return match Registration::decode(command.payload) {
+                Some(_) => Ok(()),
+                None => Err(SubmitError::BadRegistration),
+            };
         }
         self.validator
             .validate(command)

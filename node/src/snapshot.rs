@@ -8,17 +8,18 @@
 //! sessions in table order, each `scope u64, highest u64, last_used u64,
 //! applied [u64; 16]` (152 bytes); then the state machine's own snapshot
 //! bytes (`SnapshotCodec`). A snapshot without sessions (every one written
-//! before sessions existed) has bit 31 clear and restores an empty table. The file header carries the
-//! sequence the snapshot covers and the state hash, checked after restore.
+//! before sessions existed) has bit 31 clear and restores an empty table.
+//! The file header carries the sequence the snapshot covers and the state
+//! hash, checked after restore.
 
 use keel_codecs::SnapshotCodec;
 use keel_core::session::{SessionRow, SESSION_WINDOW};
 use keel_core::{DedupTable, Outcome, ResultCode, StateMachine};
+use keel_journal::{SnapshotHeader, SnapshotStore};
 
 /// Bit 31 of the window count: a session section follows the window.
 const SESSIONS_FOLLOW: u32 = 1 << 31;
 const APPLIED_WORDS: usize = (SESSION_WINDOW / 64) as usize;
-use keel_journal::{SnapshotHeader, SnapshotStore};
 
 /// What binds a snapshot to one journal's history: the journal's id and
 /// the checksum of its record at `sequence - 1` (0: not known).
@@ -62,6 +63,13 @@ pub enum SnapshotUseError {
         restored: u64,
         /// In the file header.
         recorded: u64,
+    },
+    /// The session section is truncated, or session `position` is not a
+    /// valid row (scope 0, or a scope held twice).
+    #[error("session section of the snapshot is malformed at session {position}")]
+    SessionRow {
+        /// The row's position in the section.
+        position: usize,
     },
     /// The session section holds no session or more than the configured
     /// window's table holds (`dedup_entries / 16`, at least 16).
@@ -160,6 +168,45 @@ fn header<S: SnapshotCodec + StateMachine>(
     }
 }
 
+/// Restores the session section at the start of `body` into `dedup`'s
+/// table; returns the bytes it took.
+fn decode_sessions(body: &[u8], dedup: &mut DedupTable) -> Result<usize, SnapshotUseError> {
+    const ROW_BYTES: usize = 8 * (3 + APPLIED_WORDS);
+    let word = |bytes: &[u8], i: usize| {
+        u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+    };
+    let count = body
+        .get(..4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+        .ok_or(SnapshotUseError::SessionRow { position: 0 })?;
+    let capacity = dedup.sessions().capacity();
+    if count == 0 || count > capacity {
+        return Err(SnapshotUseError::Sessions {
+            found: count,
+            capacity,
+        });
+    }
+    for position in 0..count {
+        let at = 4 + position * ROW_BYTES;
+        let bytes = body
+            .get(at..at + ROW_BYTES)
+            .ok_or(SnapshotUseError::SessionRow { position })?;
+        let mut row = SessionRow {
+            scope: word(bytes, 0),
+            highest: word(bytes, 1),
+            last_used: word(bytes, 2),
+            applied: [0; APPLIED_WORDS],
+        };
+        for (i, applied) in row.applied.iter_mut().enumerate() {
+            *applied = word(bytes, 3 + i);
+        }
+        if !dedup.sessions_mut().restore(row) {
+            return Err(SnapshotUseError::SessionRow { position });
+        }
+    }
+    Ok(4 + count * ROW_BYTES)
+}
+
 /// Decodes a snapshot body; checks the restored hash against the header.
 pub fn decode<S: SnapshotCodec + StateMachine>(
     header: &SnapshotHeader,
@@ -173,11 +220,6 @@ pub fn decode<S: SnapshotCodec + StateMachine>(
         Ok(bytes)
     };
     let mut at = 0;
-    let word = |at: &mut usize| -> Result<u64, SnapshotUseError> {
-        Ok(u64::from_le_bytes(
-            take(at, 8)?.try_into().expect("8 bytes"),
-        ))
-    };
     let count = u32::from_le_bytes(take(&mut at, 4)?.try_into().expect("4 bytes"));
     let sessions_follow = count & SESSIONS_FOLLOW != 0;
     let count = (count & !SESSIONS_FOLLOW) as usize;
@@ -200,28 +242,7 @@ pub fn decode<S: SnapshotCodec + StateMachine>(
         dedup.insert(key, outcome);
     }
     if sessions_follow {
-        let count = u32::from_le_bytes(take(&mut at, 4)?.try_into().expect("4 bytes")) as usize;
-        let capacity = dedup.sessions().capacity();
-        if count == 0 || count > capacity {
-            return Err(SnapshotUseError::Sessions {
-                found: count,
-                capacity,
-            });
-        }
-        for _ in 0..count {
-            let mut row = SessionRow {
-                scope: word(&mut at)?,
-                highest: word(&mut at)?,
-                last_used: word(&mut at)?,
-                applied: [0; APPLIED_WORDS],
-            };
-            for applied in &mut row.applied {
-                *applied = word(&mut at)?;
-            }
-            if !dedup.sessions_mut().restore(row) {
-                return Err(SnapshotUseError::Window);
-            }
-        }
+        at += decode_sessions(&body[at..], &mut dedup)?;
     }
     let state = S::restore_snapshot(config, &body[at..])
         .map_err(|e| SnapshotUseError::State(Box::new(e)))?;
@@ -295,4 +316,82 @@ pub fn load_newest<S: SnapshotCodec + StateMachine>(
         }
     }
     Ok((None, warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_core::{CommandHeader, CommandRef, Registration, SESSION_REGISTER};
+    use keel_ledger::{Ledger, LedgerConfig};
+
+    fn config() -> LedgerConfig {
+        LedgerConfig {
+            accounts_max: 4,
+            transfers_max: 4,
+            prefault: false,
+        }
+    }
+
+    /// A window with two registered sessions.
+    fn dedup() -> DedupTable {
+        let mut dedup = DedupTable::with_capacity(64);
+        for scope in [7, 9] {
+            let mut payload = Vec::new();
+            Registration {
+                scope,
+                session: scope,
+                resume: false,
+                principal: b"p",
+            }
+            .encode(&mut payload);
+            let header = CommandHeader {
+                command_type: SESSION_REGISTER,
+                payload_len: payload.len() as u32,
+                ..CommandHeader::default()
+            };
+            dedup.sessions_mut().register(&CommandRef {
+                sequence: scope,
+                header: &header,
+                payload: &payload,
+            });
+        }
+        dedup.sessions_mut().record(9, 3, 10);
+        dedup
+    }
+
+    fn header(ledger: &Ledger) -> SnapshotHeader {
+        super::header::<Ledger>(Binding::default(), 11, ledger)
+    }
+
+    #[test]
+    fn sessions_round_trip_and_a_damaged_section_is_named() {
+        let ledger = Ledger::new(config());
+        let dedup = dedup();
+        let body = encode(&ledger, &dedup);
+        let (_, restored) = decode::<Ledger>(&header(&ledger), &body, &config(), 64).unwrap();
+        assert_eq!(restored.state_hash(), dedup.state_hash());
+        assert_eq!(restored.sessions().len(), 2);
+
+        // Sessions start after the empty window's count (4 bytes) and their
+        // own count (4 bytes); each row is 152 bytes.
+        let mut duplicate = body.clone();
+        duplicate.copy_within(8..16, 8 + 152);
+        assert!(matches!(
+            decode::<Ledger>(&header(&ledger), &duplicate, &config(), 64),
+            Err(SnapshotUseError::SessionRow { position: 1 })
+        ));
+        assert!(matches!(
+            decode::<Ledger>(&header(&ledger), &body[..8 + 152 + 20], &config(), 64),
+            Err(SnapshotUseError::SessionRow { position: 1 })
+        ));
+        let mut too_many = body.clone();
+        too_many[4..8].copy_from_slice(&1000u32.to_le_bytes());
+        assert!(matches!(
+            decode::<Ledger>(&header(&ledger), &too_many, &config(), 64),
+            Err(SnapshotUseError::Sessions {
+                found: 1000,
+                capacity: 16
+            })
+        ));
+    }
 }

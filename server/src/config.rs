@@ -177,6 +177,10 @@ impl ServerConfig {
                 }
                 _ => return Err(bad("needs exactly one of token_blake3 and cert_sha256")),
             };
+            // Journaled with every session registration (audit): whole.
+            if p.name.is_empty() || p.name.len() > usize::from(u8::MAX) {
+                return Err(bad("the name must be 1..=255 bytes"));
+            }
             if p.commands_per_second == Some(0) || p.in_flight_max == Some(0) {
                 return Err(bad(
                     "commands_per_second and in_flight_max must be at least 1",

@@ -291,14 +291,14 @@ impl Connection {
     /// request number applied when the session existed. A resume of a
     /// session the node does not hold is refused `SessionEvicted`.
     async fn register(&mut self, session: &Session, resume: bool) -> Result<Option<u64>, End> {
+        // Config checks names are at most 255 bytes, as a registration holds.
         let name = session.principal.as_ref().map_or("", |p| p.name.as_str());
-        let name = &name.as_bytes()[..name.len().min(usize::from(u8::MAX))];
         self.body.clear();
         Registration {
             scope: session.key_prefix,
             session: session.id,
             resume,
-            principal: name,
+            principal: name.as_bytes(),
         }
         .encode(&mut self.body);
         let command = Command {

@@ -135,6 +135,10 @@ fn sessions_register_through_the_log_and_a_session_request_is_never_run_twice() 
         submitter.submit(&no_request),
         Err(SubmitError::SessionKey)
     ));
+    assert!(matches!(
+        submitter.submit(&Command::new(SESSION_REGISTER, &[1, 2, 3])),
+        Err(SubmitError::BadRegistration)
+    ));
 
     let resume = register(true);
     let mut registration = Command::new(SESSION_REGISTER, &resume);

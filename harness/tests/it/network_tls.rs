@@ -236,6 +236,36 @@ fn a_node_without_tls_or_an_explicit_plaintext_does_not_start() {
         other => panic!("expected a principal error, got {other:?}"),
     }
     node.shutdown().unwrap();
+
+    // A principal's name is journaled whole with each session registration.
+    let mut long = config_with_token("x".repeat(256));
+    assert!(matches!(
+        long.check(),
+        Err(keel_server::ServerError::Principal { what, .. }) if what.contains("1..=255")
+    ));
+    long.principals[0].name = "x".repeat(255);
+    long.check().unwrap();
+    // A connection's window must fit a session's window of request numbers.
+    long.in_flight_per_connection = 1025;
+    assert!(matches!(
+        long.check(),
+        Err(keel_server::ServerError::Limit(what)) if what.contains("1..=1024")
+    ));
+}
+
+fn config_with_token(name: String) -> ServerConfig {
+    ServerConfig {
+        plaintext: true,
+        principals: vec![Principal {
+            name,
+            tenant: 1,
+            token_blake3: Some(keel_server::token_hash("t")),
+            cert_sha256: None,
+            commands_per_second: None,
+            in_flight_max: None,
+        }],
+        ..ServerConfig::default()
+    }
 }
 
 #[test]
