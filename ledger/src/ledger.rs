@@ -568,7 +568,7 @@ impl Ledger {
         let mut results = EventResults::default();
         let first = events
             .first()
-            .map(|e| e.flags.to_native() & account_flags::IMPORTED != 0);
+            .is_some_and(|e| e.flags.to_native() & account_flags::IMPORTED != 0);
         let context = Batch::new(rules, first, base, events.len());
         self.run_batch(
             events.len(),
@@ -594,7 +594,7 @@ impl Ledger {
         let mut results = EventResults::default();
         let first = events
             .first()
-            .map(|e| e.flags.to_native() & transfer_flags::IMPORTED != 0);
+            .is_some_and(|e| e.flags.to_native() & transfer_flags::IMPORTED != 0);
         let context = Batch::new(rules, first, base, events.len());
         self.run_batch(
             events.len(),

@@ -70,10 +70,10 @@ impl ImportedBatch {
 pub const TIMESTAMP_MAX: u64 = (1 << 63) - 1;
 
 impl Batch {
-    pub(crate) fn new(rules: Rules, first_imported: Option<bool>, base: u64, n: usize) -> Self {
+    pub(crate) fn new(rules: Rules, first_imported: bool, base: u64, n: usize) -> Self {
         Self {
             rules,
-            imported: rules == Rules::Tb017 && first_imported == Some(true),
+            imported: rules == Rules::Tb017 && first_imported,
             end: base + (n.max(1) as u64 - 1),
         }
     }
@@ -147,14 +147,13 @@ impl Ledger {
         if rules == Rules::Tb017 && self.has_failed(t.id) {
             return R::id_already_failed;
         }
-        // An imported event keeps its own (past) timestamp.
-        let at = if imported { t.timestamp } else { timestamp };
         if t.flags & (f::POST_PENDING_TRANSFER | f::VOID_PENDING_TRANSFER) != 0 {
-            return self.post_or_void(t, (timestamp, at), rules, imported);
+            return self.post_or_void(t, timestamp, rules, imported);
         }
         match self.check_new(t, timestamp, imported) {
             Ok(plan) => {
-                self.apply_new(t, at, plan);
+                // An imported event keeps its own (past) timestamp.
+                self.apply_new(t, if imported { t.timestamp } else { timestamp }, plan);
                 R::ok
             }
             Err(code) => code,
@@ -317,16 +316,9 @@ impl Ledger {
         );
     }
 
-    /// Posts or voids the pending transfer `t.pending_id`.
-    /// `timestamp` is the event's, `at` the one it is stored with (its own
-    /// when imported).
-    fn post_or_void(
-        &mut self,
-        t: &Transfer,
-        (timestamp, at): (u64, u64),
-        rules: Rules,
-        imported: bool,
-    ) -> R {
+    /// Posts or voids the pending transfer `t.pending_id` at the event's
+    /// `timestamp` (stored with its own when imported).
+    fn post_or_void(&mut self, t: &Transfer, timestamp: u64, rules: Rules, imported: bool) -> R {
         let checked = self.check_post_or_void(t, timestamp, rules, imported);
         let (position, pending, resolved) = match checked {
             Ok(checked) => checked,
@@ -339,7 +331,7 @@ impl Ledger {
             .account_position(pending.credit_account_id)
             .expect("pending accounts exist");
         let stored = Transfer {
-            timestamp: at,
+            timestamp: if imported { t.timestamp } else { timestamp },
             ..resolved
         };
         if t.flags & f::POST_PENDING_TRANSFER != 0 {
