@@ -1,0 +1,3 @@
+//! The replication protocol under the deterministic simulator.
+
+mod simulator;
