@@ -2,7 +2,8 @@
 # Keel's whole test suite: the one command CI (.ci/run) and developers run.
 # Needs only a Rust toolchain (rustup); installs rustfmt/clippy if missing,
 # and MariaDB for the projector tests if no server answers at $MYSQL_URL
-# (scripts/ensure-mysql.sh says what it did).
+# (scripts/ensure-mysql.sh says what it did), and etcd plus protoc for the
+# replication control plane (scripts/ensure-etcd.sh, likewise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,9 @@ step() { printf '\n==> %s\n' "$*"; }
 if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
 fi
+
+step "etcd and protoc for the replication control plane: protoc builds etcd-client (\$KEEL_ETCD_ENDPOINT, default http://127.0.0.1:2379)"
+scripts/ensure-etcd.sh
 
 step "format check"
 cargo fmt --all -- --check

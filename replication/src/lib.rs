@@ -24,5 +24,5 @@ pub mod types;
 pub use controller::{ClusterView, Controller, ControllerAction};
 pub use log::EpochLog;
 pub use message::{Entry, Message};
-pub use replica::{Action, ConfigProposal, ProposeError, Replica, Role, Timing};
+pub use replica::{Action, CasOutcome, ConfigProposal, ProposeError, Replica, Role, Timing};
 pub use types::{Epoch, Incarnation, NodeId, Policy, Quorum, Seq, ShardConfig};

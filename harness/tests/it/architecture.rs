@@ -49,6 +49,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("keel-protocol", &[]),
     // The replication protocol is sans-I/O: no workspace crate at all.
     ("keel-replication", &[]),
+    // The control plane: etcd and the protocol's types, no engine.
+    ("keel-cluster", &["keel-replication"]),
     // The server is a producer on the engine; it needs no journal or node.
     ("keel-server", &["keel-core", "keel-protocol"]),
     // A client links the protocol only: no engine, journal, node or server.

@@ -1,0 +1,337 @@
+//! `EtcdControl`: Keel's keys in etcd, read and written with the
+//! `etcd-client` crate (gRPC). Every write that decides something is a
+//! transaction comparing a revision.
+
+use std::collections::BTreeMap;
+
+use etcd_client::{
+    Client, Compare, CompareOp, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn,
+    TxnOp, TxnOpResponse,
+};
+use keel_replication::CasOutcome;
+use keel_replication::{Incarnation, NodeId, ShardConfig};
+
+use crate::encoding::{self, DecodeError};
+
+/// A control-plane operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// etcd could not be reached or refused the request.
+    #[error("etcd at {endpoint}: {source}")]
+    Etcd {
+        /// The endpoint used.
+        endpoint: String,
+        /// The client's error.
+        #[source]
+        source: etcd_client::Error,
+    },
+    /// A stored value is not what Keel writes there.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The shard has no configuration yet (bootstrap it first).
+    #[error("shard {shard} has no configuration at {key}")]
+    NoConfig {
+        /// The shard.
+        shard: u32,
+        /// The key read.
+        key: String,
+    },
+    /// A node key's value is not an incarnation.
+    #[error("{key}: not a node incarnation")]
+    BadNodeKey {
+        /// The key read.
+        key: String,
+    },
+    /// The lease expired before it could be renewed.
+    #[error("lease {lease} expired")]
+    LeaseExpired {
+        /// The lease id.
+        lease: i64,
+    },
+}
+
+/// A lease this process holds, with its keep-alive stream.
+pub struct Lease {
+    id: i64,
+    ttl_s: i64,
+    keeper: LeaseKeeper,
+    stream: LeaseKeepAliveStream,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("id", &self.id)
+            .field("ttl_s", &self.ttl_s)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lease {
+    /// The lease id.
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// The TTL etcd granted (it may round a short one up).
+    pub fn ttl_s(&self) -> i64 {
+        self.ttl_s
+    }
+}
+
+/// The controller election won: the key's create revision, which every
+/// write the controller makes compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elected {
+    /// The election key's create revision.
+    pub create_revision: i64,
+}
+
+/// Keel's keys of one cluster in etcd.
+#[derive(Clone)]
+pub struct EtcdControl {
+    client: Client,
+    endpoint: String,
+    prefix: String,
+}
+
+impl std::fmt::Debug for EtcdControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdControl")
+            .field("endpoint", &self.endpoint)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdControl {
+    /// Connects to etcd at `endpoint` for cluster `cluster`.
+    pub async fn connect(endpoint: &str, cluster: &str) -> Result<Self, ControlError> {
+        let client =
+            Client::connect([endpoint], None)
+                .await
+                .map_err(|source| ControlError::Etcd {
+                    endpoint: endpoint.to_string(),
+                    source,
+                })?;
+        Ok(Self {
+            client,
+            endpoint: endpoint.to_string(),
+            prefix: format!("/keel/v1/{cluster}/"),
+        })
+    }
+
+    fn etcd(&self, source: etcd_client::Error) -> ControlError {
+        ControlError::Etcd {
+            endpoint: self.endpoint.clone(),
+            source,
+        }
+    }
+
+    /// The key of shard `shard`'s configuration.
+    pub fn config_key(&self, shard: u32) -> String {
+        format!("{}shard/{shard}/config", self.prefix)
+    }
+
+    fn node_key(&self, node: NodeId) -> String {
+        format!("{}nodes/{node}", self.prefix)
+    }
+
+    fn nodes_prefix(&self) -> String {
+        format!("{}nodes/", self.prefix)
+    }
+
+    fn controller_key(&self) -> String {
+        format!("{}controller", self.prefix)
+    }
+
+    /// Writes `config` as shard `shard`'s first configuration unless one
+    /// exists; returns the configuration in force and its revision.
+    pub async fn bootstrap(
+        &self,
+        shard: u32,
+        config: &ShardConfig,
+    ) -> Result<(ShardConfig, i64), ControlError> {
+        let key = self.config_key(shard);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.as_str(), encoding::encode(config), None)]);
+        let mut client = self.client.clone();
+        client.txn(txn).await.map_err(|e| self.etcd(e))?;
+        self.config(shard).await
+    }
+
+    /// Shard `shard`'s configuration and its revision (`mod_revision`).
+    pub async fn config(&self, shard: u32) -> Result<(ShardConfig, i64), ControlError> {
+        let key = self.config_key(shard);
+        let mut client = self.client.clone();
+        let response = client
+            .get(key.as_str(), None)
+            .await
+            .map_err(|e| self.etcd(e))?;
+        let kv = response
+            .kvs()
+            .first()
+            .ok_or_else(|| ControlError::NoConfig {
+                shard,
+                key: key.clone(),
+            })?;
+        Ok((encoding::decode(&key, kv.value())?, kv.mod_revision()))
+    }
+
+    /// Installs `config` if the configuration's revision is still
+    /// `expected` and, with `controller`, the election key still has that
+    /// create revision (a deposed controller's write is refused).
+    pub async fn cas_config(
+        &self,
+        shard: u32,
+        expected: i64,
+        controller: Option<Elected>,
+        config: &ShardConfig,
+    ) -> Result<CasOutcome, ControlError> {
+        let key = self.config_key(shard);
+        let mut compares = vec![Compare::mod_revision(
+            key.as_str(),
+            CompareOp::Equal,
+            expected,
+        )];
+        if let Some(elected) = controller {
+            compares.push(Compare::create_revision(
+                self.controller_key(),
+                CompareOp::Equal,
+                elected.create_revision,
+            ));
+        }
+        let txn = Txn::new().when(compares).and_then([TxnOp::put(
+            key.as_str(),
+            encoding::encode(config),
+            None,
+        )]);
+        let mut client = self.client.clone();
+        let response = client.txn(txn).await.map_err(|e| self.etcd(e))?;
+        Ok(match (response.succeeded(), response.header()) {
+            (true, Some(header)) => CasOutcome::Applied(header.revision() as u64),
+            (true, None) => CasOutcome::Unknown,
+            (false, _) => CasOutcome::Refused,
+        })
+    }
+
+    /// Grants a lease of `ttl_s` seconds.
+    pub async fn grant(&self, ttl_s: i64) -> Result<Lease, ControlError> {
+        let mut client = self.client.clone();
+        let granted = client
+            .lease_grant(ttl_s, None)
+            .await
+            .map_err(|e| self.etcd(e))?;
+        let (keeper, stream) = client
+            .lease_keep_alive(granted.id())
+            .await
+            .map_err(|e| self.etcd(e))?;
+        Ok(Lease {
+            id: granted.id(),
+            ttl_s: granted.ttl(),
+            keeper,
+            stream,
+        })
+    }
+
+    /// Renews `lease` once (call every TTL/3).
+    pub async fn keep_alive(&self, lease: &mut Lease) -> Result<(), ControlError> {
+        lease.keeper.keep_alive().await.map_err(|e| self.etcd(e))?;
+        match lease.stream.message().await.map_err(|e| self.etcd(e))? {
+            Some(reply) if reply.ttl() > 0 => Ok(()),
+            _ => Err(ControlError::LeaseExpired { lease: lease.id }),
+        }
+    }
+
+    /// Gives `lease` up at once: its keys go now, not at expiry.
+    pub async fn revoke(&self, lease: Lease) -> Result<(), ControlError> {
+        let mut client = self.client.clone();
+        client
+            .lease_revoke(lease.id)
+            .await
+            .map_err(|e| self.etcd(e))?;
+        Ok(())
+    }
+
+    /// Puts `nodes/<node>` = `incarnation` on `lease`: the node is live
+    /// while the lease is.
+    pub async fn register_node(
+        &self,
+        node: NodeId,
+        incarnation: Incarnation,
+        lease: &Lease,
+    ) -> Result<(), ControlError> {
+        let mut client = self.client.clone();
+        client
+            .put(
+                self.node_key(node),
+                incarnation.to_string(),
+                Some(PutOptions::new().with_lease(lease.id)),
+            )
+            .await
+            .map_err(|e| self.etcd(e))?;
+        Ok(())
+    }
+
+    /// The live nodes and the incarnation each one's key names.
+    pub async fn live_nodes(&self) -> Result<BTreeMap<NodeId, Incarnation>, ControlError> {
+        let prefix = self.nodes_prefix();
+        let mut client = self.client.clone();
+        let response = client
+            .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| self.etcd(e))?;
+        let mut live = BTreeMap::new();
+        for kv in response.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            let bad = || ControlError::BadNodeKey { key: key.clone() };
+            let node: NodeId = key[prefix.len()..].parse().map_err(|_| bad())?;
+            let incarnation: Incarnation = std::str::from_utf8(kv.value())
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(bad)?;
+            live.insert(node, incarnation);
+        }
+        Ok(live)
+    }
+
+    /// Campaigns for the controller key with `lease`: `Some` while
+    /// `controller` holds it (just won, or already held), `None` while
+    /// another does.
+    pub async fn campaign(
+        &self,
+        controller: &str,
+        lease: &Lease,
+    ) -> Result<Option<Elected>, ControlError> {
+        let key = self.controller_key();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.as_str(),
+                controller,
+                Some(PutOptions::new().with_lease(lease.id)),
+            )])
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        let mut client = self.client.clone();
+        let response = client.txn(txn).await.map_err(|e| self.etcd(e))?;
+        if response.succeeded() {
+            let revision = response.header().map_or(0, |h| h.revision());
+            return Ok(Some(Elected {
+                create_revision: revision,
+            }));
+        }
+        for op in response.op_responses() {
+            if let TxnOpResponse::Get(get) = op {
+                if let Some(kv) = get.kvs().first() {
+                    if kv.value() == controller.as_bytes() && kv.lease() == lease.id {
+                        return Ok(Some(Elected {
+                            create_revision: kv.create_revision(),
+                        }));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+}
