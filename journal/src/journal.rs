@@ -554,6 +554,9 @@ impl<S: Storage> Journal<S> {
             })?;
         self.write_offset += padded as u64;
         self.buf_len = 0;
+        if self.write_offset > self.segment_size / 2 {
+            self.prealloc.hurry();
+        }
         self.unsynced = true;
         if let Some(timer) = &self.timer {
             timer.mark_dirty(self.segment_id, self.next_sequence);

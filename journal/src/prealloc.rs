@@ -3,7 +3,7 @@
 //! roll never waits for `create` unless the disk is slower than the log.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
@@ -17,6 +17,9 @@ pub(crate) struct Preallocator<S: Storage> {
     ready: Receiver<(u64, io::Result<S::File>)>,
     /// The id of the last segment the thread finished preparing (0: none).
     prepared: Arc<AtomicU64>,
+    /// Set by the writer once it is past half its segment (or waiting):
+    /// the preparation stops pacing itself.
+    hurry: Arc<AtomicBool>,
 }
 
 impl<S: Storage> Preallocator<S> {
@@ -26,13 +29,15 @@ impl<S: Storage> Preallocator<S> {
         let (ready_tx, ready) = channel();
         let prepared = Arc::new(AtomicU64::new(0));
         let prepared_by_thread = Arc::clone(&prepared);
+        let hurry = Arc::new(AtomicBool::new(false));
+        let hurry_thread = Arc::clone(&hurry);
         let thread = std::thread::Builder::new()
             .name("keel-prealloc".into())
             .spawn(move || {
                 for id in request_rx {
                     let file = match storage.list() {
                         Ok(ids) if ids.contains(&id) => storage.open(id),
-                        Ok(_) => storage.create(id, segment_size),
+                        Ok(_) => storage.create_ahead(id, segment_size, &hurry_thread),
                         Err(e) => Err(e),
                     };
                     let ok = file.is_ok();
@@ -42,6 +47,7 @@ impl<S: Storage> Preallocator<S> {
                     if ok {
                         prepared_by_thread.store(id, Ordering::Release);
                     }
+                    hurry_thread.store(false, Ordering::Release);
                 }
             })
             .expect("spawning the preallocation thread");
@@ -50,6 +56,7 @@ impl<S: Storage> Preallocator<S> {
             thread: Some(thread),
             ready,
             prepared,
+            hurry,
         };
         this.request(first);
         this
@@ -68,8 +75,14 @@ impl<S: Storage> Preallocator<S> {
         }
     }
 
+    /// The writer needs the next segment soon: prepare it flat out.
+    pub(crate) fn hurry(&self) {
+        self.hurry.store(true, Ordering::Release);
+    }
+
     /// Waits for segment `id` (requested earlier).
     pub(crate) fn take(&self, id: u64) -> io::Result<S::File> {
+        self.hurry();
         loop {
             let (got, file) = self
                 .ready

@@ -14,6 +14,7 @@ mod journal;
 mod keel;
 mod ledger;
 mod network;
+mod prealloc;
 mod projector;
 mod raw;
 mod report;
@@ -33,6 +34,8 @@ enum Commands {
     Pipeline(PipelineArgs),
     /// The durable journal vs raw direct+dsync writes of the same sizes.
     Journal(journal::JournalArgs),
+    /// What preparing the next segment costs a durable write meanwhile.
+    Prealloc(prealloc::PreallocArgs),
     /// The ledger's goals: BLP cost, replay rate, durable throughput, low-load latency.
     Ledger(ledger::LedgerArgs),
     /// The MySQL projector's goals: catch-up, rebuild, steady state, lag,
@@ -122,6 +125,7 @@ fn main() {
     match Cli::parse().command {
         Commands::Pipeline(args) => report::pipeline(&args),
         Commands::Journal(args) => journal::run(&args),
+        Commands::Prealloc(args) => prealloc::run(&args),
         Commands::Ledger(args) => ledger::run(&args),
         Commands::Projector(args) => projector::run(&args),
         Commands::Network(args) => network::run(&args),
