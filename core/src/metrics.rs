@@ -1,7 +1,8 @@
 //! Engine metrics, recorded without allocation (histograms are sized at start
 //! and never resize) and read as a snapshot through [`crate::Engine::metrics`]:
 //!
-//! - per stage, the service time of one batch in 16 (ns from taking the batch
+//! - per stage, the service time of one batch in 16 — every batch for a
+//!   journaller that writes to a device (ns from taking the batch
 //!   to releasing it: for the journaller this includes the write and sync);
 //! - per command a caller waits for (blocking or async), the acknowledgement
 //!   latency: sequencer timestamp (taken at submit) to the publisher taking
@@ -135,7 +136,8 @@ impl Metrics {
 /// A copy of the engine's histograms at one moment.
 #[derive(Debug, Clone)]
 pub struct MetricsSnapshot {
-    /// Batch service time per stage (ns; one batch in 16 is timed), indexed by [`StageName::index`].
+    /// Batch service time per stage (ns; one batch in 16 is timed, every
+    /// batch of a journaller that writes), indexed by [`StageName::index`].
     pub stage_service_ns: [Histogram<u64>; STAGE_COUNT],
     /// Submit-to-acknowledgement latency (ns): every waited-for command, and
     /// detached commands of one publisher batch in 16.

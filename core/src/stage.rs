@@ -18,6 +18,12 @@ pub trait Journaller: Send + 'static {
     fn append(&mut self, command: &CommandRef<'_>) -> Result<(), StageError>;
     /// Makes every appended command durable under the journaller's policy.
     fn end_of_batch(&mut self, last_sequence: u64) -> Result<(), StageError>;
+    /// True when a batch costs a device write: the stage then times every
+    /// batch (a clock read is noise against a write), so a rare stall is
+    /// never missed by the one-in-16 sample the other stages use.
+    fn times_every_batch(&self) -> bool {
+        false
+    }
 }
 
 /// Streams commands to followers. Runs in parallel with the journaller; the
@@ -27,6 +33,10 @@ pub trait Replicator: Send + 'static {
     fn append(&mut self, command: &CommandRef<'_>) -> Result<(), StageError>;
     /// Completes the batch per the replication policy.
     fn end_of_batch(&mut self, last_sequence: u64) -> Result<(), StageError>;
+    /// As [`Journaller::times_every_batch`].
+    fn times_every_batch(&self) -> bool {
+        false
+    }
 }
 
 /// Receives every applied command with its result, on the publisher thread,

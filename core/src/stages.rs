@@ -54,6 +54,15 @@ fn sample_start(shared: &Shared, batches: &mut u64) -> Option<u64> {
     (*batches % SERVICE_SAMPLE_EVERY == 1).then(|| shared.now_ns())
 }
 
+/// Times every batch of a stage whose batches cost a device write.
+fn sample_start_durable(shared: &Shared, batches: &mut u64, every_batch: bool) -> Option<u64> {
+    if every_batch {
+        *batches += 1;
+        return Some(shared.now_ns());
+    }
+    sample_start(shared, batches)
+}
+
 fn sample_finish(shared: &Shared, stage: StageName, started_ns: Option<u64>) {
     if let Some(started_ns) = started_ns {
         shared
@@ -120,7 +129,8 @@ macro_rules! durable_stage {
                     return Ok(Step::Idle);
                 };
                 CURRENT_STAGE.with(|c| c.set($name));
-                let started_ns = sample_start(shared, &mut self.batches);
+                let every = self.$field.times_every_batch();
+                let started_ns = sample_start_durable(shared, &mut self.batches, every);
                 let mut guard = ManuallyDrop::new(guard);
                 let mut next = self.next;
                 for slot in &mut *guard {

@@ -890,6 +890,10 @@ impl<S: Storage> Journaller for Journal<S> {
         Ok(())
     }
 
+    fn times_every_batch(&self) -> bool {
+        true
+    }
+
     fn end_of_batch(&mut self, last_sequence: u64) -> Result<(), StageError> {
         debug_assert_eq!(last_sequence + 1, self.next_sequence);
         self.write_buffer()?;

@@ -48,6 +48,10 @@ impl Journaller for NodeJournal {
             NodeJournal::Fs(journal) => journal.end_of_batch(last_sequence),
         }
     }
+
+    fn times_every_batch(&self) -> bool {
+        matches!(self, NodeJournal::Fs(_))
+    }
 }
 
 /// What start-up recovered.

@@ -240,6 +240,57 @@ fn metrics_record_every_stage_and_every_ack() {
     assert!(!metrics.ring_occupancy.is_empty());
 }
 
+/// A journaller whose batches cost a device write is timed on every batch
+/// (a rare stall must not hide between samples); others one in 16.
+#[test]
+fn a_writing_journaller_is_timed_on_every_batch() {
+    struct Writing {
+        batches: Arc<AtomicU64>,
+        writes: bool,
+    }
+    impl Journaller for Writing {
+        fn append(&mut self, _command: &CommandRef<'_>) -> Result<(), StageError> {
+            Ok(())
+        }
+        fn end_of_batch(&mut self, _last_sequence: u64) -> Result<(), StageError> {
+            self.batches.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        fn times_every_batch(&self) -> bool {
+            self.writes
+        }
+    }
+    for writes in [true, false] {
+        let batches = Arc::new(AtomicU64::new(0));
+        let engine = EngineBuilder::new(EngineConfig::default(), Balances::default())
+            .journaller(Writing {
+                batches: Arc::clone(&batches),
+                writes,
+            })
+            .start()
+            .unwrap();
+        let mut submitter = engine.submitter();
+        for _ in 0..200 {
+            // One at a time: every command is its own batch.
+            submitter
+                .submit(&Command::new(DEPOSIT, &payload(0, 1)))
+                .unwrap();
+        }
+        let timed = engine
+            .metrics()
+            .stage(keel_core::StageName::Journaller)
+            .len();
+        let batches = batches.load(Ordering::Relaxed);
+        drop(submitter);
+        engine.shutdown().unwrap();
+        if writes {
+            assert_eq!(timed, batches, "every batch timed");
+        } else {
+            assert_eq!(timed, batches.div_ceil(16), "one batch in 16 timed");
+        }
+    }
+}
+
 /// An event sink that reads the engine's metrics (as an exporter or an
 /// alerting hook might): the publisher holds no metrics lock while it calls
 /// the sink, so this completes; and every waited-for ack is counted.
