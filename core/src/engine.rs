@@ -517,6 +517,11 @@ impl MetricsHandle {
     pub fn snapshot(&self) -> MetricsSnapshot {
         self.shared.metrics.snapshot()
     }
+
+    /// Commands released by `stage` so far in this run (an atomic load).
+    pub fn processed(&self, stage: StageName) -> u64 {
+        self.shared.stage_next[stage.index()].load(Ordering::Acquire)
+    }
 }
 
 impl<S, J, R, K> Drop for Engine<S, J, R, K> {

@@ -35,6 +35,9 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Who may connect.
     pub principals: Vec<Principal>,
+    /// Serve `GET /metrics` (Prometheus text format) on this address, on a
+    /// thread of its own. Unset: no metrics endpoint.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// `[server.tls]`: the node's certificate and, for mutual TLS, the CA that
@@ -103,6 +106,7 @@ impl Default for ServerConfig {
             plaintext: false,
             tls: None,
             principals: Vec::new(),
+            metrics_listen: None,
         }
     }
 }

@@ -28,6 +28,7 @@
 mod config;
 mod connection;
 mod limit;
+pub mod metrics;
 mod tls;
 
 use std::net::SocketAddr;
@@ -153,6 +154,11 @@ impl Server {
     /// Its counters.
     pub fn stats(&self) -> &ServerStats {
         &self.stats
+    }
+
+    /// Its counters, shared (for a metrics endpoint).
+    pub fn stats_handle(&self) -> Arc<ServerStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Stops accepting and reading, writes the reply of every request

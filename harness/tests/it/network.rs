@@ -925,3 +925,105 @@ fn at_shutdown_an_idle_connection_is_told_the_node_is_shutting_down() {
     );
     node.shutdown().unwrap();
 }
+
+/// `GET` over a fresh connection; returns (status line, body).
+fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .expect("a complete HTTP response");
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+/// The sample `name` (with `labels` exactly, `""` for none) in an exposition.
+fn metric(body: &str, name: &str, labels: &str) -> f64 {
+    let key = match labels.is_empty() {
+        true => name.to_string(),
+        false => format!("{name}{{{labels}}}"),
+    };
+    body.lines()
+        .find_map(|l| l.strip_prefix(&key).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no sample {key} in:\n{body}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn keel_serve_exports_engine_server_and_journal_metrics_for_prometheus() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (addr, metrics_addr) = (free_port(), free_port());
+    let config = serve_config(dir.path(), addr, false, 4096);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replacen(
+        "[server]\n",
+        &format!("[server]\nmetrics_listen = \"{metrics_addr}\"\n"),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let child = spawn_serve(&config);
+    let mut c = client(addr, 0);
+    let accounts = payload_accounts();
+    c.call(&[request(command_type::CREATE_ACCOUNTS, &accounts)])
+        .unwrap();
+    let payloads: Vec<Vec<u8>> = (1..=20).map(|i| payload_transfer(i, 1)).collect();
+    for p in &payloads {
+        c.call(&[request(command_type::CREATE_TRANSFERS, p)])
+            .unwrap();
+    }
+    // The endpoint starts just after the client listener.
+    wait_for("the metrics endpoint", || {
+        TcpStream::connect(metrics_addr).is_ok()
+    });
+    let (status, body) = http_get(metrics_addr, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    // Every line is a comment or `name[{labels}] value` with a number.
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        assert!(name.starts_with("keel_"), "{line}");
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+    }
+    assert!(metric(&body, "keel_server_requests_total", "") >= 21.0);
+    assert!(metric(&body, "keel_server_connections_open", "") >= 1.0);
+    // 21 requests plus the session's registration, through every stage.
+    for stage in ["journaller", "replicator", "blp", "publisher"] {
+        let released = metric(
+            &body,
+            "keel_stage_commands_total",
+            &format!("stage=\"{stage}\""),
+        );
+        assert!(released >= 22.0, "{stage}: {released}");
+    }
+    assert!(metric(&body, "keel_ack_latency_seconds_count", "") >= 22.0);
+    let p99 = metric(&body, "keel_ack_latency_seconds", "quantile=\"0.99\"");
+    assert!(p99 > 0.0 && p99 < 60.0, "{p99}");
+    // The journal times every batch: one per synchronous request at least.
+    let batches = metric(
+        &body,
+        "keel_stage_batch_seconds_count",
+        "stage=\"journaller\"",
+    );
+    assert!(batches >= 22.0, "{batches}");
+    assert!(metric(&body, "keel_journal_durable_next", "") >= 22.0);
+    let (status, _) = http_get(metrics_addr, "/admin");
+    assert!(status.contains("404"), "{status}");
+    drop(c);
+    let stderr = stop(child);
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains(&format!("metrics on http://{metrics_addr}/metrics"))),
+        "{stderr:?}"
+    );
+}

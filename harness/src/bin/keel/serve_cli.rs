@@ -45,6 +45,9 @@ pub struct ServeArgs {
     /// Write a snapshot at shutdown.
     #[arg(long)]
     snapshot: bool,
+    /// Serve `GET /metrics` (Prometheus text) here (overrides `[server] metrics_listen`).
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The node's file, read twice: the node's sections (the node ignores
@@ -65,6 +68,9 @@ fn load(args: &ServeArgs) -> Result<(NodeConfig, ServerConfig), String> {
     };
     if let Some(listen) = args.listen {
         server.listen = listen;
+    }
+    if let Some(metrics) = args.metrics_listen {
+        server.metrics_listen = Some(metrics);
     }
     server.allow_anonymous |= args.allow_anonymous;
     if args.plaintext {
@@ -153,6 +159,24 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
             });
         }
     };
+    let metrics = match server_config.metrics_listen {
+        None => None,
+        Some(addr) => match start_metrics(addr, &node, &server) {
+            Ok(endpoint) => {
+                eprintln!(
+                    "keel serve: metrics on http://{}/metrics",
+                    endpoint.local_addr()
+                );
+                Some(endpoint)
+            }
+            Err(e) => {
+                eprintln!("keel serve: metrics endpoint: {e}");
+                server.shutdown();
+                let _ = node.shutdown();
+                return ExitCode::from(exit::CANNOT_START);
+            }
+        },
+    };
     let transport = match &server_config.tls {
         None => "plain TCP, unencrypted".to_string(),
         Some(tls) => match (&tls.client_ca, tls.client_cert_required) {
@@ -176,6 +200,7 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
     }
     eprintln!("keel serve: stopping: no new connections; writing every admitted reply");
     server.shutdown();
+    drop(metrics);
     let stopped = match node_config.snapshot.on_shutdown {
         true => node.shutdown_with_snapshot(&node_config),
         false => node.shutdown().map(|s| (s, None)).map_err(NodeError::from),
@@ -196,6 +221,54 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
             ExitCode::from(exit::FAILED)
         }
     }
+}
+
+/// The metrics endpoint: the engine's and the server's metrics, and the
+/// journal's positions.
+fn start_metrics(
+    addr: std::net::SocketAddr,
+    node: &LedgerNode,
+    server: &Server,
+) -> Result<keel_server::metrics::MetricsEndpoint, keel_server::ServerError> {
+    use keel_server::metrics::{header, render_engine, render_server, sample};
+    let engine = node.engine().metrics_handle();
+    let stats = server.stats_handle();
+    let journal = node.journal_status();
+    let render = move || {
+        let mut out = String::with_capacity(8 << 10);
+        render_engine(&mut out, &engine);
+        render_server(&mut out, &stats);
+        if let Some(journal) = &journal {
+            let gauges = [
+                (
+                    "keel_journal_durable_next",
+                    "One past the last sequence synced.",
+                    journal.durable_next() as f64,
+                ),
+                (
+                    "keel_journal_written_next",
+                    "One past the last sequence written.",
+                    journal.written_next() as f64,
+                ),
+                (
+                    "keel_journal_out_of_space",
+                    "1 while the journal waits for disk space.",
+                    u8::from(journal.out_of_space()) as f64,
+                ),
+                (
+                    "keel_journal_spare_ready",
+                    "1 when the next segment is prepared.",
+                    u8::from(journal.spare_ready()) as f64,
+                ),
+            ];
+            for (name, help, value) in gauges {
+                header(&mut out, name, "gauge", help);
+                sample(&mut out, name, "", value);
+            }
+        }
+        out
+    };
+    keel_server::metrics::MetricsEndpoint::start(addr, Box::new(render))
 }
 
 /// `keel token`: 32 bytes from the OS's random source, as hex, and its hash.
