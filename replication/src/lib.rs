@@ -20,6 +20,7 @@ pub mod message;
 pub mod replica;
 pub mod sim;
 pub mod types;
+pub mod wire;
 
 pub use controller::{ClusterView, Controller, ControllerAction};
 pub use log::EpochLog;

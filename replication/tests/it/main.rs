@@ -1,3 +1,4 @@
 //! The replication protocol under the deterministic simulator.
 
 mod simulator;
+mod wire;
