@@ -16,6 +16,7 @@ pub mod snapshot;
 pub mod storage;
 mod sync_timer;
 pub mod tail;
+pub mod truncate;
 
 pub use crate::faulty::{FaultConfig, FaultyStorage};
 pub use crate::journal::{
@@ -30,3 +31,4 @@ pub use crate::snapshot::{
 };
 pub use crate::storage::{FsStorage, IoMode, SegmentFile, Storage, StorageError};
 pub use crate::tail::{JournalTail, TailError};
+pub use crate::truncate::{cut_from, Cut, CutError};

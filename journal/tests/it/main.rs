@@ -2,6 +2,7 @@
 //! model-based property test, the real file system, and golden files.
 
 mod chain;
+mod cut;
 mod engine;
 mod faults;
 mod fs;
