@@ -21,7 +21,9 @@ const TAG_SEALED: u8 = 6;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     /// The body ends before a field.
-    #[error("replication message truncated: {need} bytes needed at offset {at}, {len} in the body")]
+    #[error(
+        "replication message truncated: {need} bytes needed at offset {at}, {len} in the body"
+    )]
     Truncated {
         /// Where the field starts.
         at: usize,
@@ -65,7 +67,10 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
             entries,
             commit,
         } => {
-            assert!(entries.len() <= ENTRIES_PER_APPEND_MAX, "append too long to encode");
+            assert!(
+                entries.len() <= ENTRIES_PER_APPEND_MAX,
+                "append too long to encode"
+            );
             out.push(TAG_APPEND);
             out.extend_from_slice(&epoch.to_le_bytes());
             out.extend_from_slice(&prev_seq.to_le_bytes());
@@ -132,7 +137,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, need: usize) -> Result<&'a [u8], WireError> {
-        let end = self.at.checked_add(need).filter(|&end| end <= self.bytes.len());
+        let end = self
+            .at
+            .checked_add(need)
+            .filter(|&end| end <= self.bytes.len());
         let Some(end) = end else {
             return Err(WireError::Truncated {
                 at: self.at,
@@ -150,11 +158,15 @@ impl<'a> Reader<'a> {
     }
 
     fn u32(&mut self) -> Result<u32, WireError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn u64(&mut self) -> Result<u64, WireError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 }
 

@@ -1016,6 +1016,31 @@ fn keel_serve_exports_engine_server_and_journal_metrics_for_prometheus() {
     );
     assert!(batches >= 22.0, "{batches}");
     assert!(metric(&body, "keel_journal_durable_next", "") >= 22.0);
+    // Every metric the dashboard in docs/ plots is one the node exports.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/dashboards/keel-node.json"
+    ))
+    .unwrap();
+    let exported: std::collections::BTreeSet<&str> = body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let mut rest = dashboard.as_str();
+    while let Some(at) = rest.find("keel_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if name != "keel_" {
+            assert!(
+                exported.contains(name.as_str()),
+                "the dashboard plots {name}, which is not exported"
+            );
+        }
+        rest = &rest[at + name.len().max(5)..];
+    }
     let (status, _) = http_get(metrics_addr, "/admin");
     assert!(status.contains("404"), "{status}");
     drop(c);

@@ -12,16 +12,38 @@ fn messages() -> Vec<Message> {
             prev_seq: 0x1122,
             prev_epoch: 2,
             entries: vec![
-                Entry { seq: 0x1123, epoch: 3, data: vec![0xaa, 0xbb] },
-                Entry { seq: 0x1124, epoch: 3, data: Vec::new() },
+                Entry {
+                    seq: 0x1123,
+                    epoch: 3,
+                    data: vec![0xaa, 0xbb],
+                },
+                Entry {
+                    seq: 0x1124,
+                    epoch: 3,
+                    data: Vec::new(),
+                },
             ],
             commit: 0x1120,
         },
-        Message::Ack { epoch: 3, incarnation: 9, received: 0x1124, durable: 0x1123 },
-        Message::Mismatch { epoch: 3, last_seq: 7, last_epoch: 1 },
+        Message::Ack {
+            epoch: 3,
+            incarnation: 9,
+            received: 0x1124,
+            durable: 0x1123,
+        },
+        Message::Mismatch {
+            epoch: 3,
+            last_seq: 7,
+            last_epoch: 1,
+        },
         Message::Fenced { epoch: 4 },
         Message::Seal { epoch: 5 },
-        Message::Sealed { epoch: 5, incarnation: 2, last_seq: 0x1124, last_epoch: 3 },
+        Message::Sealed {
+            epoch: 5,
+            incarnation: 2,
+            last_seq: 0x1124,
+            last_epoch: 3,
+        },
     ]
 }
 
@@ -33,15 +55,37 @@ fn hex(bytes: &[u8]) -> String {
 fn every_message_has_pinned_bytes_and_round_trips() {
     let golden = [
         concat!(
-            "01", "03000000", "2211000000000000", "02000000", "2011000000000000", "02000000",
-            "2311000000000000", "03000000", "02000000", "aabb",
-            "2411000000000000", "03000000", "00000000"
+            "01",
+            "03000000",
+            "2211000000000000",
+            "02000000",
+            "2011000000000000",
+            "02000000",
+            "2311000000000000",
+            "03000000",
+            "02000000",
+            "aabb",
+            "2411000000000000",
+            "03000000",
+            "00000000"
         ),
-        concat!("02", "03000000", "0900000000000000", "2411000000000000", "2311000000000000"),
+        concat!(
+            "02",
+            "03000000",
+            "0900000000000000",
+            "2411000000000000",
+            "2311000000000000"
+        ),
         concat!("03", "03000000", "0700000000000000", "01000000"),
         concat!("04", "04000000"),
         concat!("05", "05000000"),
-        concat!("06", "05000000", "0200000000000000", "2411000000000000", "03000000"),
+        concat!(
+            "06",
+            "05000000",
+            "0200000000000000",
+            "2411000000000000",
+            "03000000"
+        ),
     ];
     for (message, golden) in messages().iter().zip(golden) {
         let mut bytes = Vec::new();
@@ -69,7 +113,10 @@ fn every_truncation_and_any_trailing_byte_is_a_typed_error() {
     let mut huge = vec![1u8];
     huge.extend_from_slice(&[0; 24]);
     huge.extend_from_slice(&u32::MAX.to_le_bytes());
-    assert_eq!(decode(&huge), Err(WireError::TooManyEntries { count: u32::MAX }));
+    assert_eq!(
+        decode(&huge),
+        Err(WireError::TooManyEntries { count: u32::MAX })
+    );
 }
 
 #[test]
