@@ -333,6 +333,56 @@ pub struct Journal<S: Storage> {
     /// The `async(interval)` background sync (None under other policies).
     timer: Option<SyncTimer>,
     status: JournalStatus,
+    /// Sees every write as it lands (a replication leader's shipper).
+    observer: Option<Observer>,
+}
+
+/// What [`Journal::set_observer`] installs.
+pub type Observer = Box<dyn FnMut(Written<'_>) + Send>;
+
+/// One write the journal made: a whole group commit (records padded to the
+/// block) or a new segment's header block, at its position. A follower
+/// that writes the same bytes at the same place (`Journal::write_shipped`)
+/// has a byte-identical journal.
+#[derive(Debug, Clone, Copy)]
+pub struct Written<'a> {
+    /// The segment written.
+    pub segment_id: u64,
+    /// The offset (0: the segment's header block).
+    pub offset: u64,
+    /// The bytes, block-aligned in length.
+    pub bytes: &'a [u8],
+}
+
+/// A shipped write a follower cannot take as its next one.
+#[derive(Debug, thiserror::Error)]
+pub enum ShipError {
+    /// Not where this journal writes next.
+    #[error("shipped write at segment {segment_id} offset {offset}; this journal writes next at segment {expected_segment} offset {expected_offset}")]
+    Position {
+        /// Where the write was for.
+        segment_id: u64,
+        /// Its offset.
+        offset: u64,
+        /// This journal's current segment.
+        expected_segment: u64,
+        /// Its next write offset.
+        expected_offset: u64,
+    },
+    /// The bytes are not whole records continuing this journal, or not a
+    /// segment header this journal would write at the roll.
+    #[error("shipped write at segment {segment_id} offset {offset}: {reason}")]
+    Content {
+        /// The segment.
+        segment_id: u64,
+        /// The offset.
+        offset: u64,
+        /// What did not fit.
+        reason: String,
+    },
+    /// Writing, syncing or rolling failed (fail-stop, as for the leader).
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }
 
 impl<S: Storage> std::fmt::Debug for Journal<S> {
@@ -479,6 +529,7 @@ impl<S: Storage> Journal<S> {
             timer,
             status,
             config,
+            observer: None,
         };
         let truncated = report.torn;
         Ok((
@@ -522,6 +573,127 @@ impl<S: Storage> Journal<S> {
         &self.storage
     }
 
+    /// Hands every write from now on to `observe`, on the journaller's
+    /// thread, right after it lands (before its sync): a replication
+    /// leader ships these bytes. It must not block for long.
+    pub fn set_observer(&mut self, observe: Observer) {
+        self.observer = Some(observe);
+    }
+
+    /// A follower's write of what its leader's journal wrote: a whole group
+    /// commit at this journal's next write offset, or the next segment's
+    /// header block (offset 0), which rolls. The records must continue
+    /// this journal (sequence, position, chain) — checked before anything
+    /// is written — and the bytes are written as they are, so the two
+    /// journals stay byte-identical. Synced per the sync policy, like a
+    /// group commit.
+    pub fn write_shipped(&mut self, write: Written<'_>) -> Result<(), ShipError> {
+        assert_eq!(
+            self.buf_len, 0,
+            "a following journal appends nothing itself"
+        );
+        let content = |reason: String| ShipError::Content {
+            segment_id: write.segment_id,
+            offset: write.offset,
+            reason,
+        };
+        if write.offset == 0 && write.segment_id == self.segment_id + 1 {
+            let header = SegmentHeader::decode(write.bytes).map_err(|e| content(e.to_string()))?;
+            if header.first_sequence != self.next_sequence
+                || u64::from(header.block_size) != self.block
+            {
+                return Err(content(format!(
+                    "segment header for first sequence {} (block {}), this journal is at {} (block {})",
+                    header.first_sequence, header.block_size, self.next_sequence, self.block
+                )));
+            }
+            self.roll_with_epoch(header.epoch)?;
+            return Ok(());
+        }
+        if write.segment_id != self.segment_id || write.offset != self.write_offset {
+            return Err(ShipError::Position {
+                segment_id: write.segment_id,
+                offset: write.offset,
+                expected_segment: self.segment_id,
+                expected_offset: self.write_offset,
+            });
+        }
+        let len = write.bytes.len();
+        if len == 0
+            || !(len as u64).is_multiple_of(self.block)
+            || len > self.buf.capacity()
+            || self.write_offset + len as u64 > self.segment_size
+        {
+            return Err(content(format!("{len} bytes do not fit as a group commit")));
+        }
+        let (next, last_hash, last_checksum) = self.check_shipped(write).map_err(content)?;
+        // Direct I/O needs an aligned source: the journal's own buffer.
+        self.buf.as_mut_slice()[..len].copy_from_slice(write.bytes);
+        self.segment
+            .write_at(self.write_offset, &self.buf.as_slice()[..len])
+            .map_err(|source| JournalError::Write {
+                segment_id: self.segment_id,
+                offset: self.write_offset,
+                bytes: write.bytes.len(),
+                source,
+            })?;
+        self.write_offset += write.bytes.len() as u64;
+        self.unsynced = true;
+        self.next_sequence = next;
+        self.last_hash = last_hash;
+        self.last_checksum = last_checksum;
+        self.sync()?;
+        self.publish_written();
+        Ok(())
+    }
+
+    /// The records of a shipped group: contiguous from this journal's next
+    /// sequence, each at its own position, chained if this journal chains,
+    /// then only zeros. Returns the next sequence, last hash and checksum.
+    fn check_shipped(
+        &self,
+        write: Written<'_>,
+    ) -> Result<(u64, [u8; CHAIN_HASH_BYTES], u64), String> {
+        let mut next = self.next_sequence;
+        let mut last_hash = self.last_hash;
+        let mut last_checksum = self.last_checksum;
+        let mut at = 0usize;
+        while at < write.bytes.len() {
+            let rest = &write.bytes[at..];
+            let record = match crate::format::decode_record(rest) {
+                Ok(record) => record,
+                Err(_) if rest.iter().all(|&b| b == 0) && next > self.next_sequence => break,
+                Err(e) => return Err(format!("at byte {at}: {e}")),
+            };
+            let h = &record.header;
+            if h.sequence != next
+                || h.segment_id != write.segment_id
+                || h.offset != write.offset + at as u64
+            {
+                return Err(format!(
+                    "record {} at segment {} offset {} where sequence {next} belongs at offset {}",
+                    h.sequence,
+                    h.segment_id,
+                    h.offset,
+                    write.offset + at as u64
+                ));
+            }
+            if self.config.chain {
+                if h.chain != Some(last_hash) {
+                    return Err(format!("record {next} does not chain to its predecessor"));
+                }
+                last_hash = *blake3::hash(record.bytes).as_bytes();
+            }
+            last_checksum = record.checksum();
+            next += 1;
+            at += record
+                .bytes
+                .len()
+                .next_multiple_of(crate::format::RECORD_ALIGN);
+        }
+        Ok((next, last_hash, last_checksum))
+    }
+
     /// Writes and syncs everything appended so far, whatever the policy
     /// (a clean shutdown under `async` or `os`), and publishes it durable.
     pub fn sync_all(&mut self) -> Result<(), JournalError> {
@@ -552,6 +724,13 @@ impl<S: Storage> Journal<S> {
                 bytes: padded,
                 source,
             })?;
+        if let Some(observe) = &mut self.observer {
+            observe(Written {
+                segment_id: self.segment_id,
+                offset: self.write_offset,
+                bytes: data,
+            });
+        }
         self.write_offset += padded as u64;
         self.buf_len = 0;
         if self.write_offset > self.segment_size / 2 {
@@ -603,6 +782,10 @@ impl<S: Storage> Journal<S> {
 
     /// Closes the current segment (synced) and continues in the next one.
     fn roll(&mut self) -> Result<(), JournalError> {
+        self.roll_with_epoch(self.config.epoch)
+    }
+
+    fn roll_with_epoch(&mut self, epoch: u32) -> Result<(), JournalError> {
         self.write_buffer()?;
         self.sync_now()?;
         let id = self.segment_id + 1;
@@ -621,10 +804,19 @@ impl<S: Storage> Journal<S> {
             block_size: self.block as u32,
             segment_id: id,
             first_sequence: self.next_sequence,
-            epoch: self.config.epoch,
+            epoch,
             segment_size: self.manifest.segment_size,
         };
         write_header(&mut file, &header).map_err(roll_err)?;
+        if let Some(observe) = &mut self.observer {
+            let mut block = vec![0u8; self.block as usize];
+            header.encode(&mut block[..SEGMENT_HEADER_BYTES]);
+            observe(Written {
+                segment_id: id,
+                offset: 0,
+                bytes: &block,
+            });
+        }
         self.segment = file;
         self.segment_id = id;
         self.segment_size = header.segment_size;

@@ -21,7 +21,7 @@ pub mod truncate;
 pub use crate::faulty::{FaultConfig, FaultyStorage};
 pub use crate::journal::{
     Journal, JournalConfig, JournalError, JournalStatus, OpenError, OpenReport, Retention,
-    RetentionHold, SyncPolicy,
+    RetentionHold, ShipError, SyncPolicy, Written,
 };
 pub use crate::manifest::{Manifest, ManifestError};
 pub use crate::reader::{read_records, OwnedRecord};

@@ -10,6 +10,7 @@ mod golden;
 mod hardening;
 mod property;
 mod retention;
+mod ship;
 mod skip;
 mod support;
 mod tail;
