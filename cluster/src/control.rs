@@ -296,6 +296,20 @@ impl EtcdControl {
         Ok(live)
     }
 
+    /// Deletes every key of this cluster (a test's, or a decommissioned
+    /// cluster's). Returns how many keys went.
+    pub async fn delete_cluster(&self) -> Result<i64, ControlError> {
+        let mut client = self.client.clone();
+        let response = client
+            .delete(
+                self.prefix.as_str(),
+                Some(etcd_client::DeleteOptions::new().with_prefix()),
+            )
+            .await
+            .map_err(|e| self.etcd(e))?;
+        Ok(response.deleted())
+    }
+
     /// Campaigns for the controller key with `lease`: `Some` while
     /// `controller` holds it (just won, or already held), `None` while
     /// another does.

@@ -1,4 +1,5 @@
-//! `EtcdControl` and the `Controller` on a real etcd.
+//! `EtcdControl` and the `Controller` on a real etcd. Each test deletes its
+//! cluster's keys at the end (the lease test's keys go with its leases).
 
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,15 @@ async fn bootstrap_writes_once_and_the_configuration_round_trips() {
     // A second bootstrap (another node starting) keeps what is there.
     let (again, same) = etcd.bootstrap(0, &config(1)).await.unwrap();
     assert_eq!((again, same), (config(0), revision));
+    assert_eq!(
+        etcd.delete_cluster().await.unwrap(),
+        1,
+        "tests leave no keys behind"
+    );
+    assert!(matches!(
+        etcd.config(0).await,
+        Err(ControlError::NoConfig { .. })
+    ));
 }
 
 #[tokio::test]
@@ -74,6 +84,7 @@ async fn a_stale_revision_is_refused_and_one_of_two_racers_wins() {
         etcd.cas_config(3, revision, None, &current).await.unwrap(),
         CasOutcome::Refused
     );
+    etcd.delete_cluster().await.unwrap();
 }
 
 #[tokio::test]
@@ -141,6 +152,7 @@ async fn one_controller_at_a_time_and_a_deposed_one_cannot_write() {
         etcd.cas_config(0, revision, Some(b), &next).await.unwrap(),
         CasOutcome::Applied(_)
     ));
+    etcd.delete_cluster().await.unwrap();
 }
 
 #[tokio::test]
@@ -219,4 +231,5 @@ async fn the_controller_fails_a_shard_over_through_etcd() {
         &mut out,
     );
     assert!(out.is_empty(), "{out:?}");
+    etcd.delete_cluster().await.unwrap();
 }
