@@ -56,6 +56,29 @@ struct Signals {
     written: AtomicU64,
     /// Sequence covered by the newest snapshot written.
     covered: AtomicU64,
+    /// When it was written (ms since the Unix epoch; 0: none yet).
+    written_at_unix_ms: AtomicU64,
+}
+
+/// A snapshotter's progress, readable from any thread (for metrics).
+#[derive(Debug, Clone)]
+pub struct SnapshotProgress(Arc<Signals>);
+
+impl SnapshotProgress {
+    /// Snapshots written so far.
+    pub fn written(&self) -> u64 {
+        self.0.written.load(Ordering::Acquire)
+    }
+
+    /// The sequence the newest written snapshot covers (0: none yet).
+    pub fn covered(&self) -> u64 {
+        self.0.covered.load(Ordering::Acquire)
+    }
+
+    /// When the newest snapshot was written, ms since the Unix epoch (0: none yet).
+    pub fn written_at_unix_ms(&self) -> u64 {
+        self.0.written_at_unix_ms.load(Ordering::Acquire)
+    }
 }
 
 /// A running shadow-replica snapshotter.
@@ -107,6 +130,11 @@ impl Snapshotter {
     /// Snapshots written so far.
     pub fn written(&self) -> u64 {
         self.signals.written.load(Ordering::Acquire)
+    }
+
+    /// A handle on its progress that outlives this borrow (for metrics).
+    pub fn progress(&self) -> SnapshotProgress {
+        SnapshotProgress(Arc::clone(&self.signals))
     }
 
     /// The sequence the newest written snapshot covers (0: none yet).
@@ -192,6 +220,10 @@ fn run<S: StateMachine + SnapshotCodec>(
             )?;
             signals.covered.store(sequence, Ordering::Release);
             release_covered(&store, status)?;
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            signals.written_at_unix_ms.store(now_ms, Ordering::Release);
             signals.written.fetch_add(1, Ordering::AcqRel);
             since = 0;
             last = Instant::now();

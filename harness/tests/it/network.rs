@@ -968,7 +968,7 @@ fn keel_serve_exports_engine_server_and_journal_metrics_for_prometheus() {
         "[server]\n",
         &format!("[server]\nmetrics_listen = \"{metrics_addr}\"\n"),
         1,
-    );
+    ) + "[snapshot]\nevery_commands = 5\n";
     std::fs::write(&config, text).unwrap();
     let child = spawn_serve(&config);
     let mut c = client(addr, 0);
@@ -1041,6 +1041,13 @@ fn keel_serve_exports_engine_server_and_journal_metrics_for_prometheus() {
         }
         rest = &rest[at + name.len().max(5)..];
     }
+    // The shadow replica snapshots every 5 commands; its progress shows.
+    wait_for("a snapshot in the metrics", || {
+        let (_, body) = http_get(metrics_addr, "/metrics");
+        body.contains("keel_snapshot_age_seconds ")
+            && metric(&body, "keel_snapshots_written_total", "") >= 1.0
+            && metric(&body, "keel_snapshot_covered_sequence", "") >= 5.0
+    });
     let (status, _) = http_get(metrics_addr, "/admin");
     assert!(status.contains("404"), "{status}");
     drop(c);

@@ -234,6 +234,7 @@ fn start_metrics(
     let engine = node.engine().metrics_handle();
     let stats = server.stats_handle();
     let journal = node.journal_status();
+    let snapshots = node.snapshotter().map(|s| s.progress());
     let render = move || {
         let mut out = String::with_capacity(8 << 10);
         render_engine(&mut out, &engine);
@@ -264,6 +265,38 @@ fn start_metrics(
             for (name, help, value) in gauges {
                 header(&mut out, name, "gauge", help);
                 sample(&mut out, name, "", value);
+            }
+        }
+        if let Some(snapshots) = &snapshots {
+            let name = "keel_snapshots_written_total";
+            header(
+                &mut out,
+                name,
+                "counter",
+                "Snapshots the shadow replica wrote since start.",
+            );
+            sample(&mut out, name, "", snapshots.written() as f64);
+            let name = "keel_snapshot_covered_sequence";
+            header(
+                &mut out,
+                name,
+                "gauge",
+                "The sequence the newest snapshot covers (0: none yet).",
+            );
+            sample(&mut out, name, "", snapshots.covered() as f64);
+            if snapshots.written() > 0 {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let age = now_ms.saturating_sub(snapshots.written_at_unix_ms()) as f64 / 1e3;
+                let name = "keel_snapshot_age_seconds";
+                header(
+                    &mut out,
+                    name,
+                    "gauge",
+                    "Seconds since the newest snapshot was written.",
+                );
+                sample(&mut out, name, "", age);
             }
         }
         out
