@@ -369,16 +369,70 @@ pub enum ShipError {
         /// Its next write offset.
         expected_offset: u64,
     },
-    /// The bytes are not whole records continuing this journal, or not a
-    /// segment header this journal would write at the roll.
-    #[error("shipped write at segment {segment_id} offset {offset}: {reason}")]
-    Content {
+    /// A header block that is not a segment header.
+    #[error("shipped header of segment {segment_id}: {source}")]
+    Header {
+        /// The segment it was for.
+        segment_id: u64,
+        /// Why it did not decode.
+        source: crate::format::HeaderError,
+    },
+    /// A segment header this journal would not write at its next roll.
+    #[error("shipped header of segment {segment_id} begins at sequence {first_sequence} with block {block_size}; this journal is at {expected_sequence} with block {expected_block}")]
+    HeaderMismatch {
+        /// The segment.
+        segment_id: u64,
+        /// The header's first sequence.
+        first_sequence: u64,
+        /// Its block size.
+        block_size: u32,
+        /// This journal's next sequence.
+        expected_sequence: u64,
+        /// This journal's block size.
+        expected_block: u64,
+    },
+    /// Not a whole number of blocks, larger than a group commit, or past
+    /// the segment's end.
+    #[error("shipped write of {len} bytes at segment {segment_id} offset {offset} is not a group commit that fits")]
+    Size {
         /// The segment.
         segment_id: u64,
         /// The offset.
         offset: u64,
-        /// What did not fit.
-        reason: String,
+        /// Its length.
+        len: usize,
+    },
+    /// Bytes at `offset` are not a valid record.
+    #[error("shipped write: segment {segment_id} offset {offset}: {source}")]
+    Record {
+        /// The segment.
+        segment_id: u64,
+        /// Where the bad record starts.
+        offset: u64,
+        /// Why it is not a record.
+        source: crate::format::RecordError,
+    },
+    /// A valid record that does not continue this journal where it stands.
+    #[error("shipped record {sequence} claims segment {claimed_segment} offset {claimed_offset}; sequence {expected_sequence} belongs at segment {segment_id} offset {offset}")]
+    Misplaced {
+        /// The record's sequence.
+        sequence: u64,
+        /// The segment its header names.
+        claimed_segment: u64,
+        /// The offset its header names.
+        claimed_offset: u64,
+        /// The sequence expected there.
+        expected_sequence: u64,
+        /// Where it was shipped.
+        segment_id: u64,
+        /// The offset it was shipped at.
+        offset: u64,
+    },
+    /// A record whose chain hash is not its predecessor's.
+    #[error("shipped record {sequence} does not chain to its predecessor")]
+    Unchained {
+        /// The record.
+        sequence: u64,
     },
     /// Writing, syncing or rolling failed (fail-stop, as for the leader).
     #[error(transparent)]
@@ -592,20 +646,22 @@ impl<S: Storage> Journal<S> {
             self.buf_len, 0,
             "a following journal appends nothing itself"
         );
-        let content = |reason: String| ShipError::Content {
-            segment_id: write.segment_id,
-            offset: write.offset,
-            reason,
-        };
         if write.offset == 0 && write.segment_id == self.segment_id + 1 {
-            let header = SegmentHeader::decode(write.bytes).map_err(|e| content(e.to_string()))?;
+            let header =
+                SegmentHeader::decode(write.bytes).map_err(|source| ShipError::Header {
+                    segment_id: write.segment_id,
+                    source,
+                })?;
             if header.first_sequence != self.next_sequence
                 || u64::from(header.block_size) != self.block
             {
-                return Err(content(format!(
-                    "segment header for first sequence {} (block {}), this journal is at {} (block {})",
-                    header.first_sequence, header.block_size, self.next_sequence, self.block
-                )));
+                return Err(ShipError::HeaderMismatch {
+                    segment_id: write.segment_id,
+                    first_sequence: header.first_sequence,
+                    block_size: header.block_size,
+                    expected_sequence: self.next_sequence,
+                    expected_block: self.block,
+                });
             }
             self.roll_with_epoch(header.epoch)?;
             return Ok(());
@@ -624,9 +680,13 @@ impl<S: Storage> Journal<S> {
             || len > self.buf.capacity()
             || self.write_offset + len as u64 > self.segment_size
         {
-            return Err(content(format!("{len} bytes do not fit as a group commit")));
+            return Err(ShipError::Size {
+                segment_id: write.segment_id,
+                offset: write.offset,
+                len,
+            });
         }
-        let (next, last_hash, last_checksum) = self.check_shipped(write).map_err(content)?;
+        let (next, last_hash, last_checksum) = self.check_shipped(write)?;
         // Direct I/O needs an aligned source: the journal's own buffer.
         self.buf.as_mut_slice()[..len].copy_from_slice(write.bytes);
         self.segment
@@ -634,10 +694,10 @@ impl<S: Storage> Journal<S> {
             .map_err(|source| JournalError::Write {
                 segment_id: self.segment_id,
                 offset: self.write_offset,
-                bytes: write.bytes.len(),
+                bytes: len,
                 source,
             })?;
-        self.write_offset += write.bytes.len() as u64;
+        self.write_offset += len as u64;
         self.unsynced = true;
         self.next_sequence = next;
         self.last_hash = last_hash;
@@ -653,7 +713,7 @@ impl<S: Storage> Journal<S> {
     fn check_shipped(
         &self,
         write: Written<'_>,
-    ) -> Result<(u64, [u8; CHAIN_HASH_BYTES], u64), String> {
+    ) -> Result<(u64, [u8; CHAIN_HASH_BYTES], u64), ShipError> {
         let mut next = self.next_sequence;
         let mut last_hash = self.last_hash;
         let mut last_checksum = self.last_checksum;
@@ -663,24 +723,31 @@ impl<S: Storage> Journal<S> {
             let record = match crate::format::decode_record(rest) {
                 Ok(record) => record,
                 Err(_) if rest.iter().all(|&b| b == 0) && next > self.next_sequence => break,
-                Err(e) => return Err(format!("at byte {at}: {e}")),
+                Err(source) => {
+                    return Err(ShipError::Record {
+                        segment_id: write.segment_id,
+                        offset: write.offset + at as u64,
+                        source,
+                    })
+                }
             };
             let h = &record.header;
             if h.sequence != next
                 || h.segment_id != write.segment_id
                 || h.offset != write.offset + at as u64
             {
-                return Err(format!(
-                    "record {} at segment {} offset {} where sequence {next} belongs at offset {}",
-                    h.sequence,
-                    h.segment_id,
-                    h.offset,
-                    write.offset + at as u64
-                ));
+                return Err(ShipError::Misplaced {
+                    sequence: h.sequence,
+                    claimed_segment: h.segment_id,
+                    claimed_offset: h.offset,
+                    expected_sequence: next,
+                    segment_id: write.segment_id,
+                    offset: write.offset + at as u64,
+                });
             }
             if self.config.chain {
                 if h.chain != Some(last_hash) {
-                    return Err(format!("record {next} does not chain to its predecessor"));
+                    return Err(ShipError::Unchained { sequence: next });
                 }
                 last_hash = *blake3::hash(record.bytes).as_bytes();
             }

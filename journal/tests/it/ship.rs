@@ -124,7 +124,7 @@ fn a_shipped_write_that_does_not_continue_the_journal_is_refused_and_nothing_is_
     };
     assert!(matches!(
         follower.write_shipped(bad),
-        Err(ShipError::Content { .. })
+        Err(ShipError::Record { .. })
     ));
     assert_eq!(follower.next_sequence(), 0);
     // The real writes then apply in order; the same write twice is refused.
