@@ -27,6 +27,7 @@
 
 mod config;
 mod connection;
+mod io_thread;
 mod limit;
 pub mod metrics;
 mod tls;
@@ -95,9 +96,7 @@ pub struct ServerStats {
 /// A running server. Drop or [`Server::shutdown`] stops it.
 #[derive(Debug)]
 pub struct Server {
-    local_addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    io: io_thread::IoThread,
     stats: Arc<ServerStats>,
 }
 
@@ -106,49 +105,23 @@ impl Server {
     /// from an engine configured with `BackPressure::Fail`.
     pub fn start(config: ServerConfig, submitter: Submitter) -> Result<Server, ServerError> {
         let (principals, tls) = config.prepare()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(ServerError::Runtime)?;
-        let listener = {
-            let _guard = runtime.enter();
-            let std_listener =
-                std::net::TcpListener::bind(config.listen).map_err(|source| ServerError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-            std_listener
-                .set_nonblocking(true)
-                .map_err(ServerError::Runtime)?;
-            TcpListener::from_std(std_listener).map_err(ServerError::Runtime)?
-        };
-        let local_addr = listener.local_addr().map_err(ServerError::Runtime)?;
-        let (stop, stop_rx) = watch::channel(false);
         let stats = Arc::new(ServerStats::default());
+        let listen = config.listen;
         let shared = Arc::new(connection::Shared {
             config,
             principals,
             stats: Arc::clone(&stats),
             tls,
         });
-        let thread = std::thread::Builder::new()
-            .name("keel-server-io".into())
-            .spawn(move || {
-                let local = tokio::task::LocalSet::new();
-                local.block_on(&runtime, accept_loop(listener, shared, submitter, stop_rx));
-            })
-            .map_err(ServerError::Runtime)?;
-        Ok(Server {
-            local_addr,
-            stop,
-            thread: Some(thread),
-            stats,
-        })
+        let io = io_thread::IoThread::start("keel-server-io", listen, move |listener, stop| {
+            accept_loop(listener, shared, submitter, stop)
+        })?;
+        Ok(Server { io, stats })
     }
 
     /// The address it listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.io.local_addr()
     }
 
     /// Its counters.
@@ -165,20 +138,7 @@ impl Server {
     /// already submitted, closes every connection, and returns once the I/O
     /// thread has ended. The engine is the caller's to shut down after.
     pub fn shutdown(mut self) {
-        self.stop_and_join();
-    }
-
-    fn stop_and_join(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop_and_join();
+        self.io.stop_and_join();
     }
 }
 

@@ -18,6 +18,7 @@ use keel_core::{MetricsHandle, StageName};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::io_thread::IoThread;
 use crate::{ServerError, ServerStats};
 
 /// What a scrape returns: the full exposition text.
@@ -189,63 +190,28 @@ pub fn render_server(out: &mut String, stats: &ServerStats) {
 /// A running metrics endpoint. Drop or [`MetricsEndpoint::shutdown`] stops it.
 #[derive(Debug)]
 pub struct MetricsEndpoint {
-    local_addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    io: IoThread,
 }
 
 impl MetricsEndpoint {
     /// Binds `addr` and serves `GET /metrics` (anything else: 404) with
     /// what `render` returns, on a thread of its own.
     pub fn start(addr: SocketAddr, render: Render) -> Result<Self, ServerError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(ServerError::Runtime)?;
-        let listener = {
-            let _guard = runtime.enter();
-            let std_listener = std::net::TcpListener::bind(addr)
-                .map_err(|source| ServerError::Bind { addr, source })?;
-            std_listener
-                .set_nonblocking(true)
-                .map_err(ServerError::Runtime)?;
-            TcpListener::from_std(std_listener).map_err(ServerError::Runtime)?
-        };
-        let local_addr = listener.local_addr().map_err(ServerError::Runtime)?;
-        let (stop, stop_rx) = watch::channel(false);
         let render = Arc::new(render);
-        let thread = std::thread::Builder::new()
-            .name("keel-metrics".into())
-            .spawn(move || runtime.block_on(serve(listener, render, stop_rx)))
-            .map_err(ServerError::Runtime)?;
-        Ok(Self {
-            local_addr,
-            stop,
-            thread: Some(thread),
-        })
+        let io = IoThread::start("keel-metrics", addr, move |listener, stop| {
+            serve(listener, render, stop)
+        })?;
+        Ok(Self { io })
     }
 
     /// The address it listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.io.local_addr()
     }
 
     /// Stops serving and waits for the thread.
     pub fn shutdown(mut self) {
-        self.stop_and_join();
-    }
-
-    fn stop_and_join(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for MetricsEndpoint {
-    fn drop(&mut self) {
-        self.stop_and_join();
+        self.io.stop_and_join();
     }
 }
 
