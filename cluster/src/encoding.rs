@@ -6,12 +6,29 @@ use serde::{Deserialize, Serialize};
 
 /// A stored value did not decode.
 #[derive(Debug, thiserror::Error)]
-#[error("{key}: not a Keel shard configuration: {reason}")]
+#[error("{key}: not a Keel shard configuration: {problem}")]
 pub struct DecodeError {
     /// The key read.
     pub key: String,
     /// What was wrong.
-    pub reason: String,
+    pub problem: ConfigProblem,
+}
+
+/// What is wrong with a stored configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigProblem {
+    /// Not the JSON Keel writes.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// A policy name Keel does not know.
+    #[error("unknown policy {0:?}")]
+    UnknownPolicy(String),
+    /// The leader is not a replica or not in sync.
+    #[error("leader {0} is not among the replicas and the in-sync set")]
+    LeaderOutside(u16),
+    /// An in-sync member is not a replica.
+    #[error("in-sync member {0} is not a replica")]
+    InSyncNotReplica(u16),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -68,21 +85,18 @@ pub(crate) fn encode(config: &ShardConfig) -> Vec<u8> {
 }
 
 pub(crate) fn decode(key: &str, bytes: &[u8]) -> Result<ShardConfig, DecodeError> {
-    let fail = |reason: String| DecodeError {
+    let fail = |problem: ConfigProblem| DecodeError {
         key: key.to_string(),
-        reason,
+        problem,
     };
-    let stored: Stored = serde_json::from_slice(bytes).map_err(|e| fail(e.to_string()))?;
+    let stored: Stored = serde_json::from_slice(bytes).map_err(|e| fail(e.into()))?;
     let policy = parse_policy(&stored.policy)
-        .ok_or_else(|| fail(format!("unknown policy {:?}", stored.policy)))?;
+        .ok_or_else(|| fail(ConfigProblem::UnknownPolicy(stored.policy.clone())))?;
     if !stored.replicas.contains(&stored.leader) || !stored.isr.contains(&stored.leader) {
-        return Err(fail(format!(
-            "leader {} not among the replicas and in-sync set",
-            stored.leader
-        )));
+        return Err(fail(ConfigProblem::LeaderOutside(stored.leader)));
     }
-    if stored.isr.iter().any(|n| !stored.replicas.contains(n)) {
-        return Err(fail("an in-sync member is not a replica".into()));
+    if let Some(&n) = stored.isr.iter().find(|n| !stored.replicas.contains(n)) {
+        return Err(fail(ConfigProblem::InSyncNotReplica(n)));
     }
     Ok(ShardConfig {
         epoch: stored.epoch,
@@ -124,11 +138,19 @@ mod tests {
             .to_string()
             .starts_with("k: "));
         let bad = br#"{"epoch":1,"leader":5,"leader_incarnation":1,"replicas":[0],"isr":[0],"min_isr":1,"policy":"sync:1"}"#;
-        assert!(decode("k", bad).unwrap_err().reason.contains("leader 5"));
+        assert!(matches!(
+            decode("k", bad).unwrap_err().problem,
+            ConfigProblem::LeaderOutside(5)
+        ));
         let bad = br#"{"epoch":1,"leader":0,"leader_incarnation":1,"replicas":[0],"isr":[0],"min_isr":1,"policy":"quorum"}"#;
-        assert!(decode("k", bad)
-            .unwrap_err()
-            .reason
-            .contains("unknown policy"));
+        assert!(matches!(
+            decode("k", bad).unwrap_err().problem,
+            ConfigProblem::UnknownPolicy(p) if p == "quorum"
+        ));
+        let bad = br#"{"epoch":1,"leader":0,"leader_incarnation":1,"replicas":[0],"isr":[0,3],"min_isr":1,"policy":"async"}"#;
+        assert!(matches!(
+            decode("k", bad).unwrap_err().problem,
+            ConfigProblem::InSyncNotReplica(3)
+        ));
     }
 }

@@ -16,4 +16,4 @@ mod control;
 mod encoding;
 
 pub use control::{ControlError, Elected, EtcdControl, Lease};
-pub use encoding::DecodeError;
+pub use encoding::{ConfigProblem, DecodeError};
