@@ -11,6 +11,18 @@ use crate::support::{all_records, append_batch, assert_records, config};
 
 type Shipped = Arc<Mutex<Vec<(u64, u64, Vec<u8>)>>>;
 
+/// Collects every write `leader` makes from now on.
+fn observe(leader: &mut Journal<FsStorage>) -> Shipped {
+    let shipped: Shipped = Arc::default();
+    let sink = Arc::clone(&shipped);
+    leader.set_observer(Box::new(move |w: Written<'_>| {
+        sink.lock()
+            .unwrap()
+            .push((w.segment_id, w.offset, w.bytes.to_vec()));
+    }));
+    shipped
+}
+
 fn ship(from: &Shipped, to: &mut Journal<FsStorage>) {
     for (segment_id, offset, bytes) in from.lock().unwrap().drain(..) {
         to.write_shipped(Written {
@@ -36,13 +48,7 @@ fn a_follower_written_from_the_leaders_writes_is_byte_identical_across_rolls() {
         config(),
     )
     .unwrap();
-    let shipped: Shipped = Arc::default();
-    let sink = Arc::clone(&shipped);
-    leader.set_observer(Box::new(move |w: Written<'_>| {
-        sink.lock()
-            .unwrap()
-            .push((w.segment_id, w.offset, w.bytes.to_vec()));
-    }));
+    let shipped = observe(&mut leader);
     let mut n = 0;
     for batch in 1..30 {
         append_batch(&mut leader, n, n + batch).unwrap();
@@ -91,13 +97,7 @@ fn a_shipped_write_that_does_not_continue_the_journal_is_refused_and_nothing_is_
         config(),
     )
     .unwrap();
-    let shipped: Shipped = Arc::default();
-    let sink = Arc::clone(&shipped);
-    leader.set_observer(Box::new(move |w: Written<'_>| {
-        sink.lock()
-            .unwrap()
-            .push((w.segment_id, w.offset, w.bytes.to_vec()));
-    }));
+    let shipped = observe(&mut leader);
     append_batch(&mut leader, 0, 3).unwrap();
     append_batch(&mut leader, 3, 6).unwrap();
     let writes: Vec<_> = shipped.lock().unwrap().drain(..).collect();
