@@ -6,7 +6,7 @@
 use crate::envelope::CommandRef;
 use crate::idempotency::DedupTable;
 use crate::outcome::Outcome;
-use crate::session::SESSION_REGISTER;
+use crate::session::{EPOCH_START, SESSION_REGISTER};
 use crate::slot::Applied;
 use crate::state_machine::StateMachine;
 
@@ -27,6 +27,9 @@ pub fn apply<S: StateMachine>(
     };
     if command.header.command_type == SESSION_REGISTER {
         return answered(dedup.sessions_mut().register(command));
+    }
+    if command.header.command_type == EPOCH_START {
+        return answered(Outcome::default());
     }
     let key = command.header.idempotency_key;
     let session = command.header.is_session() && key != 0;

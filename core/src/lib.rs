@@ -80,7 +80,7 @@ pub use crate::{
     error::{ConfigError, StageName, StopReason, SubmitError},
     idempotency::DedupTable,
     metrics::MetricsSnapshot,
-    session::{Registered, Registration, SessionTable, SESSION_REGISTER},
+    session::{Registered, Registration, SessionTable, EPOCH_START, SESSION_REGISTER},
     stage::{
         EventSink, InMemoryJournaller, Journaller, NoopJournaller, NoopReplicator, NoopSink,
         Replicator, StageError,

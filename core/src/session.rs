@@ -34,6 +34,12 @@ use crate::probe::ProbeMap;
 /// never see this one.
 pub const SESSION_REGISTER: u16 = 0xFFFF;
 
+/// The engine-reserved command type a replication leader writes first in
+/// its epoch (ADR 0013: nothing commits below it until it does). It changes
+/// no state: the BLP and replay answer it with an empty outcome, and hosts'
+/// state machines never see it. Payload: `epoch u32, leader u16` (LE).
+pub const EPOCH_START: u16 = 0xFFFE;
+
 /// Request numbers of one session whose application the table tracks (a
 /// session may have at most this many requests outstanding).
 pub const SESSION_WINDOW: u64 = 1024;

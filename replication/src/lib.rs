@@ -26,4 +26,4 @@ pub use controller::{ClusterView, Controller, ControllerAction};
 pub use log::EpochLog;
 pub use message::{Entry, Message};
 pub use replica::{Action, CasOutcome, ConfigProposal, ProposeError, Replica, Role, Timing};
-pub use types::{Epoch, Incarnation, NodeId, Policy, Quorum, Seq, ShardConfig};
+pub use types::{Epoch, Incarnation, NodeId, Peer, Policy, Quorum, Seq, ShardConfig};

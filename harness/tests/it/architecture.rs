@@ -51,6 +51,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("keel-replication", &[]),
     // The control plane: etcd and the protocol's types, no engine.
     ("keel-cluster", &["keel-replication"]),
+    // The binding of the protocol to the journal: no etcd, no network.
+    (
+        "keel-replicator",
+        &["keel-core", "keel-journal", "keel-replication"],
+    ),
     // The server is a producer on the engine; it needs no journal or node.
     ("keel-server", &["keel-core", "keel-protocol"]),
     // A client links the protocol only: no engine, journal, node or server.
