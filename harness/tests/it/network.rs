@@ -984,7 +984,28 @@ fn keel_serve_exports_engine_server_and_journal_metrics_for_prometheus() {
     wait_for("the metrics endpoint", || {
         TcpStream::connect(metrics_addr).is_ok()
     });
-    let (status, body) = http_get(metrics_addr, "/metrics");
+    // A caller is answered before the publisher counts its command, so the
+    // last reply may outrun the counters: scrape until every stage has seen
+    // the 22 commands (21 requests plus the session's registration).
+    let counted = |body: &str| {
+        ["journaller", "replicator", "blp", "publisher"]
+            .iter()
+            .all(|stage| {
+                metric(
+                    body,
+                    "keel_stage_commands_total",
+                    &format!("stage=\"{stage}\""),
+                ) >= 22.0
+            })
+            && metric(body, "keel_ack_latency_seconds_count", "") >= 22.0
+    };
+    let mut scraped = http_get(metrics_addr, "/metrics");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !counted(&scraped.1) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        scraped = http_get(metrics_addr, "/metrics");
+    }
+    let (status, body) = scraped;
     assert!(status.contains("200"), "{status}");
     // Every line is a comment or `name[{labels}] value` with a number.
     for line in body.lines().filter(|l| !l.starts_with('#')) {
