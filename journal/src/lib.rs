@@ -20,8 +20,8 @@ pub mod truncate;
 
 pub use crate::faulty::{FaultConfig, FaultyStorage};
 pub use crate::journal::{
-    Journal, JournalConfig, JournalError, JournalStatus, OpenError, OpenReport, Retention,
-    RetentionHold, ShipError, SyncPolicy, Written,
+    Journal, JournalConfig, JournalError, JournalStatus, Observer, OpenError, OpenReport,
+    Retention, RetentionHold, ShipError, SyncPolicy, Written,
 };
 pub use crate::manifest::{Manifest, ManifestError};
 pub use crate::reader::{read_records, OwnedRecord};

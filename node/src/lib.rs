@@ -9,5 +9,6 @@
 pub mod config;
 pub mod node;
 pub mod replay;
+pub mod replicated;
 pub mod snapshot;
 pub mod snapshotter;

@@ -6,6 +6,7 @@
 //! ledger a [`keel_ledger::LedgerClient`] per thread) and finally shuts the
 //! node down, getting the state machine back.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keel_core::{
@@ -20,6 +21,7 @@ use keel_journal::SnapshotStore;
 
 use crate::config::{ConfigFileError, NodeConfig};
 use crate::replay::Replayer;
+use crate::replicated::{CommitPoint, Replication};
 use crate::snapshot;
 use crate::snapshotter::{SnapshotPolicy, Snapshotter};
 
@@ -30,6 +32,9 @@ pub enum NodeJournal {
     None,
     /// An O_DIRECT journal in the data directory.
     Fs(Box<Journal<FsStorage>>),
+    /// A replicated leader's journal: a batch is released once the
+    /// replication commit point passed it (ADR 0013).
+    Replicated(Box<Journal<FsStorage>>, Arc<CommitPoint>),
 }
 
 impl Journaller for NodeJournal {
@@ -37,7 +42,9 @@ impl Journaller for NodeJournal {
     fn append(&mut self, command: &CommandRef<'_>) -> Result<(), StageError> {
         match self {
             NodeJournal::None => Ok(()),
-            NodeJournal::Fs(journal) => journal.append(command),
+            NodeJournal::Fs(journal) | NodeJournal::Replicated(journal, _) => {
+                journal.append(command)
+            }
         }
     }
 
@@ -46,11 +53,17 @@ impl Journaller for NodeJournal {
         match self {
             NodeJournal::None => Ok(()),
             NodeJournal::Fs(journal) => journal.end_of_batch(last_sequence),
+            NodeJournal::Replicated(journal, commit) => {
+                journal.end_of_batch(last_sequence)?;
+                commit.notify();
+                commit.wait_past(last_sequence)?;
+                Ok(())
+            }
         }
     }
 
     fn times_every_batch(&self) -> bool {
-        matches!(self, NodeJournal::Fs(_))
+        !matches!(self, NodeJournal::None)
     }
 }
 
@@ -90,6 +103,9 @@ pub enum NodeError {
     /// segment, offset and sequence, and nothing is written.
     #[error(transparent)]
     JournalOpen(#[from] keel_journal::OpenError),
+    /// A replicated node needs a journal: `journal.durability` is `none`.
+    #[error("a replicated node needs a journal, but journal.durability is none")]
+    ReplicatedWithoutJournal,
     /// The snapshot directory could not be read or written.
     #[error(transparent)]
     Snapshot(#[from] keel_journal::SnapshotError),
@@ -238,6 +254,39 @@ impl<S: StateMachine> Node<S> {
         validator: impl Validator,
         on_replayed: &mut dyn FnMut(u64),
     ) -> Result<Self, NodeError> {
+        Self::start_inner(config, start, validator, on_replayed, None)
+    }
+
+    /// As [`Node::start`], as a replicated shard's leader: records carry
+    /// `replication.epoch`, every write goes to `replication.observer`, and
+    /// a batch is acknowledged (and applied) only once
+    /// `replication.commit` has passed it. Needs a journal (durability is
+    /// not `none`).
+    pub fn start_replicated(
+        config: &NodeConfig,
+        state_machine: S,
+        validator: impl Validator,
+        on_replayed: &mut dyn FnMut(u64),
+        replication: Replication,
+    ) -> Result<Self, NodeError> {
+        let start = StartPoint {
+            state_machine,
+            dedup: keel_core::DedupTable::with_capacity(config.engine.dedup_entries),
+            sequence: 0,
+            snapshot: None,
+            warnings: Vec::new(),
+            last_record_checksum: 0,
+        };
+        Self::start_inner(config, start, validator, on_replayed, Some(replication))
+    }
+
+    fn start_inner(
+        config: &NodeConfig,
+        start: StartPoint<S>,
+        validator: impl Validator,
+        on_replayed: &mut dyn FnMut(u64),
+        replication: Option<Replication>,
+    ) -> Result<Self, NodeError> {
         config.validate()?;
         let started = Instant::now();
         let engine_config = config.engine_config();
@@ -248,8 +297,12 @@ impl<S: StateMachine> Node<S> {
         // this history (None: from 0, or its segment was deleted).
         let mut before_from: Option<u64> = None;
         let (journal, truncated) = match config.journal_config() {
+            None if replication.is_some() => return Err(NodeError::ReplicatedWithoutJournal),
             None => (NodeJournal::None, None),
-            Some(journal_config) => {
+            Some(mut journal_config) => {
+                if let Some(replication) = &replication {
+                    journal_config.epoch = replication.epoch;
+                }
                 let mode =
                     IoMode::for_policy(journal_config.sync, config.journal.dev_allow_buffered_io);
                 let storage = FsStorage::open(&config.journal.data_dir, mode)?;
@@ -270,7 +323,17 @@ impl<S: StateMachine> Node<S> {
                         }
                     },
                 )?;
-                (NodeJournal::Fs(Box::new(journal)), open.truncated)
+                let journal = match replication {
+                    None => NodeJournal::Fs(Box::new(journal)),
+                    Some(Replication {
+                        observer, commit, ..
+                    }) => {
+                        let mut journal = Box::new(journal);
+                        journal.set_observer(observer);
+                        NodeJournal::Replicated(journal, commit)
+                    }
+                };
+                (journal, open.truncated)
             }
         };
         if let Some((expected, found)) = replayer.gap() {
@@ -286,11 +349,15 @@ impl<S: StateMachine> Node<S> {
         }
         let replayed = replayer.finish();
         let first_sequence = match &journal {
-            NodeJournal::Fs(journal) => journal.next_sequence(),
+            NodeJournal::Fs(journal) | NodeJournal::Replicated(journal, _) => {
+                journal.next_sequence()
+            }
             NodeJournal::None => from,
         };
         let status = match &journal {
-            NodeJournal::Fs(journal) => Some(journal.status()),
+            NodeJournal::Fs(journal) | NodeJournal::Replicated(journal, _) => {
+                Some(journal.status())
+            }
             NodeJournal::None => None,
         };
         if first_sequence < from {
@@ -369,7 +436,9 @@ impl<S: StateMachine> Node<S> {
         let stopped = self.engine.shutdown();
         drop(watchdog);
         let stopped = stopped.and_then(|mut stopped| {
-            if let NodeJournal::Fs(journal) = &mut stopped.journaller {
+            if let NodeJournal::Fs(journal) | NodeJournal::Replicated(journal, _) =
+                &mut stopped.journaller
+            {
                 let next = journal.next_sequence();
                 journal.sync_all().map_err(|e| StopReason::StageFailed {
                     stage: keel_core::StageName::Journaller,
@@ -529,7 +598,8 @@ impl<S: StateMachine + SnapshotCodec> Node<S> {
         NodeError,
     > {
         let stopped = self.shutdown()?;
-        let NodeJournal::Fs(journal) = &stopped.journaller else {
+        let (NodeJournal::Fs(journal) | NodeJournal::Replicated(journal, _)) = &stopped.journaller
+        else {
             return Ok((stopped, None));
         };
         let store = SnapshotStore::open(config.snapshot_dir(), config.snapshot.keep)?;

@@ -118,6 +118,74 @@ impl Chunker {
     }
 }
 
+/// Cuts a whole segment file, as a leader's writes left it, into the same
+/// entries [`Chunker::split`] cut those writes into: a write's padding is
+/// the zeros from a record's end to the next block boundary where no
+/// record follows. Stops at the first record that does not continue the
+/// one before it or is at or past `end_sequence` (the journal's next
+/// sequence: what follows is not part of the recovered journal). The
+/// segment holding sequence 0 gives no header (every journal creates its
+/// first segment when it opens).
+pub fn split_segment(
+    file: &[u8],
+    block: usize,
+    end_sequence: u64,
+    out: &mut Vec<Chunk>,
+) -> Result<(), ChunkError> {
+    let Some(header_block) = file.get(..block) else {
+        return Ok(());
+    };
+    let mut records: Vec<(usize, RecordHeader)> = Vec::new();
+    let mut at = block;
+    let mut end = block;
+    while at < file.len() {
+        let continues = |h: &RecordHeader| {
+            h.sequence < end_sequence
+                && records
+                    .last()
+                    .is_none_or(|(_, last)| last.sequence + 1 == h.sequence)
+        };
+        match decode_record(&file[at..]) {
+            Ok(record) if continues(&record.header) => {
+                records.push((at, record.header));
+                at = (at + record.footprint()).next_multiple_of(RECORD_ALIGN);
+                end = at;
+            }
+            _ => {
+                let boundary = at.next_multiple_of(block).min(file.len());
+                let padding = !at.is_multiple_of(block)
+                    && !records.is_empty()
+                    && file[at..boundary].iter().all(|&b| b == 0);
+                if !padding {
+                    break;
+                }
+                at = boundary;
+                end = at;
+            }
+        }
+    }
+    // The journal's first segment is created when a journal is opened, on
+    // every replica alike: only a roll's header rides on a record (as with
+    // the leader's observed writes).
+    let rolled = records.first().is_some_and(|(_, r)| r.sequence > 0);
+    let mut header = rolled.then_some(header_block);
+    for (i, &(start, record)) in records.iter().enumerate() {
+        let stop = records.get(i + 1).map_or(end, |next| next.0);
+        let header_block = header.take().unwrap_or_default();
+        let mut data = Vec::with_capacity(PREFIX_BYTES + header_block.len() + stop - start);
+        data.extend_from_slice(&(header_block.len() as u32).to_le_bytes());
+        data.extend_from_slice(header_block);
+        data.extend_from_slice(&file[start..stop]);
+        out.push(Chunk {
+            sequence: record.sequence,
+            epoch: record.epoch,
+            data,
+            ends_block: stop.is_multiple_of(block),
+        });
+    }
+    Ok(())
+}
+
 /// An entry's parts.
 #[derive(Debug, Clone, Copy)]
 pub struct Parts<'a> {

@@ -30,11 +30,12 @@ use std::sync::{Arc, Mutex};
 
 use keel_core::{CommandHeader, CommandRef, Journaller, EPOCH_START};
 use keel_journal::{
-    cut_from, FsStorage, IoMode, Journal, JournalConfig, OpenError, ShipError, Written,
+    cut_from, FsStorage, IoMode, Journal, JournalConfig, JournalStatus, Observer, OpenError,
+    ShipError, Storage, Written,
 };
 use keel_replication::{
-    Action, CasOutcome, ConfigProposal, EpochLog, Incarnation, Message, NodeId, Peer, Replica, Seq,
-    ShardConfig, Timing,
+    Action, CasOutcome, ConfigProposal, EpochLog, Incarnation, Message, NodeId, Peer, ProposeError,
+    Replica, Seq, ShardConfig, Timing,
 };
 
 use crate::chunk::{Chunk, ChunkError, Chunker};
@@ -74,6 +75,32 @@ pub enum DriverError {
         /// The core's.
         core: Seq,
     },
+    /// A local write could not be proposed (this replica is not leading,
+    /// or too few replicas are in sync): it is written but never
+    /// committed here; a later leader's log decides whether it stays.
+    #[error("journal sequence {sequence} was written but not proposed: {source}")]
+    NotProposed {
+        /// The record's sequence (core numbering).
+        sequence: Seq,
+        /// Why the core refused it.
+        source: ProposeError,
+    },
+    /// This replica handed its journal to the engine as leader and is now
+    /// asked to act as a follower (sealed, cut or written to): it must
+    /// restart, in a new incarnation, as a follower.
+    #[error("the leader was deposed (it was asked to {wanted} a journal the engine owns)")]
+    Deposed {
+        /// What the core asked for.
+        wanted: &'static str,
+    },
+    /// A segment file could not be read (to serve followers from it).
+    #[error("reading {path}: {source}")]
+    ReadSegment {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// A leader asked for an entry the driver no longer holds.
     #[error("entry {seq} is not held in memory (catch-up from disk is not built yet)")]
     NotHeld {
@@ -107,10 +134,17 @@ pub struct Paths {
 
 type Observed = Arc<Mutex<Vec<Chunk>>>;
 
+/// Wakes whoever drives the replica after a local write was observed.
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
+
 /// One replica: the core, its journal and what joins them.
 pub struct ReplicaDriver {
     replica: Replica,
     journal: Option<Journal<FsStorage>>,
+    /// Set once the journal was handed to the engine (a leader's): its
+    /// durable bound.
+    engine_journal: Option<JournalStatus>,
+    released: bool,
     config: JournalConfig,
     mode: IoMode,
     paths: Paths,
@@ -152,6 +186,7 @@ impl ReplicaDriver {
         state.incarnation += 1;
         state.store(&paths.state)?;
         let (journal, log) = open_journal(&paths.journal, &config, mode)?;
+        let held = held_on_disk(&journal, &paths.journal)?;
         let durable = journal.status().durable_next();
         let block = u64::from(journal.manifest().block_size);
         let accepted = state.accepted_epoch.max(log.last_epoch());
@@ -159,11 +194,13 @@ impl ReplicaDriver {
         let mut driver = Self {
             replica,
             journal: Some(journal),
+            engine_journal: None,
+            released: false,
             config,
             mode,
             paths,
             block,
-            held: BTreeMap::new(),
+            held,
             observed: Arc::default(),
             observe_error: Arc::default(),
             pending: None,
@@ -175,15 +212,65 @@ impl ReplicaDriver {
     }
 
     fn install_observer(&mut self) {
+        let observer = self.observer(Arc::new(|| {}));
+        self.j().set_observer(observer);
+    }
+
+    /// An observer for a journal whose writes this driver proposes: it
+    /// cuts each write into entries and calls `wake`.
+    pub fn observer(&self, wake: Wake) -> Observer {
         let observed = Arc::clone(&self.observed);
         let error = Arc::clone(&self.observe_error);
         let mut chunker = Chunker::new();
-        self.j().set_observer(Box::new(move |w: Written<'_>| {
-            let mut out = observed.lock().expect("observer lock");
-            if let Err(e) = chunker.split(w, &mut out) {
-                error.lock().expect("observer lock").get_or_insert(e);
+        Box::new(move |w: Written<'_>| {
+            {
+                let mut out = observed.lock().expect("observer lock");
+                if let Err(e) = chunker.split(w, &mut out) {
+                    error.lock().expect("observer lock").get_or_insert(e);
+                }
             }
-        }));
+            wake();
+        })
+    }
+
+    /// Closes the journal so the engine can open it (a leader, after its
+    /// `EpochStart` is written): from now on the driver proposes what the
+    /// engine's journal writes (install [`ReplicaDriver::observer`] on it)
+    /// and reads its durability from [`ReplicaDriver::attach`]. Anything
+    /// that needs the journal (a seal, a cut, a follower write) is then
+    /// [`DriverError::Deposed`].
+    pub fn release_journal(&mut self) {
+        self.journal = None;
+        self.released = true;
+    }
+
+    /// The durable bound of the engine's journal (after
+    /// [`ReplicaDriver::release_journal`]).
+    pub fn attach(&mut self, status: JournalStatus) {
+        self.engine_journal = Some(status);
+    }
+
+    /// The epoch records are written in (a new leader's, after its
+    /// `EpochStart`).
+    pub fn writing_epoch(&self) -> u32 {
+        self.config.epoch
+    }
+
+    /// The local journal's durable bound (journal numbering).
+    fn durable(&self) -> u64 {
+        match (&self.journal, &self.engine_journal) {
+            (Some(journal), _) => journal.status().durable_next(),
+            (None, Some(status)) => status.durable_next(),
+            (None, None) => 0,
+        }
+    }
+
+    /// The local journal, unless the engine owns it.
+    fn local(&mut self, wanted: &'static str) -> Result<&mut Journal<FsStorage>, DriverError> {
+        if self.released {
+            return Err(DriverError::Deposed { wanted });
+        }
+        Ok(self.j())
     }
 
     /// The core.
@@ -218,7 +305,7 @@ impl ReplicaDriver {
 
     /// Proposes what the leader's journal wrote since the last call, and
     /// reports its durability.
-    pub fn absorb_local_writes(&mut self, now: u64) -> Result<Effects, DriverError> {
+    pub fn absorb_local_writes(&mut self) -> Result<Effects, DriverError> {
         if let Some(e) = self.observe_error.lock().expect("observer lock").take() {
             return Err(e.into());
         }
@@ -235,20 +322,19 @@ impl ReplicaDriver {
                         core: seq,
                     })
                 }
-                // Written locally but not proposable (not leading, or too
-                // few in sync): never committed here; a later leader's log
-                // decides, and this suffix is cut if it differs.
-                Err(_) => {
-                    return Err(DriverError::Diverged {
-                        journal: chunk.sequence + 1,
-                        core: self.replica.log().last() + 1,
+                // Written locally but not proposable: the engine stops
+                // (fail-stop); the record is never acknowledged here, and a
+                // later leader's log decides whether it stays.
+                Err(source) => {
+                    return Err(DriverError::NotProposed {
+                        sequence: chunk.sequence + 1,
+                        source,
                     })
                 }
             }
         }
-        let durable = self.j().status().durable_next();
+        let durable = self.durable();
         self.replica.on_synced(durable, &mut actions);
-        let _ = now;
         self.perform(actions)
     }
 
@@ -303,6 +389,7 @@ impl ReplicaDriver {
                             self.replica.role(),
                             keel_replication::Role::Follower { .. }
                         ) {
+                            self.local("write a follower's entry to")?;
                             let ends = self.write_follower(&entry.data)?;
                             self.held.insert(entry.seq, (entry.data, ends));
                         }
@@ -310,14 +397,17 @@ impl ReplicaDriver {
                     }
                     {
                         let mut more = Vec::new();
-                        let durable = self.j().status().durable_next();
+                        let durable = self.durable();
                         self.replica.on_synced(durable, &mut more);
                         queue.extend(more);
                     }
                 }
-                Action::Truncate { after } => self.truncate(after)?,
+                Action::Truncate { after } => {
+                    self.local("cut")?;
+                    self.truncate(after)?
+                }
                 Action::SyncAll => self
-                    .j()
+                    .local("sync (sealed)")?
                     .sync_all()
                     .map_err(|e| DriverError::Journal(Box::new(e) as keel_core::StageError))?,
                 Action::PersistEpoch(epoch) => {
@@ -390,7 +480,7 @@ impl ReplicaDriver {
     }
 
     fn write_epoch_start(&mut self, seq: Seq, epoch: u32) -> Result<(), DriverError> {
-        let sequence = self.j().next_sequence();
+        let sequence = self.local("write an epoch start to")?.next_sequence();
         if sequence + 1 != seq {
             return Err(DriverError::Diverged {
                 journal: sequence + 1,
@@ -491,6 +581,37 @@ impl ReplicaDriver {
         self.install_observer();
         Ok(())
     }
+}
+
+/// The entries of the journal's segment files, as the writes that made
+/// them were cut (so a follower behind this replica can be served from
+/// them after a restart).
+fn held_on_disk(
+    journal: &Journal<FsStorage>,
+    dir: &Path,
+) -> Result<BTreeMap<Seq, (Vec<u8>, bool)>, DriverError> {
+    let block = journal.manifest().block_size as usize;
+    let end = journal.next_sequence();
+    let ids = journal
+        .storage()
+        .list()
+        .map_err(|source| DriverError::ReadSegment {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    let mut chunks = Vec::new();
+    for id in ids {
+        let path = dir.join(keel_journal::storage::segment_name(id));
+        let file = std::fs::read(&path).map_err(|source| DriverError::ReadSegment {
+            path: path.clone(),
+            source,
+        })?;
+        chunk::split_segment(&file, block, end, &mut chunks)?;
+    }
+    Ok(chunks
+        .into_iter()
+        .map(|c| (c.sequence + 1, (c.data, c.ends_block)))
+        .collect())
 }
 
 /// Opens the journal and rebuilds the core's epoch log from its records.
