@@ -55,7 +55,7 @@ fn policy_name(policy: Policy) -> String {
     }
 }
 
-fn parse_policy(text: &str) -> Option<Policy> {
+pub(crate) fn parse_policy(text: &str) -> Option<Policy> {
     if text == "async" {
         return Some(Policy::Async);
     }

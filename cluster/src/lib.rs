@@ -14,6 +14,8 @@
 
 mod control;
 mod encoding;
+pub mod member;
+pub mod transport;
 
 pub use control::{ControlError, Elected, EtcdControl, Lease};
 pub use encoding::{ConfigProblem, DecodeError};

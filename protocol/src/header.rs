@@ -48,6 +48,9 @@ pub enum Kind {
     Ping = 6,
     /// The answer to `Ping`.
     Pong = 7,
+    /// Replica ↔ replica or controller (replication links only; a client
+    /// port refuses it): a routed replication message, docs/protocol.md.
+    Replication = 8,
 }
 
 impl Kind {
@@ -61,6 +64,7 @@ impl Kind {
             5 => Kind::Reply,
             6 => Kind::Ping,
             7 => Kind::Pong,
+            8 => Kind::Replication,
             _ => return None,
         })
     }
@@ -173,7 +177,13 @@ fn checksum(header_prefix: &[u8], body: &[u8]) -> u64 {
 /// `body`) to `out`. Panics if `body` exceeds [`BODY_BYTES_MAX`]: the
 /// encoders in this crate never build one.
 pub fn encode_frame(header: &Header, body: &[u8], out: &mut Vec<u8>) {
-    assert!(body.len() <= BODY_BYTES_MAX, "frame body too large");
+    encode_frame_limited(header, body, BODY_BYTES_MAX, out);
+}
+
+/// [`encode_frame`] for a link with a larger body limit (a replication
+/// link's [`crate::REPLICATION_BODY_BYTES_MAX`]). Panics past `max`.
+pub fn encode_frame_limited(header: &Header, body: &[u8], max: usize, out: &mut Vec<u8>) {
+    assert!(body.len() <= max, "frame body too large");
     let start = out.len();
     out.extend_from_slice(&MAGIC.to_le_bytes());
     out.extend_from_slice(&header.version.to_le_bytes());
@@ -209,6 +219,15 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// consumed)))`: a whole, checksum-verified frame of `consumed` bytes.
 /// The version is not checked here: the handshake negotiates it.
 pub fn decode_frame(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
+    decode_frame_limited(buf, BODY_BYTES_MAX)
+}
+
+/// [`decode_frame`] for a link whose bodies may reach `max` bytes (a
+/// replication link's [`crate::REPLICATION_BODY_BYTES_MAX`]).
+pub fn decode_frame_limited(
+    buf: &[u8],
+    max: usize,
+) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
     if buf.len() >= 4 {
         let magic = u32_at(buf, 0);
         if magic != MAGIC {
@@ -219,11 +238,8 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError
         return Ok(None);
     }
     let body_len = u32_at(buf, 8);
-    if body_len as usize > BODY_BYTES_MAX {
-        return Err(FrameError::Oversized {
-            len: body_len,
-            max: BODY_BYTES_MAX,
-        });
+    if body_len as usize > max {
+        return Err(FrameError::Oversized { len: body_len, max });
     }
     let kind = Kind::from_u8(buf[6]).ok_or(FrameError::UnknownKind(buf[6]))?;
     if buf[7] & !FLAGS_KNOWN != 0 || buf[48..56].iter().any(|&b| b != 0) {

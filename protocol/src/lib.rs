@@ -23,7 +23,10 @@ pub use body::{
     Hello, Refusal, RefusalCode, Replies, ReplyEntry, ReplyStatus, RequestEntry, Requests, Welcome,
     REPLY_ENTRY_BYTES, REQUEST_ENTRY_HEADER_BYTES,
 };
-pub use header::{decode_frame, encode_frame, Frame, FrameError, Header, Kind, FLAG_RESUME};
+pub use header::{
+    decode_frame, decode_frame_limited, encode_frame, encode_frame_limited, Frame, FrameError,
+    Header, Kind, FLAG_RESUME,
+};
 
 /// The frame magic, `"KEEL"` read as a little-endian u32.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"KEEL");
@@ -34,6 +37,9 @@ pub const HEADER_BYTES: usize = 64;
 /// The largest body a frame may carry; a larger `body_len` is refused from
 /// the header alone.
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
+/// Largest body on a replication link (`Kind::Replication`): an `Append`
+/// carries whole group-commit writes.
+pub const REPLICATION_BODY_BYTES_MAX: usize = 32 << 20;
 /// The most entries (requests or replies) one frame carries.
 pub const ENTRIES_PER_FRAME_MAX: usize = 256;
 /// The largest payload one request entry carries (the engine's slot payload).

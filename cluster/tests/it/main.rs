@@ -3,3 +3,4 @@
 //! under its own cluster name, so tests never see each other's keys.
 
 mod etcd;
+mod failover;

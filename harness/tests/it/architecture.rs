@@ -49,8 +49,21 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("keel-protocol", &[]),
     // The replication protocol is sans-I/O: no workspace crate at all.
     ("keel-replication", &[]),
-    // The control plane: etcd and the protocol's types, no engine.
-    ("keel-cluster", &["keel-replication"]),
+    // The node process of a replicated shard: the control plane (etcd),
+    // the replica driver, and the engine and client server it starts on
+    // promotion. The `keel` binary (harness) stays free of etcd and protoc.
+    (
+        "keel-cluster",
+        &[
+            "keel-replication",
+            "keel-replicator",
+            "keel-journal",
+            "keel-ledger",
+            "keel-node",
+            "keel-protocol",
+            "keel-server",
+        ],
+    ),
     // The binding of the protocol to the journal: no etcd, no network.
     (
         "keel-replicator",

@@ -1,0 +1,346 @@
+//! `keel-cluster`: a replicated shard's processes (ADR 0013).
+//!
+//! - `init` writes a shard's first configuration to etcd (once; a second
+//!   `init` keeps what is there and prints it).
+//! - `node` runs one replica: it follows, or leads and serves clients, as
+//!   etcd's configuration says (`keel_cluster::member`).
+//! - `status` prints the configuration, the live nodes and the controller.
+//!
+//! Exit codes are the table in docs/operating.md ("Exit codes").
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use keel_cluster::member::{self, Exit, MemberConfig, MemberError};
+use keel_cluster::{ControlError, EtcdControl};
+use keel_node::config::NodeConfig;
+use keel_replication::{NodeId, ShardConfig, Timing};
+use keel_server::ServerConfig;
+
+/// Success (`node`: stopped by SIGTERM/SIGINT, lease revoked).
+const OK: u8 = 0;
+/// etcd cannot be reached, or the node cannot start (journal, bind).
+const CANNOT_START: u8 = 3;
+/// `node` stepped down (deposed, fenced, lease lost, replication error):
+/// restart it; it rejoins as a follower in a new incarnation.
+const STEPPED_DOWN: u8 = 5;
+/// A bad command-line argument.
+const USAGE: u8 = 64;
+/// An invalid configuration value.
+const CONFIG: u8 = 78;
+/// A second SIGINT/SIGTERM forced an immediate exit.
+const FORCED: u8 = 130;
+
+#[derive(Parser)]
+#[command(
+    name = "keel-cluster",
+    about = "A replicated Keel shard: init, node, status"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(clap::Args, Clone)]
+struct Etcd {
+    /// etcd endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    etcd: String,
+    /// Cluster name: every key is under /keel/v1/<cluster>/.
+    #[arg(long, default_value = "keel")]
+    cluster: String,
+    /// The shard.
+    #[arg(long, default_value_t = 0)]
+    shard: u32,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Write the shard's first configuration (no leader yet: the
+    /// controller elects the first one among the live replicas).
+    Init {
+        #[command(flatten)]
+        etcd: Etcd,
+        /// The replica ids, comma-separated (e.g. 1,2,3).
+        #[arg(long, value_delimiter = ',', required = true)]
+        replicas: Vec<NodeId>,
+        /// Fewest in-sync replicas (leader included) under which the leader refuses writes.
+        #[arg(long, default_value_t = 2)]
+        min_isr: u8,
+        /// Replication policy: sync:<k>, sync:all, mem:<k>, mem:all or async.
+        #[arg(long, default_value = "sync:1")]
+        policy: String,
+    },
+    /// Run one replica of the shard.
+    Node(Box<NodeArgs>),
+    /// Print the shard's configuration, the live nodes and the controller.
+    Status {
+        #[command(flatten)]
+        etcd: Etcd,
+    },
+}
+
+#[derive(clap::Args)]
+struct NodeArgs {
+    #[command(flatten)]
+    etcd: Etcd,
+    /// This replica's id.
+    #[arg(long)]
+    id: NodeId,
+    /// The replica's directory (journal/, replica.state, divergent/).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Node configuration (TOML: the engine's sections and `[server]`, as for `keel serve`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where clients connect while this node leads (overrides `[server] listen`).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Where peers connect for replication.
+    #[arg(long)]
+    replication_listen: SocketAddr,
+    /// Every replica's replication address, this one's included: `<id>=<addr>` (repeat).
+    #[arg(long = "peer", value_parser = parse_peer, required = true)]
+    peers: Vec<(NodeId, SocketAddr)>,
+    /// Lease TTL in seconds: how long a dead leader goes unnoticed.
+    #[arg(long, default_value_t = 2)]
+    lease_ttl: i64,
+    /// A follower not caught up for this long leaves the in-sync set (ms).
+    #[arg(long, default_value_t = 2000)]
+    lag_timeout_ms: u64,
+    /// Accept clients without credentials, as tenant 0 (development only).
+    #[arg(long)]
+    allow_anonymous: bool,
+    /// Serve clients plain, unencrypted TCP (trusted networks only).
+    #[arg(long)]
+    plaintext: bool,
+}
+
+fn parse_peer(text: &str) -> Result<(NodeId, SocketAddr), String> {
+    let (id, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected <id>=<address>"))?;
+    let id = id.parse().map_err(|e| format!("{id:?}: {e}"))?;
+    let addr = addr.parse().map_err(|e| format!("{addr:?}: {e}"))?;
+    Ok((id, addr))
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let usage = e.use_stderr();
+            let _ = e.print();
+            return ExitCode::from(if usage { USAGE } else { OK });
+        }
+    };
+    match cli.command {
+        Commands::Init {
+            etcd,
+            replicas,
+            min_isr,
+            policy,
+        } => init(&etcd, replicas, min_isr, &policy),
+        Commands::Node(args) => node(*args),
+        Commands::Status { etcd } => status(&etcd),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime")
+}
+
+fn init(etcd: &Etcd, replicas: Vec<NodeId>, min_isr: u8, policy: &str) -> ExitCode {
+    let Some(policy) = member::parse_policy(policy) else {
+        eprintln!("keel-cluster init: --policy {policy:?}: expected sync:<k>, sync:all, mem:<k>, mem:all or async");
+        return ExitCode::from(USAGE);
+    };
+    let mut isr = replicas.clone();
+    isr.sort_unstable();
+    isr.dedup();
+    if isr.len() != replicas.len() || replicas.is_empty() {
+        eprintln!("keel-cluster init: --replicas must name distinct ids");
+        return ExitCode::from(USAGE);
+    }
+    if usize::from(min_isr) > replicas.len() || min_isr == 0 {
+        eprintln!(
+            "keel-cluster init: --min-isr {min_isr} with {} replicas",
+            replicas.len()
+        );
+        return ExitCode::from(CONFIG);
+    }
+    // Epoch 0 names the first replica at incarnation 0, which no process
+    // ever has (a process's first incarnation is 1): nobody leads it, and
+    // the controller elects epoch 1's leader from the replicas' seals.
+    let config = ShardConfig {
+        epoch: 0,
+        leader: replicas[0],
+        leader_incarnation: 0,
+        replicas,
+        isr,
+        min_isr,
+        policy,
+    };
+    runtime().block_on(async {
+        let control = match EtcdControl::connect(&etcd.etcd, &etcd.cluster).await {
+            Ok(control) => control,
+            Err(e) => return cannot_start("init", &e),
+        };
+        match control.bootstrap(etcd.shard, &config).await {
+            Ok((stored, revision)) => {
+                let note = if stored == config {
+                    "written"
+                } else {
+                    "already there (kept)"
+                };
+                println!(
+                    "{}: {note} at revision {revision}\n{stored:?}",
+                    control.config_key(etcd.shard)
+                );
+                ExitCode::from(OK)
+            }
+            Err(e) => cannot_start("init", &e),
+        }
+    })
+}
+
+fn cannot_start(command: &str, e: &ControlError) -> ExitCode {
+    eprintln!("keel-cluster {command}: {e}");
+    ExitCode::from(CANNOT_START)
+}
+
+fn status(etcd: &Etcd) -> ExitCode {
+    runtime().block_on(async {
+        let control = match EtcdControl::connect(&etcd.etcd, &etcd.cluster).await {
+            Ok(control) => control,
+            Err(e) => return cannot_start("status", &e),
+        };
+        match control.config(etcd.shard).await {
+            Ok((config, revision)) => {
+                println!("shard {} at revision {revision}:", etcd.shard);
+                println!(
+                    "  epoch {} leader {} (incarnation {})",
+                    config.epoch, config.leader, config.leader_incarnation
+                );
+                println!(
+                    "  replicas {:?} in-sync {:?} min_isr {} policy {:?}",
+                    config.replicas, config.isr, config.min_isr, config.policy
+                );
+            }
+            Err(e) => return cannot_start("status", &e),
+        }
+        match control.live_nodes().await {
+            Ok(live) => {
+                for (node, incarnation) in live {
+                    println!("  live: node {node} incarnation {incarnation}");
+                }
+                ExitCode::from(OK)
+            }
+            Err(e) => cannot_start("status", &e),
+        }
+    })
+}
+
+/// The node file, as `keel serve` reads it: the engine's sections, and
+/// `[server]` for the client server.
+fn load(args: &NodeArgs) -> Result<(NodeConfig, ServerConfig), String> {
+    let text = match &args.config {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        None => String::new(),
+    };
+    let node = NodeConfig::from_toml(&text).map_err(|e| e.to_string())?;
+    let mut table: toml::Table = text.parse().map_err(|e| format!("config: {e}"))?;
+    let mut server: ServerConfig = match table.remove("server") {
+        Some(section) => section
+            .try_into()
+            .map_err(|e| format!("config [server]: {e}"))?,
+        None => ServerConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        server.listen = listen;
+    }
+    server.allow_anonymous |= args.allow_anonymous;
+    if args.plaintext {
+        server.plaintext = true;
+        server.tls = None;
+    }
+    if server.principals.is_empty() && !server.allow_anonymous {
+        return Err(
+            "config [server]: no principals and allow_anonymous = false: nobody could connect"
+                .into(),
+        );
+    }
+    server
+        .check()
+        .map_err(|e| format!("config [server]: {e}"))?;
+    Ok((node, server))
+}
+
+fn node(args: NodeArgs) -> ExitCode {
+    let (node, server) = match load(&args) {
+        Ok(configs) => configs,
+        Err(e) => {
+            eprintln!("keel-cluster node: {e}");
+            return ExitCode::from(CONFIG);
+        }
+    };
+    let mut peers = BTreeMap::new();
+    for (id, addr) in &args.peers {
+        if peers.insert(*id, *addr).is_some() {
+            eprintln!("keel-cluster node: --peer {id} given twice");
+            return ExitCode::from(USAGE);
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(
+            signal,
+            i32::from(FORCED),
+            Arc::clone(&stop),
+        );
+        let _ = signal_hook::flag::register(signal, Arc::clone(&stop));
+    }
+    let config = MemberConfig {
+        id: args.id,
+        shard: args.etcd.shard,
+        etcd: args.etcd.etcd,
+        cluster: args.etcd.cluster,
+        data_dir: args.data_dir,
+        node,
+        server,
+        replication_listen: args.replication_listen,
+        peers,
+        lease_ttl_s: args.lease_ttl,
+        timing: Timing {
+            lag_timeout: args.lag_timeout_ms,
+            ..Timing::default()
+        },
+    };
+    match member::run(config, stop) {
+        Ok(Exit::Stopped) => {
+            eprintln!("keel-cluster node: stopped");
+            ExitCode::from(OK)
+        }
+        Ok(Exit::SteppedDown(why)) => {
+            eprintln!("keel-cluster node: stepped down: {why}");
+            ExitCode::from(STEPPED_DOWN)
+        }
+        Err(e @ MemberError::Config(_)) => {
+            eprintln!("keel-cluster node: {e}");
+            ExitCode::from(CONFIG)
+        }
+        Err(e) => {
+            eprintln!("keel-cluster node: cannot go on: {e}");
+            ExitCode::from(CANNOT_START)
+        }
+    }
+}

@@ -1,0 +1,620 @@
+//! `keel-cluster node`: one replica of a shard as a process (ADR 0013,
+//! "The node process").
+//!
+//! Two threads. The **replica thread** owns the [`ReplicaDriver`] and takes
+//! events from one bounded queue: replication messages, configuration
+//! reads, compare-and-swap outcomes, and wake-ups from the engine's
+//! journaller. It ticks the core every [`TICK_MS`] and, while this node
+//! leads, publishes the commit point the engine's journaller waits on. The
+//! **control thread** (the caller's, on a current-thread tokio runtime)
+//! runs the replication links, polls the shard's configuration, keeps the
+//! lease alive, performs the replica's configuration changes, and runs the
+//! failover [`Controller`] while this node holds the controller key.
+//!
+//! A follower runs no engine and no client server (clients find the
+//! leader by trying the nodes). When etcd names this node leader and its
+//! `EpochStart` is written, the driver hands its journal to the engine
+//! ([`Node::start_replicated`], a full replay: followers are cold), and the
+//! client server starts. Losing leadership (a newer epoch, a fenced
+//! append, a lost lease, any driver error) is fail-stop: the commit point
+//! is lost (waiting batches fail, never acknowledged), and the process
+//! exits with [`Exit::SteppedDown`]; restarted, it rejoins as a follower in
+//! a new incarnation.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keel_journal::IoMode;
+use keel_ledger::{Ledger, LedgerValidator};
+use keel_node::config::NodeConfig;
+use keel_node::node::{Node, NodeError};
+use keel_node::replicated::{CommitPoint, Replication};
+use keel_replication::{
+    CasOutcome, ClusterView, ConfigProposal, Controller, ControllerAction, Incarnation, Message,
+    NodeId, Peer, Role, ShardConfig, Timing,
+};
+use keel_replicator::{DriverError, Effects, Paths, ReplicaDriver, Wake};
+use keel_server::{Server, ServerConfig, ServerError};
+use tokio::sync::mpsc as tmpsc;
+
+use crate::control::{ControlError, EtcdControl, Lease};
+use crate::transport::Transport;
+
+/// The replica thread ticks the core this often (milliseconds).
+pub const TICK_MS: u64 = 10;
+/// The shard's configuration is read from etcd this often.
+const CONFIG_POLL: Duration = Duration::from_millis(20);
+/// The controller re-evaluates the shard this often.
+const CONTROLLER_TICK: Duration = Duration::from_millis(100);
+/// Events queued for the replica thread before new ones are dropped.
+const EVENTS_MAX: usize = 8192;
+/// A graceful stop waits this long for the server to write admitted replies.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// What one member process is.
+#[derive(Debug, Clone)]
+pub struct MemberConfig {
+    /// This replica's id (as in the shard's `replicas`).
+    pub id: NodeId,
+    /// The shard it serves.
+    pub shard: u32,
+    /// etcd's endpoint.
+    pub etcd: String,
+    /// The cluster name (the etcd key prefix).
+    pub cluster: String,
+    /// The replica's directory: `journal/`, `replica.state`, `divergent/`.
+    pub data_dir: PathBuf,
+    /// The engine's configuration (its journal directory is set from
+    /// `data_dir`).
+    pub node: NodeConfig,
+    /// The client server's configuration (served while leading).
+    pub server: ServerConfig,
+    /// Where peers connect for replication.
+    pub replication_listen: SocketAddr,
+    /// Every replica's replication address, this one's included.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// The lease's TTL in seconds: how long a dead leader goes unnoticed.
+    pub lease_ttl_s: i64,
+    /// The replication core's timers (milliseconds).
+    pub timing: Timing,
+}
+
+impl MemberConfig {
+    /// The driver's files under `data_dir`.
+    pub fn paths(&self) -> Paths {
+        Paths {
+            journal: self.data_dir.join("journal"),
+            state: self.data_dir.join("replica.state"),
+            divergent: self.data_dir.join("divergent"),
+        }
+    }
+}
+
+/// How a member ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Stopped by a signal; the lease was revoked.
+    Stopped,
+    /// Stopped leading or following (deposed, fenced, lease lost, a
+    /// replication error): restart it; it rejoins as a follower.
+    SteppedDown(String),
+}
+
+/// Why a member could not start or went on no further.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MemberError {
+    /// etcd refused or could not be reached.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The replica's journal or state file.
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    /// The engine would not start on promotion.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The client server would not start on promotion.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// The replication address could not be bound.
+    #[error("cannot listen for replication on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A configuration value that cannot work.
+    #[error("{0}")]
+    Config(String),
+    /// The runtime could not be built.
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+enum Event {
+    Net { from: Peer, message: Message },
+    Config { config: ShardConfig, revision: u64 },
+    Cas(CasOutcome),
+    Wake,
+    Fatal(String),
+}
+
+enum ToControl {
+    Propose(ConfigProposal),
+    Register(Incarnation),
+    Done(Result<Exit, String>),
+}
+
+/// Runs one member until it is stopped (`stop` set, e.g. by a signal) or
+/// steps down.
+pub fn run(config: MemberConfig, stop: Arc<AtomicBool>) -> Result<Exit, MemberError> {
+    if config.node.journal_config().is_none() {
+        return Err(MemberError::Config(
+            "a replica needs a journal: [journal] durability must not be \"none\"".into(),
+        ));
+    }
+    if !config.peers.contains_key(&config.id) {
+        return Err(MemberError::Config(format!(
+            "--peer must name every replica, this one ({}) included",
+            config.id
+        )));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(MemberError::Runtime)?;
+    runtime.block_on(run_async(config, stop))
+}
+
+async fn run_async(mut config: MemberConfig, stop: Arc<AtomicBool>) -> Result<Exit, MemberError> {
+    let control = EtcdControl::connect(&config.etcd, &config.cluster).await?;
+    let lease = control.grant(config.lease_ttl_s).await?;
+    let paths = config.paths();
+    std::fs::create_dir_all(&paths.journal).map_err(|e| {
+        MemberError::Config(format!("cannot create {}: {e}", paths.journal.display()))
+    })?;
+    config.node.journal.data_dir = paths.journal.clone();
+    // The server's I/O thread must never wait on the ring: Busy at once.
+    config.node.engine.back_pressure_wait_ms = 0;
+    let journal_config = config.node.journal_config().expect("checked in run");
+    let mode = IoMode::for_policy(
+        journal_config.sync,
+        config.node.journal.dev_allow_buffered_io,
+    );
+    let driver = ReplicaDriver::open(config.id, config.timing, paths, journal_config, mode)?;
+    let incarnation = driver.replica().incarnation();
+    control
+        .register_node(config.id, incarnation, &lease)
+        .await?;
+    let listener = tokio::net::TcpListener::bind(config.replication_listen)
+        .await
+        .map_err(|source| MemberError::Bind {
+            addr: config.replication_listen,
+            source,
+        })?;
+    eprintln!(
+        "keel-cluster: node {} (incarnation {incarnation}) of shard {} in cluster {:?}: \
+         replication on {}, journal {}, lease {} s",
+        config.id,
+        config.shard,
+        config.cluster,
+        config.replication_listen,
+        config.node.journal.data_dir.display(),
+        lease.ttl_s(),
+    );
+
+    let (events_tx, events) = mpsc::sync_channel::<Event>(EVENTS_MAX);
+    let (controller_tx, controller_rx) = tmpsc::unbounded_channel::<(NodeId, Message)>();
+    let dropped = Arc::new(AtomicU64::new(0));
+    let me = config.id;
+    let inbox = {
+        let events = events_tx.clone();
+        let dropped = Arc::clone(&dropped);
+        Arc::new(
+            move |from: Peer, to: Peer, message: Message| match (to, from) {
+                (Peer::Replica(to), _) if to == me => {
+                    if events.try_send(Event::Net { from, message }).is_err() {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                (Peer::Controller(to), Peer::Replica(from)) if to == me => {
+                    let _ = controller_tx.send((from, message));
+                }
+                _ => {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+        )
+    };
+    let transport = Transport::start(config.shard, listener, &config.peers, inbox);
+
+    let (to_control, from_member) = tmpsc::unbounded_channel::<ToControl>();
+    let woken = Arc::new(AtomicBool::new(false));
+    let wake: Wake = {
+        let events = events_tx.clone();
+        let woken = Arc::clone(&woken);
+        Arc::new(move || {
+            if !woken.swap(true, Ordering::AcqRel) {
+                let _ = events.try_send(Event::Wake);
+            }
+        })
+    };
+    let member = Member {
+        driver,
+        events,
+        woken,
+        wake,
+        transport: transport.clone(),
+        control: to_control.clone(),
+        node: config.node.clone(),
+        server: config.server.clone(),
+        started: Instant::now(),
+        next_tick: 0,
+        leading: None,
+        stop,
+    };
+    let replica = std::thread::Builder::new()
+        .name(format!("keel-replica-{me}"))
+        .spawn(move || {
+            let result = member.run().map_err(|e| e.to_string());
+            let _ = to_control.send(ToControl::Done(result));
+        })
+        .map_err(MemberError::Runtime)?;
+    let outcome = control_loop(
+        &control,
+        lease,
+        &config,
+        transport,
+        events_tx,
+        from_member,
+        controller_rx,
+    )
+    .await;
+    let _ = replica.join();
+    outcome
+}
+
+/// The control thread's loop: configuration polls, lease renewals, the
+/// replica's etcd writes, and the controller.
+async fn control_loop(
+    control: &EtcdControl,
+    mut lease: Lease,
+    config: &MemberConfig,
+    transport: Transport,
+    events: SyncSender<Event>,
+    mut from_member: tmpsc::UnboundedReceiver<ToControl>,
+    mut controller_rx: tmpsc::UnboundedReceiver<(NodeId, Message)>,
+) -> Result<Exit, MemberError> {
+    let shard = config.shard;
+    let mut poll = tokio::time::interval(CONFIG_POLL);
+    let ttl = Duration::from_secs(lease.ttl_s().max(1) as u64);
+    let mut renew = tokio::time::interval(ttl / 3);
+    let mut controller_tick = tokio::time::interval(CONTROLLER_TICK);
+    for timer in [&mut poll, &mut renew, &mut controller_tick] {
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    let mut delivered: Option<i64> = None;
+    let mut waiting_noted = false;
+    let mut renewed = Instant::now();
+    let mut controller = Controller::new();
+    let mut actions = Vec::new();
+    let name = config.id.to_string();
+    loop {
+        tokio::select! {
+            _ = poll.tick() => match control.config(shard).await {
+                Ok((shard_config, revision)) if delivered != Some(revision) => {
+                    let event = Event::Config { config: shard_config, revision: revision as u64 };
+                    if events.try_send(event).is_ok() {
+                        delivered = Some(revision);
+                    }
+                }
+                Ok(_) => {}
+                Err(ControlError::NoConfig { key, .. }) if !waiting_noted => {
+                    eprintln!("keel-cluster: no configuration at {key} yet: run keel-cluster init");
+                    waiting_noted = true;
+                }
+                Err(_) => {}
+            },
+            _ = renew.tick() => match control.keep_alive(&mut lease).await {
+                Ok(()) => renewed = Instant::now(),
+                Err(e) if matches!(e, ControlError::LeaseExpired { .. }) || renewed.elapsed() >= ttl => {
+                    let _ = events.try_send(Event::Fatal(format!("lease lost: {e}")));
+                }
+                Err(_) => {}
+            },
+            _ = controller_tick.tick() => {
+                if let Err(e) = controller_step(control, &lease, &name, config, &transport, &mut controller, &mut actions).await {
+                    eprintln!("keel-cluster: controller: {e}");
+                }
+            },
+            Some((from, message)) = controller_rx.recv() => controller.on_message(from, message),
+            command = from_member.recv() => match command {
+                Some(ToControl::Propose(proposal)) => {
+                    let outcome = control
+                        .cas_config(shard, proposal.expected_revision as i64, None, &proposal.config)
+                        .await
+                        .unwrap_or(CasOutcome::Unknown);
+                    let _ = events.try_send(Event::Cas(outcome));
+                }
+                Some(ToControl::Register(incarnation)) => {
+                    if let Err(e) = control.register_node(config.id, incarnation, &lease).await {
+                        let _ = events.try_send(Event::Fatal(format!("cannot re-register after resigning: {e}")));
+                    }
+                }
+                Some(ToControl::Done(result)) => {
+                    // The lease goes now, not at expiry: the controller
+                    // fails over at once.
+                    let _ = control.revoke(lease).await;
+                    return result.map_err(MemberError::Config);
+                }
+                None => {
+                    let _ = control.revoke(lease).await;
+                    return Err(MemberError::Config("the replica thread ended".into()));
+                }
+            },
+        }
+    }
+}
+
+/// One controller round: campaign; while elected, read the shard and the
+/// live nodes and act on the controller's decision.
+async fn controller_step(
+    control: &EtcdControl,
+    lease: &Lease,
+    name: &str,
+    config: &MemberConfig,
+    transport: &Transport,
+    controller: &mut Controller,
+    actions: &mut Vec<ControllerAction>,
+) -> Result<(), ControlError> {
+    let Some(elected) = control.campaign(name, lease).await? else {
+        return Ok(());
+    };
+    let (shard_config, revision) = match control.config(config.shard).await {
+        Ok(read) => read,
+        Err(ControlError::NoConfig { .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let live = control.live_nodes().await?;
+    actions.clear();
+    controller.on_tick(
+        ClusterView {
+            config: &shard_config,
+            revision: revision as u64,
+            live: &live,
+        },
+        actions,
+    );
+    for action in actions.drain(..) {
+        match action {
+            ControllerAction::Send { to, message } => {
+                transport.send(to, Peer::Controller(config.id), Peer::Replica(to), &message)
+            }
+            ControllerAction::Install {
+                expected_revision,
+                config: next,
+            } => {
+                let outcome = control
+                    .cas_config(config.shard, expected_revision as i64, Some(elected), &next)
+                    .await?;
+                eprintln!(
+                    "keel-cluster: controller {}: epoch {} leader {} (incarnation {}) in-sync {:?}: {outcome:?}",
+                    config.id, next.epoch, next.leader, next.leader_incarnation, next.isr
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The engine and client server of a leading member.
+struct Leading {
+    node: Node<Ledger>,
+    server: Server,
+    commit: Arc<CommitPoint>,
+}
+
+/// The replica thread's state.
+struct Member {
+    driver: ReplicaDriver,
+    events: mpsc::Receiver<Event>,
+    woken: Arc<AtomicBool>,
+    wake: Wake,
+    transport: Transport,
+    control: tmpsc::UnboundedSender<ToControl>,
+    node: NodeConfig,
+    server: ServerConfig,
+    started: Instant,
+    next_tick: u64,
+    leading: Option<Leading>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Member {
+    fn run(mut self) -> Result<Exit, MemberError> {
+        let result = self.drive();
+        match (&result, self.leading.take()) {
+            (Ok(Exit::Stopped), Some(leading)) => self.drain(leading),
+            (_, Some(leading)) => {
+                leading.commit.lose();
+                leading.server.shutdown();
+                let _ = leading.node.shutdown();
+            }
+            (_, None) => {}
+        }
+        result
+    }
+
+    /// Steps until stopped or stepped down.
+    fn drive(&mut self) -> Result<Exit, MemberError> {
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(Exit::Stopped);
+            }
+            match self.step() {
+                Ok(None) => {}
+                Ok(Some(exit)) => return Ok(exit),
+                Err(MemberError::Driver(e)) => return Ok(Exit::SteppedDown(e.to_string())),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A graceful stop of a leader: the server stops accepting and writes
+    /// every admitted reply while this thread keeps committing; then the
+    /// engine stops.
+    fn drain(&mut self, leading: Leading) {
+        let Leading {
+            node,
+            server,
+            commit,
+        } = leading;
+        let shutting = std::thread::spawn(move || server.shutdown());
+        let deadline = Instant::now() + DRAIN;
+        while !shutting.is_finished() && Instant::now() < deadline {
+            if self.step_committing(&commit).is_err() {
+                break;
+            }
+        }
+        commit.lose();
+        let _ = shutting.join();
+        let _ = node.shutdown();
+    }
+
+    fn step_committing(&mut self, commit: &CommitPoint) -> Result<(), MemberError> {
+        self.step()?;
+        commit.advance(self.driver.committed_next());
+        Ok(())
+    }
+
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Waits for one event (at most a tick), handles it, ticks when due,
+    /// and promotes or steps down as the core's role says.
+    fn step(&mut self) -> Result<Option<Exit>, MemberError> {
+        let event = self.events.recv_timeout(Duration::from_millis(TICK_MS));
+        let now = self.now();
+        let effects = match event {
+            Ok(Event::Net { from, message }) => self.driver.on_message(now, from, message)?,
+            Ok(Event::Config { config, revision }) => {
+                self.driver.on_config(now, &config, revision)?
+            }
+            Ok(Event::Cas(outcome)) => self.driver.on_config_result(outcome)?,
+            Ok(Event::Wake) => {
+                self.woken.store(false, Ordering::Release);
+                self.driver.absorb_local_writes()?
+            }
+            Ok(Event::Fatal(why)) => return Ok(Some(Exit::SteppedDown(why))),
+            Err(RecvTimeoutError::Timeout) => Effects::default(),
+            Err(RecvTimeoutError::Disconnected) => return Ok(Some(Exit::Stopped)),
+        };
+        self.perform(effects);
+        if now >= self.next_tick {
+            self.next_tick = now + TICK_MS;
+            let effects = if self.leading.is_some() {
+                let mut effects = self.driver.absorb_local_writes()?;
+                let more = self.driver.on_tick(now)?;
+                effects.messages.extend(more.messages);
+                effects.proposals.extend(more.proposals);
+                effects.resigned = effects.resigned.or(more.resigned);
+                effects
+            } else {
+                self.driver.on_tick(now)?
+            };
+            self.perform(effects);
+        }
+        let role = self.driver.replica().role();
+        match (&self.leading, role) {
+            (Some(leading), Role::Leader { .. }) => {
+                leading.commit.advance(self.driver.committed_next());
+            }
+            (Some(_), Role::Follower { leader }) => {
+                return Ok(Some(Exit::SteppedDown(format!(
+                    "deposed: the shard now follows {leader:?}"
+                ))));
+            }
+            (None, Role::Leader { epoch }) if self.driver.writing_epoch() == epoch => {
+                self.promote(epoch)?;
+            }
+            (None, _) => {}
+        }
+        Ok(None)
+    }
+
+    fn perform(&mut self, effects: Effects) {
+        let me = self.driver.replica().id();
+        for (to, message) in effects.messages {
+            let node = match to {
+                Peer::Replica(n) | Peer::Controller(n) => n,
+            };
+            self.transport.send(node, Peer::Replica(me), to, &message);
+        }
+        for proposal in effects.proposals {
+            let _ = self.control.send(ToControl::Propose(proposal));
+        }
+        if let Some(incarnation) = effects.resigned {
+            let _ = self.control.send(ToControl::Register(incarnation));
+        }
+    }
+
+    /// This node leads `epoch` and its `EpochStart` is written: hand the
+    /// journal to the engine (a full replay) and serve clients.
+    fn promote(&mut self, epoch: u32) -> Result<(), MemberError> {
+        let started = Instant::now();
+        self.driver.release_journal();
+        let wake = Arc::clone(&self.wake);
+        let commit = CommitPoint::new(self.driver.committed_next(), Box::new(move || wake()));
+        let replication = Replication {
+            epoch,
+            observer: self.driver.observer(Arc::clone(&self.wake)),
+            commit: Arc::clone(&commit),
+        };
+        let ledger_config = self.node.ledger_config();
+        let node = Node::start_replicated(
+            &self.node,
+            Ledger::new(ledger_config),
+            LedgerValidator,
+            &mut |_| {},
+            replication,
+        )?;
+        self.driver.attach(
+            node.journal_status()
+                .expect("a replicated node has a journal"),
+        );
+        let server = match Server::start(self.server.clone(), node.submitter()) {
+            Ok(server) => server,
+            Err(e) => {
+                commit.lose();
+                let _ = node.shutdown();
+                return Err(e.into());
+            }
+        };
+        eprintln!(
+            "keel-cluster: node {} leads epoch {epoch}: replayed {} records in {:.2} s; \
+             serving clients on {}",
+            self.driver.replica().id(),
+            node.recovery().records,
+            started.elapsed().as_secs_f64(),
+            server.local_addr(),
+        );
+        self.leading = Some(Leading {
+            node,
+            server,
+            commit,
+        });
+        Ok(())
+    }
+}
+
+/// Parses `sync:<k>`, `sync:all`, `mem:<k>`, `mem:all` or `async`.
+pub fn parse_policy(text: &str) -> Option<keel_replication::Policy> {
+    crate::encoding::parse_policy(text)
+}

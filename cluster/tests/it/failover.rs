@@ -1,0 +1,518 @@
+//! A replicated shard as three real `keel-cluster node` processes on a real
+//! etcd: a client rides through leaders killed with SIGKILL (resuming its
+//! session on whichever node leads next), every acknowledged transfer is
+//! on the last leader exactly once, and the replicas' journals end
+//! byte-identical.
+//!
+//! CI runs [`FAILOVERS_CI`] failovers; `KEEL_FAILOVER_SOAK=<n>` runs `n`
+//! (the soak in docs/operating.md).
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keel_client::{Client, ClientConfig, ClientError, ReplyEntry, Request, Status};
+use keel_cluster::EtcdControl;
+use keel_core::{Outcome, ResultCode};
+use keel_journal::{read_records, FsStorage, IoMode, Storage};
+use keel_ledger::commands::{self, command_type};
+use keel_ledger::{Account, Transfer};
+use keel_replication::ShardConfig;
+
+/// Failovers in the default suite.
+const FAILOVERS_CI: usize = 3;
+/// Transfers sent between two kills.
+const TRANSFERS_PER_ROUND: u64 = 40;
+/// How long the shard may take to elect a leader and serve clients.
+const FAILOVER_MAX: Duration = Duration::from_secs(30);
+const NODES: [u16; 3] = [1, 2, 3];
+
+fn endpoint() -> String {
+    std::env::var("KEEL_ETCD_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:2379".into())
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Small tables (a node replays and allocates them on every promotion)
+/// and small segments (bounded disk: three replicas).
+const NODE_TOML: &str = r#"
+[journal]
+segment_size_mib = 4
+write_buffer_kib = 256
+
+[ledger]
+accounts_max = 64
+transfers_max = 8192
+
+[server]
+frame_timeout_ms = 1000
+"#;
+
+struct Member {
+    client: SocketAddr,
+    replication: SocketAddr,
+    dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+struct Shard {
+    cluster: String,
+    root: tempfile::TempDir,
+    members: BTreeMap<u16, Member>,
+    runtime: tokio::runtime::Runtime,
+    control: EtcdControl,
+}
+
+impl Shard {
+    fn new(test: &str) -> Shard {
+        let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let cluster = format!("test-{test}-{}-{nanos}", std::process::id());
+        std::fs::write(root.path().join("node.toml"), NODE_TOML).unwrap();
+        let members = NODES
+            .iter()
+            .map(|&id| {
+                let dir = root.path().join(format!("node{id}"));
+                let member = Member {
+                    client: free_port(),
+                    replication: free_port(),
+                    log: root.path().join(format!("node{id}.log")),
+                    dir,
+                    child: None,
+                };
+                (id, member)
+            })
+            .collect();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let control = runtime
+            .block_on(EtcdControl::connect(&endpoint(), &cluster))
+            .unwrap_or_else(|e| panic!("{e} (run scripts/ensure-etcd.sh)"));
+        Shard {
+            cluster,
+            root,
+            members,
+            runtime,
+            control,
+        }
+    }
+
+    fn init(&self) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keel-cluster"));
+        let status = command
+            .args(["init", "--etcd", &endpoint(), "--cluster", &self.cluster])
+            .args([
+                "--replicas",
+                "1,2,3",
+                "--min-isr",
+                "2",
+                "--policy",
+                "sync:1",
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "keel-cluster init: {status}");
+    }
+
+    fn start(&mut self, id: u16) {
+        let peers: Vec<String> = self
+            .members
+            .iter()
+            .map(|(id, m)| format!("{id}={}", m.replication))
+            .collect();
+        let config = self.root.path().join("node.toml");
+        let member = &self.members[&id];
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&member.log)
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keel-cluster"));
+        command
+            .arg("node")
+            .args(["--etcd", &endpoint(), "--cluster", &self.cluster])
+            .args(["--id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(&member.dir)
+            .arg("--config")
+            .arg(&config)
+            .args(["--listen", &member.client.to_string()])
+            .args(["--replication-listen", &member.replication.to_string()])
+            .args(["--lease-ttl", "2", "--allow-anonymous", "--plaintext"]);
+        for peer in &peers {
+            command.args(["--peer", peer]);
+        }
+        let child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        self.members.get_mut(&id).unwrap().child = Some(child);
+    }
+
+    fn kill(&mut self, id: u16) {
+        let mut child = self.members.get_mut(&id).unwrap().child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, and the exit code.
+    fn stop(&mut self, id: u16) -> i32 {
+        let mut child = self.members.get_mut(&id).unwrap().child.take().unwrap();
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("node {id} did not stop on SIGTERM\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn config(&self) -> ShardConfig {
+        self.runtime.block_on(self.control.config(0)).unwrap().0
+    }
+
+    /// Waits until `done` holds of the shard's configuration.
+    fn await_config(&self, what: &str, done: impl Fn(&ShardConfig) -> bool) -> ShardConfig {
+        let deadline = Instant::now() + FAILOVER_MAX;
+        loop {
+            if let Ok((config, _)) = self.runtime.block_on(self.control.config(0)) {
+                if done(&config) {
+                    return config;
+                }
+                if Instant::now() > deadline {
+                    panic!("{what}: still {config:?}\n{}", self.logs());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn addrs(&self) -> Vec<SocketAddr> {
+        self.members.values().map(|m| m.client).collect()
+    }
+
+    fn logs(&self) -> String {
+        let mut text = String::new();
+        for (id, member) in &self.members {
+            let log = std::fs::read_to_string(&member.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            text.push_str(&format!("--- node {id} (last lines) ---\n"));
+            for line in tail.into_iter().rev() {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
+    }
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        for member in self.members.values_mut() {
+            if let Some(mut child) = member.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = self.runtime.block_on(self.control.delete_cluster());
+    }
+}
+
+/// A client that finds the leader by trying every node, and resumes its
+/// session there: a request whose outcome is unknown is sent again under
+/// the same request number, so it runs exactly once.
+struct Rider {
+    addrs: Vec<SocketAddr>,
+    session: u64,
+    client: Option<Client>,
+    reconnects: usize,
+}
+
+impl Rider {
+    fn new(addrs: Vec<SocketAddr>) -> Rider {
+        Rider {
+            addrs,
+            session: 0,
+            client: None,
+            reconnects: 0,
+        }
+    }
+
+    fn connect(&mut self, logs: &dyn Fn() -> String) -> &mut Client {
+        let deadline = Instant::now() + FAILOVER_MAX;
+        while self.client.is_none() {
+            for &addr in &self.addrs {
+                let mut config = ClientConfig::new(addr);
+                config.session = self.session;
+                config.deadline = Duration::from_millis(300);
+                match Client::connect(config) {
+                    Ok(client) => {
+                        self.session = client.session();
+                        self.client = Some(client);
+                        self.reconnects += 1;
+                        break;
+                    }
+                    Err(ClientError::Unknown { .. }) => {}
+                    Err(e) => panic!("connecting to {addr}: {e}\n{}", logs()),
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no node served clients for {FAILOVER_MAX:?}\n{}",
+                logs()
+            );
+        }
+        self.client.as_mut().unwrap()
+    }
+
+    /// Sends `request` until a node answers it (applied, or the original
+    /// answer to a retry).
+    fn call(&mut self, request: Request<'_>, logs: &dyn Fn() -> String) -> ReplyEntry {
+        let mut number: Option<u64> = None;
+        let deadline = Instant::now() + FAILOVER_MAX;
+        loop {
+            assert!(Instant::now() < deadline, "unanswered\n{}", logs());
+            let client = self.connect(logs);
+            match number {
+                Some(n) => client.set_next_request(n),
+                None => number = Some(client.next_request()),
+            }
+            match client.call(&[request]) {
+                Ok(replies) => match replies[0].status {
+                    Status::Applied | Status::Duplicate => return replies[0],
+                    // Not sequenced, or the engine stopped under it
+                    // (outcome unknown): the same number again.
+                    Status::Busy | Status::Unavailable => {
+                        self.client = None;
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    other => panic!("{other:?}: {:?}\n{}", replies[0], logs()),
+                },
+                Err(ClientError::Unknown { .. }) => self.client = None,
+                Err(e) => panic!("{e}\n{}", logs()),
+            }
+        }
+    }
+}
+
+fn request(command_type: u16, payload: &[u8]) -> Request<'_> {
+    Request {
+        command_type,
+        schema_version: commands::schema_version(command_type),
+        payload,
+    }
+}
+
+fn accounts() -> Vec<u8> {
+    let accounts: Vec<Account> = [1u128, 2]
+        .iter()
+        .map(|&id| Account {
+            id,
+            ledger: 1,
+            code: 1,
+            ..Account::default()
+        })
+        .collect();
+    let mut buf = vec![0; 1024];
+    let len = commands::encode_create_accounts(&accounts, &mut buf).unwrap();
+    buf.truncate(len);
+    buf
+}
+
+fn transfer(id: u128) -> Vec<u8> {
+    let transfer = Transfer {
+        id,
+        debit_account_id: 1,
+        credit_account_id: 2,
+        amount: 1,
+        ledger: 1,
+        code: 1,
+        ..Transfer::default()
+    };
+    let mut buf = vec![0; 1024];
+    let len = commands::encode_create_transfers(&[transfer], &mut buf).unwrap();
+    buf.truncate(len);
+    buf
+}
+
+/// The event results of a create reply: 0 is `ok`.
+fn event_codes(command: u16, reply: &ReplyEntry) -> Vec<u8> {
+    let mut outcome = Outcome::default();
+    outcome.set(ResultCode(reply.code), reply.data());
+    commands::event_results(command, &outcome)
+        .unwrap()
+        .codes()
+        .to_vec()
+}
+
+fn credits(rider: &mut Rider, logs: &dyn Fn() -> String) -> u128 {
+    let mut buf = [0u8; 64];
+    let len = commands::encode_lookup(2, &mut buf).unwrap();
+    let reply = rider.call(request(command_type::LOOKUP_ACCOUNT, &buf[..len]), logs);
+    let mut outcome = Outcome::default();
+    outcome.set(ResultCode(reply.code), reply.data());
+    commands::account_balance(&outcome)
+        .unwrap()
+        .unwrap()
+        .credits_posted
+        .into()
+}
+
+/// Every record of a replica's journal: (sequence, segment, offset, bytes).
+type Records = Vec<(u64, u64, u64, Vec<u8>)>;
+
+fn records(journal: &Path) -> Records {
+    let storage = FsStorage::open(journal, IoMode::ReadOnly).unwrap();
+    let mut out = Vec::new();
+    read_records(&storage, 0, u64::MAX, &mut |r| {
+        out.push((
+            r.header.sequence,
+            r.header.segment_id,
+            r.header.offset,
+            r.bytes.to_vec(),
+        ))
+    })
+    .unwrap();
+    assert!(!storage.list().unwrap().is_empty());
+    out
+}
+
+/// The segment files' bytes up to the end of the last record.
+fn written_bytes(journal: &Path, records: &Records) -> Vec<(u64, Vec<u8>)> {
+    let mut ends: BTreeMap<u64, u64> = BTreeMap::new();
+    for (_, segment, offset, bytes) in records {
+        ends.insert(*segment, offset + bytes.len() as u64);
+    }
+    ends.into_iter()
+        .map(|(segment, end)| {
+            let path = journal.join(keel_journal::storage::segment_name(segment));
+            let mut file = std::fs::read(path).unwrap();
+            file.truncate(end as usize);
+            (segment, file)
+        })
+        .collect()
+}
+
+fn failovers() -> usize {
+    std::env::var("KEEL_FAILOVER_SOAK")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(FAILOVERS_CI)
+}
+
+#[test]
+fn a_client_rides_through_killed_leaders_and_every_acknowledged_transfer_is_kept_once() {
+    let mut shard = Shard::new("failover");
+    shard.init();
+    for id in NODES {
+        shard.start(id);
+    }
+    let first = shard.await_config("the first leader with a full in-sync set", |c| {
+        c.epoch >= 1 && c.isr.len() == 3
+    });
+    let mut rider = Rider::new(shard.addrs());
+    let accounts = accounts();
+    let reply = {
+        let logs = || shard.logs();
+        rider.call(request(command_type::CREATE_ACCOUNTS, &accounts), &logs)
+    };
+    assert_eq!(
+        event_codes(command_type::CREATE_ACCOUNTS, &reply),
+        vec![0, 0],
+        "both accounts created"
+    );
+
+    let mut acknowledged: u64 = 0;
+    let mut epoch = first.epoch;
+    let rounds = failovers();
+    let started = Instant::now();
+    for round in 0..=rounds {
+        for _ in 0..TRANSFERS_PER_ROUND {
+            let id = u128::from(acknowledged) + 1;
+            let payload = transfer(id);
+            let logs = || shard.logs();
+            let reply = rider.call(request(command_type::CREATE_TRANSFERS, &payload), &logs);
+            let codes = event_codes(command_type::CREATE_TRANSFERS, &reply);
+            // `ok`: a retry of one applied before a failover gets the
+            // session's original reply (journaled, so replicated), never
+            // the ledger's `exists`.
+            assert_eq!(codes, [0], "transfer {id}: {reply:?}");
+            acknowledged += 1;
+        }
+        if round == rounds {
+            break;
+        }
+        let leader = shard.config().leader;
+        shard.kill(leader);
+        let next = shard.await_config("a new leader", |c| c.epoch > epoch && c.leader != leader);
+        epoch = next.epoch;
+        // The killed leader restarts, truncates what it wrote past the
+        // commit point, and catches up: the in-sync set is whole again
+        // before the next kill (min_isr 2 of 3 tolerates one failure).
+        shard.start(leader);
+        shard.await_config("the restarted leader back in sync", |c| c.isr.len() == 3);
+    }
+    let logs = || shard.logs();
+    assert_eq!(
+        credits(&mut rider, &logs),
+        u128::from(acknowledged),
+        "every acknowledged transfer applied exactly once on the last leader"
+    );
+    eprintln!(
+        "{rounds} failovers, {acknowledged} transfers in {:.1} s, {} connections",
+        started.elapsed().as_secs_f64(),
+        rider.reconnects
+    );
+    drop(rider);
+
+    // Let the followers take the last entries, then stop everything.
+    let leader = shard.config().leader;
+    std::thread::sleep(Duration::from_millis(500));
+    for id in NODES {
+        if id != leader {
+            assert_eq!(shard.stop(id), 0, "follower {id} stops cleanly");
+        }
+    }
+    assert_eq!(shard.stop(leader), 0, "the leader stops cleanly");
+    let journals: Vec<(u16, PathBuf)> = shard
+        .members
+        .iter()
+        .map(|(id, m)| (*id, m.dir.join("journal")))
+        .collect();
+    let (leader_dir, others): (Vec<_>, Vec<_>) =
+        journals.into_iter().partition(|(id, _)| *id == leader);
+    let leader_records = records(&leader_dir[0].1);
+    assert!(leader_records.len() as u64 > acknowledged);
+    let leader_bytes = written_bytes(&leader_dir[0].1, &leader_records);
+    for (id, dir) in others {
+        let theirs = records(&dir);
+        assert!(
+            theirs == leader_records,
+            "node {id} holds {} records, the leader {}",
+            theirs.len(),
+            leader_records.len()
+        );
+        assert!(
+            written_bytes(&dir, &theirs) == leader_bytes,
+            "node {id}'s segment files differ from the leader's"
+        );
+    }
+}
