@@ -42,15 +42,25 @@ step "fuzz smoke: every decoder and the ledger's apply on arbitrary bytes (${KEE
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --quiet
 fi
-for target in decode_record decode_segment_header; do
-  (cd journal/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- \
-    -max_total_time="${KEEL_FUZZ_SECONDS:-15}" -print_final_stats=0 2>&1 | tail -n 1)
-done
-for target in decode apply; do
-  (cd ledger/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- \
-    -max_total_time="${KEEL_FUZZ_SECONDS:-15}" -print_final_stats=0 2>&1 | tail -n 1)
-done
-(cd protocol/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run decode_frame -- \
-  -max_total_time="${KEEL_FUZZ_SECONDS:-15}" -print_final_stats=0 2>&1 | tail -n 1)
+# One line per target when it passes; the whole log (build errors, the
+# crashing input and its backtrace) when it does not.
+fuzz() {
+  local dir=$1 target=$2 log
+  log=$(mktemp)
+  if (cd "$dir" && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- \
+      -max_total_time="${KEEL_FUZZ_SECONDS:-15}" -print_final_stats=0) >"$log" 2>&1; then
+    printf '%s/%s: %s\n' "$dir" "$target" "$(tail -n 1 "$log")"
+    rm -f "$log"
+  else
+    printf '%s/%s FAILED:\n' "$dir" "$target"
+    tail -n 60 "$log"
+    return 1
+  fi
+}
+fuzz journal/fuzz decode_record
+fuzz journal/fuzz decode_segment_header
+fuzz ledger/fuzz decode
+fuzz ledger/fuzz apply
+fuzz protocol/fuzz decode_frame
 
 step "all checks passed"
