@@ -12,10 +12,12 @@
 //! failover [`Controller`] while this node holds the controller key.
 //!
 //! A follower runs no engine and no client server (clients find the
-//! leader by trying the nodes). When etcd names this node leader and its
-//! `EpochStart` is written, the driver hands its journal to the engine
-//! ([`Node::start_replicated`], a full replay: followers are cold), and the
-//! client server starts. Losing leadership (a newer epoch, a fenced
+//! leader by trying the nodes), but a hot replica ([`HotReplica`]) applies
+//! its journal up to the commit point it has learned. When etcd names this
+//! node leader and its `EpochStart` is written, the driver hands its
+//! journal to the engine ([`Node::start_replicated`] from the hot
+//! replica's state: only the records past the commit point are replayed),
+//! and the client server starts. Losing leadership (a newer epoch, a fenced
 //! append, a lost lease, any driver error) is fail-stop: the commit point
 //! is lost (waiting batches fail, never acknowledged), and the process
 //! exits with [`Exit::SteppedDown`]; restarted, it rejoins as a follower in
@@ -32,7 +34,8 @@ use std::time::{Duration, Instant};
 use keel_journal::IoMode;
 use keel_ledger::{Ledger, LedgerValidator};
 use keel_node::config::NodeConfig;
-use keel_node::node::{Node, NodeError};
+use keel_node::follower::HotReplica;
+use keel_node::node::{Node, NodeError, StartPoint};
 use keel_node::replicated::{CommitPoint, Replication};
 use keel_replication::{
     CasOutcome, ClusterView, ConfigProposal, Controller, ControllerAction, Incarnation, Message,
@@ -187,7 +190,13 @@ async fn run_async(mut config: MemberConfig, stop: Arc<AtomicBool>) -> Result<Ex
         journal_config.sync,
         config.node.journal.dev_allow_buffered_io,
     );
+    let journal_dir = paths.journal.clone();
     let driver = ReplicaDriver::open(config.id, config.timing, paths, journal_config, mode)?;
+    let hot = HotReplica::spawn(
+        journal_dir,
+        Ledger::new(config.node.ledger_config()),
+        config.node.engine.dedup_entries,
+    );
     let incarnation = driver.replica().incarnation();
     control
         .register_node(config.id, incarnation, &lease)
@@ -257,6 +266,7 @@ async fn run_async(mut config: MemberConfig, stop: Arc<AtomicBool>) -> Result<Ex
         started: Instant::now(),
         next_tick: 0,
         leading: None,
+        hot: Some(hot),
         stop,
     };
     let replica = std::thread::Builder::new()
@@ -433,6 +443,8 @@ struct Member {
     started: Instant,
     next_tick: u64,
     leading: Option<Leading>,
+    /// While following: the state machine kept at the commit point.
+    hot: Option<HotReplica<Ledger>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -544,7 +556,11 @@ impl Member {
             (None, Role::Leader { epoch }) if self.driver.writing_epoch() == epoch => {
                 self.promote(epoch)?;
             }
-            (None, _) => {}
+            (None, _) => {
+                if let Some(hot) = &self.hot {
+                    hot.advance(self.driver.committed_next());
+                }
+            }
         }
         Ok(None)
     }
@@ -566,9 +582,22 @@ impl Member {
     }
 
     /// This node leads `epoch` and its `EpochStart` is written: hand the
-    /// journal to the engine (a full replay) and serve clients.
+    /// journal and the hot replica's state to the engine (which replays
+    /// the records past it) and serve clients.
     fn promote(&mut self, epoch: u32) -> Result<(), MemberError> {
         let started = Instant::now();
+        let dedup_entries = self.node.engine.dedup_entries;
+        let start = match self.hot.take().map(HotReplica::take) {
+            Some(Ok(start)) => start,
+            Some(Err(why)) => {
+                eprintln!(
+                    "keel-cluster: the hot replica failed ({why}): replaying the journal in full"
+                );
+                StartPoint::fresh(Ledger::new(self.node.ledger_config()), dedup_entries)
+            }
+            None => StartPoint::fresh(Ledger::new(self.node.ledger_config()), dedup_entries),
+        };
+        let hot_next = start.sequence;
         self.driver.release_journal();
         let wake = Arc::clone(&self.wake);
         let commit = CommitPoint::new(self.driver.committed_next(), Box::new(move || wake()));
@@ -577,14 +606,8 @@ impl Member {
             observer: self.driver.observer(Arc::clone(&self.wake)),
             commit: Arc::clone(&commit),
         };
-        let ledger_config = self.node.ledger_config();
-        let node = Node::start_replicated(
-            &self.node,
-            Ledger::new(ledger_config),
-            LedgerValidator,
-            &mut |_| {},
-            replication,
-        )?;
+        let node =
+            Node::start_replicated(&self.node, start, LedgerValidator, &mut |_| {}, replication)?;
         self.driver.attach(
             node.journal_status()
                 .expect("a replicated node has a journal"),
@@ -598,8 +621,8 @@ impl Member {
             }
         };
         eprintln!(
-            "keel-cluster: node {} leads epoch {epoch}: replayed {} records in {:.2} s; \
-             serving clients on {}",
+            "keel-cluster: node {} leads epoch {epoch}: hot replica at sequence {hot_next}, \
+             replayed {} records in {:.2} s; serving clients on {}",
             self.driver.replica().id(),
             node.recovery().records,
             started.elapsed().as_secs_f64(),

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod follower;
 pub mod node;
 pub mod replay;
 pub mod replicated;

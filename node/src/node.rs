@@ -211,6 +211,21 @@ pub struct StartPoint<S> {
     pub last_record_checksum: u64,
 }
 
+impl<S> StartPoint<S> {
+    /// Nothing applied yet: `state_machine` as built, an empty idempotency
+    /// window of `dedup_entries` (the node's `engine.dedup_entries`).
+    pub fn fresh(state_machine: S, dedup_entries: usize) -> Self {
+        Self {
+            state_machine,
+            dedup: keel_core::DedupTable::with_capacity(dedup_entries),
+            sequence: 0,
+            snapshot: None,
+            warnings: Vec::new(),
+            last_record_checksum: 0,
+        }
+    }
+}
+
 /// A running engine with its journal.
 #[derive(Debug)]
 pub struct Node<S> {
@@ -235,14 +250,7 @@ impl<S: StateMachine> Node<S> {
         validator: impl Validator,
         on_replayed: &mut dyn FnMut(u64),
     ) -> Result<Self, NodeError> {
-        let start = StartPoint {
-            state_machine,
-            dedup: keel_core::DedupTable::with_capacity(config.engine.dedup_entries),
-            sequence: 0,
-            snapshot: None,
-            warnings: Vec::new(),
-            last_record_checksum: 0,
-        };
+        let start = StartPoint::fresh(state_machine, config.engine.dedup_entries);
         Self::start_from(config, start, validator, on_replayed)
     }
 
@@ -257,26 +265,20 @@ impl<S: StateMachine> Node<S> {
         Self::start_inner(config, start, validator, on_replayed, None)
     }
 
-    /// As [`Node::start`], as a replicated shard's leader: records carry
-    /// `replication.epoch`, every write goes to `replication.observer`, and
-    /// a batch is acknowledged (and applied) only once
-    /// `replication.commit` has passed it. Needs a journal (durability is
-    /// not `none`).
+    /// As [`Node::start_from`], as a replicated shard's leader: records
+    /// carry `replication.epoch`, every write goes to
+    /// `replication.observer`, and a batch is acknowledged (and applied)
+    /// only once `replication.commit` has passed it. `start` is a fresh
+    /// state ([`StartPoint::fresh`]: a full replay) or a follower's hot
+    /// replica ([`crate::follower::HotReplica::take`]: only the records
+    /// past it are replayed). Needs a journal (durability is not `none`).
     pub fn start_replicated(
         config: &NodeConfig,
-        state_machine: S,
+        start: StartPoint<S>,
         validator: impl Validator,
         on_replayed: &mut dyn FnMut(u64),
         replication: Replication,
     ) -> Result<Self, NodeError> {
-        let start = StartPoint {
-            state_machine,
-            dedup: keel_core::DedupTable::with_capacity(config.engine.dedup_entries),
-            sequence: 0,
-            snapshot: None,
-            warnings: Vec::new(),
-            last_record_checksum: 0,
-        };
         Self::start_inner(config, start, validator, on_replayed, Some(replication))
     }
 
@@ -543,12 +545,8 @@ impl<S: StateMachine + SnapshotCodec> Node<S> {
                     last_record_checksum: r.last_record_checksum,
                 },
                 None => StartPoint {
-                    state_machine: fresh(),
-                    dedup: keel_core::DedupTable::with_capacity(dedup_entries),
-                    sequence: 0,
-                    snapshot: None,
                     warnings: warnings.clone(),
-                    last_record_checksum: 0,
+                    ..StartPoint::fresh(fresh(), dedup_entries)
                 },
             };
             let path = start.snapshot.clone();

@@ -209,6 +209,35 @@ impl Shard {
         self.members.values().map(|m| m.client).collect()
     }
 
+    /// Waits for `id`'s log to say it leads `epoch`; returns the sequence
+    /// its hot replica had reached and the records the engine replayed.
+    fn promotion(&self, id: u16, epoch: u32) -> (u64, u64) {
+        let needle = format!("leads epoch {epoch}: hot replica at sequence ");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = std::fs::read_to_string(&self.members[&id].log).unwrap_or_default();
+            if let Some(line) = log.lines().find(|l| l.contains(&needle)) {
+                let rest = &line[line.find(&needle).unwrap() + needle.len()..];
+                let hot: u64 = rest.split(',').next().unwrap().parse().unwrap();
+                let replayed: u64 = rest
+                    .split("replayed ")
+                    .nth(1)
+                    .and_then(|r| r.split(' ').next())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                return (hot, replayed);
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "node {id} never said it leads epoch {epoch}\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn logs(&self) -> String {
         let mut text = String::new();
         for (id, member) in &self.members {
@@ -464,6 +493,18 @@ fn a_client_rides_through_killed_leaders_and_every_acknowledged_transfer_is_kept
         shard.kill(leader);
         let next = shard.await_config("a new leader", |c| c.epoch > epoch && c.leader != leader);
         epoch = next.epoch;
+        // The new leader was a hot follower: its state machine had applied
+        // the committed prefix, so the engine replayed only the tail.
+        let (hot, replayed) = shard.promotion(next.leader, epoch);
+        assert!(
+            hot > acknowledged && replayed < hot,
+            "node {} promoted with its hot replica at {hot}, replaying {replayed}",
+            next.leader
+        );
+        eprintln!(
+            "epoch {epoch}: node {} leads, hot replica at {hot}, {replayed} records replayed",
+            next.leader
+        );
         // The killed leader restarts, truncates what it wrote past the
         // commit point, and catches up: the in-sync set is whole again
         // before the next kill (min_isr 2 of 3 tolerates one failure).

@@ -324,3 +324,42 @@ fn segments_covered_by_the_oldest_kept_snapshot_are_deleted() {
         other => panic!("expected a refusal with the skipped snapshots: {other:?}"),
     }
 }
+
+#[test]
+fn a_hot_replica_applies_only_below_its_bound_and_hands_over_what_a_full_replay_reaches() {
+    use keel_harness::follower::HotReplica;
+    use keel_harness::node::Node;
+    use keel_ledger::{Ledger, LedgerValidator};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let config = config(dir.path());
+    let node = LedgerNode::start_ledger(&config).unwrap();
+    traffic(&mut node.client(), 100, 200);
+    let live = hash(node);
+
+    let hot = HotReplica::spawn(
+        dir.path().to_path_buf(),
+        Ledger::new(config.ledger_config()),
+        config.engine.dedup_entries,
+    );
+    hot.advance(60);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hot.applied_next() < 59 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // It holds one record back for lookahead, and never passes the bound.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(hot.applied_next(), 59);
+    hot.advance(40); // a bound never moves back
+    let start = hot.take().unwrap();
+    assert_eq!(start.sequence, 60);
+    assert_ne!(start.last_record_checksum, 0);
+
+    // The engine replays the rest onto it and reaches the live state.
+    let node = Node::start_from(&config, start, LedgerValidator, &mut |_| {}).unwrap();
+    let recovery = node.recovery().clone();
+    assert_eq!(recovery.state_hash, live);
+    assert_eq!(recovery.records + 60, recovery.next_sequence);
+    drop(node.shutdown().unwrap());
+}
