@@ -4,6 +4,9 @@
 //! on the last leader exactly once, and the replicas' journals end
 //! byte-identical.
 //!
+//! A leader paused (SIGSTOP) past its lease is replaced; woken, it is a
+//! stale leader with a connected client, and acknowledges nothing more.
+//!
 //! CI runs [`FAILOVERS_CI`] failovers; `KEEL_FAILOVER_SOAK=<n>` runs `n`
 //! (the soak in docs/operating.md).
 
@@ -12,6 +15,7 @@ use std::fs::OpenOptions;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use keel_client::{Client, ClientConfig, ClientError, ReplyEntry, Request, Status};
@@ -29,6 +33,9 @@ const TRANSFERS_PER_ROUND: u64 = 40;
 /// How long the shard may take to elect a leader and serve clients.
 const FAILOVER_MAX: Duration = Duration::from_secs(30);
 const NODES: [u16; 3] = [1, 2, 3];
+
+/// One three-process shard at a time: two cores, and leases of 2 s.
+static ONE_SHARD: Mutex<()> = Mutex::new(());
 
 fn endpoint() -> String {
     std::env::var("KEEL_ETCD_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:2379".into())
@@ -165,6 +172,29 @@ impl Shard {
         let mut child = self.members.get_mut(&id).unwrap().child.take().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// Sends `signal` to `id`'s process.
+    fn signal(&self, id: u16, signal: i32) {
+        let child = self.members[&id].child.as_ref().unwrap();
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe { libc::kill(child.id() as i32, signal) };
+    }
+
+    /// Waits for `id` to exit on its own; its exit code.
+    fn exit_code(&mut self, id: u16, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
+        loop {
+            let child = self.members.get_mut(&id).unwrap().child.as_mut().unwrap();
+            if let Some(status) = child.try_wait().unwrap() {
+                self.members.get_mut(&id).unwrap().child = None;
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                panic!("node {id} still runs after {within:?}\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGTERM, and the exit code.
@@ -449,6 +479,7 @@ fn failovers() -> usize {
 
 #[test]
 fn a_client_rides_through_killed_leaders_and_every_acknowledged_transfer_is_kept_once() {
+    let _one = ONE_SHARD.lock().unwrap_or_else(|e| e.into_inner());
     let mut shard = Shard::new("failover");
     shard.init();
     for id in NODES {
@@ -556,4 +587,121 @@ fn a_client_rides_through_killed_leaders_and_every_acknowledged_transfer_is_kept
             "node {id}'s segment files differ from the leader's"
         );
     }
+}
+
+/// The transfer `id` as the last leader holds it (`None`: not there).
+fn transfer_exists(rider: &mut Rider, id: u128, logs: &dyn Fn() -> String) -> bool {
+    let mut buf = [0u8; 64];
+    let len = commands::encode_lookup(id, &mut buf).unwrap();
+    let reply = rider.call(request(command_type::LOOKUP_TRANSFER, &buf[..len]), logs);
+    let mut outcome = Outcome::default();
+    outcome.set(ResultCode(reply.code), reply.data());
+    commands::transfer_status(&outcome).unwrap().is_some()
+}
+
+#[test]
+fn a_paused_leader_is_replaced_and_woken_acknowledges_nothing() {
+    let _one = ONE_SHARD.lock().unwrap_or_else(|e| e.into_inner());
+    let mut shard = Shard::new("stale");
+    shard.init();
+    for id in NODES {
+        shard.start(id);
+    }
+    let first = shard.await_config("the first leader with a full in-sync set", |c| {
+        c.epoch >= 1 && c.isr.len() == 3
+    });
+    let old = first.leader;
+    let mut rider = Rider::new(shard.addrs());
+    let reply = rider.call(request(command_type::CREATE_ACCOUNTS, &accounts()), &|| {
+        shard.logs()
+    });
+    assert_eq!(event_codes(command_type::CREATE_ACCOUNTS, &reply), [0, 0]);
+    let mut acknowledged: u64 = 0;
+    let send = |rider: &mut Rider, acknowledged: &mut u64, shard: &Shard| {
+        let id = u128::from(*acknowledged) + 1;
+        let payload = transfer(id);
+        let reply = rider.call(request(command_type::CREATE_TRANSFERS, &payload), &|| {
+            shard.logs()
+        });
+        assert_eq!(event_codes(command_type::CREATE_TRANSFERS, &reply), [0]);
+        *acknowledged += 1;
+    };
+    for _ in 0..10 {
+        send(&mut rider, &mut acknowledged, &shard);
+    }
+
+    // A second client, connected to the leader and working.
+    let mut config = ClientConfig::new(shard.members[&old].client);
+    config.deadline = Duration::from_secs(5);
+    let mut stale = Client::connect(config).unwrap();
+    let payload = transfer(1_000);
+    let replies = stale
+        .call(&[request(command_type::CREATE_TRANSFERS, &payload)])
+        .unwrap();
+    assert_eq!(replies[0].status, Status::Applied);
+    let stale_applied: u128 = 1;
+
+    // Paused past its lease: etcd forgets it, and another replica leads.
+    shard.signal(old, libc::SIGSTOP);
+    let next = shard.await_config("a leader other than the paused one", |c| {
+        c.epoch > first.epoch && c.leader != old
+    });
+    drop(rider);
+    let mut rider = Rider::new(vec![shard.members[&next.leader].client]);
+    for _ in 0..10 {
+        send(&mut rider, &mut acknowledged, &shard);
+    }
+
+    // Its client is still connected and sends a transfer; the kernel
+    // buffers it for the paused process, which reads it the moment it
+    // wakes, still believing it leads: nothing may be acknowledged.
+    let sender = std::thread::spawn(move || {
+        let payload = transfer(2_000);
+        let woken = stale
+            .call(&[request(command_type::CREATE_TRANSFERS, &payload)])
+            .map(|replies| replies[0]);
+        (stale, woken)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    shard.signal(old, libc::SIGCONT);
+    let (stale, woken) = sender.join().unwrap();
+    if let Ok(reply) = &woken {
+        assert!(
+            !matches!(reply.status, Status::Applied | Status::Duplicate),
+            "a deposed leader acknowledged {reply:?}\n{}",
+            shard.logs()
+        );
+    }
+    drop(stale);
+    let code = shard.exit_code(old, Duration::from_secs(20));
+    let said = std::fs::read_to_string(&shard.members[&old].log).unwrap();
+    eprintln!(
+        "the deposed leader's last words: {:?}",
+        said.lines().rev().take(3).collect::<Vec<_>>()
+    );
+    assert_eq!(code, 5, "the deposed leader steps down (exit 5)");
+
+    // Restarted, it rejoins as a follower; the shard goes on.
+    shard.start(old);
+    shard.await_config("the deposed leader back in sync", |c| c.isr.len() == 3);
+    for _ in 0..10 {
+        send(&mut rider, &mut acknowledged, &shard);
+    }
+    let logs = || shard.logs();
+    assert_eq!(
+        credits(&mut rider, &logs),
+        u128::from(acknowledged) + stale_applied,
+        "every acknowledged transfer once, and nothing else"
+    );
+    assert!(transfer_exists(&mut rider, 1_000, &logs));
+    assert!(
+        !transfer_exists(&mut rider, 2_000, &logs),
+        "the transfer sent to the deposed leader is nowhere"
+    );
+    eprintln!(
+        "paused leader {old} replaced by {} in epoch {}; woken, it answered {:?}",
+        next.leader,
+        next.epoch,
+        woken.map(|r| r.status)
+    );
 }
