@@ -112,6 +112,30 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// The `[server]` section of a node's TOML file (`keel serve`,
+    /// `keel-cluster node`; the other sections are `NodeConfig`'s), or the
+    /// defaults when there is none.
+    pub fn from_node_toml(text: &str) -> Result<Self, String> {
+        let mut table: toml::Table = text.parse().map_err(|e| format!("config: {e}"))?;
+        match table.remove("server") {
+            Some(section) => section
+                .try_into()
+                .map_err(|e| format!("config [server]: {e}")),
+            None => Ok(Self::default()),
+        }
+    }
+
+    /// [`ServerConfig::check`], and that somebody could connect at all.
+    pub fn check_serving(&self) -> Result<(), String> {
+        if self.principals.is_empty() && !self.allow_anonymous {
+            return Err(
+                "config [server]: no principals and allow_anonymous = false: nobody could connect"
+                    .into(),
+            );
+        }
+        self.check().map_err(|e| format!("config [server]: {e}"))
+    }
+
     /// Checks everything [`crate::Server::start`] would, short of binding:
     /// the transport (TLS, or plain TCP set explicitly), the certificate and
     /// key files, and every principal's credential. A node checks this

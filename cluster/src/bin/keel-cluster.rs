@@ -258,13 +258,7 @@ fn load(args: &NodeArgs) -> Result<(NodeConfig, ServerConfig), String> {
         None => String::new(),
     };
     let node = NodeConfig::from_toml(&text).map_err(|e| e.to_string())?;
-    let mut table: toml::Table = text.parse().map_err(|e| format!("config: {e}"))?;
-    let mut server: ServerConfig = match table.remove("server") {
-        Some(section) => section
-            .try_into()
-            .map_err(|e| format!("config [server]: {e}"))?,
-        None => ServerConfig::default(),
-    };
+    let mut server = ServerConfig::from_node_toml(&text)?;
     if let Some(listen) = args.listen {
         server.listen = listen;
     }
@@ -273,15 +267,7 @@ fn load(args: &NodeArgs) -> Result<(NodeConfig, ServerConfig), String> {
         server.plaintext = true;
         server.tls = None;
     }
-    if server.principals.is_empty() && !server.allow_anonymous {
-        return Err(
-            "config [server]: no principals and allow_anonymous = false: nobody could connect"
-                .into(),
-        );
-    }
-    server
-        .check()
-        .map_err(|e| format!("config [server]: {e}"))?;
+    server.check_serving()?;
     Ok((node, server))
 }
 

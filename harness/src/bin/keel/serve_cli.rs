@@ -59,13 +59,7 @@ fn load(args: &ServeArgs) -> Result<(NodeConfig, ServerConfig), String> {
         None => String::new(),
     };
     let mut node = NodeConfig::from_toml(&text).map_err(|e| e.to_string())?;
-    let mut table: toml::Table = text.parse().map_err(|e| format!("config: {e}"))?;
-    let mut server: ServerConfig = match table.remove("server") {
-        Some(section) => section
-            .try_into()
-            .map_err(|e| format!("config [server]: {e}"))?,
-        None => ServerConfig::default(),
-    };
+    let mut server = ServerConfig::from_node_toml(&text)?;
     if let Some(listen) = args.listen {
         server.listen = listen;
     }
@@ -92,15 +86,7 @@ fn load(args: &ServeArgs) -> Result<(NodeConfig, ServerConfig), String> {
     node.snapshot.on_shutdown |= args.snapshot;
     // The I/O thread must never wait on the ring: Busy at once.
     node.engine.back_pressure_wait_ms = 0;
-    if server.principals.is_empty() && !server.allow_anonymous {
-        return Err(
-            "config [server]: no principals and allow_anonymous = false: nobody could connect"
-                .into(),
-        );
-    }
-    server
-        .check()
-        .map_err(|e| format!("config [server]: {e}"))?;
+    server.check_serving()?;
     Ok((node, server))
 }
 
