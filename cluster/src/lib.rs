@@ -15,6 +15,7 @@
 mod control;
 mod encoding;
 pub mod member;
+pub mod metrics;
 pub mod transport;
 
 pub use control::{ControlError, Elected, EtcdControl, Lease};

@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +46,7 @@ use keel_server::{Server, ServerConfig, ServerError};
 use tokio::sync::mpsc as tmpsc;
 
 use crate::control::{ControlError, EtcdControl, Lease};
+use crate::metrics::{LeaderMetrics, ReplicaMetrics};
 use crate::transport::Transport;
 
 /// The replica thread ticks the core this often (milliseconds).
@@ -218,9 +219,25 @@ async fn run_async(mut config: MemberConfig, stop: Arc<AtomicBool>) -> Result<Ex
         lease.ttl_s(),
     );
 
+    let metrics = Arc::new(ReplicaMetrics::default());
+    let _endpoint = match config.server.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let render = {
+                let metrics = Arc::clone(&metrics);
+                Box::new(move || metrics.render())
+            };
+            let endpoint = keel_server::metrics::MetricsEndpoint::start(addr, render)?;
+            eprintln!(
+                "keel-cluster: metrics on http://{}/metrics",
+                endpoint.local_addr()
+            );
+            Some(endpoint)
+        }
+    };
     let (events_tx, events) = mpsc::sync_channel::<Event>(EVENTS_MAX);
     let (controller_tx, controller_rx) = tmpsc::unbounded_channel::<(NodeId, Message)>();
-    let dropped = Arc::new(AtomicU64::new(0));
+    let dropped = Arc::clone(&metrics.dropped);
     let me = config.id;
     let inbox = {
         let events = events_tx.clone();
@@ -267,6 +284,7 @@ async fn run_async(mut config: MemberConfig, stop: Arc<AtomicBool>) -> Result<Ex
         next_tick: 0,
         leading: None,
         hot: Some(hot),
+        metrics,
         stop,
     };
     let replica = std::thread::Builder::new()
@@ -445,6 +463,7 @@ struct Member {
     leading: Option<Leading>,
     /// While following: the state machine kept at the commit point.
     hot: Option<HotReplica<Ledger>>,
+    metrics: Arc<ReplicaMetrics>,
     stop: Arc<AtomicBool>,
 }
 
@@ -542,6 +561,12 @@ impl Member {
                 self.driver.on_tick(now)?
             };
             self.perform(effects);
+            let hot_applied = self.hot.as_ref().map_or(0, HotReplica::applied_next);
+            self.metrics.publish(
+                self.driver.replica(),
+                self.driver.committed_next(),
+                hot_applied,
+            );
         }
         let role = self.driver.replica().role();
         match (&self.leading, role) {
@@ -620,6 +645,17 @@ impl Member {
                 return Err(e.into());
             }
         };
+        self.metrics.promoted(
+            LeaderMetrics {
+                engine: node.engine().metrics_handle(),
+                server: server.stats_handle(),
+                commit: Arc::clone(&commit),
+                journal: node
+                    .journal_status()
+                    .expect("a replicated node has a journal"),
+            },
+            node.recovery().records,
+        );
         eprintln!(
             "keel-cluster: node {} leads epoch {epoch}: hot replica at sequence {hot_next}, \
              replayed {} records in {:.2} s; serving clients on {}",

@@ -9,8 +9,10 @@
 //! that join them, so an embedding host still needs no network code.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
 
 use keel_journal::Observer;
 
@@ -30,6 +32,11 @@ pub struct CommitPoint {
     lost: AtomicBool,
     /// Called after every local write and sync (wakes the driver).
     notify: Box<dyn Fn() + Send + Sync>,
+    /// Nanoseconds each batch waited, after its local sync, for the commit
+    /// point: what replication adds to an acknowledgement. Recorded with
+    /// `try_lock` (a batch that meets a reader is not recorded), so a
+    /// metrics scrape never delays the journaller.
+    waits: Mutex<Histogram<u64>>,
 }
 
 impl std::fmt::Debug for CommitPoint {
@@ -57,7 +64,15 @@ impl CommitPoint {
             next: AtomicU64::new(next),
             lost: AtomicBool::new(false),
             notify,
+            waits: Mutex::new(
+                Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("static bounds"),
+            ),
         })
+    }
+
+    /// A copy of the commit-wait histogram (nanoseconds per batch).
+    pub fn waits(&self) -> Histogram<u64> {
+        self.waits.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Every journal sequence below `next` is committed.
@@ -81,11 +96,16 @@ impl CommitPoint {
     }
 
     /// Waits until `sequence` is committed (spin, yield, then nap: the
-    /// machine may have fewer cores than pipeline threads).
+    /// machine may have fewer cores than pipeline threads), and records how
+    /// long that took.
     pub fn wait_past(&self, sequence: u64) -> Result<(), LeadershipLost> {
+        let started = Instant::now();
         let mut round = 0u32;
         loop {
             if self.next() > sequence {
+                if let Ok(mut waits) = self.waits.try_lock() {
+                    waits.saturating_record(started.elapsed().as_nanos() as u64);
+                }
                 return Ok(());
             }
             if self.is_lost() {
@@ -149,5 +169,7 @@ mod tests {
         };
         point.lose();
         assert_eq!(waiter.join().unwrap(), Err(LeadershipLost { sequence: 20 }));
+        // The two waits that returned were timed; the lost one was not.
+        assert_eq!(point.waits().len(), 2);
     }
 }

@@ -25,5 +25,7 @@ pub mod wire;
 pub use controller::{ClusterView, Controller, ControllerAction};
 pub use log::EpochLog;
 pub use message::{Entry, Message};
-pub use replica::{Action, CasOutcome, ConfigProposal, ProposeError, Replica, Role, Timing};
+pub use replica::{
+    Action, CasOutcome, ConfigProposal, FollowerProgress, ProposeError, Replica, Role, Timing,
+};
 pub use types::{Epoch, Incarnation, NodeId, Peer, Policy, Quorum, Seq, ShardConfig};

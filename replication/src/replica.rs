@@ -142,6 +142,19 @@ pub enum Role {
     },
 }
 
+/// A follower's progress as its leader knows it ([`Replica::followers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerProgress {
+    /// The follower.
+    pub id: NodeId,
+    /// Written and matching, as acknowledged.
+    pub received: Seq,
+    /// Synced and matching, as acknowledged.
+    pub durable: Seq,
+    /// Whether the confirmed in-sync set holds it.
+    pub in_sync: bool,
+}
+
 #[derive(Debug, Clone)]
 struct Progress {
     /// Next entry to send.
@@ -254,6 +267,29 @@ impl Replica {
     pub fn commit(&self) -> Seq {
         self.commit
     }
+    /// While leading: each follower's acknowledged progress, in id order
+    /// (empty while following). For metrics; allocates.
+    pub fn followers(&self) -> Vec<FollowerProgress> {
+        match &self.state {
+            State::Leader(ls) => ls
+                .progress
+                .iter()
+                .map(|(&id, p)| FollowerProgress {
+                    id,
+                    received: p.received,
+                    durable: p.durable,
+                    in_sync: ls.isr.contains(&id),
+                })
+                .collect(),
+            State::Follower { .. } => Vec::new(),
+        }
+    }
+
+    /// The in-sync set of the configuration this replica last saw.
+    pub fn isr(&self) -> &[NodeId] {
+        self.config.as_ref().map_or(&[], |(c, _)| c.isr.as_slice())
+    }
+
     /// Leader or follower.
     pub fn role(&self) -> Role {
         match &self.state {

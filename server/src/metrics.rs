@@ -59,7 +59,7 @@ pub fn sample(out: &mut String, name: &str, labels: &str, value: f64) {
 
 /// Writes a summary's quantiles, `_sum` and `_count` from an HDR histogram,
 /// each value multiplied by `scale` (1e-9 for nanoseconds → seconds).
-fn summary(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>, scale: f64) {
+pub fn summary(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>, scale: f64) {
     let sep = if labels.is_empty() { "" } else { "," };
     for q in QUANTILES {
         let value = match h.is_empty() {

@@ -5,6 +5,7 @@
 //! - `node` runs one replica: it follows, or leads and serves clients, as
 //!   etcd's configuration says (`keel_cluster::member`).
 //! - `status` prints the configuration, the live nodes and the controller.
+//! - `forget` deletes a cluster's keys once none of its nodes is alive.
 //!
 //! Exit codes are the table in docs/operating.md ("Exit codes").
 
@@ -24,6 +25,8 @@ use keel_server::ServerConfig;
 
 /// Success (`node`: stopped by SIGTERM/SIGINT, lease revoked).
 const OK: u8 = 0;
+/// Refused: `forget` while a node of the cluster is alive.
+const REFUSED: u8 = 1;
 /// etcd cannot be reached, or the node cannot start (journal, bind).
 const CANNOT_START: u8 = 3;
 /// `node` stepped down (deposed, fenced, lease lost, replication error):
@@ -39,7 +42,7 @@ const FORCED: u8 = 130;
 #[derive(Parser)]
 #[command(
     name = "keel-cluster",
-    about = "A replicated Keel shard: init, node, status"
+    about = "A replicated Keel shard: init, node, status, forget"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -83,6 +86,12 @@ enum Commands {
         #[command(flatten)]
         etcd: Etcd,
     },
+    /// Delete every key of the cluster (a decommissioned or test cluster);
+    /// refused while any of its nodes holds a live lease.
+    Forget {
+        #[command(flatten)]
+        etcd: Etcd,
+    },
 }
 
 #[derive(clap::Args)]
@@ -104,6 +113,10 @@ struct NodeArgs {
     /// Where peers connect for replication.
     #[arg(long)]
     replication_listen: SocketAddr,
+    /// Serve `GET /metrics` (Prometheus text) here, leading or following
+    /// (overrides `[server] metrics_listen`).
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
     /// Every replica's replication address, this one's included: `<id>=<addr>` (repeat).
     #[arg(long = "peer", value_parser = parse_peer, required = true)]
     peers: Vec<(NodeId, SocketAddr)>,
@@ -148,6 +161,7 @@ fn main() -> ExitCode {
         } => init(&etcd, replicas, min_isr, &policy),
         Commands::Node(args) => node(*args),
         Commands::Status { etcd } => status(&etcd),
+        Commands::Forget { etcd } => forget(&etcd),
     }
 }
 
@@ -249,6 +263,35 @@ fn status(etcd: &Etcd) -> ExitCode {
     })
 }
 
+fn forget(etcd: &Etcd) -> ExitCode {
+    runtime().block_on(async {
+        let control = match EtcdControl::connect(&etcd.etcd, &etcd.cluster).await {
+            Ok(control) => control,
+            Err(e) => return cannot_start("forget", &e),
+        };
+        match control.live_nodes().await {
+            Ok(live) if !live.is_empty() => {
+                let nodes: Vec<String> = live.keys().map(|n| n.to_string()).collect();
+                eprintln!(
+                    "keel-cluster forget: refused: nodes {} of cluster {:?} are alive; stop them first",
+                    nodes.join(", "),
+                    etcd.cluster
+                );
+                return ExitCode::from(REFUSED);
+            }
+            Ok(_) => {}
+            Err(e) => return cannot_start("forget", &e),
+        }
+        match control.delete_cluster().await {
+            Ok(keys) => {
+                println!("cluster {:?}: {keys} keys deleted", etcd.cluster);
+                ExitCode::from(OK)
+            }
+            Err(e) => cannot_start("forget", &e),
+        }
+    })
+}
+
 /// The node file, as `keel serve` reads it: the engine's sections, and
 /// `[server]` for the client server.
 fn load(args: &NodeArgs) -> Result<(NodeConfig, ServerConfig), String> {
@@ -261,6 +304,9 @@ fn load(args: &NodeArgs) -> Result<(NodeConfig, ServerConfig), String> {
     let mut server = ServerConfig::from_node_toml(&text)?;
     if let Some(listen) = args.listen {
         server.listen = listen;
+    }
+    if let Some(metrics) = args.metrics_listen {
+        server.metrics_listen = Some(metrics);
     }
     server.allow_anonymous |= args.allow_anonymous;
     if args.plaintext {

@@ -66,6 +66,7 @@ frame_timeout_ms = 1000
 struct Member {
     client: SocketAddr,
     replication: SocketAddr,
+    metrics: SocketAddr,
     dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -95,6 +96,7 @@ impl Shard {
                 let member = Member {
                     client: free_port(),
                     replication: free_port(),
+                    metrics: free_port(),
                     log: root.path().join(format!("node{id}.log")),
                     dir,
                     child: None,
@@ -160,6 +162,7 @@ impl Shard {
             .arg(&config)
             .args(["--listen", &member.client.to_string()])
             .args(["--replication-listen", &member.replication.to_string()])
+            .args(["--metrics-listen", &member.metrics.to_string()])
             .args(["--lease-ttl", "2", "--allow-anonymous", "--plaintext"]);
         for peer in &peers {
             command.args(["--peer", peer]);
@@ -265,6 +268,45 @@ impl Shard {
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `id`'s `GET /metrics`: every sample, by name with its labels.
+    fn scrape(&self, id: u16) -> BTreeMap<String, f64> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.members[&id].metrics).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        text.lines()
+            .filter(|l| l.starts_with("keel_"))
+            .filter_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                Some((name.to_string(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Waits until `id`'s metrics satisfy `done`; returns them.
+    fn await_metrics(
+        &self,
+        id: u16,
+        what: &str,
+        done: impl Fn(&BTreeMap<String, f64>) -> bool,
+    ) -> BTreeMap<String, f64> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let metrics = self.scrape(id);
+            if done(&metrics) {
+                return metrics;
+            }
+            if Instant::now() > deadline {
+                panic!("node {id}: {what}: {metrics:#?}\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -517,6 +559,9 @@ fn a_client_rides_through_killed_leaders_and_every_acknowledged_transfer_is_kept
             assert_eq!(codes, [0], "transfer {id}: {reply:?}");
             acknowledged += 1;
         }
+        if round == 0 {
+            check_metrics(&shard, acknowledged);
+        }
         if round == rounds {
             break;
         }
@@ -585,6 +630,45 @@ fn a_client_rides_through_killed_leaders_and_every_acknowledged_transfer_is_kept
         assert!(
             written_bytes(&dir, &theirs) == leader_bytes,
             "node {id}'s segment files differ from the leader's"
+        );
+    }
+}
+
+/// Once the shard is quiet: the leader's metrics show every follower in
+/// sync and caught up, and batches that waited for the commit point; each
+/// follower's hot replica has applied everything committed.
+fn check_metrics(shard: &Shard, acknowledged: u64) {
+    let leader = shard.config().leader;
+    let metric = |m: &BTreeMap<String, f64>, name: &str| m.get(name).copied().unwrap_or(-1.0);
+    let at_leader = shard.await_metrics(leader, "followers caught up", |m| {
+        NODES.iter().filter(|&&id| id != leader).all(|id| {
+            metric(
+                m,
+                &format!("keel_replication_follower_lag_entries{{follower=\"{id}\"}}"),
+            ) == 0.0
+                && metric(
+                    m,
+                    &format!("keel_replication_follower_in_sync{{follower=\"{id}\"}}"),
+                ) == 1.0
+        })
+    });
+    assert_eq!(metric(&at_leader, "keel_replication_leader"), 1.0);
+    assert_eq!(metric(&at_leader, "keel_replication_in_sync_replicas"), 3.0);
+    assert!(metric(&at_leader, "keel_replication_committed_next") > acknowledged as f64);
+    assert!(metric(&at_leader, "keel_replication_commit_wait_seconds_count") > 0.0);
+    assert!(metric(&at_leader, "keel_ack_latency_seconds_count") > 0.0);
+    let committed = metric(&at_leader, "keel_replication_committed_next");
+    for id in NODES.iter().copied().filter(|&id| id != leader) {
+        let at_follower = shard.await_metrics(id, "the hot replica caught up", |m| {
+            // The replica holds the newest record back until the next
+            // one arrives (it cannot yet tell it is whole).
+            metric(m, "keel_replication_hot_applied_next") + 1.0 >= committed
+                && metric(m, "keel_replication_hot_lag_records") <= 1.0
+        });
+        assert_eq!(metric(&at_follower, "keel_replication_leader"), 0.0);
+        assert!(
+            !at_follower.contains_key("keel_ack_latency_seconds_count"),
+            "a follower runs no engine"
         );
     }
 }
