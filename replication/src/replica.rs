@@ -165,8 +165,10 @@ struct Progress {
     durable: Seq,
     /// When its acknowledgement last reached the leader's last entry.
     caught_up_at: u64,
-    /// When entries were last sent from its acknowledged point.
+    /// When the last heartbeat was due.
     resent_at: u64,
+    /// `received` at that heartbeat.
+    heartbeat_received: Seq,
     /// The incarnation its acknowledgements came from.
     incarnation: Incarnation,
 }
@@ -410,6 +412,17 @@ impl Replica {
         }
     }
 
+    /// The caller's `Append` to `to` carried entries through `seq` (a
+    /// [`Action::Ship`] extended to the end of a write): the next one
+    /// starts after it.
+    pub fn shipped(&mut self, to: NodeId, seq: Seq) {
+        if let State::Leader(ls) = &mut self.state {
+            if let Some(p) = ls.progress.get_mut(&to) {
+                p.next = p.next.max(seq.min(self.log.last()) + 1);
+            }
+        }
+    }
+
     /// A timer tick: resend what is unacknowledged, heartbeat, and keep the
     /// in-sync set honest.
     pub fn on_tick(&mut self, now: u64, out: &mut Vec<Action>) {
@@ -420,7 +433,15 @@ impl Replica {
         for (&to, p) in ls.progress.iter_mut() {
             if now.saturating_sub(p.resent_at) >= self.timing.heartbeat {
                 p.resent_at = now;
-                p.next = p.received + 1;
+                // Resend from the acknowledged point only when the follower
+                // acknowledged nothing new for a whole heartbeat (a lost
+                // message, a reconnect). Rewinding a follower that is merely
+                // behind resent its whole window every heartbeat and starved
+                // it further: 13.5 GB shipped for 129 MB of journal.
+                if p.received == p.heartbeat_received {
+                    p.next = p.received + 1;
+                }
+                p.heartbeat_received = p.received;
             }
             if p.next <= last || p.resent_at == now {
                 Self::ship(&self.log, self.timing, ls.epoch, self.commit, to, p, out);
@@ -649,6 +670,7 @@ impl Replica {
                     durable: 0,
                     caught_up_at: now,
                     resent_at: now,
+                    heartbeat_received: 0,
                     incarnation: 0,
                 };
                 (n, p)
@@ -909,4 +931,64 @@ fn entries_are_well_formed(
         last_epoch = entry.epoch;
     }
     prev_epoch <= epoch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first entry each `Ship` to `to` sends.
+    fn shipped_from(out: &[Action], to: NodeId) -> Vec<Seq> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Ship { to: t, from, .. } if *t == to => Some(*from),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ack(leader: &mut Replica, now: u64, from: NodeId, received: Seq, out: &mut Vec<Action>) {
+        let message = Message::Ack {
+            epoch: 1,
+            incarnation: 0,
+            received,
+            durable: received,
+        };
+        leader.on_message(now, Peer::Replica(from), message, out);
+    }
+
+    #[test]
+    fn a_heartbeat_resends_only_to_a_follower_that_stalled() {
+        let timing = Timing::default();
+        let mut leader = Replica::new(1, 0, timing, 0, EpochLog::new(), 0);
+        let config = ShardConfig {
+            epoch: 1,
+            leader: 1,
+            leader_incarnation: 0,
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            min_isr: 1,
+            policy: Policy::Async,
+        };
+        let mut out = Vec::new();
+        leader.on_config(0, &config, 1, &mut out);
+        assert!(matches!(leader.role(), Role::Leader { epoch: 1 }));
+        for _ in 0..100 {
+            leader.propose(vec![7], &mut out).unwrap();
+        }
+        let last = leader.log().last();
+        ack(&mut leader, 10, 2, 10, &mut out);
+        // Behind but acknowledging: nothing is sent again.
+        out.clear();
+        leader.on_tick(timing.heartbeat, &mut out);
+        assert_eq!(shipped_from(&out, 2), [last + 1], "only a heartbeat");
+        ack(&mut leader, 60, 2, 20, &mut out);
+        out.clear();
+        leader.on_tick(2 * timing.heartbeat, &mut out);
+        assert_eq!(shipped_from(&out, 2), [last + 1], "only a heartbeat");
+        // Nothing acknowledged for a whole heartbeat: resend from 21.
+        out.clear();
+        leader.on_tick(3 * timing.heartbeat, &mut out);
+        assert_eq!(shipped_from(&out, 2), [21]);
+    }
 }

@@ -34,8 +34,8 @@ use keel_journal::{
     ShipError, Storage, Written,
 };
 use keel_replication::{
-    Action, CasOutcome, ConfigProposal, EpochLog, Incarnation, Message, NodeId, Peer, ProposeError,
-    Replica, Seq, ShardConfig, Timing,
+    Action, CasOutcome, ConfigProposal, Epoch, EpochLog, Incarnation, Message, NodeId, Peer,
+    ProposeError, Replica, Seq, ShardConfig, Timing,
 };
 
 use crate::chunk::{Chunk, ChunkError, Chunker};
@@ -378,6 +378,11 @@ impl ReplicaDriver {
 
     fn perform(&mut self, actions: Vec<Action>) -> Result<Effects, DriverError> {
         let mut effects = Effects::default();
+        // The last entry an `Append` of this call carried, per follower and
+        // epoch. A write's records are proposed one by one, each `Ship` is
+        // extended to the end of the write, so without this a write of n
+        // records went out n(n+1)/2 times.
+        let mut carried: BTreeMap<(NodeId, Epoch), Seq> = BTreeMap::new();
         let mut queue = std::collections::VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
             match action {
@@ -429,7 +434,24 @@ impl ReplicaDriver {
                     through,
                     commit,
                 } => {
+                    let covered = carried.get(&(to, epoch)).copied().unwrap_or(0);
+                    let (from, prev_seq, prev_epoch) = match from <= through {
+                        true if through <= covered => continue,
+                        true if from <= covered => (
+                            covered + 1,
+                            covered,
+                            self.replica
+                                .log()
+                                .epoch_at(covered)
+                                .expect("carried entries are in the log"),
+                        ),
+                        _ => (from, prev_seq, prev_epoch),
+                    };
                     let entries = self.entries(from, through)?;
+                    if let Some(last) = entries.last() {
+                        carried.insert((to, epoch), last.seq);
+                        self.replica.shipped(to, last.seq);
+                    }
                     effects.messages.push((
                         Peer::Replica(to),
                         Message::Append {

@@ -111,6 +111,15 @@ fn a_follower_fed_by_the_core_is_byte_identical_and_gates_the_commit_point() {
             drivers[0].committed_next() < written,
             "nothing commits before the follower has it"
         );
+        let carried: u64 = effects
+            .messages
+            .iter()
+            .map(|(_, m)| match m {
+                Message::Append { entries, .. } => entries.len() as u64,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(carried, batch, "each record is shipped once");
         pump(&mut drivers, 1, effects);
         assert_eq!(drivers[0].committed_next(), written);
         assert_eq!(drivers[1].journal().next_sequence(), written);
