@@ -17,6 +17,7 @@ mod network;
 mod prealloc;
 mod projector;
 mod raw;
+mod replication;
 mod report;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,9 @@ enum Commands {
     /// The network face's goals: loopback echo, `keel bench --connect` vs the
     /// embedded main job (plain and TLS), paced end-to-end latency.
     Network(network::NetworkArgs),
+    /// What replication costs a client: three `keel-cluster` replicas
+    /// (`sync:1`, `async`) against one `keel serve`, same run.
+    Replication(replication::ReplicationArgs),
 }
 
 /// Options of `keel-perf pipeline`.
@@ -129,5 +133,6 @@ fn main() {
         Commands::Ledger(args) => ledger::run(&args),
         Commands::Projector(args) => projector::run(&args),
         Commands::Network(args) => network::run(&args),
+        Commands::Replication(args) => replication::run(&args),
     }
 }

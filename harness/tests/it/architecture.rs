@@ -55,6 +55,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "keel-cluster",
         &[
+            "keel-core",
             "keel-replication",
             "keel-replicator",
             "keel-journal",
