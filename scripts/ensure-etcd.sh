@@ -3,6 +3,7 @@
 # it did:
 #   - protoc (the etcd-client crate generates its gRPC code at build time):
 #     installs Debian's protobuf-compiler if missing (apt-get, as root);
+#   - nft, as root (the cluster partition tests): Debian's nftables;
 #   - an etcd answering at $KEEL_ETCD_ENDPOINT (default http://127.0.0.1:2379):
 #     uses one that answers, else starts the installed etcd, else installs
 #     Debian's etcd-server and starts it.
@@ -36,6 +37,16 @@ if ! command -v protoc >/dev/null 2>&1; then
   install_debian protobuf-compiler
 fi
 say "protoc: $(protoc --version)"
+
+# The partition tests isolate a node process with an nft drop rule (as root).
+if [[ $(id -u) -eq 0 ]] && ! command -v nft >/dev/null 2>&1; then
+  install_debian nftables
+fi
+if command -v nft >/dev/null 2>&1; then
+  say "nft: $(nft --version)"
+else
+  say "no nft and not root: the cluster partition tests will skip"
+fi
 
 answers() {
   curl -fsS --max-time 2 "$endpoint/health" 2>/dev/null | grep -q '"health":"true"'

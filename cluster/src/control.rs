@@ -2,16 +2,20 @@
 //! `etcd-client` crate (gRPC). Every write that decides something is a
 //! transaction comparing a revision.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn,
-    TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper,
+    PutOptions, Txn, TxnOp, TxnOpResponse,
 };
 use keel_replication::CasOutcome;
 use keel_replication::{Incarnation, NodeId, ShardConfig};
 
 use crate::encoding::{self, DecodeError};
+
+/// How long any etcd request may take before it fails.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A control-plane operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,14 @@ pub enum ControlError {
         /// The key read.
         key: String,
     },
+    /// etcd did not answer a lease renewal in time.
+    #[error("etcd at {endpoint}: no answer to a lease renewal within {after:?}")]
+    Unanswered {
+        /// The endpoint used.
+        endpoint: String,
+        /// How long it waited.
+        after: Duration,
+    },
     /// The lease expired before it could be renewed.
     #[error("lease {lease} expired")]
     LeaseExpired {
@@ -56,6 +68,12 @@ pub struct Lease {
     ttl_s: i64,
     keeper: LeaseKeeper,
     stream: LeaseKeepAliveStream,
+    /// When each renewal still unanswered was sent, oldest first: the
+    /// stream answers in order, and a renewal counts from when it was
+    /// sent (etcd restarted the TTL no earlier than that).
+    sent: VecDeque<Instant>,
+    /// When the grant was asked for.
+    granted: Instant,
 }
 
 impl std::fmt::Debug for Lease {
@@ -71,6 +89,11 @@ impl Lease {
     /// The lease id.
     pub fn id(&self) -> i64 {
         self.id
+    }
+
+    /// When the grant was asked for: the lease holds for its TTL from then.
+    pub fn granted(&self) -> Instant {
+        self.granted
     }
 
     /// The TTL etcd granted (it may round a short one up).
@@ -107,13 +130,17 @@ impl std::fmt::Debug for EtcdControl {
 impl EtcdControl {
     /// Connects to etcd at `endpoint` for cluster `cluster`.
     pub async fn connect(endpoint: &str, cluster: &str) -> Result<Self, ControlError> {
-        let client =
-            Client::connect([endpoint], None)
-                .await
-                .map_err(|source| ControlError::Etcd {
-                    endpoint: endpoint.to_string(),
-                    source,
-                })?;
+        // Every request is bounded: a partition must surface as an error
+        // the caller can count against the lease, never as a hang.
+        let options = ConnectOptions::new()
+            .with_connect_timeout(REQUEST_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT);
+        let client = Client::connect([endpoint], Some(options))
+            .await
+            .map_err(|source| ControlError::Etcd {
+                endpoint: endpoint.to_string(),
+                source,
+            })?;
         Ok(Self {
             client,
             endpoint: endpoint.to_string(),
@@ -219,6 +246,7 @@ impl EtcdControl {
     /// Grants a lease of `ttl_s` seconds.
     pub async fn grant(&self, ttl_s: i64) -> Result<Lease, ControlError> {
         let mut client = self.client.clone();
+        let asked = Instant::now();
         let granted = client
             .lease_grant(ttl_s, None)
             .await
@@ -232,14 +260,37 @@ impl EtcdControl {
             ttl_s: granted.ttl(),
             keeper,
             stream,
+            sent: VecDeque::new(),
+            granted: asked,
         })
     }
 
-    /// Renews `lease` once (call every TTL/3).
-    pub async fn keep_alive(&self, lease: &mut Lease) -> Result<(), ControlError> {
-        lease.keeper.keep_alive().await.map_err(|e| self.etcd(e))?;
-        match lease.stream.message().await.map_err(|e| self.etcd(e))? {
-            Some(reply) if reply.ttl() > 0 => Ok(()),
+    /// Renews `lease` once (call every TTL/3); returns when the renewal
+    /// etcd answered was sent: the lease holds for its TTL from then.
+    ///
+    /// Waits at most `within` for etcd's answer: the stream is a gRPC
+    /// stream, which the client's request timeout does not bound. A late
+    /// answer is taken by the next call, paired with its own send time.
+    pub async fn keep_alive(
+        &self,
+        lease: &mut Lease,
+        within: Duration,
+    ) -> Result<Instant, ControlError> {
+        let renew = async {
+            lease.keeper.keep_alive().await.map_err(|e| self.etcd(e))?;
+            lease.sent.push_back(Instant::now());
+            lease.stream.message().await.map_err(|e| self.etcd(e))
+        };
+        let reply =
+            tokio::time::timeout(within, renew)
+                .await
+                .map_err(|_| ControlError::Unanswered {
+                    endpoint: self.endpoint.clone(),
+                    after: within,
+                })??;
+        let sent = lease.sent.pop_front();
+        match (reply, sent) {
+            (Some(reply), Some(sent)) if reply.ttl() > 0 => Ok(sent),
             _ => Err(ControlError::LeaseExpired { lease: lease.id }),
         }
     }

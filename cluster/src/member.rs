@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keel_journal::IoMode;
@@ -53,6 +53,8 @@ use crate::transport::Transport;
 pub const TICK_MS: u64 = 10;
 /// The shard's configuration is read from etcd this often.
 const CONFIG_POLL: Duration = Duration::from_millis(20);
+/// How often the control thread checks its lease is still surely held.
+const LEASE_CHECK: Duration = Duration::from_millis(50);
 /// The controller re-evaluates the shard this often.
 const CONTROLLER_TICK: Duration = Duration::from_millis(100);
 /// Events queued for the replica thread before new ones are dropped.
@@ -308,6 +310,25 @@ async fn run_async(mut config: MemberConfig, stop: Arc<AtomicBool>) -> Result<Ex
     outcome
 }
 
+/// etcd unreachable (a partition, an etcd outage): the lease may run out at
+/// etcd while no answer says so. This task steps the node down before it
+/// can, so a leader never acknowledges while another is chosen. It is its
+/// own task because the control loop waits on etcd calls (each bounded by
+/// the request timeout) and a check between them came too late: a cut-off
+/// leader heard of its successor before it noticed (the partition test).
+async fn guard_lease(renewed: Arc<Mutex<Instant>>, ttl: Duration, events: SyncSender<Event>) {
+    let mut check = tokio::time::interval(LEASE_CHECK);
+    loop {
+        check.tick().await;
+        let since = renewed.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+        if since >= ttl - ttl / 5 {
+            let _ = events.try_send(Event::Fatal(format!(
+                "lease lost: no renewal answered for {since:.2?} (TTL {ttl:?})"
+            )));
+        }
+    }
+}
+
 /// The control thread's loop: configuration polls, lease renewals, the
 /// replica's etcd writes, and the controller.
 async fn control_loop(
@@ -329,7 +350,8 @@ async fn control_loop(
     }
     let mut delivered: Option<i64> = None;
     let mut waiting_noted = false;
-    let mut renewed = Instant::now();
+    let renewed = Arc::new(Mutex::new(lease.granted()));
+    let guard = tokio::spawn(guard_lease(Arc::clone(&renewed), ttl, events.clone()));
     let mut controller = Controller::new();
     let mut actions = Vec::new();
     let name = config.id.to_string();
@@ -349,12 +371,15 @@ async fn control_loop(
                 }
                 Err(_) => {}
             },
-            _ = renew.tick() => match control.keep_alive(&mut lease).await {
-                Ok(()) => renewed = Instant::now(),
-                Err(e) if matches!(e, ControlError::LeaseExpired { .. }) || renewed.elapsed() >= ttl => {
+            _ = renew.tick() => match control.keep_alive(&mut lease, ttl / 4).await {
+                Ok(sent) => {
+                    let mut renewed = renewed.lock().unwrap_or_else(|e| e.into_inner());
+                    *renewed = (*renewed).max(sent);
+                }
+                Err(e @ ControlError::LeaseExpired { .. }) => {
                     let _ = events.try_send(Event::Fatal(format!("lease lost: {e}")));
                 }
-                Err(_) => {}
+                Err(e) => eprintln!("keel-cluster: lease renewal failed: {e}"),
             },
             _ = controller_tick.tick() => {
                 if let Err(e) = controller_step(control, &lease, &name, config, &transport, &mut controller, &mut actions).await {
@@ -378,10 +403,12 @@ async fn control_loop(
                 Some(ToControl::Done(result)) => {
                     // The lease goes now, not at expiry: the controller
                     // fails over at once.
+                    guard.abort();
                     let _ = control.revoke(lease).await;
                     return result.map_err(MemberError::Config);
                 }
                 None => {
+                    guard.abort();
                     let _ = control.revoke(lease).await;
                     return Err(MemberError::Config("the replica thread ended".into()));
                 }

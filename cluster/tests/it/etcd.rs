@@ -94,7 +94,9 @@ async fn a_node_is_live_exactly_while_its_lease_is() {
     let long = etcd.grant(30).await.unwrap();
     etcd.register_node(1, 7, &short).await.unwrap();
     etcd.register_node(2, 4, &long).await.unwrap();
-    etcd.keep_alive(&mut short).await.unwrap();
+    etcd.keep_alive(&mut short, Duration::from_secs(1))
+        .await
+        .unwrap();
     let live = etcd.live_nodes().await.unwrap();
     assert_eq!(live.into_iter().collect::<Vec<_>>(), vec![(1, 7), (2, 4)]);
     // Node 1 stops renewing: its key goes when etcd expires the lease.
@@ -108,7 +110,7 @@ async fn a_node_is_live_exactly_while_its_lease_is() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(matches!(
-        etcd.keep_alive(&mut short).await,
+        etcd.keep_alive(&mut short, Duration::from_secs(1)).await,
         Err(ControlError::LeaseExpired { .. })
     ));
     // Node 2 revokes on a clean stop: gone at once.

@@ -31,21 +31,30 @@ const FAILOVERS_CI: usize = 3;
 /// Transfers sent between two kills.
 const TRANSFERS_PER_ROUND: u64 = 40;
 /// How long the shard may take to elect a leader and serve clients.
-const FAILOVER_MAX: Duration = Duration::from_secs(30);
-const NODES: [u16; 3] = [1, 2, 3];
+pub(super) const FAILOVER_MAX: Duration = Duration::from_secs(30);
+pub(super) const NODES: [u16; 3] = [1, 2, 3];
 
 /// One three-process shard at a time: two cores, and leases of 2 s.
-static ONE_SHARD: Mutex<()> = Mutex::new(());
+pub(super) static ONE_SHARD: Mutex<()> = Mutex::new(());
 
 fn endpoint() -> String {
     std::env::var("KEEL_ETCD_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:2379".into())
 }
 
+/// A port below the kernel's ephemeral range (32768 and up by default), so
+/// no outgoing connection (a node's, etcd's) can be given it between this
+/// check and the node's bind: a port from `bind(:0)` was, once in a while.
 fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id() % 600 * 20;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (base + n) % 12_000;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            return listener.local_addr().unwrap();
+        }
+    }
 }
 
 /// Small tables (a node replays and allocates them on every promotion)
@@ -63,16 +72,18 @@ transfers_max = 8192
 frame_timeout_ms = 1000
 "#;
 
-struct Member {
+pub(super) struct Member {
     client: SocketAddr,
     replication: SocketAddr,
     metrics: SocketAddr,
     dir: PathBuf,
     log: PathBuf,
+    /// Runs as this user (see [`Shard::run_as`]); else as the test's.
+    uid: Option<u32>,
     child: Option<Child>,
 }
 
-struct Shard {
+pub(super) struct Shard {
     cluster: String,
     root: tempfile::TempDir,
     members: BTreeMap<u16, Member>,
@@ -81,7 +92,7 @@ struct Shard {
 }
 
 impl Shard {
-    fn new(test: &str) -> Shard {
+    pub(super) fn new(test: &str) -> Shard {
         let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -99,6 +110,7 @@ impl Shard {
                     metrics: free_port(),
                     log: root.path().join(format!("node{id}.log")),
                     dir,
+                    uid: None,
                     child: None,
                 };
                 (id, member)
@@ -120,7 +132,7 @@ impl Shard {
         }
     }
 
-    fn init(&self) {
+    pub(super) fn init(&self) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_keel-cluster"));
         let status = command
             .args(["init", "--etcd", &endpoint(), "--cluster", &self.cluster])
@@ -138,7 +150,7 @@ impl Shard {
         assert!(status.success(), "keel-cluster init: {status}");
     }
 
-    fn start(&mut self, id: u16) {
+    pub(super) fn start(&mut self, id: u16) {
         let peers: Vec<String> = self
             .members
             .iter()
@@ -167,8 +179,29 @@ impl Shard {
         for peer in &peers {
             command.args(["--peer", peer]);
         }
+        if let Some(uid) = member.uid {
+            use std::os::unix::process::CommandExt;
+            std::fs::create_dir_all(&member.dir).unwrap();
+            std::os::unix::fs::chown(&member.dir, Some(uid), Some(uid)).unwrap();
+            command.uid(uid).gid(uid);
+        }
         let child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.members.get_mut(&id).unwrap().child = Some(child);
+    }
+
+    /// Runs `id` as `uid` from its next start, so an nft rule on the
+    /// sender's uid can cut it off (the partition tests).
+    pub(super) fn run_as(&mut self, id: u16, uid: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        let root = self.root.path();
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        self.members.get_mut(&id).unwrap().uid = Some(uid);
+    }
+
+    /// `id`'s listening ports (clients, replication, metrics).
+    pub(super) fn ports(&self, id: u16) -> [u16; 3] {
+        let m = &self.members[&id];
+        [m.client.port(), m.replication.port(), m.metrics.port()]
     }
 
     fn kill(&mut self, id: u16) {
@@ -185,7 +218,7 @@ impl Shard {
     }
 
     /// Waits for `id` to exit on its own; its exit code.
-    fn exit_code(&mut self, id: u16, within: Duration) -> i32 {
+    pub(super) fn exit_code(&mut self, id: u16, within: Duration) -> i32 {
         let deadline = Instant::now() + within;
         loop {
             let child = self.members.get_mut(&id).unwrap().child.as_mut().unwrap();
@@ -218,12 +251,16 @@ impl Shard {
         }
     }
 
-    fn config(&self) -> ShardConfig {
+    pub(super) fn config(&self) -> ShardConfig {
         self.runtime.block_on(self.control.config(0)).unwrap().0
     }
 
     /// Waits until `done` holds of the shard's configuration.
-    fn await_config(&self, what: &str, done: impl Fn(&ShardConfig) -> bool) -> ShardConfig {
+    pub(super) fn await_config(
+        &self,
+        what: &str,
+        done: impl Fn(&ShardConfig) -> bool,
+    ) -> ShardConfig {
         let deadline = Instant::now() + FAILOVER_MAX;
         loop {
             if let Ok((config, _)) = self.runtime.block_on(self.control.config(0)) {
@@ -238,7 +275,7 @@ impl Shard {
         }
     }
 
-    fn addrs(&self) -> Vec<SocketAddr> {
+    pub(super) fn addrs(&self) -> Vec<SocketAddr> {
         self.members.values().map(|m| m.client).collect()
     }
 
@@ -310,7 +347,7 @@ impl Shard {
         }
     }
 
-    fn logs(&self) -> String {
+    pub(super) fn logs(&self) -> String {
         let mut text = String::new();
         for (id, member) in &self.members {
             let log = std::fs::read_to_string(&member.log).unwrap_or_default();
@@ -340,7 +377,7 @@ impl Drop for Shard {
 /// A client that finds the leader by trying every node, and resumes its
 /// session there: a request whose outcome is unknown is sent again under
 /// the same request number, so it runs exactly once.
-struct Rider {
+pub(super) struct Rider {
     addrs: Vec<SocketAddr>,
     session: u64,
     client: Option<Client>,
@@ -348,7 +385,7 @@ struct Rider {
 }
 
 impl Rider {
-    fn new(addrs: Vec<SocketAddr>) -> Rider {
+    pub(super) fn new(addrs: Vec<SocketAddr>) -> Rider {
         Rider {
             addrs,
             session: 0,
@@ -386,7 +423,7 @@ impl Rider {
 
     /// Sends `request` until a node answers it (applied, or the original
     /// answer to a retry).
-    fn call(&mut self, request: Request<'_>, logs: &dyn Fn() -> String) -> ReplyEntry {
+    pub(super) fn call(&mut self, request: Request<'_>, logs: &dyn Fn() -> String) -> ReplyEntry {
         let mut number: Option<u64> = None;
         let deadline = Instant::now() + FAILOVER_MAX;
         loop {
@@ -414,7 +451,7 @@ impl Rider {
     }
 }
 
-fn request(command_type: u16, payload: &[u8]) -> Request<'_> {
+pub(super) fn request(command_type: u16, payload: &[u8]) -> Request<'_> {
     Request {
         command_type,
         schema_version: commands::schema_version(command_type),
@@ -422,7 +459,7 @@ fn request(command_type: u16, payload: &[u8]) -> Request<'_> {
     }
 }
 
-fn accounts() -> Vec<u8> {
+pub(super) fn accounts() -> Vec<u8> {
     let accounts: Vec<Account> = [1u128, 2]
         .iter()
         .map(|&id| Account {
@@ -438,7 +475,7 @@ fn accounts() -> Vec<u8> {
     buf
 }
 
-fn transfer(id: u128) -> Vec<u8> {
+pub(super) fn transfer(id: u128) -> Vec<u8> {
     let transfer = Transfer {
         id,
         debit_account_id: 1,
@@ -455,7 +492,7 @@ fn transfer(id: u128) -> Vec<u8> {
 }
 
 /// The event results of a create reply: 0 is `ok`.
-fn event_codes(command: u16, reply: &ReplyEntry) -> Vec<u8> {
+pub(super) fn event_codes(command: u16, reply: &ReplyEntry) -> Vec<u8> {
     let mut outcome = Outcome::default();
     outcome.set(ResultCode(reply.code), reply.data());
     commands::event_results(command, &outcome)
@@ -464,7 +501,7 @@ fn event_codes(command: u16, reply: &ReplyEntry) -> Vec<u8> {
         .to_vec()
 }
 
-fn credits(rider: &mut Rider, logs: &dyn Fn() -> String) -> u128 {
+pub(super) fn credits(rider: &mut Rider, logs: &dyn Fn() -> String) -> u128 {
     let mut buf = [0u8; 64];
     let len = commands::encode_lookup(2, &mut buf).unwrap();
     let reply = rider.call(request(command_type::LOOKUP_ACCOUNT, &buf[..len]), logs);
@@ -599,7 +636,12 @@ fn a_client_rides_through_killed_leaders_and_every_acknowledged_transfer_is_kept
         rider.reconnects
     );
     drop(rider);
+    stop_and_compare(&mut shard, acknowledged);
+}
 
+/// Stops the shard (followers first) and checks every replica's journal
+/// holds the leader's records, byte for byte, more than `acknowledged`.
+pub(super) fn stop_and_compare(shard: &mut Shard, acknowledged: u64) {
     // Let the followers take the last entries, then stop everything.
     let leader = shard.config().leader;
     std::thread::sleep(Duration::from_millis(500));

@@ -4,3 +4,4 @@
 
 mod etcd;
 mod failover;
+mod partition;
