@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod chunk;
+mod held;
 mod state;
 
 use std::collections::BTreeMap;
@@ -31,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use keel_core::{CommandHeader, CommandRef, Journaller, EPOCH_START};
 use keel_journal::{
     cut_from, FsStorage, IoMode, Journal, JournalConfig, JournalStatus, Observer, OpenError,
-    ShipError, Storage, Written,
+    ShipError, Written,
 };
 use keel_replication::{
     Action, CasOutcome, ConfigProposal, Epoch, EpochLog, Incarnation, Message, NodeId, Peer,
@@ -39,6 +40,7 @@ use keel_replication::{
 };
 
 use crate::chunk::{Chunk, ChunkError, Chunker};
+use crate::held::Held;
 pub use crate::state::{ReplicaState, StateError};
 
 /// Why the driver stopped (fail-stop: the node restarts in a new incarnation).
@@ -102,7 +104,7 @@ pub enum DriverError {
         source: std::io::Error,
     },
     /// A leader asked for an entry the driver no longer holds.
-    #[error("entry {seq} is not held in memory (catch-up from disk is not built yet)")]
+    #[error("entry {seq} is neither in memory nor in a sealed segment file")]
     NotHeld {
         /// The entry.
         seq: Seq,
@@ -149,8 +151,9 @@ pub struct ReplicaDriver {
     mode: IoMode,
     paths: Paths,
     block: u64,
-    /// Entries seen since open (core sequence → entry, ends a block).
-    held: BTreeMap<Seq, (Vec<u8>, bool)>,
+    /// Entries to ship: the active segment's, in memory; older ones read
+    /// back from their sealed segment file.
+    held: Held,
     /// Cut from the leader's own writes, not yet proposed.
     observed: Observed,
     observe_error: Arc<Mutex<Option<ChunkError>>>,
@@ -186,7 +189,12 @@ impl ReplicaDriver {
         state.incarnation += 1;
         state.store(&paths.state)?;
         let (journal, log) = open_journal(&paths.journal, &config, mode)?;
-        let held = held_on_disk(&journal, &paths.journal)?;
+        let held = Held::open(
+            &paths.journal,
+            journal.manifest().block_size as usize,
+            journal.segment_id(),
+            journal.next_sequence(),
+        )?;
         let durable = journal.status().durable_next();
         let block = u64::from(journal.manifest().block_size);
         let accepted = state.accepted_epoch.max(log.last_epoch());
@@ -297,6 +305,11 @@ impl ReplicaDriver {
         self.journal_mut()
     }
 
+    /// Entries held in memory to ship (bounded by about two segments).
+    pub fn held_entries(&self) -> usize {
+        self.held.len()
+    }
+
     /// The commit point, in journal numbering: every journal sequence below
     /// it is committed (a leader acknowledges, the BLP may apply).
     pub fn committed_next(&self) -> u64 {
@@ -314,7 +327,7 @@ impl ReplicaDriver {
         for chunk in chunks {
             match self.replica.propose(chunk.data.clone(), &mut actions) {
                 Ok(seq) if seq == chunk.sequence + 1 => {
-                    self.held.insert(seq, (chunk.data, chunk.ends_block));
+                    self.held.insert(seq, chunk.data, chunk.ends_block);
                 }
                 Ok(seq) => {
                     return Err(DriverError::Diverged {
@@ -396,7 +409,7 @@ impl ReplicaDriver {
                         ) {
                             self.local("write a follower's entry to")?;
                             let ends = self.write_follower(&entry.data)?;
-                            self.held.insert(entry.seq, (entry.data, ends));
+                            self.held.insert(entry.seq, entry.data, ends);
                         }
                         // A leader's own entries were written by its journal.
                     }
@@ -473,7 +486,7 @@ impl ReplicaDriver {
     /// The entries `from..=through`, extended to the end of the write
     /// `through` is in, so a follower never holds half a write.
     fn entries(
-        &self,
+        &mut self,
         from: Seq,
         through: Seq,
     ) -> Result<Vec<keel_replication::Entry>, DriverError> {
@@ -484,17 +497,19 @@ impl ReplicaDriver {
         let last = self.replica.log().last();
         let mut seq = from;
         loop {
-            let (data, ends) = self.held.get(&seq).ok_or(DriverError::NotHeld { seq })?;
+            let epoch = self
+                .replica
+                .log()
+                .epoch_at(seq)
+                .expect("held entries are in the log");
+            let (data, ends) = self.held.get(seq, last)?;
+            let ends = *ends;
             entries.push(keel_replication::Entry {
                 seq,
-                epoch: self
-                    .replica
-                    .log()
-                    .epoch_at(seq)
-                    .expect("held entries are in the log"),
+                epoch,
                 data: data.clone(),
             });
-            if (seq >= through && *ends) || seq >= last {
+            if (seq >= through && ends) || seq >= last {
                 return Ok(entries);
             }
             seq += 1;
@@ -542,7 +557,7 @@ impl ReplicaDriver {
                     core: seq,
                 });
             }
-            self.held.insert(seq, (chunk.data, chunk.ends_block));
+            self.held.insert(seq, chunk.data, chunk.ends_block);
         }
         Ok(())
     }
@@ -579,12 +594,21 @@ impl ReplicaDriver {
     /// keeping the cut records in the divergent directory.
     fn truncate(&mut self, after: Seq) -> Result<(), DriverError> {
         self.pending = None;
-        self.held.retain(|&seq, _| seq <= after);
         self.reopen_with(|paths| {
             let storage = FsStorage::open(&paths.journal, IoMode::DirectSync)?;
             cut_from(&storage, after, &paths.divergent)?;
             Ok(())
-        })
+        })?;
+        // The cut may reach into a sealed segment, which is then written
+        // again: hold what the journal now ends with.
+        let journal = self.journal();
+        self.held = Held::open(
+            &self.paths.journal,
+            self.block as usize,
+            journal.segment_id(),
+            journal.next_sequence(),
+        )?;
+        Ok(())
     }
 
     fn reopen(&mut self) -> Result<(), DriverError> {
@@ -603,37 +627,6 @@ impl ReplicaDriver {
         self.install_observer();
         Ok(())
     }
-}
-
-/// The entries of the journal's segment files, as the writes that made
-/// them were cut (so a follower behind this replica can be served from
-/// them after a restart).
-fn held_on_disk(
-    journal: &Journal<FsStorage>,
-    dir: &Path,
-) -> Result<BTreeMap<Seq, (Vec<u8>, bool)>, DriverError> {
-    let block = journal.manifest().block_size as usize;
-    let end = journal.next_sequence();
-    let ids = journal
-        .storage()
-        .list()
-        .map_err(|source| DriverError::ReadSegment {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    let mut chunks = Vec::new();
-    for id in ids {
-        let path = dir.join(keel_journal::storage::segment_name(id));
-        let file = std::fs::read(&path).map_err(|source| DriverError::ReadSegment {
-            path: path.clone(),
-            source,
-        })?;
-        chunk::split_segment(&file, block, end, &mut chunks)?;
-    }
-    Ok(chunks
-        .into_iter()
-        .map(|c| (c.sequence + 1, (c.data, c.ends_block)))
-        .collect())
 }
 
 /// Opens the journal and rebuilds the core's epoch log from its records.
