@@ -296,7 +296,7 @@ impl EtcdControl {
     }
 
     /// Gives `lease` up at once: its keys go now, not at expiry.
-    pub async fn revoke(&self, lease: Lease) -> Result<(), ControlError> {
+    pub async fn revoke(&self, lease: &Lease) -> Result<(), ControlError> {
         let mut client = self.client.clone();
         client
             .lease_revoke(lease.id)

@@ -329,11 +329,41 @@ async fn guard_lease(renewed: Arc<Mutex<Instant>>, ttl: Duration, events: SyncSe
     }
 }
 
-/// The control thread's loop: configuration polls, lease renewals, the
-/// replica's etcd writes, and the controller.
+/// Renews the lease every third of its TTL, in a task of its own so a slow
+/// etcd call of the control loop (a controller round under load) never
+/// delays a renewal: it did, and a follower stepped down for a lease it
+/// still held. A renewal counts from when it was sent.
+async fn renew_lease(
+    control: EtcdControl,
+    lease: Arc<tokio::sync::Mutex<Lease>>,
+    ttl: Duration,
+    renewed: Arc<Mutex<Instant>>,
+    events: SyncSender<Event>,
+) {
+    let mut renew = tokio::time::interval(ttl / 3);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        renew.tick().await;
+        let mut lease = lease.lock().await;
+        match control.keep_alive(&mut lease, ttl / 4).await {
+            Ok(sent) => {
+                let mut renewed = renewed.lock().unwrap_or_else(|e| e.into_inner());
+                *renewed = (*renewed).max(sent);
+            }
+            Err(e @ ControlError::LeaseExpired { .. }) => {
+                let _ = events.try_send(Event::Fatal(format!("lease lost: {e}")));
+            }
+            Err(e) => eprintln!("keel-cluster: lease renewal failed: {e}"),
+        }
+    }
+}
+
+/// The control thread's loop: configuration polls, the replica's etcd
+/// writes, and the controller (the lease is renewed and guarded by tasks
+/// of their own).
 async fn control_loop(
     control: &EtcdControl,
-    mut lease: Lease,
+    lease: Lease,
     config: &MemberConfig,
     transport: Transport,
     events: SyncSender<Event>,
@@ -343,15 +373,26 @@ async fn control_loop(
     let shard = config.shard;
     let mut poll = tokio::time::interval(CONFIG_POLL);
     let ttl = Duration::from_secs(lease.ttl_s().max(1) as u64);
-    let mut renew = tokio::time::interval(ttl / 3);
     let mut controller_tick = tokio::time::interval(CONTROLLER_TICK);
-    for timer in [&mut poll, &mut renew, &mut controller_tick] {
+    for timer in [&mut poll, &mut controller_tick] {
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     let mut delivered: Option<i64> = None;
     let mut waiting_noted = false;
     let renewed = Arc::new(Mutex::new(lease.granted()));
     let guard = tokio::spawn(guard_lease(Arc::clone(&renewed), ttl, events.clone()));
+    let lease = Arc::new(tokio::sync::Mutex::new(lease));
+    let renewal = tokio::spawn(renew_lease(
+        control.clone(),
+        Arc::clone(&lease),
+        ttl,
+        renewed,
+        events.clone(),
+    ));
+    let stop_lease = || {
+        guard.abort();
+        renewal.abort();
+    };
     let mut controller = Controller::new();
     let mut actions = Vec::new();
     let name = config.id.to_string();
@@ -371,17 +412,8 @@ async fn control_loop(
                 }
                 Err(_) => {}
             },
-            _ = renew.tick() => match control.keep_alive(&mut lease, ttl / 4).await {
-                Ok(sent) => {
-                    let mut renewed = renewed.lock().unwrap_or_else(|e| e.into_inner());
-                    *renewed = (*renewed).max(sent);
-                }
-                Err(e @ ControlError::LeaseExpired { .. }) => {
-                    let _ = events.try_send(Event::Fatal(format!("lease lost: {e}")));
-                }
-                Err(e) => eprintln!("keel-cluster: lease renewal failed: {e}"),
-            },
             _ = controller_tick.tick() => {
+                let lease = lease.lock().await;
                 if let Err(e) = controller_step(control, &lease, &name, config, &transport, &mut controller, &mut actions).await {
                     eprintln!("keel-cluster: controller: {e}");
                 }
@@ -396,20 +428,20 @@ async fn control_loop(
                     let _ = events.try_send(Event::Cas(outcome));
                 }
                 Some(ToControl::Register(incarnation)) => {
-                    if let Err(e) = control.register_node(config.id, incarnation, &lease).await {
+                    if let Err(e) = control.register_node(config.id, incarnation, &*lease.lock().await).await {
                         let _ = events.try_send(Event::Fatal(format!("cannot re-register after resigning: {e}")));
                     }
                 }
                 Some(ToControl::Done(result)) => {
                     // The lease goes now, not at expiry: the controller
                     // fails over at once.
-                    guard.abort();
-                    let _ = control.revoke(lease).await;
+                    stop_lease();
+                    let _ = control.revoke(&*lease.lock().await).await;
                     return result.map_err(MemberError::Config);
                 }
                 None => {
-                    guard.abort();
-                    let _ = control.revoke(lease).await;
+                    stop_lease();
+                    let _ = control.revoke(&*lease.lock().await).await;
                     return Err(MemberError::Config("the replica thread ended".into()));
                 }
             },

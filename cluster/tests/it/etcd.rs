@@ -114,7 +114,7 @@ async fn a_node_is_live_exactly_while_its_lease_is() {
         Err(ControlError::LeaseExpired { .. })
     ));
     // Node 2 revokes on a clean stop: gone at once.
-    etcd.revoke(long).await.unwrap();
+    etcd.revoke(&long).await.unwrap();
     assert!(etcd.live_nodes().await.unwrap().is_empty());
 }
 
@@ -136,7 +136,7 @@ async fn one_controller_at_a_time_and_a_deposed_one_cannot_write() {
         "a still holds it"
     );
     // a loses its lease (paused past its TTL, say); b takes over.
-    etcd.revoke(lease_a).await.unwrap();
+    etcd.revoke(&lease_a).await.unwrap();
     let b = etcd
         .campaign("b", &lease_b)
         .await

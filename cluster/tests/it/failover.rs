@@ -831,3 +831,92 @@ fn a_paused_leader_is_replaced_and_woken_acknowledges_nothing() {
         woken.map(|r| r.status)
     );
 }
+
+/// A rolling restart's step: the leader is stopped with SIGTERM under
+/// load. It drains, exits 0 and revokes its lease, so the controller hands
+/// leadership over at once instead of waiting for the lease to expire; the
+/// clients notice at most a pause, and lose nothing.
+#[test]
+fn a_leader_stopped_with_sigterm_hands_over_before_its_lease_would_expire() {
+    let _one = ONE_SHARD.lock().unwrap_or_else(|e| e.into_inner());
+    let mut shard = Shard::new("handover");
+    shard.init();
+    for id in NODES {
+        shard.start(id);
+    }
+    let first = shard.await_config("the first leader with a full in-sync set", |c| {
+        c.epoch >= 1 && c.isr.len() == 3
+    });
+    let mut rider = Rider::new(shard.addrs());
+    let reply = rider.call(request(command_type::CREATE_ACCOUNTS, &accounts()), &|| {
+        shard.logs()
+    });
+    assert_eq!(event_codes(command_type::CREATE_ACCOUNTS, &reply), [0, 0]);
+
+    // A second client sends transfers without a pause through the handover.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let background = {
+        let stop = std::sync::Arc::clone(&stop);
+        let mut rider = Rider::new(shard.addrs());
+        std::thread::spawn(move || {
+            let mut sent: u64 = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let payload = transfer(1_000_000 + u128::from(sent));
+                let reply = rider.call(request(command_type::CREATE_TRANSFERS, &payload), &|| {
+                    String::from("(background client)")
+                });
+                assert_eq!(event_codes(command_type::CREATE_TRANSFERS, &reply), [0]);
+                sent += 1;
+            }
+            sent
+        })
+    };
+    let mut acknowledged: u64 = 0;
+    let mut send = |rider: &mut Rider, shard: &Shard| {
+        acknowledged += 1;
+        let payload = transfer(u128::from(acknowledged));
+        let reply = rider.call(request(command_type::CREATE_TRANSFERS, &payload), &|| {
+            shard.logs()
+        });
+        assert_eq!(event_codes(command_type::CREATE_TRANSFERS, &reply), [0]);
+    };
+    for _ in 0..20 {
+        send(&mut rider, &shard);
+    }
+
+    let old = first.leader;
+    let stopped = Instant::now();
+    assert_eq!(
+        shard.stop(old),
+        0,
+        "a stopped leader exits 0\n{}",
+        shard.logs()
+    );
+    let next = shard.await_config("a new leader", |c| c.epoch > first.epoch && c.leader != old);
+    send(&mut rider, &shard);
+    let handover = stopped.elapsed();
+    eprintln!(
+        "SIGTERM to the first transfer acknowledged by node {}: {handover:?}",
+        next.leader
+    );
+    assert!(
+        handover < Duration::from_secs(2),
+        "the handover took {handover:?}: no faster than the 2 s lease would expire\n{}",
+        shard.logs()
+    );
+    for _ in 0..20 {
+        send(&mut rider, &shard);
+    }
+    shard.start(old);
+    shard.await_config("the stopped leader back in sync", |c| c.isr.len() == 3);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let background = background.join().unwrap();
+    assert!(background > 0);
+    assert_eq!(
+        credits(&mut rider, &|| shard.logs()),
+        u128::from(acknowledged + background),
+        "every acknowledged transfer applied exactly once"
+    );
+    drop(rider);
+    stop_and_compare(&mut shard, acknowledged + background);
+}
