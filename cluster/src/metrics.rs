@@ -208,7 +208,7 @@ impl ReplicaMetrics {
                     &mut out,
                     name,
                     "summary",
-                    "Per journal batch: from its local sync to the commit point passing it.",
+                    "Per batch: how long the replicator stage waited for the commit point (the local write and sync overlap it).",
                 );
                 summary(&mut out, name, "", &leader.commit.waits(), 1e-9);
                 let name = "keel_journal_durable_next";

@@ -18,6 +18,11 @@ pub enum Fusion {
     Paired,
     /// One thread runs all four stages in order.
     Single,
+    /// Two threads: the journaller alone, and replicator+BLP+publisher. For
+    /// a replicator that waits (a replication commit point): its wait for
+    /// a batch overlaps the journaller's write and sync of the next one,
+    /// where `Paired` would hold the journaller until the wait ends.
+    Gated,
 }
 
 impl Fusion {
@@ -25,7 +30,7 @@ impl Fusion {
     pub fn lanes(self) -> usize {
         match self {
             Fusion::Separate => 4,
-            Fusion::Paired => 2,
+            Fusion::Paired | Fusion::Gated => 2,
             Fusion::Single => 1,
         }
     }

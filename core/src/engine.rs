@@ -199,6 +199,10 @@ impl<S: StateMachine, J: Journaller, R: Replicator, K: EventSink> EngineBuilder<
                 spawn.lane(1, (blp, publish)),
             ),
             Fusion::Single => Lanes::Single(spawn.lane(0, ((journal, replica), (blp, publish)))),
+            Fusion::Gated => Lanes::Gated(
+                spawn.lane(0, journal),
+                spawn.lane(1, (replica, (blp, publish))),
+            ),
         };
         let submitter = Submitter::new(producer, Arc::clone(&shared), self.validator);
         Ok(Engine {
@@ -222,6 +226,11 @@ enum Lanes<S, J, R, K> {
     Paired(
         Handle<(JournalStage<J>, ReplicaStage<R>)>,
         Handle<(BlpStage<S>, PublishStage<K>)>,
+    ),
+    #[allow(clippy::type_complexity)]
+    Gated(
+        Handle<JournalStage<J>>,
+        Handle<(ReplicaStage<R>, (BlpStage<S>, PublishStage<K>))>,
     ),
     #[allow(clippy::type_complexity)]
     Single(
@@ -253,6 +262,11 @@ impl<S, J, R, K> Lanes<S, J, R, K> {
             Lanes::Paired(jr, bp) => {
                 let (jr, bp) = (join(jr), join(bp));
                 let ((j, r), (b, p)) = (jr?, bp?);
+                Some((j, r, b, p))
+            }
+            Lanes::Gated(j, rbp) => {
+                let (j, rbp) = (join(j), join(rbp));
+                let (j, (r, (b, p))) = (j?, rbp?);
                 Some((j, r, b, p))
             }
             Lanes::Single(all) => join(all).map(|((j, r), (b, p))| (j, r, b, p)),

@@ -57,6 +57,7 @@ impl Shared {
             Fusion::Separate => [0, 1, 2, 3],
             Fusion::Paired => [0, 0, 1, 1],
             Fusion::Single => [0, 0, 0, 0],
+            Fusion::Gated => [0, 1, 1, 1],
         };
         Self {
             metrics: Metrics::new(config.ring_slots),

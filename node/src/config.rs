@@ -148,6 +148,9 @@ pub enum FusionArg {
     Paired,
     /// One thread runs every stage.
     Single,
+    /// Two: the journaller alone, replicator+BLP+publisher (a replicated
+    /// leader's `paired` becomes this).
+    Gated,
 }
 
 /// `[engine]`.
@@ -382,6 +385,7 @@ impl NodeConfig {
                 FusionArg::Separate => Fusion::Separate,
                 FusionArg::Paired => Fusion::Paired,
                 FusionArg::Single => Fusion::Single,
+                FusionArg::Gated => Fusion::Gated,
             },
             pinning: match e.pin_cores.is_empty() {
                 true => Pinning::None,

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keel_core::{
-    CommandRef, ConfigError, Engine, Journaller, StageError, StateMachine, StopReason, Stopped,
-    Submitter, Validator,
+    CommandRef, ConfigError, Engine, Journaller, Replicator, StageError, StateMachine, StopReason,
+    Stopped, Submitter, Validator,
 };
 use keel_journal::{FsStorage, IoMode, Journal, TornTail};
 use keel_ledger::{Ledger, LedgerClient, LedgerValidator};
@@ -54,9 +54,10 @@ impl Journaller for NodeJournal {
             NodeJournal::None => Ok(()),
             NodeJournal::Fs(journal) => journal.end_of_batch(last_sequence),
             NodeJournal::Replicated(journal, commit) => {
+                // Synced here; released once committed by the replicator
+                // stage, so the next batch's write overlaps this one's wait.
                 journal.end_of_batch(last_sequence)?;
                 commit.notify();
-                commit.wait_past(last_sequence)?;
                 Ok(())
             }
         }
@@ -64,6 +65,39 @@ impl Journaller for NodeJournal {
 
     fn times_every_batch(&self) -> bool {
         !matches!(self, NodeJournal::None)
+    }
+}
+
+/// The replicator stage a node runs: none, or a replicated leader's wait
+/// for the replication commit point (the BLP is gated on it, so it applies
+/// and the publisher acknowledges only committed records; ADR 0013).
+#[derive(Debug)]
+pub enum NodeReplicator {
+    /// Not replicated.
+    None,
+    /// Waits until the commit point passed each batch.
+    Commit(Arc<CommitPoint>),
+}
+
+impl Replicator for NodeReplicator {
+    #[inline]
+    fn append(&mut self, _command: &CommandRef<'_>) -> Result<(), StageError> {
+        Ok(())
+    }
+
+    #[inline]
+    fn end_of_batch(&mut self, last_sequence: u64) -> Result<(), StageError> {
+        match self {
+            NodeReplicator::None => Ok(()),
+            NodeReplicator::Commit(commit) => {
+                commit.wait_past(last_sequence)?;
+                Ok(())
+            }
+        }
+    }
+
+    fn times_every_batch(&self) -> bool {
+        matches!(self, NodeReplicator::Commit(_))
     }
 }
 
@@ -229,7 +263,7 @@ impl<S> StartPoint<S> {
 /// A running engine with its journal.
 #[derive(Debug)]
 pub struct Node<S> {
-    engine: Engine<S, NodeJournal>,
+    engine: Engine<S, NodeJournal, NodeReplicator>,
     recovery: Recovery,
     /// The journal's durable bound (None without a journal).
     status: Option<keel_journal::JournalStatus>,
@@ -291,7 +325,18 @@ impl<S: StateMachine> Node<S> {
     ) -> Result<Self, NodeError> {
         config.validate()?;
         let started = Instant::now();
-        let engine_config = config.engine_config();
+        let mut engine_config = config.engine_config();
+        let replicator = match &replication {
+            None => NodeReplicator::None,
+            Some(replication) => {
+                // Paired would hold the journaller while its lane's
+                // replicator waits on the commit point.
+                if engine_config.fusion == keel_core::Fusion::Paired {
+                    engine_config.fusion = keel_core::Fusion::Gated;
+                }
+                NodeReplicator::Commit(Arc::clone(&replication.commit))
+            }
+        };
         let from = start.sequence;
         let mut replayer = Replayer::resume(start.state_machine, start.dedup, from)
             .with_last_record_checksum(start.last_record_checksum);
@@ -385,6 +430,7 @@ impl<S: StateMachine> Node<S> {
             replayed.state_machine,
         )
         .journaller(journal)
+        .replicator(replicator)
         .dedup(replayed.dedup)
         .validator(validator)
         .start()?;
@@ -402,7 +448,7 @@ impl<S: StateMachine> Node<S> {
     }
 
     /// The engine (metrics, pause/resume, progress counters).
-    pub fn engine(&self) -> &Engine<S, NodeJournal> {
+    pub fn engine(&self) -> &Engine<S, NodeJournal, NodeReplicator> {
         &self.engine
     }
 
@@ -431,8 +477,7 @@ impl<S: StateMachine> Node<S> {
     /// and this returns the stop reason instead of hanging.
     pub fn shutdown(
         mut self,
-    ) -> Result<Stopped<S, NodeJournal, keel_core::NoopReplicator, keel_core::NoopSink>, StopReason>
-    {
+    ) -> Result<Stopped<S, NodeJournal, NodeReplicator, keel_core::NoopSink>, StopReason> {
         let snapshotter = self.snapshotter.take();
         let watchdog = self.status.clone().map(SpaceWatchdog::start);
         let stopped = self.engine.shutdown();
@@ -590,7 +635,7 @@ impl<S: StateMachine + SnapshotCodec> Node<S> {
         config: &NodeConfig,
     ) -> Result<
         (
-            Stopped<S, NodeJournal, keel_core::NoopReplicator, keel_core::NoopSink>,
+            Stopped<S, NodeJournal, NodeReplicator, keel_core::NoopSink>,
             Option<std::path::PathBuf>,
         ),
         NodeError,

@@ -1,8 +1,9 @@
 //! A replicated leader's journaller (ADR 0013, "The data path"): the
 //! journal's writes go to the replication thread through an observer, and
-//! a batch is released to the BLP only once the replication commit point
-//! has passed it. Shipping overlaps the local sync (the observer sees a
-//! write before it is synced); the wait is after both.
+//! the replicator stage releases a batch to the BLP only once the
+//! replication commit point has passed it. Shipping overlaps the local
+//! sync (the observer sees a write before it is synced), and the wait
+//! overlaps the journaller's next write.
 //!
 //! The commit point is published by whoever drives the replication core
 //! (`keel-cluster`'s node process); this crate knows only the two words
@@ -22,20 +23,21 @@ const YIELDS: u32 = 256;
 /// A sleeping wait re-checks this often.
 const NAP: Duration = Duration::from_micros(20);
 
-/// The replication commit point, shared by the journaller that waits on it
+/// The replication commit point, shared by the replicator stage that waits on it
 /// and the replication driver that advances it.
 pub struct CommitPoint {
     /// Every journal sequence below this is committed.
     next: AtomicU64,
     /// Set when this node may no longer commit (fenced, resigned, shutting
-    /// down): a waiting journaller fails its batch.
+    /// down): a waiting replicator stage fails its batch.
     lost: AtomicBool,
     /// Called after every local write and sync (wakes the driver).
     notify: Box<dyn Fn() + Send + Sync>,
-    /// Nanoseconds each batch waited, after its local sync, for the commit
-    /// point: what replication adds to an acknowledgement. Recorded with
+    /// Nanoseconds the replicator stage waited per batch for the commit
+    /// point (the local write and sync run meanwhile, on the journaller):
+    /// what replication adds to an acknowledgement, at most. Recorded with
     /// `try_lock` (a batch that meets a reader is not recorded), so a
-    /// metrics scrape never delays the journaller.
+    /// metrics scrape never delays the pipeline.
     waits: Mutex<Histogram<u64>>,
 }
 

@@ -13,7 +13,12 @@ use crate::support::{payload, Balances, DEPOSIT, PANIC};
 
 #[test]
 fn panicking_state_machine_stops_the_engine_and_nobody_hangs() {
-    for fusion in [Fusion::Separate, Fusion::Paired, Fusion::Single] {
+    for fusion in [
+        Fusion::Separate,
+        Fusion::Paired,
+        Fusion::Single,
+        Fusion::Gated,
+    ] {
         let config = EngineConfig {
             fusion,
             ..EngineConfig::default()

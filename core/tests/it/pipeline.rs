@@ -15,7 +15,12 @@ use crate::support::{
 
 fn configs() -> Vec<EngineConfig> {
     let mut out = Vec::new();
-    for fusion in [Fusion::Separate, Fusion::Paired, Fusion::Single] {
+    for fusion in [
+        Fusion::Separate,
+        Fusion::Paired,
+        Fusion::Single,
+        Fusion::Gated,
+    ] {
         for wait_strategy in [
             WaitStrategy::default(),
             WaitStrategy::spin_then_yield(),
@@ -140,7 +145,12 @@ fn business_logic_never_sees_an_unjournaled_command() {
 fn multi_producer_stress_matches_model() {
     const PRODUCERS: u64 = 4;
     const PER_PRODUCER: u64 = 25_000;
-    for fusion in [Fusion::Separate, Fusion::Paired, Fusion::Single] {
+    for fusion in [
+        Fusion::Separate,
+        Fusion::Paired,
+        Fusion::Single,
+        Fusion::Gated,
+    ] {
         let config = EngineConfig {
             ring_slots: 256,
             in_flight_max: 256,
