@@ -47,7 +47,7 @@ use tokio::sync::mpsc as tmpsc;
 
 use crate::control::{ControlError, EtcdControl, Lease};
 use crate::metrics::{LeaderMetrics, ReplicaMetrics};
-use crate::transport::Transport;
+use crate::transport::{PeerTls, Transport};
 
 /// The replica thread ticks the core this often (milliseconds).
 pub const TICK_MS: u64 = 10;
@@ -84,6 +84,9 @@ pub struct MemberConfig {
     pub replication_listen: SocketAddr,
     /// Every replica's replication address, this one's included.
     pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// Mutual TLS on the replication links (`None`: plaintext, trusted
+    /// networks only).
+    pub peer_tls: Option<PeerTls>,
     /// The lease's TTL in seconds: how long a dead leader goes unnoticed.
     pub lease_ttl_s: i64,
     /// The replication core's timers (milliseconds).
@@ -260,7 +263,13 @@ async fn run_async(mut config: MemberConfig, stop: Arc<AtomicBool>) -> Result<Ex
             },
         )
     };
-    let transport = Transport::start(config.shard, listener, &config.peers, inbox);
+    let transport = Transport::start(
+        config.shard,
+        listener,
+        &config.peers,
+        inbox,
+        config.peer_tls.clone(),
+    );
 
     let (to_control, from_member) = tmpsc::unbounded_channel::<ToControl>();
     let woken = Arc::new(AtomicBool::new(false));

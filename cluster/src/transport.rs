@@ -4,6 +4,10 @@
 //! message. One outgoing connection per peer, reconnected on failure; a
 //! message that cannot be sent is dropped (the protocol resends on its
 //! heartbeat), never queued without bound.
+//!
+//! With [`PeerTls`] every link is mutual TLS 1.3: a connection whose peer
+//! presents no certificate from the cluster's peer CA is closed before a
+//! byte of it is read as a frame. A frame for another shard closes the link.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,9 +21,11 @@ use keel_protocol::{
 };
 use keel_replication::wire::{self, WireError};
 use keel_replication::{Message, NodeId, Peer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// Bytes of the route before the message in a `Replication` body.
 pub const ROUTE_BYTES: usize = 8;
@@ -27,6 +33,30 @@ pub const ROUTE_BYTES: usize = 8;
 const QUEUE_FRAMES: usize = 1024;
 /// A lost connection is retried this often.
 const RECONNECT: Duration = Duration::from_millis(100);
+/// A TLS handshake not done by then is abandoned.
+const HANDSHAKE: Duration = Duration::from_secs(5);
+
+/// Mutual TLS on the replication links ([`keel_server::peer_tls`]).
+#[derive(Clone)]
+pub struct PeerTls {
+    /// Accepts peers whose certificate chains to the peer CA.
+    pub acceptor: TlsAcceptor,
+    /// Connects presenting this replica's certificate.
+    pub connector: TlsConnector,
+    /// The name peers' certificates must carry.
+    pub name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTls")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+type Reader = Box<dyn AsyncRead + Unpin + Send>;
+type Writer = Box<dyn AsyncWrite + Unpin + Send>;
 
 const PEER_REPLICA: u8 = 0;
 const PEER_CONTROLLER: u8 = 1;
@@ -118,6 +148,9 @@ pub struct TransportStats {
     pub received: AtomicU64,
     /// Connections closed for a bad frame.
     pub bad_frames: AtomicU64,
+    /// Connections refused for a failed TLS handshake (no certificate, or
+    /// one the peer CA did not sign).
+    pub refused: AtomicU64,
 }
 
 /// This node's replication links.
@@ -145,15 +178,22 @@ impl Transport {
         listener: TcpListener,
         peers: &BTreeMap<NodeId, SocketAddr>,
         inbox: Inbox,
+        tls: Option<PeerTls>,
     ) -> Transport {
         let stats = Arc::new(TransportStats::default());
         let mut senders = BTreeMap::new();
         for (&id, &addr) in peers {
             let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
             senders.insert(id, tx);
-            tokio::spawn(send_loop(addr, rx, Arc::clone(&stats)));
+            tokio::spawn(send_loop(addr, rx, Arc::clone(&stats), tls.clone()));
         }
-        tokio::spawn(accept_loop(listener, inbox, Arc::clone(&stats)));
+        let accept = Accept {
+            shard,
+            inbox,
+            stats: Arc::clone(&stats),
+            tls,
+        };
+        tokio::spawn(accept_loop(listener, accept));
         Transport {
             shard,
             peers: Arc::new(senders),
@@ -181,9 +221,30 @@ impl Transport {
     }
 }
 
-async fn send_loop(addr: SocketAddr, mut rx: mpsc::Receiver<Vec<u8>>, stats: Arc<TransportStats>) {
+/// A connection to `addr`, through TLS when configured.
+async fn connect(addr: SocketAddr, tls: Option<&PeerTls>) -> std::io::Result<Writer> {
+    let stream = TcpStream::connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    match tls {
+        None => Ok(Box::new(stream)),
+        Some(tls) => {
+            let handshake = tls.connector.connect(tls.name.clone(), stream);
+            match tokio::time::timeout(HANDSHAKE, handshake).await {
+                Ok(stream) => Ok(Box::new(stream?)),
+                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+            }
+        }
+    }
+}
+
+async fn send_loop(
+    addr: SocketAddr,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    stats: Arc<TransportStats>,
+    tls: Option<PeerTls>,
+) {
     loop {
-        let mut stream = match TcpStream::connect(addr).await {
+        let mut stream = match connect(addr, tls.as_ref()).await {
             Ok(stream) => stream,
             Err(_) => {
                 // Queued frames are stale by the time the peer is back:
@@ -195,7 +256,6 @@ async fn send_loop(addr: SocketAddr, mut rx: mpsc::Receiver<Vec<u8>>, stats: Arc
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         while let Some(frame) = rx.recv().await {
             if stream.write_all(&frame).await.is_err() {
                 stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -209,15 +269,42 @@ async fn send_loop(addr: SocketAddr, mut rx: mpsc::Receiver<Vec<u8>>, stats: Arc
     }
 }
 
-async fn accept_loop(listener: TcpListener, inbox: Inbox, stats: Arc<TransportStats>) {
+/// What the accepting side needs for each connection.
+#[derive(Clone)]
+struct Accept {
+    shard: u32,
+    inbox: Inbox,
+    stats: Arc<TransportStats>,
+    tls: Option<PeerTls>,
+}
+
+async fn accept_loop(listener: TcpListener, accept: Accept) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(RECONNECT).await;
             continue;
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(read_loop(stream, Arc::clone(&inbox), Arc::clone(&stats)));
+        let accept = accept.clone();
+        tokio::spawn(async move {
+            let reader: Reader = match &accept.tls {
+                None => Box::new(stream),
+                Some(tls) => {
+                    match tokio::time::timeout(HANDSHAKE, tls.acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => Box::new(stream),
+                        Ok(Err(e)) => return refuse(&accept.stats, peer, &e.to_string()),
+                        Err(_) => return refuse(&accept.stats, peer, "handshake timed out"),
+                    }
+                }
+            };
+            read_loop(reader, peer, accept).await;
+        });
     }
+}
+
+fn refuse(stats: &TransportStats, peer: SocketAddr, why: &str) {
+    stats.refused.fetch_add(1, Ordering::Relaxed);
+    eprintln!("keel-cluster: replication connection from {peer} refused: {why}");
 }
 
 /// Why a replication connection was closed by its reader.
@@ -231,13 +318,20 @@ enum ReadEnd {
     Kind(Kind),
     #[error("bad replication body: {0}")]
     Route(#[from] RouteError),
+    #[error("a frame for shard {found} on shard {expected}'s link")]
+    Shard { expected: u32, found: u32 },
 }
 
-async fn read_loop(mut stream: TcpStream, inbox: Inbox, stats: Arc<TransportStats>) {
-    let peer = stream.peer_addr().ok();
+async fn read_loop(mut stream: Reader, peer: SocketAddr, accept: Accept) {
+    let Accept {
+        shard,
+        inbox,
+        stats,
+        ..
+    } = accept;
     let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
     let end = loop {
-        match read_frames(&mut buf, &inbox, &stats) {
+        match read_frames(&mut buf, shard, &inbox, &stats) {
             Ok(()) => {}
             Err(e) => break Some(e),
         }
@@ -252,16 +346,27 @@ async fn read_loop(mut stream: TcpStream, inbox: Inbox, stats: Arc<TransportStat
     if let Some(e) = end {
         if !matches!(e, ReadEnd::Io(_)) {
             stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-            eprintln!("keel-cluster: replication link from {peer:?} closed: {e}");
+            eprintln!("keel-cluster: replication link from {peer} closed: {e}");
         }
     }
 }
 
-fn read_frames(buf: &mut Vec<u8>, inbox: &Inbox, stats: &TransportStats) -> Result<(), ReadEnd> {
+fn read_frames(
+    buf: &mut Vec<u8>,
+    shard: u32,
+    inbox: &Inbox,
+    stats: &TransportStats,
+) -> Result<(), ReadEnd> {
     let mut used = 0;
     while let Some((frame, len)) = decode_frame_limited(&buf[used..], REPLICATION_BODY_BYTES_MAX)? {
         if frame.header.kind != Kind::Replication {
             return Err(ReadEnd::Kind(frame.header.kind));
+        }
+        if frame.header.shard != shard {
+            return Err(ReadEnd::Shard {
+                expected: shard,
+                found: frame.header.shard,
+            });
         }
         let (from, to, message) = decode_body(frame.body)?;
         stats.received.fetch_add(1, Ordering::Relaxed);

@@ -60,12 +60,12 @@ pub fn generate(dir: &Path, names: &[String], clients: &[String]) -> Result<DevC
     let ca = dir.join("ca.pem");
     write(&ca, &ca_cert.pem(), false)?;
 
-    let leaf = |names: Vec<String>, common_name: &str, usage: ExtendedKeyUsagePurpose| {
+    let leaf = |names: Vec<String>, common_name: &str, usages: Vec<ExtendedKeyUsagePurpose>| {
         let mut params = CertificateParams::new(names).map_err(rcgen_error)?;
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = usages;
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().map_err(rcgen_error)?;
         let cert = params.signed_by(&key, &issuer).map_err(rcgen_error)?;
@@ -74,7 +74,11 @@ pub fn generate(dir: &Path, names: &[String], clients: &[String]) -> Result<DevC
     let (node, node_key_pair) = leaf(
         names.to_vec(),
         "keel node",
-        ExtendedKeyUsagePurpose::ServerAuth,
+        // Client auth too: replicas present it to each other (peer TLS).
+        vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
     )?;
     let node_cert = dir.join("node.pem");
     let node_key = dir.join("node.key");
@@ -92,7 +96,7 @@ pub fn generate(dir: &Path, names: &[String], clients: &[String]) -> Result<DevC
                 "client name `{name}`: letters, digits, - and _ only (it names the files)"
             ));
         }
-        let (cert, key) = leaf(Vec::new(), name, ExtendedKeyUsagePurpose::ClientAuth)?;
+        let (cert, key) = leaf(Vec::new(), name, vec![ExtendedKeyUsagePurpose::ClientAuth])?;
         let cert_path = dir.join(format!("{name}.pem"));
         let key_path = dir.join(format!("{name}.key"));
         write(&cert_path, &cert.pem(), false)?;

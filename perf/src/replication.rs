@@ -342,7 +342,7 @@ fn cluster_run(
                 .args(["--listen", &client.to_string()])
                 .args(["--replication-listen", &listen.to_string()])
                 .args(["--metrics-listen", &metrics.to_string()])
-                .args(["--allow-anonymous", "--plaintext"]);
+                .args(["--allow-anonymous", "--plaintext", "--peer-plaintext"]);
             for (peer, addr) in &replication {
                 command.args(["--peer", &format!("{peer}={addr}")]);
             }

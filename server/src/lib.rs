@@ -41,6 +41,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use config::{cert_fingerprint, token_hash, Principal, ServerConfig, TlsConfig};
+pub use tls::peer_tls;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]

@@ -67,3 +67,43 @@ pub(crate) fn cert_identity(
     let leaf = peer_certs?.first()?;
     principals.certs.get(&cert_digest(leaf)).cloned()
 }
+
+/// Mutual TLS 1.3 between a shard's replicas (as etcd's peer TLS): each
+/// replica presents `cert` (with `key`) both when it accepts and when it
+/// connects, and accepts a peer only if the peer's certificate chains to
+/// `ca`. Whoever holds a certificate from that CA is a member: name the
+/// CA for the cluster's peers alone. Returns the acceptor and connector.
+pub fn peer_tls(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<(TlsAcceptor, tokio_rustls::TlsConnector), ServerError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for c in certs(ca)? {
+        roots.add(c).map_err(|e| tls_error(ca, e))?;
+    }
+    let roots = Arc::new(roots);
+    let chain = certs(cert)?;
+    let private = || PrivateKeyDer::from_pem_file(key).map_err(|e| tls_error(key, e));
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(&provider))
+            .build()
+            .map_err(|e| tls_error(ca, e))?;
+    let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain.clone(), private()?)
+        .map_err(|e| tls_error(key, e))?;
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, private()?)
+        .map_err(|e| tls_error(key, e))?;
+    Ok((
+        TlsAcceptor::from(Arc::new(server)),
+        tokio_rustls::TlsConnector::from(Arc::new(client)),
+    ))
+}

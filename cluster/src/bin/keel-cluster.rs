@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use keel_cluster::member::{self, Exit, MemberConfig, MemberError};
+use keel_cluster::transport::PeerTls;
 use keel_cluster::{ControlError, EtcdControl};
 use keel_node::config::NodeConfig;
 use keel_replication::{NodeId, ShardConfig, Timing};
@@ -132,6 +133,52 @@ struct NodeArgs {
     /// Serve clients plain, unencrypted TCP (trusted networks only).
     #[arg(long)]
     plaintext: bool,
+    /// Replication links: the CA (PEM) every replica's certificate must
+    /// chain to (mutual TLS 1.3; with --peer-tls-cert and --peer-tls-key).
+    #[arg(long)]
+    peer_tls_ca: Option<PathBuf>,
+    /// Replication links: this replica's certificate chain (PEM), presented
+    /// both when it accepts and when it connects.
+    #[arg(long)]
+    peer_tls_cert: Option<PathBuf>,
+    /// Replication links: this replica's private key (PEM).
+    #[arg(long)]
+    peer_tls_key: Option<PathBuf>,
+    /// Replication links: the name peers' certificates must carry.
+    #[arg(long, default_value = "localhost")]
+    peer_tls_name: String,
+    /// Replication links in plain, unauthenticated TCP: anyone who reaches
+    /// --replication-listen can send this replica replication messages
+    /// (trusted networks only).
+    #[arg(long)]
+    peer_plaintext: bool,
+}
+
+/// The replication links' TLS from the `--peer-tls-*` flags, or `None`
+/// with `--peer-plaintext`; one of the two is required.
+fn peer_tls(args: &NodeArgs) -> Result<Option<PeerTls>, String> {
+    let files = (&args.peer_tls_ca, &args.peer_tls_cert, &args.peer_tls_key);
+    match (files, args.peer_plaintext) {
+        ((None, None, None), true) => Ok(None),
+        ((None, None, None), false) => Err(
+            "replication links need --peer-tls-ca, --peer-tls-cert and --peer-tls-key \
+             (mutual TLS), or --peer-plaintext for a trusted network"
+                .into(),
+        ),
+        ((Some(ca), Some(cert), Some(key)), false) => {
+            let (acceptor, connector) =
+                keel_server::peer_tls(ca, cert, key).map_err(|e| e.to_string())?;
+            let name = rustls::pki_types::ServerName::try_from(args.peer_tls_name.clone())
+                .map_err(|e| format!("--peer-tls-name {:?}: {e}", args.peer_tls_name))?;
+            Ok(Some(PeerTls {
+                acceptor,
+                connector,
+                name,
+            }))
+        }
+        (_, true) => Err("--peer-plaintext and --peer-tls-*: choose one".into()),
+        _ => Err("--peer-tls-ca, --peer-tls-cert and --peer-tls-key go together".into()),
+    }
 }
 
 fn parse_peer(text: &str) -> Result<(NodeId, SocketAddr), String> {
@@ -318,7 +365,8 @@ fn load(args: &NodeArgs) -> Result<(NodeConfig, ServerConfig), String> {
 }
 
 fn node(args: NodeArgs) -> ExitCode {
-    let (node, server) = match load(&args) {
+    let (node, server, peer_tls) = match load(&args).and_then(|(n, s)| Ok((n, s, peer_tls(&args)?)))
+    {
         Ok(configs) => configs,
         Err(e) => {
             eprintln!("keel-cluster node: {e}");
@@ -351,6 +399,7 @@ fn node(args: NodeArgs) -> ExitCode {
         server,
         replication_listen: args.replication_listen,
         peers,
+        peer_tls,
         lease_ttl_s: args.lease_ttl,
         timing: Timing {
             lag_timeout: args.lag_timeout_ms,

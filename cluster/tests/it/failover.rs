@@ -89,6 +89,8 @@ pub(super) struct Shard {
     members: BTreeMap<u16, Member>,
     runtime: tokio::runtime::Runtime,
     control: EtcdControl,
+    /// `--peer-tls-*` flags for every node (`None`: `--peer-plaintext`).
+    peer_tls: Option<Vec<String>>,
 }
 
 impl Shard {
@@ -129,7 +131,27 @@ impl Shard {
             members,
             runtime,
             control,
+            peer_tls: None,
         }
+    }
+
+    /// Replication links in mutual TLS, with `ca`, `cert` and `key` for
+    /// every node, from the next start.
+    pub(super) fn peer_tls(&mut self, ca: &Path, cert: &Path, key: &Path) {
+        let arg = |p: &Path| p.to_str().unwrap().to_string();
+        self.peer_tls = Some(vec![
+            "--peer-tls-ca".into(),
+            arg(ca),
+            "--peer-tls-cert".into(),
+            arg(cert),
+            "--peer-tls-key".into(),
+            arg(key),
+        ]);
+    }
+
+    /// `id`'s replication address.
+    pub(super) fn replication(&self, id: u16) -> SocketAddr {
+        self.members[&id].replication
     }
 
     pub(super) fn init(&self) {
@@ -179,6 +201,10 @@ impl Shard {
         for peer in &peers {
             command.args(["--peer", peer]);
         }
+        match &self.peer_tls {
+            Some(flags) => command.args(flags),
+            None => command.arg("--peer-plaintext"),
+        };
         if let Some(uid) = member.uid {
             use std::os::unix::process::CommandExt;
             std::fs::create_dir_all(&member.dir).unwrap();

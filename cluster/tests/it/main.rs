@@ -5,3 +5,4 @@
 mod etcd;
 mod failover;
 mod partition;
+mod peer_tls;
