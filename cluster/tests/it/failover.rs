@@ -575,6 +575,34 @@ fn written_bytes(journal: &Path, records: &Records) -> Vec<(u64, Vec<u8>)> {
         .collect()
 }
 
+/// A three-node shard (`setup` applied before its nodes start) whose first
+/// leader has a full in-sync set, with the two accounts created: the
+/// shard, that configuration, and a client.
+pub(super) fn shard_with_accounts(
+    test: &str,
+    setup: impl FnOnce(&mut Shard),
+) -> (Shard, ShardConfig, Rider) {
+    let mut shard = Shard::new(test);
+    setup(&mut shard);
+    shard.init();
+    for id in NODES {
+        shard.start(id);
+    }
+    let first = shard.await_config("the first leader with a full in-sync set", |c| {
+        c.epoch >= 1 && c.isr.len() == 3
+    });
+    let mut rider = Rider::new(shard.addrs());
+    let reply = rider.call(request(command_type::CREATE_ACCOUNTS, &accounts()), &|| {
+        shard.logs()
+    });
+    assert_eq!(
+        event_codes(command_type::CREATE_ACCOUNTS, &reply),
+        [0, 0],
+        "both accounts created"
+    );
+    (shard, first, rider)
+}
+
 fn failovers() -> usize {
     std::env::var("KEEL_FAILOVER_SOAK")
         .ok()
@@ -585,25 +613,7 @@ fn failovers() -> usize {
 #[test]
 fn a_client_rides_through_killed_leaders_and_every_acknowledged_transfer_is_kept_once() {
     let _one = ONE_SHARD.lock().unwrap_or_else(|e| e.into_inner());
-    let mut shard = Shard::new("failover");
-    shard.init();
-    for id in NODES {
-        shard.start(id);
-    }
-    let first = shard.await_config("the first leader with a full in-sync set", |c| {
-        c.epoch >= 1 && c.isr.len() == 3
-    });
-    let mut rider = Rider::new(shard.addrs());
-    let accounts = accounts();
-    let reply = {
-        let logs = || shard.logs();
-        rider.call(request(command_type::CREATE_ACCOUNTS, &accounts), &logs)
-    };
-    assert_eq!(
-        event_codes(command_type::CREATE_ACCOUNTS, &reply),
-        vec![0, 0],
-        "both accounts created"
-    );
+    let (mut shard, first, mut rider) = shard_with_accounts("failover", |_| {});
 
     let mut acknowledged: u64 = 0;
     let mut epoch = first.epoch;
@@ -754,20 +764,8 @@ fn transfer_exists(rider: &mut Rider, id: u128, logs: &dyn Fn() -> String) -> bo
 #[test]
 fn a_paused_leader_is_replaced_and_woken_acknowledges_nothing() {
     let _one = ONE_SHARD.lock().unwrap_or_else(|e| e.into_inner());
-    let mut shard = Shard::new("stale");
-    shard.init();
-    for id in NODES {
-        shard.start(id);
-    }
-    let first = shard.await_config("the first leader with a full in-sync set", |c| {
-        c.epoch >= 1 && c.isr.len() == 3
-    });
+    let (mut shard, first, mut rider) = shard_with_accounts("stale", |_| {});
     let old = first.leader;
-    let mut rider = Rider::new(shard.addrs());
-    let reply = rider.call(request(command_type::CREATE_ACCOUNTS, &accounts()), &|| {
-        shard.logs()
-    });
-    assert_eq!(event_codes(command_type::CREATE_ACCOUNTS, &reply), [0, 0]);
     let mut acknowledged: u64 = 0;
     let send = |rider: &mut Rider, acknowledged: &mut u64, shard: &Shard| {
         let id = u128::from(*acknowledged) + 1;
@@ -865,19 +863,7 @@ fn a_paused_leader_is_replaced_and_woken_acknowledges_nothing() {
 #[test]
 fn a_leader_stopped_with_sigterm_hands_over_before_its_lease_would_expire() {
     let _one = ONE_SHARD.lock().unwrap_or_else(|e| e.into_inner());
-    let mut shard = Shard::new("handover");
-    shard.init();
-    for id in NODES {
-        shard.start(id);
-    }
-    let first = shard.await_config("the first leader with a full in-sync set", |c| {
-        c.epoch >= 1 && c.isr.len() == 3
-    });
-    let mut rider = Rider::new(shard.addrs());
-    let reply = rider.call(request(command_type::CREATE_ACCOUNTS, &accounts()), &|| {
-        shard.logs()
-    });
-    assert_eq!(event_codes(command_type::CREATE_ACCOUNTS, &reply), [0, 0]);
+    let (mut shard, first, mut rider) = shard_with_accounts("handover", |_| {});
 
     // A second client sends transfers without a pause through the handover.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

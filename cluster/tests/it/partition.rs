@@ -17,8 +17,8 @@ use std::time::Duration;
 use keel_ledger::commands::command_type;
 
 use super::failover::{
-    accounts, credits, event_codes, request, stop_and_compare, transfer, Rider, Shard, NODES,
-    ONE_SHARD,
+    credits, event_codes, request, shard_with_accounts, stop_and_compare, transfer, Rider, Shard,
+    NODES, ONE_SHARD,
 };
 
 /// Users the nodes run as (node `id` runs as `UID_BASE + id`).
@@ -110,22 +110,11 @@ fn a_cut_off_leader_steps_down_and_a_cut_off_follower_leaves_the_in_sync_set() {
         return;
     }
     let _one = ONE_SHARD.lock().unwrap_or_else(|e| e.into_inner());
-    let mut shard = Shard::new("partition");
-    for id in NODES {
-        shard.run_as(id, UID_BASE + u32::from(id));
-    }
-    shard.init();
-    for id in NODES {
-        shard.start(id);
-    }
-    let first = shard.await_config("the first leader with a full in-sync set", |c| {
-        c.epoch >= 1 && c.isr.len() == 3
+    let (mut shard, first, mut rider) = shard_with_accounts("partition", |shard| {
+        for id in NODES {
+            shard.run_as(id, UID_BASE + u32::from(id));
+        }
     });
-    let mut rider = Rider::new(shard.addrs());
-    let reply = rider.call(request(command_type::CREATE_ACCOUNTS, &accounts()), &|| {
-        shard.logs()
-    });
-    assert_eq!(event_codes(command_type::CREATE_ACCOUNTS, &reply), [0, 0]);
     let mut next = send(&mut rider, &shard, 1, 20);
 
     // The leader is cut off from everything. It cannot renew its lease, so

@@ -14,7 +14,8 @@ use keel_ledger::commands::command_type;
 use keel_replication::{Message, Peer};
 
 use super::failover::{
-    accounts, event_codes, request, stop_and_compare, transfer, Rider, Shard, NODES, ONE_SHARD,
+    event_codes, request, shard_with_accounts, stop_and_compare, transfer, Rider, Shard, NODES,
+    ONE_SHARD,
 };
 
 #[test]
@@ -22,20 +23,10 @@ fn peers_without_the_cluster_certificate_are_refused() {
     let _one = ONE_SHARD.lock().unwrap_or_else(|e| e.into_inner());
     let certs_dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let certs = devcert::generate(certs_dir.path(), &["localhost".into()], &[]).unwrap();
-    let mut shard = Shard::new("peertls");
-    shard.peer_tls(&certs.ca, &certs.node_cert, &certs.node_key);
-    shard.init();
-    for id in NODES {
-        shard.start(id);
-    }
-    let first = shard.await_config("a leader with a full in-sync set over TLS links", |c| {
-        c.epoch >= 1 && c.isr.len() == 3
+    // A full in-sync set needs the links to work.
+    let (mut shard, first, mut rider) = shard_with_accounts("peertls", |shard| {
+        shard.peer_tls(&certs.ca, &certs.node_cert, &certs.node_key)
     });
-    let mut rider = Rider::new(shard.addrs());
-    let reply = rider.call(request(command_type::CREATE_ACCOUNTS, &accounts()), &|| {
-        shard.logs()
-    });
-    assert_eq!(event_codes(command_type::CREATE_ACCOUNTS, &reply), [0, 0]);
     let mut next: u64 = 1;
     let mut send = |rider: &mut Rider, shard: &Shard, count: u64| {
         for _ in 0..count {
