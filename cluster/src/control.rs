@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper,
-    PutOptions, Txn, TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use keel_replication::CasOutcome;
 use keel_replication::{Incarnation, NodeId, ShardConfig};
@@ -99,6 +99,55 @@ impl Lease {
     /// The TTL etcd granted (it may round a short one up).
     pub fn ttl_s(&self) -> i64 {
         self.ttl_s
+    }
+}
+
+/// A watch on one shard's configuration key ([`EtcdControl::watch_config`]).
+pub struct ConfigWatch {
+    key: String,
+    endpoint: String,
+    stream: etcd_client::WatchStream,
+}
+
+impl std::fmt::Debug for ConfigWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigWatch")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConfigWatch {
+    /// The next configuration written, with its revision (`None`: etcd
+    /// ended the watch, e.g. its start was compacted away: read and watch
+    /// again).
+    pub async fn next(&mut self) -> Result<Option<(ShardConfig, i64)>, ControlError> {
+        loop {
+            let response = self
+                .stream
+                .message()
+                .await
+                .map_err(|source| ControlError::Etcd {
+                    endpoint: self.endpoint.clone(),
+                    source,
+                })?;
+            let Some(response) = response else {
+                return Ok(None);
+            };
+            if response.canceled() {
+                return Ok(None);
+            }
+            let newest = response
+                .events()
+                .iter()
+                .filter(|e| e.event_type() == EventType::Put)
+                .filter_map(|e| e.kv())
+                .next_back();
+            if let Some(kv) = newest {
+                let config = encoding::decode(&self.key, kv.value())?;
+                return Ok(Some((config, kv.mod_revision())));
+            }
+        }
     }
 }
 
@@ -204,6 +253,23 @@ impl EtcdControl {
                 key: key.clone(),
             })?;
         Ok((encoding::decode(&key, kv.value())?, kv.mod_revision()))
+    }
+
+    /// Watches shard `shard`'s configuration from the revision after
+    /// `after` (the one last read), so no write in between is missed.
+    pub async fn watch_config(&self, shard: u32, after: i64) -> Result<ConfigWatch, ControlError> {
+        let key = self.config_key(shard);
+        let mut client = self.client.clone();
+        let options = WatchOptions::new().with_start_revision(after + 1);
+        let stream = client
+            .watch(key.as_str(), Some(options))
+            .await
+            .map_err(|e| self.etcd(e))?;
+        Ok(ConfigWatch {
+            key,
+            endpoint: self.endpoint.clone(),
+            stream,
+        })
     }
 
     /// Installs `config` if the configuration's revision is still

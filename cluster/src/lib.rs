@@ -18,5 +18,5 @@ pub mod member;
 pub mod metrics;
 pub mod transport;
 
-pub use control::{ControlError, Elected, EtcdControl, Lease};
+pub use control::{ConfigWatch, ControlError, Elected, EtcdControl, Lease};
 pub use encoding::{ConfigProblem, DecodeError};

@@ -45,14 +45,16 @@ use keel_replicator::{DriverError, Effects, Paths, ReplicaDriver, Wake};
 use keel_server::{Server, ServerConfig, ServerError};
 use tokio::sync::mpsc as tmpsc;
 
-use crate::control::{ControlError, EtcdControl, Lease};
+use crate::control::{ConfigWatch, ControlError, EtcdControl, Lease};
 use crate::metrics::{LeaderMetrics, ReplicaMetrics};
 use crate::transport::{PeerTls, Transport};
 
 /// The replica thread ticks the core this often (milliseconds).
 pub const TICK_MS: u64 = 10;
-/// The shard's configuration is read from etcd this often.
-const CONFIG_POLL: Duration = Duration::from_millis(20);
+/// The shard's configuration is read from etcd this often besides the
+/// watch that delivers each write at once (the read also re-creates a watch
+/// that ended).
+const CONFIG_POLL: Duration = Duration::from_millis(500);
 /// How often the control thread checks its lease is still surely held.
 const LEASE_CHECK: Duration = Duration::from_millis(50);
 /// The controller re-evaluates the shard this often.
@@ -387,6 +389,7 @@ async fn control_loop(
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     let mut delivered: Option<i64> = None;
+    let mut watch: Option<ConfigWatch> = None;
     let mut waiting_noted = false;
     let renewed = Arc::new(Mutex::new(lease.granted()));
     let guard = tokio::spawn(guard_lease(Arc::clone(&renewed), ttl, events.clone()));
@@ -408,18 +411,29 @@ async fn control_loop(
     loop {
         tokio::select! {
             _ = poll.tick() => match control.config(shard).await {
-                Ok((shard_config, revision)) if delivered != Some(revision) => {
-                    let event = Event::Config { config: shard_config, revision: revision as u64 };
-                    if events.try_send(event).is_ok() {
-                        delivered = Some(revision);
+                Ok((shard_config, revision)) => {
+                    deliver(&events, &mut delivered, shard_config, revision);
+                    if watch.is_none() {
+                        watch = control.watch_config(shard, revision).await.ok();
                     }
                 }
-                Ok(_) => {}
                 Err(ControlError::NoConfig { key, .. }) if !waiting_noted => {
                     eprintln!("keel-cluster: no configuration at {key} yet: run keel-cluster init");
                     waiting_noted = true;
                 }
                 Err(_) => {}
+            },
+            written = async {
+                match watch.as_mut() {
+                    Some(w) => w.next().await,
+                    None => std::future::pending().await,
+                }
+            } => match written {
+                Ok(Some((shard_config, revision))) => {
+                    deliver(&events, &mut delivered, shard_config, revision);
+                }
+                // Ended or broken: the next read watches again.
+                Ok(None) | Err(_) => watch = None,
             },
             _ = controller_tick.tick() => {
                 let lease = lease.lock().await;
@@ -455,6 +469,26 @@ async fn control_loop(
                 }
             },
         }
+    }
+}
+
+/// Hands the replica thread a configuration it has not had yet (a full
+/// queue leaves it for the next read).
+fn deliver(
+    events: &SyncSender<Event>,
+    delivered: &mut Option<i64>,
+    config: ShardConfig,
+    revision: i64,
+) {
+    if delivered.is_some_and(|d| d >= revision) {
+        return;
+    }
+    let event = Event::Config {
+        config,
+        revision: revision as u64,
+    };
+    if events.try_send(event).is_ok() {
+        *delivered = Some(revision);
     }
 }
 

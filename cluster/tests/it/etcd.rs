@@ -60,6 +60,40 @@ async fn bootstrap_writes_once_and_the_configuration_round_trips() {
 }
 
 #[tokio::test]
+async fn a_watch_delivers_each_write_made_after_the_read_it_starts_from() {
+    let etcd = control("watch").await;
+    let (current, revision) = etcd.bootstrap(0, &config(0)).await.unwrap();
+    // Written between the read and the watch: still delivered.
+    let mut second = current.clone();
+    second.epoch = 2;
+    let CasOutcome::Applied(second_revision) =
+        etcd.cas_config(0, revision, None, &second).await.unwrap()
+    else {
+        panic!("the write was refused")
+    };
+    let mut watch = etcd.watch_config(0, revision).await.unwrap();
+    let within = Duration::from_secs(5);
+    let seen = tokio::time::timeout(within, watch.next()).await.unwrap();
+    assert_eq!(
+        seen.unwrap(),
+        Some((second.clone(), second_revision as i64))
+    );
+    let mut third = second;
+    third.epoch = 3;
+    third.leader = 2;
+    etcd.cas_config(0, second_revision as i64, None, &third)
+        .await
+        .unwrap();
+    let (seen, _) = tokio::time::timeout(within, watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen, third);
+    etcd.delete_cluster().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_stale_revision_is_refused_and_one_of_two_racers_wins() {
     let etcd = control("cas").await;
     let (current, revision) = etcd.bootstrap(3, &config(0)).await.unwrap();
