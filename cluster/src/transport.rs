@@ -335,11 +335,11 @@ async fn read_loop(mut stream: Reader, peer: SocketAddr, accept: Accept) {
             Ok(()) => {}
             Err(e) => break Some(e),
         }
-        let start = buf.len();
-        buf.resize(start + (64 << 10), 0);
-        match stream.read(&mut buf[start..]).await {
+        // Into spare capacity: nothing is zeroed first.
+        buf.reserve(64 << 10);
+        match stream.read_buf(&mut buf).await {
             Ok(0) => break None,
-            Ok(n) => buf.truncate(start + n),
+            Ok(_) => {}
             Err(e) => break Some(e.into()),
         }
     };
