@@ -284,29 +284,32 @@ fn status(etcd: &Etcd) -> ExitCode {
             Ok(control) => control,
             Err(e) => return cannot_start("status", &e),
         };
-        match control.config(etcd.shard).await {
-            Ok((config, revision)) => {
-                println!("shard {} at revision {revision}:", etcd.shard);
-                println!(
-                    "  epoch {} leader {} (incarnation {})",
-                    config.epoch, config.leader, config.leader_incarnation
-                );
-                println!(
-                    "  replicas {:?} in-sync {:?} min_isr {} policy {:?}",
-                    config.replicas, config.isr, config.min_isr, config.policy
-                );
-            }
+        let (config, revision) = match control.config(etcd.shard).await {
+            Ok(read) => read,
             Err(e) => return cannot_start("status", &e),
+        };
+        let live = match control.live_nodes().await {
+            Ok(live) => live,
+            Err(e) => return cannot_start("status", &e),
+        };
+        let mut text = format!(
+            "shard {} at revision {revision}:\n  epoch {} leader {} (incarnation {})\n  \
+             replicas {:?} in-sync {:?} min_isr {} policy {:?}\n",
+            etcd.shard,
+            config.epoch,
+            config.leader,
+            config.leader_incarnation,
+            config.replicas,
+            config.isr,
+            config.min_isr,
+            config.policy
+        );
+        for (node, incarnation) in live {
+            text.push_str(&format!("  live: node {node} incarnation {incarnation}\n"));
         }
-        match control.live_nodes().await {
-            Ok(live) => {
-                for (node, incarnation) in live {
-                    println!("  live: node {node} incarnation {incarnation}");
-                }
-                ExitCode::from(OK)
-            }
-            Err(e) => cannot_start("status", &e),
-        }
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+        ExitCode::from(OK)
     })
 }
 
