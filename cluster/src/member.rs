@@ -217,11 +217,15 @@ async fn run_async(mut config: MemberConfig, stop: Arc<AtomicBool>) -> Result<Ex
         })?;
     eprintln!(
         "keel-cluster: node {} (incarnation {incarnation}) of shard {} in cluster {:?}: \
-         replication on {}, journal {}, lease {} s",
+         replication on {} ({}), journal {}, lease {} s",
         config.id,
         config.shard,
         config.cluster,
         config.replication_listen,
+        match config.peer_tls {
+            Some(_) => "mutual TLS",
+            None => "plaintext",
+        },
         config.node.journal.data_dir.display(),
         lease.ttl_s(),
     );
