@@ -38,11 +38,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// A kill can cut the previous run's last write short (a write crossing a
+/// page boundary stops at a pending SIGKILL): drop that partial line, or
+/// this run's first line would be appended to it and read as one garbled
+/// acknowledgement (CI saw one).
+fn drop_partial_line(path: &std::path::Path) -> std::io::Result<()> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if whole < text.len() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .set_len(whole as u64)?;
+    }
+    Ok(())
+}
+
 fn serve(args: &CrashChildArgs) -> Result<(), Box<dyn std::error::Error>> {
     let config = NodeConfig::crash_loop(args.data_dir.clone());
     let node = LedgerNode::start_ledger(&config)?;
     // Ids are unique across restarts: the journal only grows.
     let nonce = u128::from(node.recovery().next_sequence + 1);
+    drop_partial_line(&args.acks)?;
     let mut acks = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
