@@ -16,7 +16,8 @@
 //! in its own `AckBuffer` and hands them over after each batch when the
 //! lock is free — never while it completes callers or calls the event sink,
 //! so a sink may read metrics. It waits for the lock only when its buffer
-//! is full (a reader holds it for one histogram copy).
+//! is full or it has nothing to publish (a reader holds it for one
+//! histogram copy).
 
 use std::sync::{Mutex, MutexGuard, TryLockError};
 

@@ -265,6 +265,10 @@ impl<K: EventSink> Lane for PublishStage<K> {
     fn step(&mut self, shared: &Shared) -> Result<Step, StopReason> {
         let base = shared.config.first_sequence;
         let Ok(guard) = self.poller.take(STAGE_BATCH_MAX) else {
+            // Nothing to publish: hand over what the last batch could not
+            // (a reader held the lock then), or an idle engine would keep
+            // those latencies until its next command.
+            shared.metrics.flush_acks(&mut self.acks, true);
             return Ok(Step::Idle);
         };
         CURRENT_STAGE.with(|c| c.set(StageName::Publisher));
