@@ -91,6 +91,8 @@ pub(super) struct Shard {
     control: EtcdControl,
     /// `--peer-tls-*` flags for every node (`None`: `--peer-plaintext`).
     peer_tls: Option<Vec<String>>,
+    /// The replication policy `init` writes.
+    policy: &'static str,
 }
 
 impl Shard {
@@ -132,7 +134,13 @@ impl Shard {
             runtime,
             control,
             peer_tls: None,
+            policy: "sync:1",
         }
+    }
+
+    /// The policy `init` writes (default `sync:1`).
+    pub(super) fn policy(&mut self, policy: &'static str) {
+        self.policy = policy;
     }
 
     /// Replication links in mutual TLS, with `ca`, `cert` and `key` for
@@ -164,7 +172,7 @@ impl Shard {
                 "--min-isr",
                 "2",
                 "--policy",
-                "sync:1",
+                self.policy,
             ])
             .stdout(Stdio::null())
             .status()
@@ -855,6 +863,46 @@ fn a_paused_leader_is_replaced_and_woken_acknowledges_nothing() {
         next.epoch,
         woken.map(|r| r.status)
     );
+}
+
+/// `mem:1`: acknowledged once one follower has written (not yet synced)
+/// a command. A kill -9 of the leader loses nothing acknowledged: the
+/// follower's write survives its leader's process, and the new leader is
+/// the replica whose log is longest.
+#[test]
+fn under_mem_a_killed_leader_loses_no_acknowledged_transfer() {
+    let _one = ONE_SHARD.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut shard, first, mut rider) = shard_with_accounts("mem", |shard| shard.policy("mem:1"));
+    assert_eq!(
+        first.policy,
+        keel_replication::Policy::Mem(keel_replication::Quorum::Followers(1))
+    );
+    let mut acknowledged: u64 = 0;
+    let mut send = |rider: &mut Rider, shard: &Shard, count: u64| {
+        for _ in 0..count {
+            acknowledged += 1;
+            let payload = transfer(u128::from(acknowledged));
+            let reply = rider.call(request(command_type::CREATE_TRANSFERS, &payload), &|| {
+                shard.logs()
+            });
+            assert_eq!(event_codes(command_type::CREATE_TRANSFERS, &reply), [0]);
+        }
+    };
+    send(&mut rider, &shard, 30);
+    shard.kill(first.leader);
+    shard.await_config("a new leader", |c| {
+        c.epoch > first.epoch && c.leader != first.leader
+    });
+    send(&mut rider, &shard, 30);
+    shard.start(first.leader);
+    shard.await_config("the killed leader back in sync", |c| c.isr.len() == 3);
+    assert_eq!(
+        credits(&mut rider, &|| shard.logs()),
+        u128::from(acknowledged),
+        "every acknowledged transfer applied exactly once"
+    );
+    drop(rider);
+    stop_and_compare(&mut shard, acknowledged);
 }
 
 /// A rolling restart's step: the leader is stopped with SIGTERM under
