@@ -265,11 +265,21 @@ fn bad_input_is_refused_with_a_type_and_others_keep_being_served() {
     node.shutdown().unwrap();
 }
 
+/// A port below the kernel's ephemeral range (32768 and up by default), so
+/// no outgoing connection can be given it between this check and a child
+/// `keel serve`'s bind, as a port from `bind(:0)` can be (the cluster tests
+/// met it). 8000..20000 here; the cluster tests take 20000..32000.
 pub(crate) fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id() % 600 * 20;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 8_000 + (base + n) % 12_000;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            return listener.local_addr().unwrap();
+        }
+    }
 }
 
 /// A `keel serve` configuration in `dir`: plain TCP on `addr`, the test
