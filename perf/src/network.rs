@@ -243,7 +243,8 @@ fn network_run(
     (report.transfers_per_second, report.latency_ns)
 }
 
-fn wait_listening(server: &mut Child) {
+/// Waits for `keel serve`'s "listening on" line, then drains its stderr.
+pub(crate) fn wait_listening(server: &mut Child) {
     let stderr = server.stderr.take().expect("piped");
     let mut lines = std::io::BufReader::new(stderr).lines();
     for line in lines.by_ref() {
@@ -257,7 +258,7 @@ fn wait_listening(server: &mut Child) {
     panic!("keel serve exited before listening");
 }
 
-fn free_port() -> SocketAddr {
+pub(crate) fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")

@@ -19,8 +19,8 @@
 //! figures are a pessimistic bound for replicas on separate hosts.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use keel_harness::load;
 use keel_harness::netbench::{self, BenchConfig};
+
+use crate::network::{free_port, wait_listening};
 
 /// Options of `keel-perf replication`.
 #[derive(clap::Args, Clone, Debug)]
@@ -219,12 +221,6 @@ fn fresh(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
 fn bench(args: &ReplicationArgs, addr: SocketAddr, rate: Option<u64>, transfers: u64) -> Run {
     let config = BenchConfig {
         client: netbench::client_config(addr),
@@ -270,18 +266,7 @@ fn local_run(
         .stderr(Stdio::piped())
         .spawn()
         .expect("start keel serve");
-    let stderr = server.stderr.take().expect("piped");
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("keel serve exited before listening")
-            .expect("server output");
-        if line.contains("listening on") {
-            std::thread::spawn(move || for _ in lines {});
-            break;
-        }
-    }
+    wait_listening(&mut server);
     let result = bench(args, addr, rate, transfers);
     terminate(&mut server, "keel serve");
     let _ = std::fs::remove_dir_all(&dir);
