@@ -611,6 +611,23 @@ pub(super) fn shard_with_accounts(
     (shard, first, rider)
 }
 
+/// Sends `count` transfers, with the ids after `*acknowledged`; each must
+/// be acknowledged `ok` (a retry of one applied before a failover gets the
+/// session's original reply, journaled and so replicated, never the
+/// ledger's `exists`). Counts them in `acknowledged`.
+pub(super) fn send_transfers(rider: &mut Rider, shard: &Shard, acknowledged: &mut u64, count: u64) {
+    for _ in 0..count {
+        let id = u128::from(*acknowledged) + 1;
+        let payload = transfer(id);
+        let reply = rider.call(request(command_type::CREATE_TRANSFERS, &payload), &|| {
+            shard.logs()
+        });
+        let codes = event_codes(command_type::CREATE_TRANSFERS, &reply);
+        assert_eq!(codes, [0], "transfer {id}: {reply:?}");
+        *acknowledged += 1;
+    }
+}
+
 fn failovers() -> usize {
     std::env::var("KEEL_FAILOVER_SOAK")
         .ok()
@@ -628,18 +645,7 @@ fn a_client_rides_through_killed_leaders_and_every_acknowledged_transfer_is_kept
     let rounds = failovers();
     let started = Instant::now();
     for round in 0..=rounds {
-        for _ in 0..TRANSFERS_PER_ROUND {
-            let id = u128::from(acknowledged) + 1;
-            let payload = transfer(id);
-            let logs = || shard.logs();
-            let reply = rider.call(request(command_type::CREATE_TRANSFERS, &payload), &logs);
-            let codes = event_codes(command_type::CREATE_TRANSFERS, &reply);
-            // `ok`: a retry of one applied before a failover gets the
-            // session's original reply (journaled, so replicated), never
-            // the ledger's `exists`.
-            assert_eq!(codes, [0], "transfer {id}: {reply:?}");
-            acknowledged += 1;
-        }
+        send_transfers(&mut rider, &shard, &mut acknowledged, TRANSFERS_PER_ROUND);
         if round == 0 {
             check_metrics(&shard, acknowledged);
         }
@@ -776,18 +782,7 @@ fn a_paused_leader_is_replaced_and_woken_acknowledges_nothing() {
     let (mut shard, first, mut rider) = shard_with_accounts("stale", |_| {});
     let old = first.leader;
     let mut acknowledged: u64 = 0;
-    let send = |rider: &mut Rider, acknowledged: &mut u64, shard: &Shard| {
-        let id = u128::from(*acknowledged) + 1;
-        let payload = transfer(id);
-        let reply = rider.call(request(command_type::CREATE_TRANSFERS, &payload), &|| {
-            shard.logs()
-        });
-        assert_eq!(event_codes(command_type::CREATE_TRANSFERS, &reply), [0]);
-        *acknowledged += 1;
-    };
-    for _ in 0..10 {
-        send(&mut rider, &mut acknowledged, &shard);
-    }
+    send_transfers(&mut rider, &shard, &mut acknowledged, 10);
 
     // A second client, connected to the leader and working.
     let mut config = ClientConfig::new(shard.members[&old].client);
@@ -807,9 +802,7 @@ fn a_paused_leader_is_replaced_and_woken_acknowledges_nothing() {
     });
     drop(rider);
     let mut rider = Rider::new(vec![shard.members[&next.leader].client]);
-    for _ in 0..10 {
-        send(&mut rider, &mut acknowledged, &shard);
-    }
+    send_transfers(&mut rider, &shard, &mut acknowledged, 10);
 
     // Its client is still connected and sends a transfer; the kernel
     // buffers it for the paused process, which reads it the moment it
@@ -843,9 +836,7 @@ fn a_paused_leader_is_replaced_and_woken_acknowledges_nothing() {
     // Restarted, it rejoins as a follower; the shard goes on.
     shard.start(old);
     shard.await_config("the deposed leader back in sync", |c| c.isr.len() == 3);
-    for _ in 0..10 {
-        send(&mut rider, &mut acknowledged, &shard);
-    }
+    send_transfers(&mut rider, &shard, &mut acknowledged, 10);
     let logs = || shard.logs();
     assert_eq!(
         credits(&mut rider, &logs),
@@ -878,22 +869,12 @@ fn under_mem_a_killed_leader_loses_no_acknowledged_transfer() {
         keel_replication::Policy::Mem(keel_replication::Quorum::Followers(1))
     );
     let mut acknowledged: u64 = 0;
-    let mut send = |rider: &mut Rider, shard: &Shard, count: u64| {
-        for _ in 0..count {
-            acknowledged += 1;
-            let payload = transfer(u128::from(acknowledged));
-            let reply = rider.call(request(command_type::CREATE_TRANSFERS, &payload), &|| {
-                shard.logs()
-            });
-            assert_eq!(event_codes(command_type::CREATE_TRANSFERS, &reply), [0]);
-        }
-    };
-    send(&mut rider, &shard, 30);
+    send_transfers(&mut rider, &shard, &mut acknowledged, 30);
     shard.kill(first.leader);
     shard.await_config("a new leader", |c| {
         c.epoch > first.epoch && c.leader != first.leader
     });
-    send(&mut rider, &shard, 30);
+    send_transfers(&mut rider, &shard, &mut acknowledged, 30);
     shard.start(first.leader);
     shard.await_config("the killed leader back in sync", |c| c.isr.len() == 3);
     assert_eq!(
@@ -933,17 +914,7 @@ fn a_leader_stopped_with_sigterm_hands_over_before_its_lease_would_expire() {
         })
     };
     let mut acknowledged: u64 = 0;
-    let mut send = |rider: &mut Rider, shard: &Shard| {
-        acknowledged += 1;
-        let payload = transfer(u128::from(acknowledged));
-        let reply = rider.call(request(command_type::CREATE_TRANSFERS, &payload), &|| {
-            shard.logs()
-        });
-        assert_eq!(event_codes(command_type::CREATE_TRANSFERS, &reply), [0]);
-    };
-    for _ in 0..20 {
-        send(&mut rider, &shard);
-    }
+    send_transfers(&mut rider, &shard, &mut acknowledged, 20);
 
     let old = first.leader;
     let stopped = Instant::now();
@@ -954,7 +925,7 @@ fn a_leader_stopped_with_sigterm_hands_over_before_its_lease_would_expire() {
         shard.logs()
     );
     let next = shard.await_config("a new leader", |c| c.epoch > first.epoch && c.leader != old);
-    send(&mut rider, &shard);
+    send_transfers(&mut rider, &shard, &mut acknowledged, 1);
     let handover = stopped.elapsed();
     eprintln!(
         "SIGTERM to the first transfer acknowledged by node {}: {handover:?}",
@@ -965,9 +936,7 @@ fn a_leader_stopped_with_sigterm_hands_over_before_its_lease_would_expire() {
         "the handover took {handover:?}: no faster than the 2 s lease would expire\n{}",
         shard.logs()
     );
-    for _ in 0..20 {
-        send(&mut rider, &shard);
-    }
+    send_transfers(&mut rider, &shard, &mut acknowledged, 20);
     shard.start(old);
     shard.await_config("the stopped leader back in sync", |c| c.isr.len() == 3);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

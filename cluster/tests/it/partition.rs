@@ -14,11 +14,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use keel_ledger::commands::command_type;
-
 use super::failover::{
-    credits, event_codes, request, shard_with_accounts, stop_and_compare, transfer, Rider, Shard,
-    NODES, ONE_SHARD,
+    credits, send_transfers, shard_with_accounts, stop_and_compare, Shard, NODES, ONE_SHARD,
 };
 
 /// Users the nodes run as (node `id` runs as `UID_BASE + id`).
@@ -78,22 +75,6 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Sends transfers `from..from + count`; each must be acknowledged `ok`.
-fn send(rider: &mut Rider, shard: &Shard, from: u64, count: u64) -> u64 {
-    for id in from..from + count {
-        let payload = transfer(u128::from(id));
-        let reply = rider.call(request(command_type::CREATE_TRANSFERS, &payload), &|| {
-            shard.logs()
-        });
-        assert_eq!(
-            event_codes(command_type::CREATE_TRANSFERS, &reply),
-            [0],
-            "transfer {id}: {reply:?}"
-        );
-    }
-    from + count
-}
-
 fn log_of(shard: &Shard, id: u16) -> String {
     shard
         .logs()
@@ -115,7 +96,8 @@ fn a_cut_off_leader_steps_down_and_a_cut_off_follower_leaves_the_in_sync_set() {
             shard.run_as(id, UID_BASE + u32::from(id));
         }
     });
-    let mut next = send(&mut rider, &shard, 1, 20);
+    let mut acknowledged: u64 = 0;
+    send_transfers(&mut rider, &shard, &mut acknowledged, 20);
 
     // The leader is cut off from everything. It cannot renew its lease, so
     // it steps down on its own before etcd can expire it (exit 5), and the
@@ -132,23 +114,23 @@ fn a_cut_off_leader_steps_down_and_a_cut_off_follower_leaves_the_in_sync_set() {
     let second = shard.await_config("a new leader without the cut-off one", |c| {
         c.epoch > first.epoch && c.leader != old
     });
-    next = send(&mut rider, &shard, next, 20);
+    send_transfers(&mut rider, &shard, &mut acknowledged, 20);
     drop(cut);
     shard.start(old);
     shard.await_config("the old leader back in sync", |c| {
         c.epoch == second.epoch && c.isr.len() == 3
     });
-    next = send(&mut rider, &shard, next, 10);
+    send_transfers(&mut rider, &shard, &mut acknowledged, 10);
 
     // A follower is cut off: writes go on (sync:1 needs one follower, the
     // other is there), it leaves the in-sync set, and steps down itself.
     let follower = NODES.into_iter().find(|&id| id != second.leader).unwrap();
     let cut = Cut::off(UID_BASE + u32::from(follower), shard.ports(follower));
-    next = send(&mut rider, &shard, next, 20);
+    send_transfers(&mut rider, &shard, &mut acknowledged, 20);
     shard.await_config("the cut-off follower out of the in-sync set", |c| {
         c.epoch == second.epoch && !c.isr.contains(&follower)
     });
-    next = send(&mut rider, &shard, next, 20);
+    send_transfers(&mut rider, &shard, &mut acknowledged, 20);
     let code = shard.exit_code(follower, Duration::from_secs(15));
     assert_eq!(code, 5, "the cut-off follower stops\n{}", shard.logs());
     drop(cut);
@@ -156,9 +138,8 @@ fn a_cut_off_leader_steps_down_and_a_cut_off_follower_leaves_the_in_sync_set() {
     shard.await_config("the follower back in sync", |c| {
         c.epoch == second.epoch && c.isr.len() == 3
     });
-    next = send(&mut rider, &shard, next, 10);
+    send_transfers(&mut rider, &shard, &mut acknowledged, 10);
 
-    let acknowledged = next - 1;
     assert_eq!(
         credits(&mut rider, &|| shard.logs()),
         u128::from(acknowledged),

@@ -10,13 +10,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use keel_harness::devcert;
-use keel_ledger::commands::command_type;
 use keel_replication::{Message, Peer};
 
-use super::failover::{
-    event_codes, request, shard_with_accounts, stop_and_compare, transfer, Rider, Shard, NODES,
-    ONE_SHARD,
-};
+use super::failover::{send_transfers, shard_with_accounts, stop_and_compare, NODES, ONE_SHARD};
 
 #[test]
 fn peers_without_the_cluster_certificate_are_refused() {
@@ -27,18 +23,8 @@ fn peers_without_the_cluster_certificate_are_refused() {
     let (mut shard, first, mut rider) = shard_with_accounts("peertls", |shard| {
         shard.peer_tls(&certs.ca, &certs.node_cert, &certs.node_key)
     });
-    let mut next: u64 = 1;
-    let mut send = |rider: &mut Rider, shard: &Shard, count: u64| {
-        for _ in 0..count {
-            let payload = transfer(u128::from(next));
-            let reply = rider.call(request(command_type::CREATE_TRANSFERS, &payload), &|| {
-                shard.logs()
-            });
-            assert_eq!(event_codes(command_type::CREATE_TRANSFERS, &reply), [0]);
-            next += 1;
-        }
-    };
-    send(&mut rider, &shard, 10);
+    let mut acknowledged: u64 = 0;
+    send_transfers(&mut rider, &shard, &mut acknowledged, 10);
 
     // An attacker on the network, without the CA's certificate.
     let follower = NODES.into_iter().find(|&id| id != first.leader).unwrap();
@@ -79,7 +65,7 @@ fn peers_without_the_cluster_certificate_are_refused() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    send(&mut rider, &shard, 10);
+    send_transfers(&mut rider, &shard, &mut acknowledged, 10);
     let now = shard.config();
     assert_eq!(
         (now.epoch, now.leader, now.isr.len()),
@@ -88,5 +74,5 @@ fn peers_without_the_cluster_certificate_are_refused() {
         shard.logs()
     );
     drop(rider);
-    stop_and_compare(&mut shard, next - 1);
+    stop_and_compare(&mut shard, acknowledged);
 }
