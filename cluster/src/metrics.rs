@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use keel_core::MetricsHandle;
 use keel_journal::JournalStatus;
+use keel_node::metrics::journal_gauges;
 use keel_node::replicated::CommitPoint;
 use keel_replication::{FollowerProgress, Replica, Role};
 use keel_server::metrics::{header, render_engine, render_server, sample, summary};
@@ -211,14 +212,10 @@ impl ReplicaMetrics {
                     "Per batch: how long the replicator stage waited for the commit point (the local write and sync overlap it).",
                 );
                 summary(&mut out, name, "", &leader.commit.waits(), 1e-9);
-                let name = "keel_journal_durable_next";
-                header(
-                    &mut out,
-                    name,
-                    "gauge",
-                    "One past the last sequence synced locally.",
-                );
-                sample(&mut out, name, "", leader.journal.durable_next() as f64);
+                for (name, help, value) in journal_gauges(&leader.journal) {
+                    header(&mut out, name, "gauge", help);
+                    sample(&mut out, name, "", value);
+                }
                 render_engine(&mut out, &leader.engine);
                 render_server(&mut out, &leader.server);
             }

@@ -5,7 +5,7 @@
 
 #![forbid(unsafe_code)]
 
-pub use keel_node::{config, follower, node, replay, snapshot, snapshotter};
+pub use keel_node::{config, follower, metrics, node, replay, snapshot, snapshotter};
 
 pub mod devcert;
 pub mod load;

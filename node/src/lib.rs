@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod follower;
+pub mod metrics;
 pub mod node;
 pub mod replay;
 pub mod replicated;

@@ -226,29 +226,7 @@ fn start_metrics(
         render_engine(&mut out, &engine);
         render_server(&mut out, &stats);
         if let Some(journal) = &journal {
-            let gauges = [
-                (
-                    "keel_journal_durable_next",
-                    "One past the last sequence synced.",
-                    journal.durable_next() as f64,
-                ),
-                (
-                    "keel_journal_written_next",
-                    "One past the last sequence written.",
-                    journal.written_next() as f64,
-                ),
-                (
-                    "keel_journal_out_of_space",
-                    "1 while the journal waits for disk space.",
-                    u8::from(journal.out_of_space()) as f64,
-                ),
-                (
-                    "keel_journal_spare_ready",
-                    "1 when the next segment is prepared.",
-                    u8::from(journal.spare_ready()) as f64,
-                ),
-            ];
-            for (name, help, value) in gauges {
+            for (name, help, value) in keel_harness::metrics::journal_gauges(journal) {
                 header(&mut out, name, "gauge", help);
                 sample(&mut out, name, "", value);
             }
