@@ -7,7 +7,10 @@ use keel_codecs::{DecodeError, EncodeError};
 use keel_core::constants::PAYLOAD_BYTES_MAX;
 use keel_core::{Ack, Command, PendingAck, SubmitError, Submitter};
 
-use crate::commands::{self, command_type, AccountBalance, EventResults, TransferStatus};
+use crate::commands::{
+    self, command_type, outcome_code, AccountBalance, EventResults, SagaRecord, TransferStatus,
+};
+use crate::routing::Ownership;
 use crate::types::{Account, Transfer};
 
 /// Why a client call failed (a business rejection is not an error: it is in
@@ -27,6 +30,13 @@ pub enum ClientError {
     /// A linked chain of a large batch does not fit one command.
     #[error(transparent)]
     ChainTooLong(#[from] commands::ChainTooLong),
+    /// The shard does not own an account the command names (a sharded
+    /// ledger); nothing was applied. Route by a table of at least this version.
+    #[error("wrong shard: the shard's slot table is version {table_version}")]
+    WrongShard {
+        /// The shard's table version.
+        table_version: u64,
+    },
     /// A large batch was cut: the commands before the failed one were
     /// applied, with these results (one per event, from the first); the
     /// rest was not sequenced.
@@ -53,6 +63,7 @@ pub struct CallOptions {
 pub struct LedgerClient {
     submitter: Submitter,
     payload: [u8; PAYLOAD_BYTES_MAX],
+    tenant: u32,
 }
 
 impl LedgerClient {
@@ -61,7 +72,36 @@ impl LedgerClient {
         Self {
             submitter,
             payload: [0; PAYLOAD_BYTES_MAX],
+            tenant: 0,
         }
+    }
+
+    /// Sends every command as `tenant`'s (the tenant is part of an
+    /// account's slot on a sharded ledger).
+    pub fn with_tenant(mut self, tenant: u32) -> Self {
+        self.tenant = tenant;
+        self
+    }
+
+    /// Installs the slots a shard owns (`SET_OWNERSHIP`, journaled); a
+    /// table not newer than the installed one is `WrongShard` with the
+    /// installed version.
+    pub fn set_ownership(&mut self, ownership: &Ownership) -> Result<Ack, ClientError> {
+        let len = keel_codecs::Rkyv::encode(ownership, &mut self.payload)?;
+        let ack = self.submit(command_type::SET_OWNERSHIP, len, CallOptions::default())?;
+        if ack.outcome.code == outcome_code::TABLE_NOT_NEWER {
+            return Err(ClientError::WrongShard {
+                table_version: commands::wrong_shard(&ack.outcome)?,
+            });
+        }
+        Ok(ack)
+    }
+
+    /// Journals a saga's log entry and returns at once (the entry changes
+    /// nothing; its acknowledgement says it is durable).
+    pub fn saga_record_async(&mut self, record: &SagaRecord) -> Result<PendingAck, ClientError> {
+        let len = keel_codecs::Rkyv::encode(record, &mut self.payload)?;
+        self.submit_async(command_type::SAGA_RECORD, len, CallOptions::default())
     }
 
     /// The underlying submitter.
@@ -179,6 +219,7 @@ impl LedgerClient {
         for ack in pending {
             match block_on(ack) {
                 Ok(ack) => {
+                    check_shard(&ack)?;
                     codes.extend_from_slice(commands::event_results(kind, &ack.outcome)?.codes())
                 }
                 Err(error) => return Err(ClientError::Incomplete { codes, error }),
@@ -194,6 +235,7 @@ impl LedgerClient {
     pub fn lookup_account(&mut self, id: u128) -> Result<Option<AccountBalance>, ClientError> {
         let len = commands::encode_lookup(id, &mut self.payload)?;
         let ack = self.submit(command_type::LOOKUP_ACCOUNT, len, CallOptions::default())?;
+        check_shard(&ack)?;
         Ok(commands::account_balance(&ack.outcome)?)
     }
 
@@ -211,6 +253,7 @@ impl LedgerClient {
         options: CallOptions,
     ) -> Result<(Ack, EventResults), ClientError> {
         let ack = self.submit(kind, len, options)?;
+        check_shard(&ack)?;
         let results = commands::event_results(kind, &ack.outcome)?;
         Ok((ack, results))
     }
@@ -221,24 +264,43 @@ impl LedgerClient {
         len: usize,
         options: CallOptions,
     ) -> Result<PendingAck, ClientError> {
-        let command = with_options(commands::command(kind, &self.payload[..len]), options);
+        let command = with_options(
+            commands::command(kind, &self.payload[..len]),
+            options,
+            self.tenant,
+        );
         Ok(self.submitter.submit_async(&command)?)
     }
 
     fn submit(&mut self, kind: u16, len: usize, options: CallOptions) -> Result<Ack, ClientError> {
-        let command = with_options(commands::command(kind, &self.payload[..len]), options);
+        let command = with_options(
+            commands::command(kind, &self.payload[..len]),
+            options,
+            self.tenant,
+        );
         Ok(self.submitter.submit(&command)?)
     }
 }
 
-fn with_options(mut command: Command<'_>, options: CallOptions) -> Command<'_> {
+fn with_options(mut command: Command<'_>, options: CallOptions, tenant: u32) -> Command<'_> {
     command.correlation_id = options.correlation_id;
     command.idempotency_key = options.idempotency_key;
+    command.tenant_id = tenant;
     command
 }
 
+/// `WrongShard` for an outcome that says so.
+pub fn check_shard(ack: &Ack) -> Result<(), ClientError> {
+    match ack.outcome.code == outcome_code::WRONG_SHARD {
+        true => Err(ClientError::WrongShard {
+            table_version: commands::wrong_shard(&ack.outcome)?,
+        }),
+        false => Ok(()),
+    }
+}
+
 /// Waits for one acknowledgement on this thread (no async runtime needed).
-fn block_on(mut ack: PendingAck) -> Result<Ack, SubmitError> {
+pub fn block_on(mut ack: PendingAck) -> Result<Ack, SubmitError> {
     use std::future::Future;
     use std::sync::Arc;
     use std::task::{Context, Poll, Wake, Waker};

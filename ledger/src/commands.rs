@@ -20,6 +20,12 @@ pub mod command_type {
     pub const LOOKUP_ACCOUNT: u16 = 3;
     /// State of one transfer (read through the log).
     pub const LOOKUP_TRANSFER: u16 = 4;
+    /// Installs the slots a shard owns ([`crate::routing::Ownership`]): a
+    /// journaled write, so replay makes every routing decision again.
+    pub const SET_OWNERSHIP: u16 = 5;
+    /// A cross-shard saga's log entry ([`super::SagaRecord`]): journaled
+    /// in the source shard, answered ok, no change to the ledger.
+    pub const SAGA_RECORD: u16 = 6;
 }
 
 /// Accounts one command carries (a linked chain is at most this long).
@@ -55,7 +61,70 @@ pub mod outcome_code {
     /// The payload or command type is not a ledger command (the validator
     /// refuses these before the ring; a crafted journal can still hold one).
     pub const MALFORMED: ResultCode = ResultCode(3);
+    /// The command names an account whose slot this shard does not own;
+    /// nothing was applied. Body: [`super::WrongShard`].
+    pub const WRONG_SHARD: ResultCode = ResultCode(4);
+    /// `SET_OWNERSHIP` with a table version not above the installed one;
+    /// nothing changed. Body: [`super::WrongShard`] (the installed version).
+    pub const TABLE_NOT_NEWER: ResultCode = ResultCode(5);
 }
+
+/// Body of `WRONG_SHARD` and `TABLE_NOT_NEWER`: the shard's table version.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrongShard {
+    /// The version of the table the shard's ownership came from.
+    pub table_version: u64,
+}
+
+impl Schema for WrongShard {
+    const SCHEMA_ID: u16 = 19;
+    const VERSION: u16 = 1;
+    const NAME: &'static str = "wrong_shard";
+}
+
+impl Migrate for WrongShard {}
+
+impl Schema for crate::routing::Ownership {
+    const SCHEMA_ID: u16 = 5;
+    const VERSION: u16 = 1;
+    const NAME: &'static str = "ownership";
+}
+
+impl Migrate for crate::routing::Ownership {}
+
+/// What a [`SagaRecord`] marks.
+pub mod saga_kind {
+    /// The saga starts; the record carries the whole transfer.
+    pub const BEGIN: u8 = 1;
+    /// The saga settled; the record carries its outcome.
+    pub const END: u8 = 2;
+}
+
+/// Payload of `SAGA_RECORD`: one entry of a cross-shard saga's log, in the
+/// debit (source) shard's journal (ADR 0014).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SagaRecord {
+    /// [`saga_kind`].
+    pub kind: u8,
+    /// The transfer as the caller gave it (its id is the saga id).
+    pub transfer: Transfer,
+    /// The shard holding the debit account.
+    pub debit_shard: u16,
+    /// The shard holding the credit account.
+    pub credit_shard: u16,
+    /// `END`: the outcome (`SagaOutcome` as a number in keel-node); 0 at `BEGIN`.
+    pub outcome: u8,
+    /// `END`: the refusing step's `CreateTransferResult`, if any.
+    pub code: u8,
+}
+
+impl Schema for SagaRecord {
+    const SCHEMA_ID: u16 = 6;
+    const VERSION: u16 = 1;
+    const NAME: &'static str = "saga_record";
+}
+
+impl Migrate for SagaRecord {}
 
 /// Payload of `CREATE_ACCOUNTS`: encoded from a borrowed slice, read in place.
 #[derive(Archive, Serialize, Debug)]
@@ -316,7 +385,10 @@ pub fn schema_versions(command_type: u16) -> Option<std::ops::RangeInclusive<u16
     match command_type {
         command_type::CREATE_TRANSFERS => Some(1..=CREATE_TRANSFERS_VERSION),
         command_type::CREATE_ACCOUNTS => Some(1..=CREATE_ACCOUNTS_VERSION),
-        command_type::LOOKUP_ACCOUNT | command_type::LOOKUP_TRANSFER => Some(1..=1),
+        command_type::LOOKUP_ACCOUNT
+        | command_type::LOOKUP_TRANSFER
+        | command_type::SET_OWNERSHIP
+        | command_type::SAGA_RECORD => Some(1..=1),
         _ => None,
     }
 }
@@ -357,6 +429,11 @@ pub fn event_results(command_type: u16, outcome: &Outcome) -> Result<EventResult
         }
     }
     Ok(results)
+}
+
+/// The table version a `WRONG_SHARD` (or `TABLE_NOT_NEWER`) outcome carries.
+pub fn wrong_shard(outcome: &Outcome) -> Result<u64, DecodeError> {
+    Rkyv::decode::<WrongShard>(outcome.data()).map(|w| w.table_version)
 }
 
 /// The balances a `LOOKUP_ACCOUNT` returned (`None`: not found).

@@ -22,13 +22,15 @@ use keel_core::{CommandRef, Outcome, StateMachine};
 
 use crate::commands::{
     self, command_type, outcome_code, set_outcome, AccountBalance, ArchivedAccountBatch,
-    ArchivedTransferBatch, EventResults, Lookup, TransferStatus, EVENTS_PER_COMMAND_MAX,
+    ArchivedTransferBatch, EventResults, Lookup, SagaRecord, TransferStatus, WrongShard,
+    EVENTS_PER_COMMAND_MAX,
 };
 use crate::hash::{
     account_static_term, account_term, account_term_with, failed_term, transfer_term,
 };
 use crate::memory::FixedVec;
 use crate::results::{CreateAccountResult, CreateTransferResult};
+use crate::routing::Ownership;
 use crate::table::IdIndex;
 use crate::transfer::{Batch, Rules};
 use crate::types::{
@@ -140,6 +142,9 @@ pub struct Ledger {
     deferred: [(u64, u32); EVENTS_PER_COMMAND_MAX],
     deferred_len: usize,
     stats: LedgerStats,
+    /// The slots this ledger owns, when it is one shard of several: a
+    /// command naming an account of another slot is `WRONG_SHARD`.
+    ownership: Option<Ownership>,
 }
 
 impl Ledger {
@@ -186,7 +191,18 @@ impl Ledger {
             deferred: [(0, 0); EVENTS_PER_COMMAND_MAX],
             deferred_len: 0,
             stats: LedgerStats::default(),
+            ownership: None,
         }
+    }
+
+    /// The slots this ledger owns (`None`: not sharded, owns every account).
+    pub fn ownership(&self) -> Option<&Ownership> {
+        self.ownership.as_ref()
+    }
+
+    /// Installs ownership (from a snapshot; commands use `SET_OWNERSHIP`).
+    pub(crate) fn install_ownership(&mut self, ownership: Ownership) {
+        self.ownership = Some(ownership);
     }
 
     /// The capacities.
@@ -761,7 +777,51 @@ impl Ledger {
             )
             .chain(self.failed.iter().map(|&id| failed_term(id)))
             .fold(0u64, u64::wrapping_add);
-        finish_hash(sum, self.last_timestamp)
+        finish_hash(sum, self.last_timestamp, self.ownership.as_ref())
+    }
+
+    /// Whether every account `command` names is this shard's (always, when
+    /// not sharded). Checked before anything is applied.
+    fn owns_all(&self, command: &CommandRef<'_>) -> Result<(), u64> {
+        let Some(own) = &self.ownership else {
+            return Ok(());
+        };
+        let tenant = command.header.tenant_id;
+        let ok = |id: u128| id == 0 || own.owns(tenant, id);
+        let payload = command.payload;
+        let owned = match command.command_type() {
+            command_type::CREATE_ACCOUNTS => commands::access_create_accounts(payload)
+                .is_none_or(|b| b.accounts.iter().all(|a| ok(a.id.to_native()))),
+            command_type::CREATE_TRANSFERS => commands::access_create_transfers(payload)
+                .is_none_or(|b| {
+                    b.transfers.iter().all(|t| {
+                        ok(t.debit_account_id.to_native()) && ok(t.credit_account_id.to_native())
+                    })
+                }),
+            command_type::LOOKUP_ACCOUNT => {
+                Rkyv::access::<Lookup>(payload).map_or(true, |l| ok(l.id.to_native()))
+            }
+            _ => true,
+        };
+        match owned {
+            true => Ok(()),
+            false => Err(own.table_version),
+        }
+    }
+
+    fn set_ownership(&mut self, payload: &[u8], outcome: &mut Outcome) {
+        let Ok(new) = Rkyv::decode::<Ownership>(payload) else {
+            return self.malformed(outcome);
+        };
+        let installed = self.ownership.map_or(0, |o| o.table_version);
+        if new.table_version <= installed {
+            let body = WrongShard {
+                table_version: installed,
+            };
+            return set_outcome(outcome, outcome_code::TABLE_NOT_NEWER, &body);
+        }
+        self.ownership = Some(new);
+        *outcome = Outcome::code(outcome_code::OK);
     }
 }
 
@@ -773,8 +833,11 @@ fn finish_batch(outcome: &mut Outcome, results: &EventResults) {
     outcome.set(code, &results.encode_direct());
 }
 
-fn finish_hash(sum: u64, last_timestamp: u64) -> u64 {
-    crate::hash::fold(&[sum, last_timestamp])
+fn finish_hash(sum: u64, last_timestamp: u64, ownership: Option<&Ownership>) -> u64 {
+    match ownership {
+        None => crate::hash::fold(&[sum, last_timestamp]),
+        Some(o) => crate::hash::fold(&[sum, last_timestamp, o.hash_term()]),
+    }
 }
 
 impl StateMachine for Ledger {
@@ -794,6 +857,15 @@ impl StateMachine for Ledger {
         let kind = command.command_type();
         let payload = command.payload;
         let rules = Rules::for_version(command.header.schema_version);
+        if let Err(table_version) = self.owns_all(command) {
+            set_outcome(
+                outcome,
+                outcome_code::WRONG_SHARD,
+                &WrongShard { table_version },
+            );
+            self.last_timestamp = base;
+            return;
+        }
         let events = match kind {
             command_type::CREATE_ACCOUNTS => match commands::access_create_accounts(payload) {
                 Some(batch) => {
@@ -819,6 +891,17 @@ impl StateMachine for Ledger {
                 self.lookup(kind, payload, outcome);
                 0
             }
+            command_type::SET_OWNERSHIP => {
+                self.set_ownership(payload, outcome);
+                0
+            }
+            command_type::SAGA_RECORD => {
+                match Rkyv::access::<SagaRecord>(payload) {
+                    Ok(_) => *outcome = Outcome::code(outcome_code::OK),
+                    Err(_) => self.malformed(outcome),
+                }
+                0
+            }
             _ => {
                 self.malformed(outcome);
                 0
@@ -828,6 +911,6 @@ impl StateMachine for Ledger {
     }
 
     fn state_hash(&self) -> u64 {
-        finish_hash(self.hash_sum, self.last_timestamp)
+        finish_hash(self.hash_sum, self.last_timestamp, self.ownership.as_ref())
     }
 }

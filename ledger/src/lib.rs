@@ -39,6 +39,7 @@ mod hash;
 mod ledger;
 mod memory;
 pub mod results;
+pub mod routing;
 mod settings;
 pub mod snapshot;
 pub mod table;

@@ -6,12 +6,14 @@
 //! the expiry heap and the state hash are rebuilt on restore (they are
 //! functions of the records), so the restored ledger's hash is recomputed,
 //! not trusted. Restoring an older image version goes through
-//! [`Migrate`]: version 1 had no failed transfer ids.
+//! [`Migrate`]: version 1 had no failed transfer ids, version 2 no
+//! shard ownership.
 
 use keel_codecs::{DecodeError, Migrate, Rkyv, Schema, SnapshotCodec};
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::ledger::{AccountEntry, Ledger, LedgerConfig, LedgerStats, TransferEntry};
+use crate::routing::Ownership;
 use crate::types::{Account, PendingState, Transfer};
 
 /// One account in a snapshot.
@@ -38,9 +40,27 @@ pub struct TransferImage {
     pub prev_credit: u32,
 }
 
-/// The whole ledger, as a snapshot body (version 2).
+/// The whole ledger, as a snapshot body (version 3).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct LedgerImage {
+    /// See [`LedgerImageV2::last_timestamp`].
+    pub last_timestamp: u64,
+    /// See [`LedgerImageV2::accounts`].
+    pub accounts: Vec<AccountImage>,
+    /// See [`LedgerImageV2::transfers`].
+    pub transfers: Vec<TransferImage>,
+    /// See [`LedgerImageV2::stats`].
+    pub stats: [u64; 4],
+    /// See [`LedgerImageV2::failed_ids`].
+    pub failed_ids: Vec<u128>,
+    /// The slots this shard owns, when sharded (new in version 3).
+    pub ownership: Option<Ownership>,
+}
+
+/// Version 2 of [`LedgerImage`]: no ownership (no build before version 3
+/// was sharded).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LedgerImageV2 {
     /// The ledger clock (last event timestamp, ns).
     pub last_timestamp: u64,
     /// Accounts in creation order.
@@ -74,34 +94,58 @@ impl Schema for LedgerImageV1 {
     const NAME: &'static str = "ledger_snapshot";
 }
 
-impl Schema for LedgerImage {
+impl Schema for LedgerImageV2 {
     const SCHEMA_ID: u16 = 32;
     const VERSION: u16 = 2;
     const NAME: &'static str = "ledger_snapshot";
 }
 
+impl Schema for LedgerImage {
+    const SCHEMA_ID: u16 = 32;
+    const VERSION: u16 = 3;
+    const NAME: &'static str = "ledger_snapshot";
+}
+
 impl Migrate for LedgerImage {
     fn migrate(version: u16, body: &[u8]) -> Result<Self, DecodeError> {
-        if version != 1 {
-            return Err(DecodeError::NoMigration {
-                schema: Self::NAME,
-                version,
-                current: Self::VERSION,
-            });
-        }
-        let old = Rkyv::access_body::<LedgerImageV1>(version, body)?;
-        let old: LedgerImageV1 = rkyv::deserialize::<LedgerImageV1, rkyv::rancor::Error>(old)
-            .map_err(|_| DecodeError::Invalid {
-                schema: Self::NAME,
-                version,
-                len: body.len(),
-            })?;
+        let invalid = || DecodeError::Invalid {
+            schema: Self::NAME,
+            version,
+            len: body.len(),
+        };
+        let v2 = match version {
+            1 => {
+                let old = Rkyv::access_body::<LedgerImageV1>(version, body)?;
+                let old = rkyv::deserialize::<LedgerImageV1, rkyv::rancor::Error>(old)
+                    .map_err(|_| invalid())?;
+                LedgerImageV2 {
+                    last_timestamp: old.last_timestamp,
+                    accounts: old.accounts,
+                    transfers: old.transfers,
+                    stats: old.stats,
+                    failed_ids: Vec::new(),
+                }
+            }
+            2 => {
+                let old = Rkyv::access_body::<LedgerImageV2>(version, body)?;
+                rkyv::deserialize::<LedgerImageV2, rkyv::rancor::Error>(old)
+                    .map_err(|_| invalid())?
+            }
+            _ => {
+                return Err(DecodeError::NoMigration {
+                    schema: Self::NAME,
+                    version,
+                    current: Self::VERSION,
+                })
+            }
+        };
         Ok(LedgerImage {
-            last_timestamp: old.last_timestamp,
-            accounts: old.accounts,
-            transfers: old.transfers,
-            stats: old.stats,
-            failed_ids: Vec::new(),
+            last_timestamp: v2.last_timestamp,
+            accounts: v2.accounts,
+            transfers: v2.transfers,
+            stats: v2.stats,
+            failed_ids: v2.failed_ids,
+            ownership: None,
         })
     }
 }
@@ -166,6 +210,7 @@ impl Ledger {
                 stats.malformed,
             ],
             failed_ids: self.failed.to_vec(),
+            ownership: self.ownership().copied(),
         };
         let body = rkyv::to_bytes::<rkyv::rancor::Error>(&image).expect("in-memory serialization");
         let mut out = Vec::with_capacity(keel_codecs::HEADER_BYTES + body.len());
@@ -281,6 +326,15 @@ impl Ledger {
                 });
             }
             assert!(ledger.record_failed(id), "capacity checked above");
+        }
+        if let Some(ownership) = image.ownership.as_ref() {
+            let ownership = rkyv::deserialize::<Ownership, rkyv::rancor::Error>(ownership)
+                .map_err(|_| DecodeError::Invalid {
+                    schema: LedgerImage::NAME,
+                    version: LedgerImage::VERSION,
+                    len: bytes.len(),
+                })?;
+            ledger.install_ownership(ownership);
         }
         let s = &image.stats;
         ledger.restore_clock(

@@ -4,7 +4,8 @@
 use keel_codecs::Rkyv;
 use keel_core::{Command, ValidationError, Validator};
 
-use crate::commands::{self, command_type, Lookup};
+use crate::commands::{self, command_type, Lookup, SagaRecord};
+use crate::routing::Ownership;
 
 /// Validation codes (`ValidationError::code`).
 pub mod validation_code {
@@ -38,6 +39,8 @@ impl Validator for LedgerValidator {
             command_type::LOOKUP_ACCOUNT | command_type::LOOKUP_TRANSFER => {
                 Rkyv::access::<Lookup>(p).is_ok()
             }
+            command_type::SET_OWNERSHIP => Rkyv::access::<Ownership>(p).is_ok(),
+            command_type::SAGA_RECORD => Rkyv::access::<SagaRecord>(p).is_ok(),
             _ => {
                 return Err(ValidationError {
                     code: validation_code::UNKNOWN_COMMAND_TYPE,

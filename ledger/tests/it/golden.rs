@@ -271,11 +271,16 @@ fn ledger_snapshot() {
     let ledger = small_ledger();
     assert_eq!(ledger.transfers_len(), 2);
     let bytes = ledger.encode_snapshot();
-    golden("ledger_snapshot-v2.bin", &bytes);
-    // The pinned bytes of both versions restore to the same state (every
-    // later build must): version 1 has no failed ids, and this ledger none.
+    golden("ledger_snapshot-v3.bin", &bytes);
+    // The pinned bytes of every version restore to the same state (every
+    // later build must): version 1 has no failed ids, and this ledger none;
+    // version 2 no ownership, and this ledger is not sharded.
     use keel_core::StateMachine;
-    for version in ["ledger_snapshot-v1.bin", "ledger_snapshot-v2.bin"] {
+    for version in [
+        "ledger_snapshot-v1.bin",
+        "ledger_snapshot-v2.bin",
+        "ledger_snapshot-v3.bin",
+    ] {
         let pinned = golden_bytes(version);
         let restored = keel_ledger::Ledger::restore_snapshot(ledger.config(), &pinned).unwrap();
         assert_eq!(restored.state_hash(), ledger.state_hash(), "{version}");

@@ -5,4 +5,5 @@ mod golden;
 mod model;
 mod property;
 mod semantics;
+mod sharding;
 mod support;
