@@ -57,6 +57,8 @@ pub mod metrics;
 #[cfg(not(loom))]
 mod probe;
 #[cfg(not(loom))]
+pub mod quota;
+#[cfg(not(loom))]
 pub mod session;
 #[cfg(not(loom))]
 mod shared;
