@@ -5,7 +5,9 @@
 
 #![forbid(unsafe_code)]
 
-pub use keel_node::{config, follower, metrics, node, replay, snapshot, snapshotter};
+pub use keel_node::{
+    config, follower, metrics, node, replay, saga, sharded, snapshot, snapshotter,
+};
 
 pub mod devcert;
 pub mod load;

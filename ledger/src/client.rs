@@ -36,6 +36,8 @@ pub enum ClientError {
     WrongShard {
         /// The shard's table version.
         table_version: u64,
+        /// The fingerprint of the shard's ownership.
+        fingerprint: u64,
     },
     /// A large batch was cut: the commands before the failed one were
     /// applied, with these results (one per event, from the first); the
@@ -90,9 +92,7 @@ impl LedgerClient {
         let len = keel_codecs::Rkyv::encode(ownership, &mut self.payload)?;
         let ack = self.submit(command_type::SET_OWNERSHIP, len, CallOptions::default())?;
         if ack.outcome.code == outcome_code::TABLE_NOT_NEWER {
-            return Err(ClientError::WrongShard {
-                table_version: commands::wrong_shard(&ack.outcome)?,
-            });
+            return Err(wrong_shard(&ack)?);
         }
         Ok(ack)
     }
@@ -289,12 +289,18 @@ fn with_options(mut command: Command<'_>, options: CallOptions, tenant: u32) -> 
     command
 }
 
+fn wrong_shard(ack: &Ack) -> Result<ClientError, DecodeError> {
+    let body = commands::wrong_shard(&ack.outcome)?;
+    Ok(ClientError::WrongShard {
+        table_version: body.table_version,
+        fingerprint: body.fingerprint,
+    })
+}
+
 /// `WrongShard` for an outcome that says so.
 pub fn check_shard(ack: &Ack) -> Result<(), ClientError> {
     match ack.outcome.code == outcome_code::WRONG_SHARD {
-        true => Err(ClientError::WrongShard {
-            table_version: commands::wrong_shard(&ack.outcome)?,
-        }),
+        true => Err(wrong_shard(ack)?),
         false => Ok(()),
     }
 }

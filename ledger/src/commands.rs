@@ -69,11 +69,13 @@ pub mod outcome_code {
     pub const TABLE_NOT_NEWER: ResultCode = ResultCode(5);
 }
 
-/// Body of `WRONG_SHARD` and `TABLE_NOT_NEWER`: the shard's table version.
+/// Body of `WRONG_SHARD` and `TABLE_NOT_NEWER`: the shard's table.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WrongShard {
     /// The version of the table the shard's ownership came from.
     pub table_version: u64,
+    /// [`crate::routing::Ownership::fingerprint`] of what the shard holds.
+    pub fingerprint: u64,
 }
 
 impl Schema for WrongShard {
@@ -431,9 +433,9 @@ pub fn event_results(command_type: u16, outcome: &Outcome) -> Result<EventResult
     Ok(results)
 }
 
-/// The table version a `WRONG_SHARD` (or `TABLE_NOT_NEWER`) outcome carries.
-pub fn wrong_shard(outcome: &Outcome) -> Result<u64, DecodeError> {
-    Rkyv::decode::<WrongShard>(outcome.data()).map(|w| w.table_version)
+/// The table a `WRONG_SHARD` (or `TABLE_NOT_NEWER`) outcome names.
+pub fn wrong_shard(outcome: &Outcome) -> Result<WrongShard, DecodeError> {
+    Rkyv::decode::<WrongShard>(outcome.data())
 }
 
 /// The balances a `LOOKUP_ACCOUNT` returned (`None`: not found).

@@ -782,7 +782,7 @@ impl Ledger {
 
     /// Whether every account `command` names is this shard's (always, when
     /// not sharded). Checked before anything is applied.
-    fn owns_all(&self, command: &CommandRef<'_>) -> Result<(), u64> {
+    fn owns_all(&self, command: &CommandRef<'_>) -> Result<(), WrongShard> {
         let Some(own) = &self.ownership else {
             return Ok(());
         };
@@ -805,7 +805,10 @@ impl Ledger {
         };
         match owned {
             true => Ok(()),
-            false => Err(own.table_version),
+            false => Err(WrongShard {
+                table_version: own.table_version,
+                fingerprint: own.fingerprint(),
+            }),
         }
     }
 
@@ -817,6 +820,7 @@ impl Ledger {
         if new.table_version <= installed {
             let body = WrongShard {
                 table_version: installed,
+                fingerprint: self.ownership.map_or(0, |o| o.fingerprint()),
             };
             return set_outcome(outcome, outcome_code::TABLE_NOT_NEWER, &body);
         }
@@ -836,7 +840,7 @@ fn finish_batch(outcome: &mut Outcome, results: &EventResults) {
 fn finish_hash(sum: u64, last_timestamp: u64, ownership: Option<&Ownership>) -> u64 {
     match ownership {
         None => crate::hash::fold(&[sum, last_timestamp]),
-        Some(o) => crate::hash::fold(&[sum, last_timestamp, o.hash_term()]),
+        Some(o) => crate::hash::fold(&[sum, last_timestamp, o.fingerprint()]),
     }
 }
 
@@ -857,12 +861,8 @@ impl StateMachine for Ledger {
         let kind = command.command_type();
         let payload = command.payload;
         let rules = Rules::for_version(command.header.schema_version);
-        if let Err(table_version) = self.owns_all(command) {
-            set_outcome(
-                outcome,
-                outcome_code::WRONG_SHARD,
-                &WrongShard { table_version },
-            );
+        if let Err(body) = self.owns_all(command) {
+            set_outcome(outcome, outcome_code::WRONG_SHARD, &body);
             self.last_timestamp = base;
             return;
         }

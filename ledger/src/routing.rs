@@ -88,8 +88,10 @@ impl Ownership {
         self.owned[slot / 64] & (1 << (slot % 64)) != 0
     }
 
-    /// A term for the state hash.
-    pub(crate) fn hash_term(&self) -> u64 {
+    /// A digest of the whole ownership (shard, version, slots, tenant
+    /// ranges): its term in the state hash, and how a node tells whether a
+    /// shard already holds the table it is configured with.
+    pub fn fingerprint(&self) -> u64 {
         let mut words = [0u64; OWNED_WORDS + 2 + TENANT_RANGES_MAX];
         words[0] = u64::from(self.shard);
         words[1] = self.table_version;

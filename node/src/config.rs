@@ -26,6 +26,61 @@ pub struct NodeConfig {
     /// `[server]`, which `keel serve` reads (keel-server's `ServerConfig`):
     /// accepted and ignored here, so one file serves every command.
     pub server: ServerSection,
+    /// `[shards]`: how a sharded node (`ShardedNode`) splits the ledger.
+    pub shards: ShardsSection,
+}
+
+/// `[shards]`: read by `ShardedNode` (`keel run --shards`); a plain node
+/// ignores it. Each shard is a whole node in `<journal.data_dir>/shard-<i>`
+/// with the `[journal]`, `[engine]`, `[ledger]` and `[snapshot]` settings
+/// (capacities are per shard).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShardsSection {
+    /// Shards (1..=256).
+    pub count: usize,
+    /// The slot table's version (≥ 1): each shard journals the ownership
+    /// it derives; a shard already holding another table refuses to start
+    /// (moving slots is rebalancing, which is not built).
+    pub table_version: u64,
+    /// Per shard, the cores its lanes are pinned to (`engine.pin_cores`
+    /// for that shard; missing or empty: not pinned).
+    pub pin_cores: Vec<Vec<usize>>,
+    /// Seconds a cross-shard transfer's reservation on the debit shard
+    /// holds before it expires (1..=3600): how long a dead saga driver can
+    /// keep funds reserved.
+    pub reserve_timeout_seconds: u32,
+    /// Tenants: a slot range and quotas each (`[[shards.tenants]]`).
+    pub tenants: Vec<TenantSection>,
+}
+
+impl Default for ShardsSection {
+    fn default() -> Self {
+        Self {
+            count: 1,
+            table_version: 1,
+            pin_cores: Vec::new(),
+            reserve_timeout_seconds: 60,
+            tenants: Vec::new(),
+        }
+    }
+}
+
+/// `[[shards.tenants]]`: one tenant's slot range and quotas.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSection {
+    /// The tenant id (the command header's `tenant_id`).
+    pub id: u32,
+    /// The slots `[start, end)` its accounts hash into (absent: all 4096).
+    #[serde(default)]
+    pub slots: Option<[u16; 2]>,
+    /// Commands per second (one second of burst; absent: unlimited).
+    #[serde(default)]
+    pub rate: Option<u32>,
+    /// Commands in flight at once (absent: unlimited).
+    #[serde(default)]
+    pub in_flight_max: Option<u32>,
 }
 
 /// The `[server]` section, as far as the node is concerned: present or not,
@@ -366,6 +421,34 @@ impl NodeConfig {
                  (Ledger::table_bytes; about 160 bytes per transfer and 200 per account)",
             );
         }
+        let sh = &self.shards;
+        if !(1..=3600).contains(&sh.reserve_timeout_seconds) {
+            return invalid(
+                "shards.reserve_timeout_seconds",
+                sh.reserve_timeout_seconds.to_string(),
+                "1..=3600",
+            );
+        }
+        if sh.pin_cores.len() > sh.count {
+            return invalid(
+                "shards.pin_cores",
+                format!("{} lists", sh.pin_cores.len()),
+                "at most one list per shard",
+            );
+        }
+        for (i, t) in sh.tenants.iter().enumerate() {
+            if sh.tenants[..i].iter().any(|u| u.id == t.id) {
+                return invalid("shards.tenants.id", t.id.to_string(), "each tenant once");
+            }
+            if t.rate == Some(0) || t.in_flight_max == Some(0) {
+                return invalid(
+                    "shards.tenants",
+                    t.id.to_string(),
+                    "rate and in_flight_max >= 1",
+                );
+            }
+        }
+        self.slot_table()?;
         Ok(())
     }
 
@@ -469,6 +552,41 @@ impl NodeConfig {
             true => self.journal.data_dir.join("snapshots"),
             false => self.snapshot.dir.clone(),
         }
+    }
+
+    /// The configuration of shard `index` of a sharded node: its own
+    /// directories (`<data_dir>/shard-<i>`; snapshots likewise under an
+    /// explicit `snapshot.dir`) and pinning.
+    pub fn for_shard(&self, index: usize) -> NodeConfig {
+        let mut config = self.clone();
+        let name = format!("shard-{index}");
+        config.journal.data_dir = self.journal.data_dir.join(&name);
+        if !self.snapshot.dir.as_os_str().is_empty() {
+            config.snapshot.dir = self.snapshot.dir.join(&name);
+        }
+        config.engine.pin_cores = self
+            .shards
+            .pin_cores
+            .get(index)
+            .cloned()
+            .unwrap_or_default();
+        config
+    }
+
+    /// The slot table `[shards]` describes.
+    pub fn slot_table(&self) -> Result<keel_ledger::routing::SlotTable, ConfigFileError> {
+        let tenants: Vec<(u32, u16, u16)> = self
+            .shards
+            .tenants
+            .iter()
+            .filter_map(|t| t.slots.map(|[start, end]| (t.id, start, end)))
+            .collect();
+        keel_ledger::routing::SlotTable::even(self.shards.table_version, self.shards.count, &tenants)
+            .map_err(|e| ConfigFileError::Invalid {
+                option: "shards".to_owned(),
+                value: e.to_string(),
+                expected: "1..=256 shards, table_version >= 1, distinct non-empty tenant slot ranges within 0..4096, at most 16",
+            })
     }
 
     /// The ledger's capacities.

@@ -12,5 +12,7 @@ pub mod metrics;
 pub mod node;
 pub mod replay;
 pub mod replicated;
+pub mod saga;
+pub mod sharded;
 pub mod snapshot;
 pub mod snapshotter;

@@ -13,5 +13,6 @@ mod projector_model;
 mod proxy;
 mod restart;
 mod sessions;
+mod sharded;
 mod snapshots;
 mod support;

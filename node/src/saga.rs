@@ -1,0 +1,505 @@
+//! Cross-shard transfers as sagas of the ledger's own two-phase transfers
+//! (ADR 0014): reserve on the debit shard, a pending credit on the credit
+//! shard, the decision by posting the reservation, then settling the
+//! credit. Every step's id is derived from the saga id, so a retried step
+//! is answered `exists`; the saga's log is in the debit shard's journal
+//! (`SAGA_RECORD` begin and end), which [`recover`] scans to finish what a
+//! dead driver left open.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use keel_core::{Ack, PendingAck};
+use keel_journal::{FsStorage, JournalTail};
+use keel_ledger::client::block_on;
+use keel_ledger::commands::{self, command_type, saga_kind, SagaRecord};
+use keel_ledger::routing::{clearing_account_id, saga_step_id};
+use keel_ledger::{
+    transfer_flags, Account, ClientError, CreateAccountResult, CreateTransferResult, LedgerClient,
+    PendingState, Transfer,
+};
+
+use crate::sharded::ShardError;
+
+/// Step numbers (the `step` of [`saga_step_id`]).
+mod step {
+    pub const RESERVE: u8 = 1;
+    pub const CREDIT: u8 = 2;
+    pub const POST_RESERVE: u8 = 3;
+    pub const VOID_RESERVE: u8 = 4;
+    pub const POST_CREDIT: u8 = 5;
+    pub const VOID_CREDIT: u8 = 6;
+}
+
+/// Which side of a cross-shard transfer refused it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SagaSide {
+    /// The reservation on the debit account's shard.
+    Debit,
+    /// The pending credit on the credit account's shard.
+    Credit,
+}
+
+/// How a cross-shard transfer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SagaOutcome {
+    /// Both sides posted: the amount moved.
+    Committed,
+    /// A side refused; whatever was reserved is voided. `code` is that
+    /// side's result (what a single-shard transfer would have answered).
+    Failed {
+        /// The side that refused.
+        side: SagaSide,
+        /// Its result.
+        code: CreateTransferResult,
+    },
+    /// The reservation expired before the saga could post it (its driver
+    /// was slower than `shards.reserve_timeout_seconds`); nothing moved.
+    Expired,
+}
+
+impl SagaOutcome {
+    /// The per-event code a batch reports for this saga (`ok`, the refusing
+    /// side's code, or `pending_transfer_expired`).
+    pub fn code(self) -> CreateTransferResult {
+        match self {
+            SagaOutcome::Committed => CreateTransferResult::ok,
+            SagaOutcome::Failed { code, .. } => code,
+            SagaOutcome::Expired => CreateTransferResult::pending_transfer_expired,
+        }
+    }
+
+    fn to_record(self) -> (u8, u8) {
+        match self {
+            SagaOutcome::Committed => (1, 0),
+            SagaOutcome::Failed { side, code } => match side {
+                SagaSide::Debit => (2, code as u8),
+                SagaSide::Credit => (3, code as u8),
+            },
+            SagaOutcome::Expired => (4, 0),
+        }
+    }
+}
+
+/// Where a saga stands, read from its step transfers (`saga_status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SagaStatus {
+    /// The debit shard holds no reservation: never begun, or refused.
+    NotReserved,
+    /// Reserved; not decided yet (a driver or a recovery will decide).
+    InProgress,
+    /// Decided and settled, or decided with the credit side still pending.
+    Committed {
+        /// Whether the credit side is posted too.
+        settled: bool,
+    },
+    /// The reservation was voided or expired: nothing moved (the credit
+    /// side, if created, is voided or will be).
+    Aborted,
+}
+
+/// The node's saga bookkeeping: one actor per saga in this process, and
+/// which clearing accounts exist.
+#[derive(Debug)]
+pub(crate) struct Sagas {
+    in_flight: Mutex<HashSet<u128>>,
+    clearing: Mutex<HashSet<(u16, u16, u32)>>,
+    pub(crate) reserve_timeout: u32,
+}
+
+/// Holds a saga's id in the in-flight set; removes it when dropped.
+struct Claim<'a>(&'a Sagas, u128);
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.in_flight).remove(&self.1);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Sagas {
+    pub(crate) fn new(reserve_timeout: u32) -> Self {
+        Self {
+            in_flight: Mutex::default(),
+            clearing: Mutex::default(),
+            reserve_timeout,
+        }
+    }
+
+    fn claim(&self, saga: u128) -> Result<Claim<'_>, ShardError> {
+        match lock(&self.in_flight).insert(saga) {
+            true => Ok(Claim(self, saga)),
+            false => Err(ShardError::SagaInFlight { saga }),
+        }
+    }
+
+    /// Creates the clearing accounts a saga between `s1` and `s2` in
+    /// `ledger` needs (once per process; `exists` is success).
+    fn ensure_clearing(
+        &self,
+        clients: &mut [LedgerClient],
+        s1: u16,
+        s2: u16,
+        ledger: u32,
+    ) -> Result<(), ShardError> {
+        for (owner, peer) in [(s1, s2), (s2, s1)] {
+            if lock(&self.clearing).contains(&(owner, peer, ledger)) {
+                continue;
+            }
+            let account = Account {
+                id: clearing_account_id(owner, peer, ledger),
+                ledger,
+                code: 1,
+                ..Account::default()
+            };
+            let client = &mut clients[usize::from(owner)];
+            let (_, results) = client
+                .create_accounts(&[account], Default::default())
+                .map_err(|e| ShardError::client(owner, e))?;
+            let code = results.codes()[0];
+            if code != CreateAccountResult::ok as u8 && code != CreateAccountResult::exists as u8 {
+                return Err(ShardError::Clearing {
+                    shard: owner,
+                    code: CreateAccountResult::from_u8(code)
+                        .unwrap_or(CreateAccountResult::linked_event_failed),
+                });
+            }
+            lock(&self.clearing).insert((owner, peer, ledger));
+        }
+        Ok(())
+    }
+}
+
+/// What one saga is: the caller's transfer and where its accounts are.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Saga {
+    pub transfer: Transfer,
+    pub debit_shard: u16,
+    pub credit_shard: u16,
+    /// The reservation's timeout (seconds), as the begin record holds it.
+    pub timeout: u32,
+}
+
+impl Saga {
+    fn record(&self, kind: u8, outcome: Option<SagaOutcome>) -> SagaRecord {
+        let (outcome, code) = outcome.map_or((0, 0), SagaOutcome::to_record);
+        let mut transfer = self.transfer;
+        transfer.timeout = self.timeout;
+        SagaRecord {
+            kind,
+            transfer,
+            debit_shard: self.debit_shard,
+            credit_shard: self.credit_shard,
+            outcome,
+            code,
+        }
+    }
+
+    fn from_record(record: &SagaRecord) -> Self {
+        Self {
+            transfer: Transfer {
+                timeout: 0,
+                ..record.transfer
+            },
+            debit_shard: record.debit_shard,
+            credit_shard: record.credit_shard,
+            timeout: record.transfer.timeout,
+        }
+    }
+
+    fn reserve(&self) -> Transfer {
+        let t = &self.transfer;
+        Transfer {
+            id: saga_step_id(t.id, step::RESERVE),
+            credit_account_id: clearing_account_id(self.debit_shard, self.credit_shard, t.ledger),
+            pending_id: 0,
+            timeout: self.timeout,
+            flags: transfer_flags::PENDING,
+            timestamp: 0,
+            ..*t
+        }
+    }
+
+    fn credit(&self) -> Transfer {
+        let t = &self.transfer;
+        Transfer {
+            id: saga_step_id(t.id, step::CREDIT),
+            debit_account_id: clearing_account_id(self.credit_shard, self.debit_shard, t.ledger),
+            pending_id: 0,
+            timeout: 0, // never expires: see ADR 0014, "Why the credit side has no timeout"
+            flags: transfer_flags::PENDING,
+            timestamp: 0,
+            ..*t
+        }
+    }
+
+    fn finish(&self, id_step: u8, of_step: u8, post: bool) -> Transfer {
+        Transfer {
+            id: saga_step_id(self.transfer.id, id_step),
+            pending_id: saga_step_id(self.transfer.id, of_step),
+            amount: if post { self.transfer.amount } else { 0 },
+            flags: match post {
+                true => transfer_flags::POST_PENDING_TRANSFER,
+                false => transfer_flags::VOID_PENDING_TRANSFER,
+            },
+            ..Transfer::default()
+        }
+    }
+}
+
+fn one(
+    clients: &mut [LedgerClient],
+    shard: u16,
+    transfer: &Transfer,
+) -> Result<CreateTransferResult, ShardError> {
+    let (_, results) = clients[usize::from(shard)]
+        .create_transfers(std::slice::from_ref(transfer), Default::default())
+        .map_err(|e| ShardError::client(shard, e))?;
+    Ok(code_of(results.codes()[0]))
+}
+
+fn code_of(code: u8) -> CreateTransferResult {
+    CreateTransferResult::from_u8(code).unwrap_or(CreateTransferResult::linked_event_failed)
+}
+
+fn wait(shard: u16, ack: PendingAck) -> Result<Ack, ShardError> {
+    block_on(ack).map_err(|e| ShardError::client(shard, ClientError::Submit(e)))
+}
+
+fn applied(code: CreateTransferResult) -> bool {
+    code == CreateTransferResult::ok || code == CreateTransferResult::exists
+}
+
+/// Runs saga `saga` to its end on `clients` (one per shard, all of the
+/// saga's tenant). `begin`: journal the begin record first (a new saga);
+/// a recovered one has it already. `abandon_after`: stop after that many
+/// steps (1..=4) as a driver that died there would (fault-injection
+/// tests); `None` from here means abandoned.
+pub(crate) fn run(
+    sagas: &Sagas,
+    clients: &mut [LedgerClient],
+    saga: &Saga,
+    begin: bool,
+    abandon_after: Option<u8>,
+) -> Result<Option<SagaOutcome>, ShardError> {
+    let dies_after = |step: u8| abandon_after == Some(step);
+    let _claim = sagas.claim(saga.transfer.id)?;
+    let (s1, s2) = (saga.debit_shard, saga.credit_shard);
+    sagas.ensure_clearing(clients, s1, s2, saga.transfer.ledger)?;
+
+    // 1. Begin and reserve on s1: the record and the reservation go into
+    // the ring back to back, so they cost one round trip.
+    let reserved = match begin {
+        true => {
+            let client = &mut clients[usize::from(s1)];
+            let record = client
+                .saga_record_async(&saga.record(saga_kind::BEGIN, None))
+                .map_err(|e| ShardError::client(s1, e))?;
+            let reserve = client
+                .create_transfers_async(&[saga.reserve()], Default::default())
+                .map_err(|e| ShardError::client(s1, e));
+            wait(s1, record)?;
+            let ack = wait(s1, reserve?)?;
+            keel_ledger::client::check_shard(&ack).map_err(|e| ShardError::client(s1, e))?;
+            let results = commands::event_results(command_type::CREATE_TRANSFERS, &ack.outcome)
+                .map_err(|e| ShardError::client(s1, e.into()))?;
+            code_of(results.codes()[0])
+        }
+        false => one(clients, s1, &saga.reserve())?,
+    };
+    if !applied(reserved) {
+        let outcome = SagaOutcome::Failed {
+            side: SagaSide::Debit,
+            code: reserved,
+        };
+        return end(clients, saga, outcome).map(Some);
+    }
+    if dies_after(1) {
+        return Ok(None);
+    }
+
+    // 2. The pending credit on s2 (no timeout).
+    let credited = one(clients, s2, &saga.credit())?;
+    if dies_after(2) {
+        return Ok(None);
+    }
+
+    // 3. The decision, on s1 alone: post the reservation if the credit
+    // side took it, else void it. s1's BLP decides whether the post lands
+    // before the reservation's deadline; any answer but ok/exists (expired,
+    // already voided, a retry's failed id) is settled by what the
+    // reservation now is.
+    let decide = match applied(credited) {
+        true => saga.finish(step::POST_RESERVE, step::RESERVE, true),
+        false => saga.finish(step::VOID_RESERVE, step::RESERVE, false),
+    };
+    let committed = match one(clients, s1, &decide)? {
+        code if applied(code) => applied(credited),
+        code => match pending_state(clients, s1, saga_step_id(saga.transfer.id, step::RESERVE))? {
+            Some(PendingState::Posted) => true,
+            Some(PendingState::Voided | PendingState::Expired) => false,
+            _ => return Err(ShardError::Step { shard: s1, code }),
+        },
+    };
+
+    if dies_after(3) {
+        return Ok(None);
+    }
+
+    // 4. Settle the credit side as decided.
+    let settle = match committed {
+        true => saga.finish(step::POST_CREDIT, step::CREDIT, true),
+        false => saga.finish(step::VOID_CREDIT, step::CREDIT, false),
+    };
+    match one(clients, s2, &settle)? {
+        code if applied(code) => {}
+        code => {
+            let credit = pending_state(clients, s2, saga_step_id(saga.transfer.id, step::CREDIT))?;
+            let settled = match committed {
+                true => credit == Some(PendingState::Posted),
+                false => matches!(credit, None | Some(PendingState::Voided)),
+            };
+            if !settled {
+                return Err(ShardError::Step { shard: s2, code });
+            }
+        }
+    }
+    if dies_after(4) {
+        return Ok(None);
+    }
+    let outcome = match (committed, applied(credited)) {
+        (true, _) => SagaOutcome::Committed,
+        (false, false) => SagaOutcome::Failed {
+            side: SagaSide::Credit,
+            code: credited,
+        },
+        (false, true) => SagaOutcome::Expired,
+    };
+    end(clients, saga, outcome).map(Some)
+}
+
+/// The pending state of transfer `id` on `shard` (`None`: no such transfer).
+fn pending_state(
+    clients: &mut [LedgerClient],
+    shard: u16,
+    id: u128,
+) -> Result<Option<PendingState>, ShardError> {
+    let status = clients[usize::from(shard)]
+        .lookup_transfer(id)
+        .map_err(|e| ShardError::client(shard, e))?;
+    Ok(status.map(|s| pending_state_of(s.pending_state)))
+}
+
+fn pending_state_of(value: u8) -> PendingState {
+    match value {
+        1 => PendingState::Pending,
+        2 => PendingState::Posted,
+        3 => PendingState::Voided,
+        4 => PendingState::Expired,
+        _ => PendingState::None,
+    }
+}
+
+/// 5. The end record, on s1.
+fn end(
+    clients: &mut [LedgerClient],
+    saga: &Saga,
+    outcome: SagaOutcome,
+) -> Result<SagaOutcome, ShardError> {
+    let s1 = saga.debit_shard;
+    let ack = clients[usize::from(s1)]
+        .saga_record_async(&saga.record(saga_kind::END, Some(outcome)))
+        .map_err(|e| ShardError::client(s1, e))?;
+    wait(s1, ack)?;
+    Ok(outcome)
+}
+
+/// Where saga `saga` (debit on `s1`, credit on `s2`) stands.
+pub(crate) fn status(
+    clients: &mut [LedgerClient],
+    saga: u128,
+    s1: u16,
+    s2: u16,
+) -> Result<SagaStatus, ShardError> {
+    let reserve = pending_state(clients, s1, saga_step_id(saga, step::RESERVE))?;
+    Ok(match reserve {
+        None => SagaStatus::NotReserved,
+        Some(PendingState::Pending) => SagaStatus::InProgress,
+        Some(PendingState::Posted) => {
+            let credit = pending_state(clients, s2, saga_step_id(saga, step::CREDIT))?;
+            SagaStatus::Committed {
+                settled: credit == Some(PendingState::Posted),
+            }
+        }
+        Some(_) => SagaStatus::Aborted,
+    })
+}
+
+/// What [`recover`] found and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SagaRecovery {
+    /// Begin records read, over every shard's journal.
+    pub begun: u64,
+    /// Sagas with no end record, driven to their end now.
+    pub resumed: u64,
+    /// Of those, committed.
+    pub committed: u64,
+    /// Skipped: another caller in this process is driving them.
+    pub in_flight: u64,
+}
+
+/// Scans each shard's journal (`journals[i]`: its directory and durable
+/// bound) for sagas begun and not ended, and drives each to its end. Safe
+/// while sagas run: one in flight elsewhere is skipped.
+pub(crate) fn recover(
+    sagas: &Sagas,
+    journals: &[(std::path::PathBuf, u64)],
+    mut clients_for: impl FnMut(u32) -> Vec<LedgerClient>,
+) -> Result<SagaRecovery, ShardError> {
+    let mut report = SagaRecovery::default();
+    let mut open: HashMap<u128, (u32, Saga)> = HashMap::new();
+    for (shard, (dir, durable)) in journals.iter().enumerate() {
+        let storage =
+            FsStorage::open_read_only(dir).map_err(|e| ShardError::Recovery(format!("{e}")))?;
+        let mut tail = JournalTail::new(&storage, 0);
+        let mut bad = None;
+        tail.poll(*durable, &mut |r| {
+            if r.header.meta.command_type != command_type::SAGA_RECORD {
+                return;
+            }
+            match keel_codecs::Rkyv::decode::<SagaRecord>(r.payload) {
+                Ok(record) if record.kind == saga_kind::BEGIN => {
+                    report.begun += 1;
+                    let saga = Saga::from_record(&record);
+                    open.insert(saga.transfer.id, (r.header.meta.tenant_id, saga));
+                }
+                Ok(record) => {
+                    open.remove(&record.transfer.id);
+                }
+                Err(e) => bad = Some(format!("shard {shard} record {}: {e}", r.header.sequence)),
+            }
+        })
+        .map_err(|e| ShardError::Recovery(format!("shard {shard}: {e}")))?;
+        if let Some(bad) = bad {
+            return Err(ShardError::Recovery(bad));
+        }
+    }
+    let mut by_tenant: HashMap<u32, Vec<LedgerClient>> = HashMap::new();
+    for (_, (tenant, saga)) in open {
+        let clients = by_tenant
+            .entry(tenant)
+            .or_insert_with(|| clients_for(tenant));
+        match run(sagas, clients, &saga, false, None) {
+            Ok(outcome) => {
+                report.resumed += 1;
+                report.committed += u64::from(outcome == Some(SagaOutcome::Committed));
+            }
+            Err(ShardError::SagaInFlight { .. }) => report.in_flight += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(report)
+}
