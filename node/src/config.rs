@@ -546,6 +546,16 @@ impl NodeConfig {
         config
     }
 
+    /// The sharded crash loop's node: `shards` shards of the crash loop's
+    /// settings, a few accounts each, no snapshots while serving.
+    pub fn sharded_crash_loop(data_dir: PathBuf, shards: usize) -> Self {
+        let mut config = Self::crash_loop(data_dir);
+        config.shards.count = shards;
+        config.ledger.accounts_max = 64;
+        config.snapshot.every_commands = 0;
+        config
+    }
+
     /// The snapshot directory.
     pub fn snapshot_dir(&self) -> PathBuf {
         match self.snapshot.dir.as_os_str().is_empty() {

@@ -5,6 +5,13 @@
 //! acknowledged transfer's id and result code to the acknowledgement file —
 //! only after the ack, so the file is what a client was promised. Small
 //! segments (1 MiB) make kills land near segment rolls.
+//!
+//! With `--shards N` it runs a sharded node instead (ADR 0014): it first
+//! resumes the sagas the previous kill left open, then submits batches of
+//! single- and cross-shard transfers (`<id> <code> <debit> <credit>` per
+//! acknowledged transfer), and now and then abandons a saga after a seeded
+//! step, as a driver dying alone would (`<id> a <debit> <credit>`),
+//! resuming those with `recover_sagas` while it runs.
 
 #![forbid(unsafe_code)]
 
@@ -14,6 +21,7 @@ use std::process::ExitCode;
 
 use keel_harness::config::NodeConfig;
 use keel_harness::node::LedgerNode;
+use keel_harness::sharded::ShardedNode;
 use keel_ledger::{Account, CallOptions, Transfer};
 
 /// Options of `keel-crash-child`.
@@ -25,11 +33,18 @@ struct CrashChildArgs {
     /// Acknowledgement file (appended: `<transfer id> <result code>` per line).
     #[arg(long)]
     acks: PathBuf,
+    /// Run a sharded node of this many shards.
+    #[arg(long)]
+    shards: Option<usize>,
 }
 
 fn main() -> ExitCode {
     let args = <CrashChildArgs as clap::Parser>::parse();
-    match serve(&args) {
+    let served = match args.shards {
+        Some(shards) => serve_sharded(&args, shards),
+        None => serve(&args),
+    };
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("keel crash-child: {e}");
@@ -54,6 +69,84 @@ fn drop_partial_line(path: &std::path::Path) -> std::io::Result<()> {
             .write(true)
             .open(path)?
             .set_len(whole as u64)?;
+    }
+    Ok(())
+}
+
+/// Accounts of the sharded workload.
+const SHARDED_ACCOUNTS: u64 = 24;
+
+fn serve_sharded(args: &CrashChildArgs, shards: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let node = ShardedNode::start(&NodeConfig::sharded_crash_loop(
+        args.data_dir.clone(),
+        shards,
+    ))?;
+    // Every start journals an ownership check on every shard, so shard 0's
+    // next sequence grows from run to run: ids stay unique.
+    let nonce = u128::from(node.shards()[0].recovery().next_sequence + 1);
+    let resumed = node.recover_sagas()?;
+    drop_partial_line(&args.acks)?;
+    let mut acks = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.acks)?;
+    let mut client = node.client(0);
+    let accounts: Vec<Account> = (1..=u128::from(SHARDED_ACCOUNTS))
+        .map(|id| Account {
+            id,
+            ledger: 1,
+            code: 1,
+            ..Account::default()
+        })
+        .collect();
+    client.create_accounts(&accounts)?;
+    println!("ready (resumed {} sagas)", resumed.resumed);
+    std::io::stdout().flush()?;
+    let mut rng = nonce as u64 | 1;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut line = String::new();
+    for batch in 0u128.. {
+        line.clear();
+        let mut transfer = |i: u128| {
+            let debit = 1 + u128::from(next(SHARDED_ACCOUNTS));
+            let n = u128::from(SHARDED_ACCOUNTS);
+            let credit = 1 + (debit + u128::from(next(SHARDED_ACCOUNTS - 1))) % n; // never debit
+            Transfer {
+                id: (nonce << 64) | (batch * 8 + i + 1),
+                debit_account_id: debit,
+                credit_account_id: credit,
+                amount: 1 + next(9),
+                ledger: 1,
+                code: 1,
+                ..Transfer::default()
+            }
+        };
+        let transfers: Vec<Transfer> = (0..7).map(&mut transfer).collect();
+        let abandoned = (batch % 16 == 15).then(|| transfer(7));
+        let codes = client.create_transfers(&transfers)?;
+        for (t, code) in transfers.iter().zip(&codes) {
+            let (d, c) = (t.debit_account_id, t.credit_account_id);
+            line.push_str(&format!("{} {code} {d} {c}\n", t.id));
+        }
+        if let Some(t) = abandoned {
+            if client.shard_of(t.debit_account_id) != client.shard_of(t.credit_account_id) {
+                let steps = 1 + (batch / 16 % 4) as u8;
+                client.transfer_cross_abandoned(&t, steps)?;
+                let (d, c) = (t.debit_account_id, t.credit_account_id);
+                line.push_str(&format!("{} a {d} {c}\n", t.id));
+            }
+        }
+        // One write per acknowledged call: a kill loses at most the record
+        // of acks not yet written, never invents one.
+        acks.write_all(line.as_bytes())?;
+        if batch % 64 == 63 {
+            node.recover_sagas()?;
+        }
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ mod projector_model;
 mod proxy;
 mod restart;
 mod sessions;
+mod shard_crash_loop;
 mod sharded;
 mod snapshots;
 mod support;
