@@ -19,6 +19,7 @@ mod projector;
 mod raw;
 mod replication;
 mod report;
+mod shards;
 
 use clap::{Parser, Subcommand};
 
@@ -48,6 +49,9 @@ enum Commands {
     /// What replication costs a client: three `keel-cluster` replicas
     /// (`sync:1`, `async`) against one `keel serve`, same run.
     Replication(replication::ReplicationArgs),
+    /// A sharded node: throughput with 1, 2, 4 shards against one shard,
+    /// single- vs cross-shard (saga) transfer latency.
+    Shards(shards::ShardsArgs),
 }
 
 /// Options of `keel-perf pipeline`.
@@ -134,5 +138,6 @@ fn main() {
         Commands::Projector(args) => projector::run(&args),
         Commands::Network(args) => network::run(&args),
         Commands::Replication(args) => replication::run(&args),
+        Commands::Shards(args) => shards::run(&args),
     }
 }

@@ -1,0 +1,312 @@
+//! `keel-perf shards`: a sharded node's scaling and a cross-shard
+//! transfer's cost (ADR 0014), each against a baseline in the same run.
+//!
+//! - **throughput**: single-shard transfers through `ShardedClient`s from
+//!   several threads, flat out, with 1, 2 and 4 shards (each shard one
+//!   lane: `fusion = single`, so a shard is one thread), under `sync` and
+//!   under `none` (CPU only); the baseline is the same run with 1 shard.
+//! - **latency**: at a low paced rate on 2 shards with `sync`, a
+//!   single-shard transfer (the baseline) and a cross-shard transfer (a
+//!   saga: four round trips, the first carrying the begin record), from
+//!   the intended send time.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use keel_harness::config::{Durability, FusionArg, NodeConfig};
+use keel_harness::saga::SagaOutcome;
+use keel_harness::sharded::{ShardedClient, ShardedNode};
+use keel_ledger::{Account, Transfer};
+
+use crate::clock::{histogram, now_ns, Pacer};
+
+/// Options of `keel-perf shards`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ShardsArgs {
+    /// Directory on the disk to measure (fresh subdirectories, removed after).
+    #[arg(long, default_value = "target/keel-perf-shards")]
+    pub dir: PathBuf,
+    /// Accounts, over all shards.
+    #[arg(long, default_value_t = 12_000)]
+    pub accounts: u32,
+    /// Seconds per throughput run.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Submitting threads in the throughput runs.
+    #[arg(long, default_value_t = 8)]
+    pub producers: usize,
+    /// Transfers per call (split by shard into commands of 7).
+    #[arg(long, default_value_t = 56)]
+    pub batch: usize,
+    /// Shard counts measured.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub shards: Vec<usize>,
+    /// Transfers of each kind in the latency runs.
+    #[arg(long, default_value_t = 2_000)]
+    pub latency_transfers: u64,
+    /// Paced rate of the latency runs (transfers/s).
+    #[arg(long, default_value_t = 200)]
+    pub latency_rate: u64,
+    /// Run only the measurements whose name contains this (throughput, latency).
+    #[arg(long)]
+    pub only: Option<String>,
+}
+
+fn config(dir: &std::path::Path, shards: usize, durability: Durability) -> NodeConfig {
+    let mut config = NodeConfig::default();
+    config.journal.data_dir = dir.to_path_buf();
+    config.journal.durability = durability;
+    config.engine.fusion = FusionArg::Single;
+    config.ledger.accounts_max = 16_384;
+    config.ledger.transfers_max = 1 << 23;
+    config.shards.count = shards;
+    config
+}
+
+fn transfer(id: u128, debit: u128, credit: u128) -> Transfer {
+    Transfer {
+        id,
+        debit_account_id: debit,
+        credit_account_id: credit,
+        amount: 1,
+        ledger: 1,
+        code: 1,
+        ..Transfer::default()
+    }
+}
+
+/// Starts a node of `shards` shards in a fresh directory with the
+/// accounts created; returns it and each shard's account ids.
+fn start(
+    args: &ShardsArgs,
+    shards: usize,
+    durability: Durability,
+    name: &str,
+) -> (ShardedNode, Vec<Vec<u128>>, PathBuf) {
+    let dir = args.dir.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    let node = ShardedNode::start(&config(&dir, shards, durability)).expect("sharded node");
+    let mut client = node.client(0);
+    let accounts: Vec<Account> = (1..=u128::from(args.accounts))
+        .map(|id| Account {
+            id,
+            ledger: 1,
+            code: 1,
+            ..Account::default()
+        })
+        .collect();
+    for chunk in accounts.chunks(900) {
+        let codes = client.create_accounts(chunk).expect("accounts");
+        assert!(codes.iter().all(|&c| c == 0));
+    }
+    let mut per_shard = vec![Vec::new(); shards];
+    for a in &accounts {
+        per_shard[usize::from(client.shard_of(a.id))].push(a.id);
+    }
+    (node, per_shard, dir)
+}
+
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// CPU seconds so far of this process's threads whose name starts with
+/// `prefix` (from /proc: clock ticks, so 10 ms resolution).
+fn thread_cpu(prefix: &str) -> f64 {
+    let ticks = 100.0; // USER_HZ on Linux
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .filter_map(|t| {
+            let path = t.ok()?.path();
+            let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+            if !comm.starts_with(prefix) {
+                return None;
+            }
+            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+            let after = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / ticks)
+        })
+        .sum()
+}
+
+/// What one throughput run measured.
+struct Run {
+    rate: f64,
+    /// Lane (engine) CPU µs per transfer, over every shard.
+    lane_us: f64,
+    /// Producer (routing, client) CPU µs per transfer.
+    producer_us: f64,
+}
+
+/// Single-shard transfers per second, flat out.
+fn throughput(args: &ShardsArgs, shards: usize, durability: Durability) -> Run {
+    let name = format!("throughput-{shards}-{durability:?}");
+    let (node, per_shard, dir) = start(args, shards, durability, &name);
+    let per_shard = Arc::new(per_shard);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..args.producers)
+        .map(|p| {
+            let mut client: ShardedClient = node.client(0);
+            let (per_shard, stop, done) = (per_shard.clone(), stop.clone(), done.clone());
+            let batch = args.batch;
+            let thread = std::thread::Builder::new().name(format!("producer-{p}"));
+            thread
+                .spawn(move || {
+                    let mut rng = 0x9e37_79b9_7f4a_7c15 ^ (p as u64 + 1) * 0x2545_f491;
+                    let mut n = 0u128;
+                    let mut transfers = Vec::with_capacity(batch);
+                    while !stop.load(Ordering::Relaxed) {
+                        transfers.clear();
+                        for _ in 0..batch {
+                            let ids =
+                                &per_shard[(xorshift(&mut rng) % per_shard.len() as u64) as usize];
+                            let d = ids[(xorshift(&mut rng) % ids.len() as u64) as usize];
+                            let mut c = ids[(xorshift(&mut rng) % ids.len() as u64) as usize];
+                            if c == d {
+                                c = ids
+                                    [(ids.iter().position(|&x| x == d).unwrap() + 1) % ids.len()];
+                            }
+                            n += 1;
+                            transfers.push(transfer((p as u128) << 64 | n, d, c));
+                        }
+                        let codes = client.create_transfers(&transfers).expect("transfers");
+                        let ok = codes.iter().filter(|&&c| c == 0).count();
+                        done.fetch_add(ok as u64, Ordering::Relaxed);
+                    }
+                })
+                .expect("spawn")
+        })
+        .collect();
+    let (lanes0, producers0) = (thread_cpu("keel-lane"), thread_cpu("producer"));
+    let done0 = done.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(args.seconds));
+    let moved = (done.load(Ordering::Relaxed) - done0).max(1) as f64;
+    let lane_us = (thread_cpu("keel-lane") - lanes0) / moved * 1e6;
+    let producer_us = (thread_cpu("producer") - producers0) / moved * 1e6;
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().expect("producer");
+    }
+    let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    node.shutdown().expect("shutdown");
+    let _ = std::fs::remove_dir_all(&dir);
+    Run {
+        rate,
+        lane_us,
+        producer_us,
+    }
+}
+
+/// Paced single- and cross-shard transfer latency on 2 shards, `sync`.
+fn latency(args: &ShardsArgs) -> (Histogram<u64>, Histogram<u64>) {
+    let (node, per_shard, dir) = start(args, 2, Durability::Sync, "latency");
+    let mut client = node.client(0);
+    let mut single = histogram();
+    let mut cross = histogram();
+    let mut rng = 7u64;
+    let mut pick = |shard: usize| {
+        let ids = &per_shard[shard];
+        ids[(xorshift(&mut rng) % ids.len() as u64) as usize]
+    };
+    // Interleaved, so both see the same disk and machine noise.
+    let pacer = Pacer::new(args.latency_rate);
+    for i in 0..args.latency_transfers * 2 {
+        let intended = pacer.wait_for(i);
+        let id = 1u128 << 100 | u128::from(i);
+        if i % 2 == 0 {
+            let (d, c) = (pick(0), pick(0));
+            let c = if c == d { pick(0) } else { c };
+            let codes = client
+                .create_transfers(&[transfer(id, d, c)])
+                .expect("single");
+            assert!(codes[0] == 0 || d == c);
+            let _ = single.record((now_ns() - intended).max(1));
+        } else {
+            let outcome = client
+                .transfer_cross(&transfer(id, pick(0), pick(1)))
+                .expect("saga");
+            assert_eq!(outcome, SagaOutcome::Committed);
+            let _ = cross.record((now_ns() - intended).max(1));
+        }
+    }
+    node.shutdown().expect("shutdown");
+    let _ = std::fs::remove_dir_all(&dir);
+    (single, cross)
+}
+
+fn us(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1e3
+}
+
+/// Runs the selected measurements and prints a report.
+pub fn run(args: &ShardsArgs) {
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "keel-perf shards: {cores} cores, {} producers, {} transfers per call",
+        args.producers, args.batch
+    );
+    if wanted("throughput") {
+        for durability in [Durability::None, Durability::Sync] {
+            let mut one = None;
+            for &shards in &args.shards {
+                let run = throughput(args, shards, durability);
+                let base = *one.get_or_insert(run.rate);
+                let ideal = base * shards as f64;
+                println!(
+                    "throughput {durability:?} shards={shards}: {:>10.0} transfers/s  \
+                     {:.2}x one shard, {:.2} of shards x one shard; CPU per transfer: \
+                     lanes {:.2} µs, producers {:.2} µs",
+                    run.rate,
+                    run.rate / base,
+                    run.rate / ideal,
+                    run.lane_us,
+                    run.producer_us,
+                );
+                if shards == 1 {
+                    // Projection: a shard's lane can do 1/lane_us transfers
+                    // per second of its own core; producers need producer_us each.
+                    let per_shard = 1e6 / run.lane_us.max(1e-3);
+                    println!(
+                        "  projection ({durability:?}): one shard on its own core ~{per_shard:.0} transfers/s; \
+                         a host with n cores for shards and n*{:.2} for producers: ~n x that, \
+                         until the disk (sync) or memory bandwidth binds",
+                        run.producer_us / run.lane_us.max(1e-3)
+                    );
+                }
+            }
+        }
+    }
+    if wanted("latency") {
+        let (single, cross) = latency(args);
+        for (name, h) in [("single-shard", &single), ("cross-shard (saga)", &cross)] {
+            println!(
+                "latency {name:<19} p50 {:>8.1} µs  p90 {:>8.1}  p99 {:>8.1}  p99.9 {:>8.1}  max {:>8.1}  (n={})",
+                us(h, 0.5),
+                us(h, 0.9),
+                us(h, 0.99),
+                us(h, 0.999),
+                h.max() as f64 / 1e3,
+                h.len()
+            );
+        }
+        println!(
+            "latency ratio cross/single: p50 {:.2}x, p99 {:.2}x (goal: <= 3x at low load)",
+            us(&cross, 0.5) / us(&single, 0.5),
+            us(&cross, 0.99) / us(&single, 0.99)
+        );
+    }
+}
