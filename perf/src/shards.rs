@@ -165,7 +165,7 @@ fn throughput(args: &ShardsArgs, shards: usize, durability: Durability) -> Run {
             let thread = std::thread::Builder::new().name(format!("producer-{p}"));
             thread
                 .spawn(move || {
-                    let mut rng = 0x9e37_79b9_7f4a_7c15 ^ (p as u64 + 1) * 0x2545_f491;
+                    let mut rng = 0x9e37_79b9_7f4a_7c15 ^ ((p as u64 + 1) * 0x2545_f491);
                     let mut n = 0u128;
                     let mut transfers = Vec::with_capacity(batch);
                     while !stop.load(Ordering::Relaxed) {
