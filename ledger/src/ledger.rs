@@ -812,18 +812,29 @@ impl Ledger {
         }
     }
 
+    /// Answers a `SET_OWNERSHIP` whose table is not newer than the
+    /// installed one (`true`); `false` for any other.
+    fn refuse_ownership(&self, payload: &[u8], outcome: &mut Outcome) -> bool {
+        let (Some(installed), Ok(new)) = (self.ownership, Rkyv::access::<Ownership>(payload))
+        else {
+            return false;
+        };
+        if new.table_version.to_native() > installed.table_version {
+            return false;
+        }
+        let body = WrongShard {
+            table_version: installed.table_version,
+            fingerprint: installed.fingerprint(),
+        };
+        set_outcome(outcome, outcome_code::TABLE_NOT_NEWER, &body);
+        true
+    }
+
     fn set_ownership(&mut self, payload: &[u8], outcome: &mut Outcome) {
         let Ok(new) = Rkyv::decode::<Ownership>(payload) else {
             return self.malformed(outcome);
         };
-        let installed = self.ownership.map_or(0, |o| o.table_version);
-        if new.table_version <= installed {
-            let body = WrongShard {
-                table_version: installed,
-                fingerprint: self.ownership.map_or(0, |o| o.fingerprint()),
-            };
-            return set_outcome(outcome, outcome_code::TABLE_NOT_NEWER, &body);
-        }
+        debug_assert!(new.table_version > self.ownership.map_or(0, |o| o.table_version));
         self.ownership = Some(new);
         *outcome = Outcome::code(outcome_code::OK);
     }
@@ -854,6 +865,14 @@ impl StateMachine for Ledger {
     }
 
     fn apply(&mut self, command: &CommandRef<'_>, outcome: &mut Outcome) {
+        // A table no newer than the installed one (every restart of a
+        // sharded node checks its table so) changes nothing at all, not
+        // even the clock: a restart leaves the state hash as it was.
+        if command.command_type() == command_type::SET_OWNERSHIP
+            && self.refuse_ownership(command.payload, outcome)
+        {
+            return;
+        }
         // Every command advances the ledger's clock, strictly: event i of this
         // command is stamped base + i. Only the journaled timestamp is used.
         let base = command.timestamp_ns().max(self.last_timestamp + 1);

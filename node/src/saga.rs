@@ -1,10 +1,12 @@
 //! Cross-shard transfers as sagas of the ledger's own two-phase transfers
-//! (ADR 0014): reserve on the debit shard, a pending credit on the credit
-//! shard, the decision by posting the reservation, then settling the
-//! credit. Every step's id is derived from the saga id, so a retried step
-//! is answered `exists`; the saga's log is in the debit shard's journal
-//! (`SAGA_RECORD` begin and end), which [`recover`] scans to finish what a
-//! dead driver left open.
+//! (ADR 0014): in one round trip a begin record plus a reservation on the
+//! debit shard and a begin record plus a pending credit on the credit
+//! shard; then the decision, by posting (or voiding) the reservation on
+//! the debit shard; then the credit settled as decided; then an end record.
+//! Every step's id is derived from the saga id, so a retried step is
+//! answered `exists`; the saga's log is in its shards' journals
+//! (`SAGA_RECORD`), which [`recover`] scans to finish what a dead driver
+//! left open.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -290,44 +292,43 @@ pub(crate) fn run(
     let (s1, s2) = (saga.debit_shard, saga.credit_shard);
     sagas.ensure_clearing(clients, s1, s2, saga.transfer.ledger)?;
 
-    // 1. Begin and reserve on s1: the record and the reservation go into
-    // the ring back to back, so they cost one round trip.
-    let reserved = match begin {
+    // 1. Begin, reserve and credit: on each shard a begin record and that
+    // shard's step, all four in the rings at once (one round trip). Both
+    // shards hold the begin record, so whichever reaches its journal
+    // before a crash, recovery finds the saga. The credit is pending with
+    // no timeout: it holds no money, and the decision below settles it.
+    let (reserved, credited) = match begin {
         true => {
-            let client = &mut clients[usize::from(s1)];
-            let record = client
-                .saga_record_async(&saga.record(saga_kind::BEGIN, None))
-                .map_err(|e| ShardError::client(s1, e))?;
-            let reserve = client
-                .create_transfers_async(&[saga.reserve()], Default::default())
-                .map_err(|e| ShardError::client(s1, e));
-            wait(s1, record)?;
-            let ack = wait(s1, reserve?)?;
-            keel_ledger::client::check_shard(&ack).map_err(|e| ShardError::client(s1, e))?;
-            let results = commands::event_results(command_type::CREATE_TRANSFERS, &ack.outcome)
-                .map_err(|e| ShardError::client(s1, e.into()))?;
-            code_of(results.codes()[0])
+            let debit = begin_step(clients, s1, saga, &saga.reserve())?;
+            let credit = match dies_after(1) {
+                true => None,
+                false => Some(begin_step(clients, s2, saga, &saga.credit())?),
+            };
+            let reserved = finish_step(s1, debit)?;
+            (reserved, credit.map(|c| finish_step(s2, c)).transpose()?)
         }
-        false => one(clients, s1, &saga.reserve())?,
+        false => (
+            one(clients, s1, &saga.reserve())?,
+            Some(one(clients, s2, &saga.credit())?),
+        ),
     };
+    if dies_after(1) || dies_after(2) {
+        return Ok(None);
+    }
+    let credited = credited.expect("made unless abandoned");
     if !applied(reserved) {
+        if applied(credited) {
+            let void = saga.finish(step::VOID_CREDIT, step::CREDIT, false);
+            settle(clients, s2, saga, &void, false)?;
+        }
         let outcome = SagaOutcome::Failed {
             side: SagaSide::Debit,
             code: reserved,
         };
-        return end(clients, saga, outcome).map(Some);
-    }
-    if dies_after(1) {
-        return Ok(None);
+        return end(clients, saga, outcome, !begin).map(Some);
     }
 
-    // 2. The pending credit on s2 (no timeout).
-    let credited = one(clients, s2, &saga.credit())?;
-    if dies_after(2) {
-        return Ok(None);
-    }
-
-    // 3. The decision, on s1 alone: post the reservation if the credit
+    // 2. The decision, on s1 alone: post the reservation if the credit
     // side took it, else void it. s1's BLP decides whether the post lands
     // before the reservation's deadline; any answer but ok/exists (expired,
     // already voided, a retry's failed id) is settled by what the
@@ -349,24 +350,12 @@ pub(crate) fn run(
         return Ok(None);
     }
 
-    // 4. Settle the credit side as decided.
-    let settle = match committed {
+    // 2. Settle the credit side as decided.
+    let finish = match committed {
         true => saga.finish(step::POST_CREDIT, step::CREDIT, true),
         false => saga.finish(step::VOID_CREDIT, step::CREDIT, false),
     };
-    match one(clients, s2, &settle)? {
-        code if applied(code) => {}
-        code => {
-            let credit = pending_state(clients, s2, saga_step_id(saga.transfer.id, step::CREDIT))?;
-            let settled = match committed {
-                true => credit == Some(PendingState::Posted),
-                false => matches!(credit, None | Some(PendingState::Voided)),
-            };
-            if !settled {
-                return Err(ShardError::Step { shard: s2, code });
-            }
-        }
-    }
+    settle(clients, s2, saga, &finish, committed)?;
     if dies_after(4) {
         return Ok(None);
     }
@@ -378,7 +367,61 @@ pub(crate) fn run(
         },
         (false, true) => SagaOutcome::Expired,
     };
-    end(clients, saga, outcome).map(Some)
+    end(clients, saga, outcome, !begin).map(Some)
+}
+
+/// Submits a begin record and `step` to `shard`, back to back.
+fn begin_step(
+    clients: &mut [LedgerClient],
+    shard: u16,
+    saga: &Saga,
+    step: &Transfer,
+) -> Result<(PendingAck, PendingAck), ShardError> {
+    let client = &mut clients[usize::from(shard)];
+    let record = client
+        .saga_record_async(&saga.record(saga_kind::BEGIN, None))
+        .map_err(|e| ShardError::client(shard, e))?;
+    let step = client
+        .create_transfers_async(std::slice::from_ref(step), Default::default())
+        .map_err(|e| ShardError::client(shard, e))?;
+    Ok((record, step))
+}
+
+/// Waits for [`begin_step`]'s two commands; the step's result.
+fn finish_step(
+    shard: u16,
+    (record, step): (PendingAck, PendingAck),
+) -> Result<CreateTransferResult, ShardError> {
+    wait(shard, record)?;
+    let ack = wait(shard, step)?;
+    keel_ledger::client::check_shard(&ack).map_err(|e| ShardError::client(shard, e))?;
+    let results = commands::event_results(command_type::CREATE_TRANSFERS, &ack.outcome)
+        .map_err(|e| ShardError::client(shard, e.into()))?;
+    Ok(code_of(results.codes()[0]))
+}
+
+/// Posts (`post`) or voids the credit side with `finish`; any answer but
+/// ok/exists is checked against what the credit transfer now is.
+fn settle(
+    clients: &mut [LedgerClient],
+    s2: u16,
+    saga: &Saga,
+    finish: &Transfer,
+    post: bool,
+) -> Result<(), ShardError> {
+    let code = one(clients, s2, finish)?;
+    if applied(code) {
+        return Ok(());
+    }
+    let credit = pending_state(clients, s2, saga_step_id(saga.transfer.id, step::CREDIT))?;
+    let settled = match post {
+        true => credit == Some(PendingState::Posted),
+        false => matches!(credit, None | Some(PendingState::Voided)),
+    };
+    match settled {
+        true => Ok(()),
+        false => Err(ShardError::Step { shard: s2, code }),
+    }
 }
 
 /// The pending state of transfer `id` on `shard` (`None`: no such transfer).
@@ -403,17 +446,23 @@ fn pending_state_of(value: u8) -> PendingState {
     }
 }
 
-/// 5. The end record, on s1.
+/// 3. The end record, on s1 (whose journal recovery reads first).
 fn end(
     clients: &mut [LedgerClient],
     saga: &Saga,
     outcome: SagaOutcome,
+    wait_durable: bool,
 ) -> Result<SagaOutcome, ShardError> {
     let s1 = saga.debit_shard;
     let ack = clients[usize::from(s1)]
         .saga_record_async(&saga.record(saga_kind::END, Some(outcome)))
         .map_err(|e| ShardError::client(s1, e))?;
-    wait(s1, ack)?;
+    // A caller is not kept waiting: the saga is settled, and a lost end
+    // record only costs a recovery an idempotent re-run. A recovery waits,
+    // so the next one does not run the saga again.
+    if wait_durable {
+        wait(s1, ack)?;
+    }
     Ok(outcome)
 }
 
@@ -441,7 +490,7 @@ pub(crate) fn status(
 /// What [`recover`] found and did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SagaRecovery {
-    /// Begin records read, over every shard's journal.
+    /// Sagas begun, over every shard's journal.
     pub begun: u64,
     /// Sagas with no end record, driven to their end now.
     pub resumed: u64,
@@ -460,7 +509,10 @@ pub(crate) fn recover(
     mut clients_for: impl FnMut(u32) -> Vec<LedgerClient>,
 ) -> Result<SagaRecovery, ShardError> {
     let mut report = SagaRecovery::default();
+    // Every shard of a saga journals its begin record; its end record is on
+    // the debit shard: gather all of both, then subtract.
     let mut open: HashMap<u128, (u32, Saga)> = HashMap::new();
+    let mut ended: HashSet<u128> = HashSet::new();
     for (shard, (dir, durable)) in journals.iter().enumerate() {
         let storage =
             FsStorage::open_read_only(dir).map_err(|e| ShardError::Recovery(format!("{e}")))?;
@@ -472,12 +524,11 @@ pub(crate) fn recover(
             }
             match keel_codecs::Rkyv::decode::<SagaRecord>(r.payload) {
                 Ok(record) if record.kind == saga_kind::BEGIN => {
-                    report.begun += 1;
                     let saga = Saga::from_record(&record);
                     open.insert(saga.transfer.id, (r.header.meta.tenant_id, saga));
                 }
                 Ok(record) => {
-                    open.remove(&record.transfer.id);
+                    ended.insert(record.transfer.id);
                 }
                 Err(e) => bad = Some(format!("shard {shard} record {}: {e}", r.header.sequence)),
             }
@@ -487,6 +538,8 @@ pub(crate) fn recover(
             return Err(ShardError::Recovery(bad));
         }
     }
+    report.begun = open.len() as u64;
+    open.retain(|id, _| !ended.contains(id));
     let mut by_tenant: HashMap<u32, Vec<LedgerClient>> = HashMap::new();
     for (_, (tenant, saga)) in open {
         let clients = by_tenant

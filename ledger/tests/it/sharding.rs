@@ -88,8 +88,14 @@ fn only_a_newer_table_replaces_the_installed_one() {
     let v1 = SlotTable::even(1, 2, &[]).unwrap();
     let mut h = Harness::new(64, 64);
     install(&mut h, &v1, 0);
+    let hash = h.ledger.state_hash();
     let stale = install(&mut h, &v1, 0);
     assert_eq!(stale.code, outcome_code::TABLE_NOT_NEWER);
+    assert_eq!(
+        h.ledger.state_hash(),
+        hash,
+        "a refused table changes nothing, clock included"
+    );
     assert_eq!(commands::wrong_shard(&stale).unwrap().table_version, 1);
 
     // Version 2 gives every slot to shard 0: shard 1's ids become ours.
