@@ -14,4 +14,5 @@ pub mod load;
 pub mod netbench;
 pub mod projection;
 pub mod repl;
+pub mod sharded_load;
 pub mod traffic;

@@ -7,6 +7,7 @@ use keel_harness::config::{NodeConfig, TenantSection};
 use keel_harness::replay::replay;
 use keel_harness::saga::{SagaOutcome, SagaSide, SagaStatus};
 use keel_harness::sharded::{ShardError, ShardStopped, ShardedNode, ShardedNodeError};
+use keel_harness::sharded_load::{self, audit, ShardedLoadConfig};
 use keel_journal::FsStorage;
 use keel_ledger::routing::{clearing_account_id, clearing_owner};
 use keel_ledger::{account_flags, transfer_flags, Account, ClientError, CreateTransferResult};
@@ -44,35 +45,6 @@ fn pair(client: &keel_harness::sharded::ShardedClient, a: u16, b: u16, ids: u128
             .expect("an account on every shard")
     };
     (on(a, 0), on(b, if a == b { 1 } else { 0 }))
-}
-
-fn net(a: &Account) -> i128 {
-    i128::from(a.credits_posted) - i128::from(a.debits_posted)
-}
-
-/// Σ over every shard of every account's net balance, and per pair of
-/// shards the net of their two clearing accounts (must be 0 once sagas
-/// settle), plus the pending amounts left anywhere.
-fn audit(stopped: &[ShardStopped]) -> (i128, Vec<i128>, u64) {
-    let ledgers: Vec<&Ledger> = stopped.iter().map(|s| &s.state_machine).collect();
-    let total: i128 = ledgers.iter().flat_map(|l| l.accounts()).map(net).sum();
-    let mut pairs = Vec::new();
-    for s1 in 0..ledgers.len() as u16 {
-        for s2 in s1 + 1..ledgers.len() as u16 {
-            let side = |owner: u16, peer: u16| {
-                ledgers[usize::from(owner)]
-                    .account(clearing_account_id(owner, peer, 1))
-                    .map_or(0, net)
-            };
-            pairs.push(side(s1, s2) + side(s2, s1));
-        }
-    }
-    let pending = ledgers
-        .iter()
-        .flat_map(|l| l.accounts())
-        .map(|a| a.debits_pending + a.credits_pending)
-        .sum();
-    (total, pairs, pending)
 }
 
 fn stop(node: ShardedNode) -> Vec<ShardStopped> {
@@ -446,4 +418,26 @@ fn clearing_accounts_are_created_on_their_owners_only() {
             vec![clearing_account_id(s as u16, 1 - s as u16, 1)]
         );
     }
+}
+
+#[test]
+fn the_sharded_main_job_passes_its_checks_twice_on_the_same_directories() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let job = ShardedLoadConfig {
+        node: config(dir.path(), 3),
+        transfers: 3_000,
+        producers: 3,
+        batch: 20,
+        accounts: 300,
+        cross_percent: 30,
+        stop: Default::default(),
+    };
+    let first = sharded_load::run(&job).unwrap();
+    assert!(first.ok(), "{first:?}");
+    assert_eq!(first.results[0], 3_000, "every transfer ok");
+    assert!((600..1_200).contains(&first.cross), "{}", first.cross);
+    let second = sharded_load::run(&job).unwrap();
+    assert!(second.ok(), "{second:?}");
+    assert_eq!(second.recovered.begun, first.cross);
+    assert_eq!(second.recovered.resumed, 0);
 }

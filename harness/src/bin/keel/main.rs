@@ -12,6 +12,7 @@ mod journal_cli;
 mod project_cli;
 mod replay_cli;
 mod serve_cli;
+mod shards_cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +76,13 @@ enum Commands {
     /// 1 a statement failed (refused, its outcome unknown, or, from piped
     /// input, did not parse); 3 cannot connect; 64 a `-c` statement does not parse.
     Client(client_cli::ClientArgs),
+    /// The main job on a sharded node (`[shards]`, ADR 0014): accounts
+    /// spread over N shards by slot, transfers of which a share cross
+    /// shards (sagas), the money check (balances sum to 0, clearing
+    /// accounts net to 0, nothing pending) and a restart that reaches every
+    /// shard's state hash again. Exit 0 ok; 1 a check failed; 3 cannot
+    /// start; 4 stopped by a signal; 78 bad configuration.
+    Shards(shards_cli::ShardsArgs),
 }
 
 #[derive(Subcommand)]
@@ -176,6 +184,17 @@ enum DurabilityArg {
     None,
 }
 
+impl DurabilityArg {
+    fn durability(self) -> Durability {
+        match self {
+            DurabilityArg::Sync => Durability::Sync,
+            DurabilityArg::Async => Durability::Async,
+            DurabilityArg::Os => Durability::Os,
+            DurabilityArg::None => Durability::None,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -195,6 +214,7 @@ fn main() -> ExitCode {
         Commands::Cert(args) => serve_cli::cert(&args),
         Commands::Bench(args) => bench_cli::bench(&args),
         Commands::Client(args) => client_cli::client(&args),
+        Commands::Shards(args) => shards_cli::run(&args),
     }
 }
 
@@ -266,12 +286,7 @@ fn load_config(args: &RunArgs) -> Result<LoadConfig, ConfigFileError> {
         None => NodeConfig::default(),
     };
     if let Some(durability) = args.durability {
-        node.journal.durability = match durability {
-            DurabilityArg::Sync => Durability::Sync,
-            DurabilityArg::Async => Durability::Async,
-            DurabilityArg::Os => Durability::Os,
-            DurabilityArg::None => Durability::None,
-        };
+        node.journal.durability = durability.durability();
     }
     if let Some(dir) = &args.data_dir {
         node.journal.data_dir = dir.clone();
