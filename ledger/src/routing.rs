@@ -263,6 +263,9 @@ impl SlotTable {
 mod tests {
     use super::*;
 
+    const PINNED_SLOTS: [u16; 4] = [2460, 2169, 2762, 3824];
+    const PINNED_STEP_ID: u128 = 58495884409071467733377107672007331230;
+
     #[test]
     fn an_even_table_spreads_ids_across_shards_and_ownership_agrees() {
         let table = SlotTable::even(1, 4, &[]).unwrap();
@@ -304,6 +307,18 @@ mod tests {
         assert_eq!(table.shard(0, id), 2);
         assert!(table.ownership(2).owns(0, id));
         assert!(!table.ownership(1).owns(0, id));
+    }
+
+    #[test]
+    fn the_slot_function_is_pinned() {
+        // Every journal's accounts were placed by this function: changing
+        // it would strand them. These values must never change.
+        let pinned: Vec<u16> = [(0u32, 1u128), (0, 2), (7, 1), (1, u128::MAX - 1)]
+            .iter()
+            .map(|&(t, id)| slot_of(t, id))
+            .collect();
+        assert_eq!(pinned, PINNED_SLOTS);
+        assert_eq!(saga_step_id(1, 1), PINNED_STEP_ID);
     }
 
     #[test]

@@ -83,6 +83,40 @@ fn create_transfers_v1() {
 }
 
 #[test]
+fn sharding_schemas_v1() {
+    use keel_ledger::commands::{saga_kind, SagaRecord, WrongShard};
+    use keel_ledger::routing::SlotTable;
+    let mut buf = [0u8; 896];
+    let ownership = SlotTable::even(3, 4, &[(7, 100, 200)])
+        .unwrap()
+        .ownership(2);
+    let len = Rkyv::encode(&ownership, &mut buf).unwrap();
+    golden("ownership-v1.bin", &buf[..len]);
+    assert_eq!(
+        Rkyv::decode::<keel_ledger::routing::Ownership>(&buf[..len]).unwrap(),
+        ownership
+    );
+    let record = SagaRecord {
+        kind: saga_kind::END,
+        transfer: sample_transfer(9),
+        debit_shard: 1,
+        credit_shard: 3,
+        outcome: 3,
+        code: 22,
+    };
+    let len = Rkyv::encode(&record, &mut buf).unwrap();
+    golden("saga_record-v1.bin", &buf[..len]);
+    assert_eq!(Rkyv::decode::<SagaRecord>(&buf[..len]).unwrap(), record);
+    let wrong = WrongShard {
+        table_version: 3,
+        fingerprint: ownership.fingerprint(),
+    };
+    let len = Rkyv::encode(&wrong, &mut buf).unwrap();
+    golden("wrong_shard-v1.bin", &buf[..len]);
+    assert_eq!(Rkyv::decode::<WrongShard>(&buf[..len]).unwrap(), wrong);
+}
+
+#[test]
 fn a_full_batch_fits_a_slot_and_one_more_does_not() {
     let mut buf = [0u8; keel_core::constants::PAYLOAD_BYTES_MAX];
     let full = [sample_transfer(1); commands::TRANSFERS_PER_COMMAND_MAX];
