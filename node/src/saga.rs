@@ -5,8 +5,8 @@
 //! the debit shard; then the credit settled as decided; then an end record.
 //! Every step's id is derived from the saga id, so a retried step is
 //! answered `exists`; the saga's log is in its shards' journals
-//! (`SAGA_RECORD`), which [`recover`] scans to finish what a dead driver
-//! left open.
+//! (`SAGA_RECORD`), which recovery (`ShardedNode::recover_sagas`) scans
+//! to finish what a dead driver left open.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -487,7 +487,7 @@ pub(crate) fn status(
     })
 }
 
-/// What [`recover`] found and did.
+/// What `ShardedNode::recover_sagas` found and did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SagaRecovery {
     /// Sagas begun, over every shard's journal.
