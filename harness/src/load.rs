@@ -593,6 +593,18 @@ fn bar(config: &LoadConfig, len: Option<u64>, phase: &'static str) -> ProgressBa
 }
 
 /// A tiny deterministic generator for the workload (not for anything secret).
+/// Accounts `1..=n` on the workload's ledger and code, no flags.
+pub fn plain_accounts(n: u32) -> Vec<Account> {
+    (1..=u128::from(n))
+        .map(|id| Account {
+            id,
+            ledger: LEDGER,
+            code: CODE,
+            ..Account::default()
+        })
+        .collect()
+}
+
 /// The workload's deterministic pseudo-random numbers (xorshift64).
 #[derive(Debug, Clone)]
 pub struct XorShift(pub u64);

@@ -13,6 +13,7 @@ use keel_ledger::routing::clearing_account_id;
 use keel_ledger::{Account, CreateAccountResult, Transfer};
 
 use crate::config::NodeConfig;
+use crate::load::{plain_accounts, XorShift};
 use crate::saga::SagaRecovery;
 use crate::sharded::{ShardError, ShardStopped, ShardedNode, ShardedNodeError};
 
@@ -90,13 +91,6 @@ pub enum ShardedLoadError {
     Stopped(usize, keel_core::StopReason),
 }
 
-fn xorshift(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
 /// Runs the job.
 pub fn run(config: &ShardedLoadConfig) -> Result<ShardedLoadReport, ShardedLoadError> {
     let node = ShardedNode::start(&config.node)?;
@@ -105,14 +99,7 @@ pub fn run(config: &ShardedLoadConfig) -> Result<ShardedLoadReport, ShardedLoadE
     // sequence grows from run to run, so ids stay unique.
     let nonce = u128::from(node.shards()[0].recovery().next_sequence + 1);
     let mut client = node.client(0);
-    let accounts: Vec<Account> = (1..=u128::from(config.accounts))
-        .map(|id| Account {
-            id,
-            ledger: 1,
-            code: 1,
-            ..Account::default()
-        })
-        .collect();
+    let accounts = plain_accounts(config.accounts);
     for chunk in accounts.chunks(900) {
         for code in client.create_accounts(chunk)? {
             let fine = [CreateAccountResult::ok, CreateAccountResult::exists];
@@ -138,7 +125,7 @@ pub fn run(config: &ShardedLoadConfig) -> Result<ShardedLoadReport, ShardedLoadE
                 (per_shard.clone(), results.clone(), config.stop.clone());
             let (batch, cross_percent) = (config.batch, u64::from(config.cross_percent));
             std::thread::spawn(move || -> Result<(), ShardError> {
-                let mut rng = 0x9e37_79b9_7f4a_7c15 ^ ((p as u64 + 1) << 17);
+                let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ ((p as u64 + 1) << 17));
                 let (mut codes, mut cross, mut latency) = (vec![0u64; 256], 0u64, histogram());
                 let mut sent = 0u64;
                 let mut transfers = Vec::with_capacity(batch);
@@ -146,19 +133,19 @@ pub fn run(config: &ShardedLoadConfig) -> Result<ShardedLoadReport, ShardedLoadE
                     transfers.clear();
                     for _ in 0..batch.min((per_producer - sent) as usize) {
                         let n = per_shard.len() as u64;
-                        let s1 = (xorshift(&mut rng) % n) as usize;
-                        let crossing = n > 1 && xorshift(&mut rng) % 100 < cross_percent;
+                        let s1 = (rng.next_u64() % n) as usize;
+                        let crossing = n > 1 && rng.next_u64() % 100 < cross_percent;
                         let s2 = match crossing {
-                            true => (s1 + 1 + (xorshift(&mut rng) % (n - 1)) as usize) % n as usize,
+                            true => (s1 + 1 + (rng.next_u64() % (n - 1)) as usize) % n as usize,
                             false => s1,
                         };
                         let pick = |s: usize, r: u64| {
                             per_shard[s][(r % per_shard[s].len() as u64) as usize]
                         };
-                        let debit = pick(s1, xorshift(&mut rng));
-                        let mut credit = pick(s2, xorshift(&mut rng));
+                        let debit = pick(s1, rng.next_u64());
+                        let mut credit = pick(s2, rng.next_u64());
                         if credit == debit {
-                            credit = pick(s2, xorshift(&mut rng) + 1);
+                            credit = pick(s2, rng.next_u64() + 1);
                         }
                         sent += 1;
                         cross += u64::from(crossing);
@@ -166,7 +153,7 @@ pub fn run(config: &ShardedLoadConfig) -> Result<ShardedLoadReport, ShardedLoadE
                             id: nonce << 64 | (p as u128) << 40 | u128::from(sent),
                             debit_account_id: debit,
                             credit_account_id: credit,
-                            amount: 1 + xorshift(&mut rng) % 100,
+                            amount: 1 + rng.next_u64() % 100,
                             ledger: 1,
                             code: 1,
                             ..Transfer::default()

@@ -145,6 +145,20 @@ pub enum PendingState {
     Expired = 4,
 }
 
+impl PendingState {
+    /// The state a number stands for (as `state as u8` wrote it); an
+    /// unknown number is `None` (not pending).
+    pub fn from_u8(value: u8) -> Self {
+        match value {
+            1 => PendingState::Pending,
+            2 => PendingState::Posted,
+            3 => PendingState::Voided,
+            4 => PendingState::Expired,
+            _ => PendingState::None,
+        }
+    }
+}
+
 impl ArchivedAccount {
     /// The native account.
     pub fn to_native(&self) -> Account {

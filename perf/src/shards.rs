@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use keel_harness::config::{Durability, FusionArg, NodeConfig};
+use keel_harness::load::{plain_accounts, XorShift};
 use keel_harness::saga::SagaOutcome;
 use keel_harness::sharded::{ShardedClient, ShardedNode};
-use keel_ledger::{Account, Transfer};
+use keel_ledger::Transfer;
 
 use crate::clock::{histogram, now_ns, Pacer};
 
@@ -90,14 +91,7 @@ fn start(
     let _ = std::fs::remove_dir_all(&dir);
     let node = ShardedNode::start(&config(&dir, shards, durability)).expect("sharded node");
     let mut client = node.client(0);
-    let accounts: Vec<Account> = (1..=u128::from(args.accounts))
-        .map(|id| Account {
-            id,
-            ledger: 1,
-            code: 1,
-            ..Account::default()
-        })
-        .collect();
+    let accounts = plain_accounts(args.accounts);
     for chunk in accounts.chunks(900) {
         let codes = client.create_accounts(chunk).expect("accounts");
         assert!(codes.iter().all(|&c| c == 0));
@@ -107,13 +101,6 @@ fn start(
         per_shard[usize::from(client.shard_of(a.id))].push(a.id);
     }
     (node, per_shard, dir)
-}
-
-fn xorshift(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
 }
 
 /// CPU seconds so far of this process's threads whose name starts with
@@ -165,16 +152,16 @@ fn throughput(args: &ShardsArgs, shards: usize, durability: Durability) -> Run {
             let thread = std::thread::Builder::new().name(format!("producer-{p}"));
             thread
                 .spawn(move || {
-                    let mut rng = 0x9e37_79b9_7f4a_7c15 ^ ((p as u64 + 1) * 0x2545_f491);
+                    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ ((p as u64 + 1) * 0x2545_f491));
                     let mut n = 0u128;
                     let mut transfers = Vec::with_capacity(batch);
                     while !stop.load(Ordering::Relaxed) {
                         transfers.clear();
                         for _ in 0..batch {
                             let ids =
-                                &per_shard[(xorshift(&mut rng) % per_shard.len() as u64) as usize];
-                            let d = ids[(xorshift(&mut rng) % ids.len() as u64) as usize];
-                            let mut c = ids[(xorshift(&mut rng) % ids.len() as u64) as usize];
+                                &per_shard[(rng.next_u64() % per_shard.len() as u64) as usize];
+                            let d = ids[(rng.next_u64() % ids.len() as u64) as usize];
+                            let mut c = ids[(rng.next_u64() % ids.len() as u64) as usize];
                             if c == d {
                                 c = ids
                                     [(ids.iter().position(|&x| x == d).unwrap() + 1) % ids.len()];
@@ -216,10 +203,10 @@ fn latency(args: &ShardsArgs) -> (Histogram<u64>, Histogram<u64>) {
     let mut client = node.client(0);
     let mut single = histogram();
     let mut cross = histogram();
-    let mut rng = 7u64;
+    let mut rng = XorShift(7);
     let mut pick = |shard: usize| {
         let ids = &per_shard[shard];
-        ids[(xorshift(&mut rng) % ids.len() as u64) as usize]
+        ids[(rng.next_u64() % ids.len() as u64) as usize]
     };
     // Interleaved, so both see the same disk and machine noise.
     let pacer = Pacer::new(args.latency_rate);

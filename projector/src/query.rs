@@ -62,16 +62,6 @@ fn get<T: mysql_async::prelude::FromValue>(row: &Row, index: usize) -> Result<T,
         .ok_or_else(|| SinkError::Poison(format!("column {index} has an unexpected type")))
 }
 
-fn state(value: u8) -> PendingState {
-    match value {
-        1 => PendingState::Pending,
-        2 => PendingState::Posted,
-        3 => PendingState::Voided,
-        4 => PendingState::Expired,
-        _ => PendingState::None,
-    }
-}
-
 fn transfer(row: &Row) -> Result<ProjectedTransfer, SinkError> {
     Ok(ProjectedTransfer {
         sequence: get(row, 0)?,
@@ -91,7 +81,7 @@ fn transfer(row: &Row) -> Result<ProjectedTransfer, SinkError> {
             flags: get(row, 13)?,
             timestamp: get(row, 14)?,
         },
-        state: state(get(row, 15)?),
+        state: PendingState::from_u8(get(row, 15)?),
     })
 }
 

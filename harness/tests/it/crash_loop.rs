@@ -15,8 +15,6 @@
 //! `KEEL_CRASH_KILLS` (default 100) and `KEEL_CRASH_SEED` replay or extend a
 //! run; the seed is printed with every failure.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use keel_core::StateMachine;
@@ -26,12 +24,7 @@ use keel_harness::snapshot;
 use keel_journal::{read_records, FsStorage, SnapshotStore};
 use keel_ledger::Ledger;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use crate::support::{env, spawn_crash_child};
 
 #[test]
 fn every_acknowledged_transfer_survives_kill_9() {
@@ -45,19 +38,7 @@ fn every_acknowledged_transfer_survives_kill_9() {
     let mut acknowledged = 0;
     let mut from_snapshots = 0;
     for kill in 0..kills {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keel-crash-child"))
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--acks")
-            .arg(&acks)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut ready = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut ready)
-            .unwrap();
+        let (mut child, ready) = spawn_crash_child(&data, &acks, &[]);
         assert_eq!(
             ready, "ready\n",
             "seed {seed}, kill {kill}: the child did not start"

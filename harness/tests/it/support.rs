@@ -13,6 +13,39 @@ pub fn first_segment(dir: &Path) -> PathBuf {
         .unwrap()
 }
 
+/// A `u64` from the environment, or `default`.
+pub fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Starts `keel-crash-child` on `data` and `acks` (plus `extra` arguments)
+/// and returns it with the first line it printed (`ready…` once serving).
+pub fn spawn_crash_child(
+    data: &Path,
+    acks: &Path,
+    extra: &[&str],
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keel-crash-child"))
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--acks")
+        .arg(acks)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    (child, ready)
+}
+
 /// Accounts `1..=n` on ledger 1, code 1, no flags.
 pub fn accounts(n: u128) -> Vec<keel_ledger::Account> {
     (1..=n)

@@ -231,16 +231,7 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
     };
-    // First SIGINT/SIGTERM: stop pushing, drain, stop cleanly, report.
-    // A second one exits at once.
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ = signal_hook::flag::register_conditional_shutdown(
-            signal,
-            i32::from(exit::FORCED),
-            std::sync::Arc::clone(&config.stop),
-        );
-        let _ = signal_hook::flag::register(signal, std::sync::Arc::clone(&config.stop));
-    }
+    stop_on_signals(&config.stop);
     if config.node.journal.dev_allow_buffered_io {
         eprintln!("WARNING: buffered I/O allowed for development: acknowledged commands may not survive a power cut");
     }
@@ -276,6 +267,19 @@ fn run(args: &RunArgs) -> ExitCode {
                 _ => ExitCode::from(exit::FAILED),
             }
         }
+    }
+}
+
+/// First SIGINT/SIGTERM: set `stop` (the job stops pushing, drains, stops
+/// cleanly and reports). A second one exits at once.
+fn stop_on_signals(stop: &std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(
+            signal,
+            i32::from(exit::FORCED),
+            std::sync::Arc::clone(stop),
+        );
+        let _ = signal_hook::flag::register(signal, std::sync::Arc::clone(stop));
     }
 }
 

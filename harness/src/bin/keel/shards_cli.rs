@@ -99,14 +99,7 @@ pub fn run(args: &ShardsArgs) -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
     };
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ = signal_hook::flag::register_conditional_shutdown(
-            signal,
-            i32::from(exit::FORCED),
-            std::sync::Arc::clone(&config.stop),
-        );
-        let _ = signal_hook::flag::register(signal, std::sync::Arc::clone(&config.stop));
-    }
+    crate::stop_on_signals(&config.stop);
     let node = &config.node;
     println!(
         "keel shards: {} shards in {}/shard-<i> ({:?}), {} accounts, {} transfers ({}% cross-shard) \
