@@ -85,6 +85,11 @@ impl LedgerClient {
         self
     }
 
+    /// Sends every later command as `tenant`'s.
+    pub fn set_tenant(&mut self, tenant: u32) {
+        self.tenant = tenant;
+    }
+
     /// Installs the slots a shard owns (`SET_OWNERSHIP`, journaled); a
     /// table not newer than the installed one is `WrongShard` with the
     /// installed version.

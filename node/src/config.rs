@@ -52,6 +52,14 @@ pub struct ShardsSection {
     pub reserve_timeout_seconds: u32,
     /// Tenants: a slot range and quotas each (`[[shards.tenants]]`).
     pub tenants: Vec<TenantSection>,
+    /// How often the background saga recoverer reads the journals' new
+    /// records (ms; 0: off, recovery only when the host calls
+    /// `recover_sagas`).
+    pub saga_recovery_interval_ms: u64,
+    /// A saga without an end record whose begin is older than this (ms)
+    /// is driven to its end by the recoverer: its caller is taken to have
+    /// died. Longer than any saga takes (three round trips).
+    pub saga_recovery_age_ms: u64,
 }
 
 impl Default for ShardsSection {
@@ -62,6 +70,8 @@ impl Default for ShardsSection {
             pin_cores: Vec::new(),
             reserve_timeout_seconds: 60,
             tenants: Vec::new(),
+            saga_recovery_interval_ms: 1_000,
+            saga_recovery_age_ms: 5_000,
         }
     }
 }
@@ -427,6 +437,13 @@ impl NodeConfig {
                 "shards.reserve_timeout_seconds",
                 sh.reserve_timeout_seconds.to_string(),
                 "1..=3600",
+            );
+        }
+        if !(100..=3_600_000).contains(&sh.saga_recovery_age_ms) {
+            return invalid(
+                "shards.saga_recovery_age_ms",
+                sh.saga_recovery_age_ms.to_string(),
+                "100..=3600000",
             );
         }
         if sh.pin_cores.len() > sh.count {

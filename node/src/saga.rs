@@ -433,17 +433,7 @@ fn pending_state(
     let status = clients[usize::from(shard)]
         .lookup_transfer(id)
         .map_err(|e| ShardError::client(shard, e))?;
-    Ok(status.map(|s| pending_state_of(s.pending_state)))
-}
-
-fn pending_state_of(value: u8) -> PendingState {
-    match value {
-        1 => PendingState::Pending,
-        2 => PendingState::Posted,
-        3 => PendingState::Voided,
-        4 => PendingState::Expired,
-        _ => PendingState::None,
-    }
+    Ok(status.map(|s| PendingState::from_u8(s.pending_state)))
 }
 
 /// 3. The end record, on s1 (whose journal recovery reads first).
@@ -555,4 +545,163 @@ pub(crate) fn recover(
         }
     }
     Ok(report)
+}
+
+/// What the background recoverer did so far.
+#[derive(Debug, Default)]
+pub struct RecovererStats {
+    /// Sagas it drove to their end.
+    pub resumed: std::sync::atomic::AtomicU64,
+    /// Of those, committed.
+    pub committed: std::sync::atomic::AtomicU64,
+    /// Attempts that failed (the saga stays open and is tried again).
+    pub errors: std::sync::atomic::AtomicU64,
+}
+
+/// The background saga recoverer: a thread that follows every shard's
+/// journal (each record read once) and drives to its end every saga whose
+/// begin record is older than `age` and that has no end record, so a
+/// caller that died mid-saga is made up for without a restart.
+#[derive(Debug)]
+pub(crate) struct Recoverer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub(crate) stats: std::sync::Arc<RecovererStats>,
+}
+
+/// One shard as the recoverer sees it.
+pub(crate) struct Followed {
+    pub dir: std::path::PathBuf,
+    pub status: keel_journal::JournalStatus,
+    pub client: LedgerClient,
+}
+
+impl Recoverer {
+    pub(crate) fn spawn(
+        sagas: std::sync::Arc<Sagas>,
+        shards: Vec<Followed>,
+        interval: std::time::Duration,
+        age: std::time::Duration,
+    ) -> std::io::Result<Self> {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stats = std::sync::Arc::new(RecovererStats::default());
+        let thread = std::thread::Builder::new()
+            .name("keel-saga-recoverer".into())
+            .spawn({
+                let (stop, stats) = (stop.clone(), stats.clone());
+                move || follow(&sagas, shards, interval, age, &stop, &stats)
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+            stats,
+        })
+    }
+}
+
+impl Drop for Recoverer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Ticks a saga stays in the recently-ended set: a begin record on the
+/// credit shard can be read a tick after the end record on the debit shard.
+const ENDED_TICKS: u64 = 8;
+
+fn follow(
+    sagas: &Sagas,
+    shards: Vec<Followed>,
+    interval: std::time::Duration,
+    age: std::time::Duration,
+    stop: &std::sync::atomic::AtomicBool,
+    stats: &RecovererStats,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (mut statuses, mut clients, mut storages) = (Vec::new(), Vec::new(), Vec::new());
+    for shard in shards {
+        statuses.push(shard.status);
+        clients.push(shard.client);
+        storages.push(FsStorage::open_read_only(&shard.dir));
+    }
+    let storages: Vec<FsStorage> = match storages.into_iter().collect() {
+        Ok(storages) => storages,
+        Err(_) => {
+            stats.errors.fetch_add(1, Relaxed);
+            return;
+        }
+    };
+    let mut tails: Vec<JournalTail<'_, FsStorage>> =
+        storages.iter().map(|s| JournalTail::new(s, 0)).collect();
+    let mut open: HashMap<u128, (u32, Saga, u64)> = HashMap::new();
+    let mut ended: HashMap<u128, u64> = HashMap::new();
+    for tick in 0u64.. {
+        std::thread::park_timeout(interval);
+        if stop.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        for (i, tail) in tails.iter_mut().enumerate() {
+            let polled = tail.poll(statuses[i].durable_next(), &mut |r| {
+                if r.header.meta.command_type != command_type::SAGA_RECORD {
+                    return;
+                }
+                let Ok(record) = keel_codecs::Rkyv::decode::<SagaRecord>(r.payload) else {
+                    return; // the BLP answered it malformed: not a saga's
+                };
+                let id = record.transfer.id;
+                match record.kind {
+                    saga_kind::BEGIN if !ended.contains_key(&id) => {
+                        let saga = Saga::from_record(&record);
+                        let meta = &r.header.meta;
+                        open.entry(id)
+                            .or_insert((meta.tenant_id, saga, meta.timestamp_ns));
+                    }
+                    saga_kind::BEGIN => {}
+                    _ => {
+                        open.remove(&id);
+                        ended.insert(id, tick);
+                    }
+                }
+            });
+            if polled.is_err() {
+                stats.errors.fetch_add(1, Relaxed);
+            }
+        }
+        ended.retain(|_, at| tick - *at < ENDED_TICKS);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let due: Vec<u128> = open
+            .iter()
+            .filter(|(_, (_, _, begun))| now.saturating_sub(*begun) >= age.as_nanos() as u64)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            if stop.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            let (tenant, saga, _) = open[&id];
+            for client in &mut clients {
+                client.set_tenant(tenant);
+            }
+            match run(sagas, &mut clients, &saga, false, None) {
+                Ok(outcome) => {
+                    stats.resumed.fetch_add(1, Relaxed);
+                    stats
+                        .committed
+                        .fetch_add(u64::from(outcome == Some(SagaOutcome::Committed)), Relaxed);
+                    open.remove(&id);
+                    ended.insert(id, tick);
+                }
+                Err(ShardError::SagaInFlight { .. }) => {}
+                Err(_) => {
+                    stats.errors.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
 }

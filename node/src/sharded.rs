@@ -41,6 +41,9 @@ pub enum ShardedNodeError {
         /// Why.
         source: NodeError,
     },
+    /// The background saga recoverer could not start.
+    #[error("saga recoverer: {0}")]
+    Recoverer(String),
     /// Installing a shard's ownership failed.
     #[error("shard {shard}: installing its slot ownership: {source}")]
     Ownership {
@@ -152,6 +155,8 @@ struct Shared {
 /// `count` ledger nodes, one per shard, routed by slot.
 #[derive(Debug)]
 pub struct ShardedNode {
+    /// Dropped first: it submits to the shards.
+    recoverer: Option<saga::Recoverer>,
     shards: Vec<LedgerNode>,
     configs: Vec<NodeConfig>,
     shared: Arc<Shared>,
@@ -183,7 +188,8 @@ impl ShardedNode {
             .map(|t| (t.id, Arc::new(Quota::new(t.rate, t.in_flight_max))))
             .collect();
         let sagas = Arc::new(Sagas::new(config.shards.reserve_timeout_seconds));
-        Ok(Self {
+        let mut node = Self {
+            recoverer: None,
             shards,
             configs,
             shared: Arc::new(Shared {
@@ -191,7 +197,37 @@ impl ShardedNode {
                 quotas,
                 sagas,
             }),
-        })
+        };
+        let interval = config.shards.saga_recovery_interval_ms;
+        let followed: Option<Vec<saga::Followed>> = node
+            .shards
+            .iter()
+            .zip(&node.configs)
+            .map(|(shard, config)| {
+                Some(saga::Followed {
+                    dir: config.journal.data_dir.clone(),
+                    status: shard.journal_status()?,
+                    client: shard.client(),
+                })
+            })
+            .collect();
+        if let (true, Some(followed)) = (interval > 0, followed) {
+            let recoverer = saga::Recoverer::spawn(
+                Arc::clone(&node.shared.sagas),
+                followed,
+                Duration::from_millis(interval),
+                Duration::from_millis(config.shards.saga_recovery_age_ms),
+            )
+            .map_err(|e| ShardedNodeError::Recoverer(e.to_string()))?;
+            node.recoverer = Some(recoverer);
+        }
+        Ok(node)
+    }
+
+    /// What the background saga recoverer did (`None`: not running —
+    /// `saga_recovery_interval_ms = 0`, or no journal).
+    pub fn recoverer_stats(&self) -> Option<&saga::RecovererStats> {
+        self.recoverer.as_ref().map(|r| &*r.stats)
     }
 
     /// A routing client for one host thread, sending as `tenant`.
@@ -239,10 +275,11 @@ impl ShardedNode {
     }
 
     /// Drains and stops every shard; returns each one's final state.
-    pub fn shutdown(self) -> Result<Vec<ShardStopped>, (usize, StopReason)> {
+    pub fn shutdown(mut self) -> Result<Vec<ShardStopped>, (usize, StopReason)> {
+        drop(self.recoverer.take());
         let mut stopped = Vec::with_capacity(self.shards.len());
         let mut failed = None;
-        for (i, node) in self.shards.into_iter().enumerate() {
+        for (i, node) in std::mem::take(&mut self.shards).into_iter().enumerate() {
             match node.shutdown() {
                 Ok(s) => stopped.push(s),
                 Err(e) => failed = failed.or(Some((i, e))),

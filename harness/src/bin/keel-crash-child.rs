@@ -20,9 +20,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use keel_harness::config::NodeConfig;
+use keel_harness::load::{plain_accounts, XorShift};
 use keel_harness::node::LedgerNode;
 use keel_harness::sharded::ShardedNode;
-use keel_ledger::{Account, CallOptions, Transfer};
+use keel_ledger::{CallOptions, Transfer};
 
 /// Options of `keel-crash-child`.
 #[derive(clap::Parser)]
@@ -91,24 +92,11 @@ fn serve_sharded(args: &CrashChildArgs, shards: usize) -> Result<(), Box<dyn std
         .append(true)
         .open(&args.acks)?;
     let mut client = node.client(0);
-    let accounts: Vec<Account> = (1..=u128::from(SHARDED_ACCOUNTS))
-        .map(|id| Account {
-            id,
-            ledger: 1,
-            code: 1,
-            ..Account::default()
-        })
-        .collect();
-    client.create_accounts(&accounts)?;
+    client.create_accounts(&plain_accounts(SHARDED_ACCOUNTS as u32))?;
     println!("ready (resumed {} sagas)", resumed.resumed);
     std::io::stdout().flush()?;
-    let mut rng = nonce as u64 | 1;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut rng = XorShift(nonce as u64 | 1);
+    let mut next = move |n: u64| rng.next_u64() % n;
     let mut line = String::new();
     for batch in 0u128.. {
         line.clear();
@@ -127,7 +115,7 @@ fn serve_sharded(args: &CrashChildArgs, shards: usize) -> Result<(), Box<dyn std
             }
         };
         let transfers: Vec<Transfer> = (0..7).map(&mut transfer).collect();
-        let abandoned = (batch % 16 == 15).then(|| transfer(7));
+        let abandoned = (batch % 8 == 7).then(|| transfer(7));
         let codes = client.create_transfers(&transfers)?;
         for (t, code) in transfers.iter().zip(&codes) {
             let (d, c) = (t.debit_account_id, t.credit_account_id);
@@ -135,7 +123,7 @@ fn serve_sharded(args: &CrashChildArgs, shards: usize) -> Result<(), Box<dyn std
         }
         if let Some(t) = abandoned {
             if client.shard_of(t.debit_account_id) != client.shard_of(t.credit_account_id) {
-                let steps = 1 + (batch / 16 % 4) as u8;
+                let steps = 1 + (batch / 8 % 4) as u8;
                 client.transfer_cross_abandoned(&t, steps)?;
                 let (d, c) = (t.debit_account_id, t.credit_account_id);
                 line.push_str(&format!("{} a {d} {c}\n", t.id));
@@ -162,15 +150,7 @@ fn serve(args: &CrashChildArgs) -> Result<(), Box<dyn std::error::Error>> {
         .append(true)
         .open(&args.acks)?;
     let mut client = node.client();
-    let accounts: Vec<Account> = (1..=8u128)
-        .map(|id| Account {
-            id,
-            ledger: 1,
-            code: 1,
-            ..Account::default()
-        })
-        .collect();
-    client.create_accounts(&accounts, CallOptions::default())?;
+    client.create_accounts(&plain_accounts(8), CallOptions::default())?;
     println!("ready");
     std::io::stdout().flush()?;
     let mut line = String::new();

@@ -13,8 +13,6 @@
 //! `KEEL_SHARD_CRASH_KILLS` (default 12) and `KEEL_SHARD_CRASH_SEED` replay
 //! or extend a run; the seed is printed with every failure.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use keel_core::StateMachine;
@@ -25,14 +23,9 @@ use keel_journal::FsStorage;
 use keel_ledger::routing::{clearing_account_id, saga_step_id, SlotTable};
 use keel_ledger::{Ledger, PendingState};
 
-const SHARDS: usize = 3;
+use crate::support::{env, spawn_crash_child};
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+const SHARDS: usize = 3;
 
 #[test]
 fn sagas_settle_and_no_money_moves_twice_across_kill_9() {
@@ -45,21 +38,8 @@ fn sagas_settle_and_no_money_moves_twice_across_kill_9() {
     let mut rng = seed;
     let mut totals = (0, 0, 0);
     for kill in 0..kills {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keel-crash-child"))
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--acks")
-            .arg(&acks)
-            .arg("--shards")
-            .arg(SHARDS.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut ready = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut ready)
-            .unwrap();
+        let shards = SHARDS.to_string();
+        let (mut child, ready) = spawn_crash_child(&data, &acks, &["--shards", &shards]);
         assert!(
             ready.starts_with("ready"),
             "seed {seed}, kill {kill}: the child did not start: {ready:?}"
@@ -68,7 +48,16 @@ fn sagas_settle_and_no_money_moves_twice_across_kill_9() {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let delay_ms = 100 + (rng >> 33) % 500;
+        let before = std::fs::metadata(&acks).map_or(0, |m| m.len());
         std::thread::sleep(Duration::from_millis(delay_ms)); // the kill moment
+        // On a loaded machine the child may not have acknowledged anything
+        // yet: every run must add some traffic (at most 10 s more).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&acks).map_or(0, |m| m.len()) < before + 2_000
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         totals = check(&config, &acks, &format!("seed {seed}, kill {kill}"));

@@ -441,3 +441,52 @@ fn the_sharded_main_job_passes_its_checks_twice_on_the_same_directories() {
     assert_eq!(second.recovered.begun, first.cross);
     assert_eq!(second.recovered.resumed, 0);
 }
+
+#[test]
+fn the_background_recoverer_finishes_a_saga_whose_caller_died_without_a_restart() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut config = config(dir.path(), 2);
+    config.shards.saga_recovery_interval_ms = 50;
+    config.shards.saga_recovery_age_ms = 300;
+    let node = ShardedNode::start(&config).unwrap();
+    let mut client = node.client(0);
+    assert_eq!(
+        client.create_accounts(&accounts(100)).unwrap(),
+        vec![0; 100]
+    );
+    let (a, b) = pair(&client, 0, 1, 100);
+    let abandoned = [transfer(1, a, b, 7), transfer(2, b, a, 2)];
+    assert_eq!(
+        client.transfer_cross_abandoned(&abandoned[0], 1).unwrap(),
+        None
+    );
+    assert_eq!(
+        client.transfer_cross_abandoned(&abandoned[1], 3).unwrap(),
+        None
+    );
+    // A saga that completes normally is never touched.
+    assert_eq!(
+        client.transfer_cross(&transfer(3, a, b, 1)).unwrap(),
+        SagaOutcome::Committed
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let settled = SagaStatus::Committed { settled: true };
+    while abandoned
+        .iter()
+        .any(|t| client.saga_status(t).unwrap() != settled)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the recoverer did not finish them"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let stats = node.recoverer_stats().unwrap();
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(stats.resumed.load(Relaxed), 2);
+    assert_eq!(stats.committed.load(Relaxed), 2);
+    assert_eq!(stats.errors.load(Relaxed), 0);
+    drop(client);
+    let (total, pairs, pending) = audit(&stop(node));
+    assert_eq!((total, pairs, pending), (0, vec![0], 0));
+}
