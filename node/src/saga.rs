@@ -252,17 +252,6 @@ impl Saga {
     }
 }
 
-fn one(
-    clients: &mut [LedgerClient],
-    shard: u16,
-    transfer: &Transfer,
-) -> Result<CreateTransferResult, ShardError> {
-    let (_, results) = clients[usize::from(shard)]
-        .create_transfers(std::slice::from_ref(transfer), Default::default())
-        .map_err(|e| ShardError::client(shard, e))?;
-    Ok(code_of(results.codes()[0]))
-}
-
 fn code_of(code: u8) -> CreateTransferResult {
     CreateTransferResult::from_u8(code).unwrap_or(CreateTransferResult::linked_event_failed)
 }
@@ -276,10 +265,7 @@ fn applied(code: CreateTransferResult) -> bool {
 }
 
 /// Runs saga `saga` to its end on `clients` (one per shard, all of the
-/// saga's tenant). `begin`: journal the begin record first (a new saga);
-/// a recovered one has it already. `abandon_after`: stop after that many
-/// steps (1..=4) as a driver that died there would (fault-injection
-/// tests); `None` from here means abandoned.
+/// saga's tenant); see [`run_many`].
 pub(crate) fn run(
     sagas: &Sagas,
     clients: &mut [LedgerClient],
@@ -287,138 +273,235 @@ pub(crate) fn run(
     begin: bool,
     abandon_after: Option<u8>,
 ) -> Result<Option<SagaOutcome>, ShardError> {
-    let dies_after = |step: u8| abandon_after == Some(step);
-    let _claim = sagas.claim(saga.transfer.id)?;
-    let (s1, s2) = (saga.debit_shard, saga.credit_shard);
-    sagas.ensure_clearing(clients, s1, s2, saga.transfer.ledger)?;
+    let outcomes = run_many(
+        sagas,
+        clients,
+        std::slice::from_ref(saga),
+        begin,
+        abandon_after,
+    )?;
+    Ok(outcomes.map(|o| o[0]))
+}
+
+/// Runs `list` to their ends together: each phase's commands for every
+/// saga are in the rings at once, so k sagas cost the round trips of one.
+/// `begin`: journal the begin records (new sagas); recovered ones have
+/// them. `abandon_after`: stop after that phase (1: the debit side's begin
+/// and reservation only, 2: both sides', 3: the decision, 4: the
+/// settlement) as a driver that died there would (fault-injection tests);
+/// `None` from here means abandoned. An error leaves the sagas open for
+/// recovery.
+pub(crate) fn run_many(
+    sagas: &Sagas,
+    clients: &mut [LedgerClient],
+    list: &[Saga],
+    begin: bool,
+    abandon_after: Option<u8>,
+) -> Result<Option<Vec<SagaOutcome>>, ShardError> {
+    let dies_after = |phase: u8| abandon_after == Some(phase);
+    let _claims = list
+        .iter()
+        .map(|saga| sagas.claim(saga.transfer.id))
+        .collect::<Result<Vec<_>, _>>()?;
+    for saga in list {
+        let t = &saga.transfer;
+        sagas.ensure_clearing(clients, saga.debit_shard, saga.credit_shard, t.ledger)?;
+    }
 
     // 1. Begin, reserve and credit: on each shard a begin record and that
-    // shard's step, all four in the rings at once (one round trip). Both
-    // shards hold the begin record, so whichever reaches its journal
-    // before a crash, recovery finds the saga. The credit is pending with
-    // no timeout: it holds no money, and the decision below settles it.
-    let (reserved, credited) = match begin {
-        true => {
-            let debit = begin_step(clients, s1, saga, &saga.reserve())?;
-            let credit = match dies_after(1) {
-                true => None,
-                false => Some(begin_step(clients, s2, saga, &saga.credit())?),
-            };
-            let reserved = finish_step(s1, debit)?;
-            (reserved, credit.map(|c| finish_step(s2, c)).transpose()?)
-        }
-        false => (
-            one(clients, s1, &saga.reserve())?,
-            Some(one(clients, s2, &saga.credit())?),
-        ),
-    };
+    // shard's step, all in the rings at once (one round trip). Both shards
+    // hold the begin record, so whichever reaches its journal before a
+    // crash, recovery finds the saga. The credit is pending with no
+    // timeout: it holds no money, and the decision below settles it.
+    let mut first = Vec::with_capacity(list.len());
+    for saga in list {
+        let debit = submit_step(clients, saga.debit_shard, saga, &saga.reserve(), begin)?;
+        let credit = match dies_after(1) {
+            true => None,
+            false => Some(submit_step(
+                clients,
+                saga.credit_shard,
+                saga,
+                &saga.credit(),
+                begin,
+            )?),
+        };
+        first.push((debit, credit));
+    }
+    let mut steps = Vec::with_capacity(list.len());
+    for (saga, (debit, credit)) in list.iter().zip(first) {
+        let reserved = finish_step(saga.debit_shard, debit)?;
+        let credited = credit
+            .map(|c| finish_step(saga.credit_shard, c))
+            .transpose()?;
+        steps.push((reserved, credited));
+    }
     if dies_after(1) || dies_after(2) {
         return Ok(None);
     }
-    let credited = credited.expect("made unless abandoned");
-    if !applied(reserved) {
-        if applied(credited) {
-            let void = saga.finish(step::VOID_CREDIT, step::CREDIT, false);
-            settle(clients, s2, saga, &void, false)?;
-        }
-        let outcome = SagaOutcome::Failed {
-            side: SagaSide::Debit,
-            code: reserved,
+    let steps: Vec<(CreateTransferResult, CreateTransferResult)> = steps
+        .into_iter()
+        .map(|(r, c)| (r, c.expect("made unless abandoned")))
+        .collect();
+
+    // 2. The decision, on the debit shard alone: post the reservation if
+    // both sides took their step, else void it (a refused reservation:
+    // nothing to decide, its credit is voided in 3). The debit shard's BLP
+    // decides whether the post lands before the reservation's deadline;
+    // any answer but ok/exists (expired, already voided, a retry's failed
+    // id) is settled by what the reservation now is.
+    let mut decisions = Vec::with_capacity(list.len());
+    for (saga, &(reserved, credited)) in list.iter().zip(&steps) {
+        let decide = match (applied(reserved), applied(credited)) {
+            (false, _) => None,
+            (true, true) => Some(saga.finish(step::POST_RESERVE, step::RESERVE, true)),
+            (true, false) => Some(saga.finish(step::VOID_RESERVE, step::RESERVE, false)),
         };
-        return end(clients, saga, outcome, !begin).map(Some);
+        let ack = decide
+            .map(|t| submit_transfer(clients, saga.debit_shard, &t))
+            .transpose()?;
+        decisions.push(ack);
     }
-
-    // 2. The decision, on s1 alone: post the reservation if the credit
-    // side took it, else void it. s1's BLP decides whether the post lands
-    // before the reservation's deadline; any answer but ok/exists (expired,
-    // already voided, a retry's failed id) is settled by what the
-    // reservation now is.
-    let decide = match applied(credited) {
-        true => saga.finish(step::POST_RESERVE, step::RESERVE, true),
-        false => saga.finish(step::VOID_RESERVE, step::RESERVE, false),
-    };
-    let committed = match one(clients, s1, &decide)? {
-        code if applied(code) => applied(credited),
-        code => match pending_state(clients, s1, saga_step_id(saga.transfer.id, step::RESERVE))? {
-            Some(PendingState::Posted) => true,
-            Some(PendingState::Voided | PendingState::Expired) => false,
-            _ => return Err(ShardError::Step { shard: s1, code }),
-        },
-    };
-
+    let mut committed = Vec::with_capacity(list.len());
+    for ((saga, &(_, credited)), ack) in list.iter().zip(&steps).zip(decisions) {
+        let s1 = saga.debit_shard;
+        committed.push(match ack {
+            None => false,
+            Some(ack) => match finish_transfer(s1, ack)? {
+                code if applied(code) => applied(credited),
+                code => {
+                    let reserve = saga_step_id(saga.transfer.id, step::RESERVE);
+                    match pending_state(clients, s1, reserve)? {
+                        Some(PendingState::Posted) => true,
+                        Some(PendingState::Voided | PendingState::Expired) => false,
+                        _ => return Err(ShardError::Step { shard: s1, code }),
+                    }
+                }
+            },
+        });
+    }
     if dies_after(3) {
         return Ok(None);
     }
 
-    // 2. Settle the credit side as decided.
-    let finish = match committed {
-        true => saga.finish(step::POST_CREDIT, step::CREDIT, true),
-        false => saga.finish(step::VOID_CREDIT, step::CREDIT, false),
-    };
-    settle(clients, s2, saga, &finish, committed)?;
+    // 3. Settle every credit side as decided.
+    let mut settles = Vec::with_capacity(list.len());
+    for (saga, &commit) in list.iter().zip(&committed) {
+        let finish = match commit {
+            true => saga.finish(step::POST_CREDIT, step::CREDIT, true),
+            false => saga.finish(step::VOID_CREDIT, step::CREDIT, false),
+        };
+        settles.push(submit_transfer(clients, saga.credit_shard, &finish)?);
+    }
+    for ((saga, &commit), ack) in list.iter().zip(&committed).zip(settles) {
+        let code = finish_transfer(saga.credit_shard, ack)?;
+        settled(clients, saga, code, commit)?;
+    }
     if dies_after(4) {
         return Ok(None);
     }
-    let outcome = match (committed, applied(credited)) {
-        (true, _) => SagaOutcome::Committed,
-        (false, false) => SagaOutcome::Failed {
-            side: SagaSide::Credit,
-            code: credited,
-        },
-        (false, true) => SagaOutcome::Expired,
-    };
-    end(clients, saga, outcome, !begin).map(Some)
+
+    // 4. The end records, on the debit shards.
+    let mut outcomes = Vec::with_capacity(list.len());
+    let mut ends = Vec::new();
+    for ((saga, &(reserved, credited)), &commit) in list.iter().zip(&steps).zip(&committed) {
+        let outcome = match (commit, applied(reserved), applied(credited)) {
+            (true, _, _) => SagaOutcome::Committed,
+            (false, false, _) => SagaOutcome::Failed {
+                side: SagaSide::Debit,
+                code: reserved,
+            },
+            (false, true, false) => SagaOutcome::Failed {
+                side: SagaSide::Credit,
+                code: credited,
+            },
+            (false, true, true) => SagaOutcome::Expired,
+        };
+        let s1 = saga.debit_shard;
+        let ack = clients[usize::from(s1)]
+            .saga_record_async(&saga.record(saga_kind::END, Some(outcome)))
+            .map_err(|e| ShardError::client(s1, e))?;
+        ends.push((s1, ack));
+        outcomes.push(outcome);
+    }
+    // A caller is not kept waiting: the sagas are settled, and a lost end
+    // record only costs a recovery an idempotent re-run. A recovery waits,
+    // so the next one does not run them again.
+    if !begin {
+        for (s1, ack) in ends {
+            wait(s1, ack)?;
+        }
+    }
+    Ok(Some(outcomes))
 }
 
-/// Submits a begin record and `step` to `shard`, back to back.
-fn begin_step(
+/// Submits `step` to `shard`, behind a begin record if `begin`.
+fn submit_step(
     clients: &mut [LedgerClient],
     shard: u16,
     saga: &Saga,
     step: &Transfer,
-) -> Result<(PendingAck, PendingAck), ShardError> {
-    let client = &mut clients[usize::from(shard)];
-    let record = client
-        .saga_record_async(&saga.record(saga_kind::BEGIN, None))
-        .map_err(|e| ShardError::client(shard, e))?;
-    let step = client
-        .create_transfers_async(std::slice::from_ref(step), Default::default())
-        .map_err(|e| ShardError::client(shard, e))?;
-    Ok((record, step))
+    begin: bool,
+) -> Result<(Option<PendingAck>, PendingAck), ShardError> {
+    let record = match begin {
+        true => Some(
+            clients[usize::from(shard)]
+                .saga_record_async(&saga.record(saga_kind::BEGIN, None))
+                .map_err(|e| ShardError::client(shard, e))?,
+        ),
+        false => None,
+    };
+    Ok((record, submit_transfer(clients, shard, step)?))
 }
 
-/// Waits for [`begin_step`]'s two commands; the step's result.
+/// Waits for [`submit_step`]'s commands; the step's result.
 fn finish_step(
     shard: u16,
-    (record, step): (PendingAck, PendingAck),
+    (record, step): (Option<PendingAck>, PendingAck),
 ) -> Result<CreateTransferResult, ShardError> {
-    wait(shard, record)?;
-    let ack = wait(shard, step)?;
+    if let Some(record) = record {
+        wait(shard, record)?;
+    }
+    finish_transfer(shard, step)
+}
+
+fn submit_transfer(
+    clients: &mut [LedgerClient],
+    shard: u16,
+    transfer: &Transfer,
+) -> Result<PendingAck, ShardError> {
+    clients[usize::from(shard)]
+        .create_transfers_async(std::slice::from_ref(transfer), Default::default())
+        .map_err(|e| ShardError::client(shard, e))
+}
+
+/// The result of one transfer submitted with [`submit_transfer`].
+fn finish_transfer(shard: u16, ack: PendingAck) -> Result<CreateTransferResult, ShardError> {
+    let ack = wait(shard, ack)?;
     keel_ledger::client::check_shard(&ack).map_err(|e| ShardError::client(shard, e))?;
     let results = commands::event_results(command_type::CREATE_TRANSFERS, &ack.outcome)
         .map_err(|e| ShardError::client(shard, e.into()))?;
     Ok(code_of(results.codes()[0]))
 }
 
-/// Posts (`post`) or voids the credit side with `finish`; any answer but
-/// ok/exists is checked against what the credit transfer now is.
-fn settle(
+/// Checks a settlement's answer: anything but ok/exists must leave the
+/// credit transfer posted (`post`) or voided / never made.
+fn settled(
     clients: &mut [LedgerClient],
-    s2: u16,
     saga: &Saga,
-    finish: &Transfer,
+    code: CreateTransferResult,
     post: bool,
 ) -> Result<(), ShardError> {
-    let code = one(clients, s2, finish)?;
     if applied(code) {
         return Ok(());
     }
+    let s2 = saga.credit_shard;
     let credit = pending_state(clients, s2, saga_step_id(saga.transfer.id, step::CREDIT))?;
-    let settled = match post {
+    let done = match post {
         true => credit == Some(PendingState::Posted),
         false => matches!(credit, None | Some(PendingState::Voided)),
     };
-    match settled {
+    match done {
         true => Ok(()),
         false => Err(ShardError::Step { shard: s2, code }),
     }
@@ -434,26 +517,6 @@ fn pending_state(
         .lookup_transfer(id)
         .map_err(|e| ShardError::client(shard, e))?;
     Ok(status.map(|s| PendingState::from_u8(s.pending_state)))
-}
-
-/// 3. The end record, on s1 (whose journal recovery reads first).
-fn end(
-    clients: &mut [LedgerClient],
-    saga: &Saga,
-    outcome: SagaOutcome,
-    wait_durable: bool,
-) -> Result<SagaOutcome, ShardError> {
-    let s1 = saga.debit_shard;
-    let ack = clients[usize::from(s1)]
-        .saga_record_async(&saga.record(saga_kind::END, Some(outcome)))
-        .map_err(|e| ShardError::client(s1, e))?;
-    // A caller is not kept waiting: the saga is settled, and a lost end
-    // record only costs a recovery an idempotent re-run. A recovery waits,
-    // so the next one does not run the saga again.
-    if wait_durable {
-        wait(s1, ack)?;
-    }
-    Ok(outcome)
 }
 
 /// Where saga `saga` (debit on `s1`, credit on `s2`) stands.

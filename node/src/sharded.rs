@@ -424,11 +424,25 @@ impl ShardedClient {
                 client.create_transfers_async(&part, Default::default())
             },
         )?;
-        for i in sagas {
-            let Route::Saga { debit, credit } = routes[i] else {
-                unreachable!("filtered")
-            };
-            codes[i] = self.saga(&transfers[i], debit, credit)?.code() as u8;
+        // All of the call's sagas run together: each phase's commands for
+        // every saga are in the rings at once.
+        // A transfer repeated in the call runs once; each copy gets its
+        // outcome, as a retry would.
+        if !sagas.is_empty() {
+            let mut first: HashMap<u128, usize> = HashMap::new();
+            let mut list: Vec<Saga> = Vec::new();
+            for &i in &sagas {
+                first.entry(transfers[i].id).or_insert_with(|| {
+                    list.push(self.describe(&transfers[i]));
+                    list.len() - 1
+                });
+            }
+            let outcomes =
+                saga::run_many(&self.shared.sagas, &mut self.clients, &list, true, None)?
+                    .expect("not abandoned");
+            for &i in &sagas {
+                codes[i] = outcomes[first[&transfers[i].id]].code() as u8;
+            }
         }
         collect(command_type::CREATE_TRANSFERS, pending, &mut codes)?;
         Ok(codes)

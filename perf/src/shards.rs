@@ -51,7 +51,7 @@ pub struct ShardsArgs {
     /// Paced rate of the latency runs (transfers/s).
     #[arg(long, default_value_t = 200)]
     pub latency_rate: u64,
-    /// Run only the measurements whose name contains this (throughput, latency).
+    /// Run only the measurements whose name contains this (throughput, cross, latency).
     #[arg(long)]
     pub only: Option<String>,
 }
@@ -137,8 +137,8 @@ struct Run {
 }
 
 /// Single-shard transfers per second, flat out.
-fn throughput(args: &ShardsArgs, shards: usize, durability: Durability) -> Run {
-    let name = format!("throughput-{shards}-{durability:?}");
+fn throughput(args: &ShardsArgs, shards: usize, durability: Durability, cross_percent: u64) -> Run {
+    let name = format!("throughput-{shards}-{durability:?}-{cross_percent}");
     let (node, per_shard, dir) = start(args, shards, durability, &name);
     let per_shard = Arc::new(per_shard);
     let stop = Arc::new(AtomicBool::new(false));
@@ -158,9 +158,19 @@ fn throughput(args: &ShardsArgs, shards: usize, durability: Durability) -> Run {
                     while !stop.load(Ordering::Relaxed) {
                         transfers.clear();
                         for _ in 0..batch {
-                            let ids =
-                                &per_shard[(rng.next_u64() % per_shard.len() as u64) as usize];
+                            let n_shards = per_shard.len() as u64;
+                            let s1 = (rng.next_u64() % n_shards) as usize;
+                            let ids = &per_shard[s1];
                             let d = ids[(rng.next_u64() % ids.len() as u64) as usize];
+                            if n_shards > 1 && rng.next_u64() % 100 < cross_percent {
+                                let s2 = (s1 + 1 + (rng.next_u64() % (n_shards - 1)) as usize)
+                                    % n_shards as usize;
+                                let other = &per_shard[s2];
+                                let c = other[(rng.next_u64() % other.len() as u64) as usize];
+                                n += 1;
+                                transfers.push(transfer((p as u128) << 64 | n, d, c));
+                                continue;
+                            }
                             let mut c = ids[(rng.next_u64() % ids.len() as u64) as usize];
                             if c == d {
                                 c = ids
@@ -250,7 +260,7 @@ pub fn run(args: &ShardsArgs) {
         for durability in [Durability::None, Durability::Sync] {
             let mut one = None;
             for &shards in &args.shards {
-                let run = throughput(args, shards, durability);
+                let run = throughput(args, shards, durability, 0);
                 let base = *one.get_or_insert(run.rate);
                 let ideal = base * shards as f64;
                 println!(
@@ -275,6 +285,19 @@ pub fn run(args: &ShardsArgs) {
                     );
                 }
             }
+        }
+    }
+    if wanted("cross") {
+        // Cross-shard throughput: sagas in the calls (each call's sagas run
+        // together), against all-single-shard calls in the same run.
+        let base = throughput(args, 2, Durability::Sync, 0).rate;
+        for cross_percent in [10, 50, 100] {
+            let rate = throughput(args, 2, Durability::Sync, cross_percent).rate;
+            println!(
+                "cross-shard throughput Sync shards=2 cross={cross_percent}%: {rate:>10.0} transfers/s, \
+                 {:.2}x all single-shard ({base:.0}/s)",
+                rate / base
+            );
         }
     }
     if wanted("latency") {
