@@ -88,7 +88,7 @@ pub enum ShardedLoadError {
     Shard(#[from] ShardError),
     /// A shard did not stop cleanly.
     #[error("shard {0} stopped: {1}")]
-    Stopped(usize, keel_core::StopReason),
+    Stopped(usize, crate::node::NodeError),
 }
 
 /// Runs the job.

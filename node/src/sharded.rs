@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::quota::{Quota, QuotaPermit};
-use keel_core::{PendingAck, StopReason};
+use keel_core::PendingAck;
 use keel_ledger::client::{block_on, check_shard};
 use keel_ledger::commands::{self, command_type, TransferStatus};
 use keel_ledger::routing::SlotTable;
@@ -274,13 +274,19 @@ impl ShardedNode {
         saga::recover(&self.shared.sagas, &journals, |tenant| self.clients(tenant))
     }
 
-    /// Drains and stops every shard; returns each one's final state.
-    pub fn shutdown(mut self) -> Result<Vec<ShardStopped>, (usize, StopReason)> {
+    /// Drains and stops every shard (each writing a snapshot of its final
+    /// state if `snapshot.on_shutdown`); returns each one's final state.
+    pub fn shutdown(mut self) -> Result<Vec<ShardStopped>, (usize, NodeError)> {
         drop(self.recoverer.take());
         let mut stopped = Vec::with_capacity(self.shards.len());
         let mut failed = None;
-        for (i, node) in std::mem::take(&mut self.shards).into_iter().enumerate() {
-            match node.shutdown() {
+        let shards = std::mem::take(&mut self.shards);
+        for (i, (node, config)) in shards.into_iter().zip(&self.configs).enumerate() {
+            let result = match config.snapshot.on_shutdown {
+                true => node.shutdown_with_snapshot(config).map(|(s, _)| s),
+                false => node.shutdown().map_err(NodeError::from),
+            };
+            match result {
                 Ok(s) => stopped.push(s),
                 Err(e) => failed = failed.or(Some((i, e))),
             }

@@ -490,3 +490,63 @@ fn the_background_recoverer_finishes_a_saga_whose_caller_died_without_a_restart(
     let (total, pairs, pending) = audit(&stop(node));
     assert_eq!((total, pairs, pending), (0, vec![0], 0));
 }
+
+#[test]
+fn each_shard_snapshots_on_its_own_and_restarts_from_it_with_its_ownership() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut config = config(dir.path(), 2);
+    config.snapshot.on_shutdown = true;
+    let node = ShardedNode::start(&config).unwrap();
+    let mut client = node.client(0);
+    assert_eq!(
+        client.create_accounts(&accounts(100)).unwrap(),
+        vec![0; 100]
+    );
+    let batch: Vec<Transfer> = (1..=40u128)
+        .map(|i| transfer(i, 1 + i % 100, 1 + (i * 7 + 3) % 100, 5))
+        .collect();
+    assert!(client
+        .create_transfers(&batch)
+        .unwrap()
+        .iter()
+        .all(|&c| c == 0));
+    drop(client);
+    let stopped = stop(node);
+    let hashes: Vec<u64> = stopped
+        .iter()
+        .map(|s| keel_core::StateMachine::state_hash(&s.state_machine))
+        .collect();
+    drop(stopped);
+
+    let node = ShardedNode::start(&config).unwrap();
+    for (i, shard) in node.shards().iter().enumerate() {
+        let recovery = shard.recovery();
+        assert!(
+            recovery.snapshot.is_some(),
+            "shard {i} started from its snapshot"
+        );
+        assert_eq!(recovery.state_hash, hashes[i], "shard {i}");
+        let dir = config.for_shard(i).snapshot_dir();
+        assert!(
+            dir.starts_with(dir_of_shard(&config, i)),
+            "{}",
+            dir.display()
+        );
+    }
+    // The restored ownership still refuses the other shard's accounts.
+    let theirs = (1..=100u128)
+        .find(|&id| node.client(0).shard_of(id) == 1)
+        .unwrap();
+    assert!(matches!(
+        node.shards()[0].client().lookup_account(theirs),
+        Err(ClientError::WrongShard {
+            table_version: 1,
+            ..
+        })
+    ));
+    stop(node);
+}
+
+fn dir_of_shard(config: &NodeConfig, i: usize) -> std::path::PathBuf {
+    config.journal.data_dir.join(format!("shard-{i}"))
+}
