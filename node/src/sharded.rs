@@ -165,8 +165,10 @@ pub struct ShardedNode {
 impl ShardedNode {
     /// Starts every shard (each recovers on its own: snapshot plus its
     /// journal's tail), installs each one's ownership if its journal holds
-    /// none yet (refusing a different table), and resumes every saga a
-    /// previous run left open.
+    /// none yet (refusing a different table), and starts the background
+    /// saga recoverer (`shards.saga_recovery_interval_ms`), which finishes
+    /// the sagas a previous run left open once they are older than
+    /// `saga_recovery_age_ms` ([`ShardedNode::recover_sagas`] does at once).
     pub fn start(config: &NodeConfig) -> Result<Self, ShardedNodeError> {
         config.validate()?;
         let table = config.slot_table()?;
@@ -258,9 +260,9 @@ impl ShardedNode {
     }
 
     /// Finds every saga begun in a shard's journal and not ended, and
-    /// drives it to its end (sagas a caller of this process is driving are
-    /// skipped). Run it after a crash, and from time to time: a saga whose
-    /// caller died mid-way holds the credit side pending until then.
+    /// drives it to its end now (sagas a caller of this process is driving
+    /// are skipped): after a crash, before serving, so no reservation
+    /// waits for the background recoverer's age.
     pub fn recover_sagas(&self) -> Result<SagaRecovery, ShardError> {
         let journals: Vec<_> = self
             .shards

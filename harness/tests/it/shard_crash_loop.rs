@@ -49,9 +49,9 @@ fn sagas_settle_and_no_money_moves_twice_across_kill_9() {
             .wrapping_add(1442695040888963407);
         let delay_ms = 100 + (rng >> 33) % 500;
         let before = std::fs::metadata(&acks).map_or(0, |m| m.len());
-        std::thread::sleep(Duration::from_millis(delay_ms)); // the kill moment
-        // On a loaded machine the child may not have acknowledged anything
+        // The kill moment. On a loaded machine the child may not have acknowledged anything
         // yet: every run must add some traffic (at most 10 s more).
+        std::thread::sleep(Duration::from_millis(delay_ms));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::fs::metadata(&acks).map_or(0, |m| m.len()) < before + 2_000
             && std::time::Instant::now() < deadline
