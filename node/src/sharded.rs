@@ -459,7 +459,8 @@ impl ShardedClient {
     /// Runs one transfer between accounts of two shards as a saga and
     /// returns how it ended. Its id is the saga id: a retry with the same
     /// transfer repeats no step (each is answered `exists`) and returns the
-    /// same outcome.
+    /// same outcome (one refused for a transient reason answers
+    /// `id_already_failed` then, as a retried TigerBeetle transfer does).
     pub fn transfer_cross(&mut self, transfer: &Transfer) -> Result<SagaOutcome, ShardError> {
         let debit = self.shard_of(transfer.debit_account_id);
         let credit = self.shard_of(transfer.credit_account_id);
