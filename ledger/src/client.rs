@@ -94,7 +94,7 @@ impl LedgerClient {
     /// table not newer than the installed one is `WrongShard` with the
     /// installed version.
     pub fn set_ownership(&mut self, ownership: &Ownership) -> Result<Ack, ClientError> {
-        let len = keel_codecs::Rkyv::encode(ownership, &mut self.payload)?;
+        let len = commands::encode_ownership(ownership, &mut self.payload)?;
         let ack = self.submit(command_type::SET_OWNERSHIP, len, CallOptions::default())?;
         if ack.outcome.code == outcome_code::TABLE_NOT_NEWER {
             return Err(wrong_shard(&ack)?);

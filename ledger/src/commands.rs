@@ -365,6 +365,14 @@ pub fn encode_create_transfers(
     Rkyv::encode(&CreateTransfers { transfers }, out)
 }
 
+/// Encodes a `SET_OWNERSHIP` payload into `out`; returns its length.
+pub fn encode_ownership(
+    ownership: &crate::routing::Ownership,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    Rkyv::encode(ownership, out)
+}
+
 /// Encodes a lookup payload into `out`; returns its length.
 pub fn encode_lookup(id: u128, out: &mut [u8]) -> Result<usize, EncodeError> {
     Rkyv::encode(&Lookup { id }, out)

@@ -782,28 +782,14 @@ impl Ledger {
 
     /// Whether every account `command` names is this shard's (always, when
     /// not sharded). Checked before anything is applied.
-    fn owns_all(&self, command: &CommandRef<'_>) -> Result<(), WrongShard> {
+    /// Whether every account id in `ids` (0: none named) is this shard's
+    /// (always, when not sharded); else what `WRONG_SHARD` says. Checked
+    /// before anything of the command is applied.
+    fn owns_all(&self, tenant: u32, mut ids: impl Iterator<Item = u128>) -> Result<(), WrongShard> {
         let Some(own) = &self.ownership else {
             return Ok(());
         };
-        let tenant = command.header.tenant_id;
-        let ok = |id: u128| id == 0 || own.owns(tenant, id);
-        let payload = command.payload;
-        let owned = match command.command_type() {
-            command_type::CREATE_ACCOUNTS => commands::access_create_accounts(payload)
-                .is_none_or(|b| b.accounts.iter().all(|a| ok(a.id.to_native()))),
-            command_type::CREATE_TRANSFERS => commands::access_create_transfers(payload)
-                .is_none_or(|b| {
-                    b.transfers.iter().all(|t| {
-                        ok(t.debit_account_id.to_native()) && ok(t.credit_account_id.to_native())
-                    })
-                }),
-            command_type::LOOKUP_ACCOUNT => {
-                Rkyv::access::<Lookup>(payload).map_or(true, |l| ok(l.id.to_native()))
-            }
-            _ => true,
-        };
-        match owned {
+        match ids.all(|id| id == 0 || own.owns(tenant, id)) {
             true => Ok(()),
             false => Err(WrongShard {
                 table_version: own.table_version,
@@ -838,6 +824,12 @@ impl Ledger {
         self.ownership = Some(new);
         *outcome = Outcome::code(outcome_code::OK);
     }
+}
+
+/// A command refused whole: no event applied.
+fn wrong_shard(body: &WrongShard, outcome: &mut Outcome) -> usize {
+    set_outcome(outcome, outcome_code::WRONG_SHARD, body);
+    0
 }
 
 fn finish_batch(outcome: &mut Outcome, results: &EventResults) {
@@ -880,16 +872,18 @@ impl StateMachine for Ledger {
         let kind = command.command_type();
         let payload = command.payload;
         let rules = Rules::for_version(command.header.schema_version);
-        if let Err(body) = self.owns_all(command) {
-            set_outcome(outcome, outcome_code::WRONG_SHARD, &body);
-            self.last_timestamp = base;
-            return;
-        }
+        let tenant = command.header.tenant_id;
         let events = match kind {
             command_type::CREATE_ACCOUNTS => match commands::access_create_accounts(payload) {
                 Some(batch) => {
-                    self.create_accounts(batch, base, rules, outcome);
-                    batch.accounts.len()
+                    let ids = batch.accounts.iter().map(|a| a.id.to_native());
+                    match self.owns_all(tenant, ids) {
+                        Err(body) => wrong_shard(&body, outcome),
+                        Ok(()) => {
+                            self.create_accounts(batch, base, rules, outcome);
+                            batch.accounts.len()
+                        }
+                    }
                 }
                 None => {
                     self.malformed(outcome);
@@ -898,15 +892,36 @@ impl StateMachine for Ledger {
             },
             command_type::CREATE_TRANSFERS => match commands::access_create_transfers(payload) {
                 Some(batch) => {
-                    self.create_transfers(batch, base, rules, outcome);
-                    batch.transfers.len()
+                    let ids = batch.transfers.iter().flat_map(|t| {
+                        [
+                            t.debit_account_id.to_native(),
+                            t.credit_account_id.to_native(),
+                        ]
+                    });
+                    match self.owns_all(tenant, ids) {
+                        Err(body) => wrong_shard(&body, outcome),
+                        Ok(()) => {
+                            self.create_transfers(batch, base, rules, outcome);
+                            batch.transfers.len()
+                        }
+                    }
                 }
                 None => {
                     self.malformed(outcome);
                     0
                 }
             },
-            command_type::LOOKUP_ACCOUNT | command_type::LOOKUP_TRANSFER => {
+            command_type::LOOKUP_ACCOUNT => {
+                let id = Rkyv::access::<Lookup>(payload).map_or(0, |l| l.id.to_native());
+                match self.owns_all(tenant, std::iter::once(id)) {
+                    Err(body) => wrong_shard(&body, outcome),
+                    Ok(()) => {
+                        self.lookup(kind, payload, outcome);
+                        0
+                    }
+                }
+            }
+            command_type::LOOKUP_TRANSFER => {
                 self.lookup(kind, payload, outcome);
                 0
             }

@@ -69,8 +69,8 @@ pub struct Ownership {
     pub table_version: u64,
     /// Bit `s` set: slot `s` is owned.
     pub owned: [u64; OWNED_WORDS],
-    /// Tenants pinned to a slot range, as `(tenant, start, end)`; unused
-    /// entries are `(0, 0, 0)` (tenant 0 is pinned by a non-empty range).
+    /// Tenants pinned to a slot range, as `(tenant, start, end)`, packed
+    /// at the front; the first empty range (`start >= end`) ends the list.
     pub tenants: [(u32, u16, u16); TENANT_RANGES_MAX],
 }
 
@@ -106,7 +106,9 @@ impl Ownership {
 #[inline]
 fn tenant_slot(tenants: &[(u32, u16, u16)], tenant: u32, id: u128) -> u16 {
     let hash = key_hash(tenant, id);
-    match tenants.iter().find(|&&(t, s, e)| t == tenant && e > s) {
+    // Pinned tenants are packed at the front; the first empty entry ends them.
+    let mut pinned = tenants.iter().take_while(|&&(_, s, e)| e > s);
+    match pinned.find(|&&(t, _, _)| t == tenant) {
         Some(&(_, start, end)) => start + (hash % u64::from(end - start)) as u16,
         None => (hash % SLOTS as u64) as u16,
     }

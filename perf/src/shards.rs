@@ -51,7 +51,7 @@ pub struct ShardsArgs {
     /// Paced rate of the latency runs (transfers/s).
     #[arg(long, default_value_t = 200)]
     pub latency_rate: u64,
-    /// Run only the measurements whose name contains this (throughput, cross, latency).
+    /// Run only the measurements whose name contains this (routing, throughput, cross, latency).
     #[arg(long)]
     pub only: Option<String>,
 }
@@ -244,6 +244,86 @@ fn latency(args: &ShardsArgs) -> (Histogram<u64>, Histogram<u64>) {
     (single, cross)
 }
 
+/// The business-logic cost of the ownership check: the same create_transfers
+/// commands applied (as the BLP does, `keel_core::apply`) to a ledger that
+/// owns every slot of a 1-shard table and to one with no ownership (the
+/// baseline); ns per transfer, the best of 5 interleaved repetitions.
+fn routing_cost() -> (f64, f64) {
+    use keel_core::{apply, CommandHeader, CommandRef, DedupTable};
+    use keel_ledger::commands::{self, command_type};
+    use keel_ledger::{Ledger, LedgerConfig};
+    const ACCOUNTS: u32 = 10_000;
+    const COMMANDS: usize = 20_000;
+    let mut payload = [0u8; 896];
+    let encode = |kind: u16, len: usize, seq: u64| CommandHeader {
+        command_type: kind,
+        schema_version: commands::schema_version(kind),
+        payload_len: len as u32,
+        timestamp_ns: seq + 1,
+        ..CommandHeader::default()
+    };
+    let mut rng = XorShift(11);
+    let batches: Vec<Vec<u8>> = (0..COMMANDS)
+        .map(|c| {
+            let transfers: Vec<Transfer> = (0..7u64)
+                .map(|i| {
+                    let d = 1 + u128::from(rng.next_u64() % u64::from(ACCOUNTS));
+                    let c2 = 1 + (d % u128::from(ACCOUNTS));
+                    transfer(1 + (c as u128) * 7 + u128::from(i), d, c2)
+                })
+                .collect();
+            let len = commands::encode_create_transfers(&transfers, &mut payload).expect("fits");
+            payload[..len].to_vec()
+        })
+        .collect();
+    let table = keel_ledger::routing::SlotTable::even(1, 1, &[]).expect("table");
+    let mut best = [f64::MAX; 2];
+    for _ in 0..5 {
+        for (which, owned) in [(1, true), (0, false)] {
+            let mut ledger = Ledger::new(LedgerConfig {
+                accounts_max: ACCOUNTS,
+                transfers_max: (COMMANDS * 7) as u32 + 16,
+                prefault: true,
+            });
+            let mut dedup = DedupTable::with_capacity(16);
+            let mut seq = 0u64;
+            let mut run = |ledger: &mut Ledger, kind: u16, bytes: &[u8]| {
+                let header = encode(kind, bytes.len(), seq);
+                let command = CommandRef {
+                    sequence: seq,
+                    header: &header,
+                    payload: bytes,
+                };
+                seq += 1;
+                apply(ledger, &mut dedup, &command);
+            };
+            if owned {
+                let len =
+                    commands::encode_ownership(&table.ownership(0), &mut payload).expect("fits");
+                let bytes = payload[..len].to_vec();
+                run(&mut ledger, command_type::SET_OWNERSHIP, &bytes);
+            }
+            for chunk in plain_accounts(ACCOUNTS).chunks(commands::ACCOUNTS_PER_COMMAND_MAX) {
+                let len = commands::encode_create_accounts(chunk, &mut payload).expect("fits");
+                let bytes = payload[..len].to_vec();
+                run(&mut ledger, command_type::CREATE_ACCOUNTS, &bytes);
+            }
+            let started = Instant::now();
+            for bytes in &batches {
+                run(&mut ledger, command_type::CREATE_TRANSFERS, bytes);
+            }
+            let ns = started.elapsed().as_nanos() as f64 / (COMMANDS * 7) as f64;
+            assert_eq!(
+                ledger.transfers_len(),
+                COMMANDS * 7,
+                "every transfer applied"
+            );
+            best[which] = best[which].min(ns);
+        }
+    }
+    (best[0], best[1])
+}
+
 fn us(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1e3
 }
@@ -256,6 +336,15 @@ pub fn run(args: &ShardsArgs) {
         "keel-perf shards: {cores} cores, {} producers, {} transfers per call",
         args.producers, args.batch
     );
+    if wanted("routing") {
+        let (plain, owned) = routing_cost();
+        println!(
+            "routing: BLP cost per transfer {owned:.1} ns with the ownership check, \
+             {plain:.1} ns without ({:.2}x, +{:.1} ns)",
+            owned / plain,
+            owned - plain
+        );
+    }
     if wanted("throughput") {
         for durability in [Durability::None, Durability::Sync] {
             let mut one = None;
