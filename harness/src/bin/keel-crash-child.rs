@@ -11,7 +11,9 @@
 //! single- and cross-shard transfers (`<id> <code> <debit> <credit>` per
 //! acknowledged transfer), and now and then abandons a saga after a seeded
 //! step, as a driver dying alone would (`<id> a <debit> <credit>`),
-//! resuming those with `recover_sagas` while it runs.
+//! resuming those with `recover_sagas` while it runs. Some accounts may
+//! not go negative and some credits name accounts that do not exist, so
+//! refusals on either side (and their compensation) are killed too.
 
 #![forbid(unsafe_code)]
 
@@ -92,7 +94,13 @@ fn serve_sharded(args: &CrashChildArgs, shards: usize) -> Result<(), Box<dyn std
         .append(true)
         .open(&args.acks)?;
     let mut client = node.client(0);
-    client.create_accounts(&plain_accounts(SHARDED_ACCOUNTS as u32))?;
+    // Every fourth account may not go negative, so some transfers and
+    // sagas are refused on the debit side.
+    let mut accounts = plain_accounts(SHARDED_ACCOUNTS as u32);
+    for a in accounts.iter_mut().filter(|a| a.id % 4 == 0) {
+        a.flags = keel_ledger::account_flags::DEBITS_MUST_NOT_EXCEED_CREDITS;
+    }
+    client.create_accounts(&accounts)?;
     println!("ready (resumed {} sagas)", resumed.resumed);
     std::io::stdout().flush()?;
     let mut rng = XorShift(nonce as u64 | 1);
@@ -103,7 +111,11 @@ fn serve_sharded(args: &CrashChildArgs, shards: usize) -> Result<(), Box<dyn std
         let mut transfer = |i: u128| {
             let debit = 1 + u128::from(next(SHARDED_ACCOUNTS));
             let n = u128::from(SHARDED_ACCOUNTS);
-            let credit = 1 + (debit + u128::from(next(SHARDED_ACCOUNTS - 1))) % n; // never debit
+            let credit = match next(16) {
+                // An account that does not exist: refused on the credit side.
+                0 => n + 1 + u128::from(next(3)),
+                _ => 1 + (debit + u128::from(next(SHARDED_ACCOUNTS - 1))) % n, // never debit
+            };
             Transfer {
                 id: (nonce << 64) | (batch * 8 + i + 1),
                 debit_account_id: debit,
