@@ -550,3 +550,52 @@ fn each_shard_snapshots_on_its_own_and_restarts_from_it_with_its_ownership() {
 fn dir_of_shard(config: &NodeConfig, i: usize) -> std::path::PathBuf {
     config.journal.data_dir.join(format!("shard-{i}"))
 }
+
+#[test]
+fn keel_shards_runs_and_every_shard_is_a_journal_the_tools_read() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let data = dir.path().join("data");
+    let keel = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let data_arg = data.to_str().unwrap();
+    let job = [
+        "shards",
+        "--shards",
+        "2",
+        "--data-dir",
+        data_arg,
+        "--transfers",
+        "3000",
+        "--accounts",
+        "200",
+        "--cross-percent",
+        "30",
+    ];
+    let (code, text) = keel(&job);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("money check: sum of balances 0, clearing pairs [0], pending 0"),
+        "{text}"
+    );
+    assert!(text.contains("every shard's state hash equal"), "{text}");
+    for shard in ["shard-0", "shard-1"] {
+        let journal = data.join(shard);
+        let (code, text) = keel(&["journal", "verify", journal.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{shard}: {text}");
+        let (code, text) = keel(&["replay", journal.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{shard}: {text}");
+    }
+    // Another shard count over the same directories: refused, exit 3.
+    let mut three = job;
+    three[2] = "3";
+    let (code, text) = keel(&three);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("(rebalancing) is not built"), "{text}");
+}
