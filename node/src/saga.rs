@@ -308,40 +308,44 @@ pub(crate) fn run_many(
         sagas.ensure_clearing(clients, saga.debit_shard, saga.credit_shard, t.ledger)?;
     }
 
-    // 1. Begin, reserve and credit: on each shard a begin record and that
-    // shard's step, all in the rings at once (one round trip). Both shards
-    // hold the begin record, so whichever reaches its journal before a
-    // crash, recovery finds the saga. The credit is pending with no
-    // timeout: it holds no money, and the decision below settles it.
-    let mut first = Vec::with_capacity(list.len());
-    for saga in list {
-        let debit = submit_step(clients, saga.debit_shard, saga, &saga.reserve(), begin)?;
-        let credit = match dies_after(1) {
-            true => None,
-            false => Some(submit_step(
-                clients,
-                saga.credit_shard,
-                saga,
-                &saga.credit(),
-                begin,
-            )?),
-        };
-        first.push((debit, credit));
+    // 1. Begin, reserve and credit: on each shard a begin record per saga,
+    // then the steps packed into commands of up to 7 events, all in the
+    // rings at once (one round trip). Both shards hold the begin record, so
+    // whichever reaches its journal before a crash, recovery finds the
+    // saga. The credit is pending with no timeout: it holds no money, and
+    // the decision below settles it.
+    let mut first: Vec<(u16, Transfer)> =
+        list.iter().map(|s| (s.debit_shard, s.reserve())).collect();
+    if !dies_after(1) {
+        first.extend(list.iter().map(|s| (s.credit_shard, s.credit())));
     }
-    let mut steps = Vec::with_capacity(list.len());
-    for (saga, (debit, credit)) in list.iter().zip(first) {
-        let reserved = finish_step(saga.debit_shard, debit)?;
-        let credited = credit
-            .map(|c| finish_step(saga.credit_shard, c))
-            .transpose()?;
-        steps.push((reserved, credited));
+    // Each shard's begin records go into its ring right before its steps,
+    // so one journal write usually carries both.
+    let mut records = Vec::new();
+    let first = submit_packed(clients, &first, |client, shard| {
+        if !begin {
+            return Ok(());
+        }
+        for saga in list {
+            let credit_side = saga.credit_shard == shard && !dies_after(1);
+            if saga.debit_shard == shard || credit_side {
+                let ack = client
+                    .saga_record_async(&saga.record(saga_kind::BEGIN, None))
+                    .map_err(|e| ShardError::client(shard, e))?;
+                records.push((shard, ack));
+            }
+        }
+        Ok(())
+    })?;
+    for (shard, ack) in records {
+        wait(shard, ack)?;
     }
+    let first = finish_packed(first)?;
     if dies_after(1) || dies_after(2) {
         return Ok(None);
     }
-    let steps: Vec<(CreateTransferResult, CreateTransferResult)> = steps
-        .into_iter()
-        .map(|(r, c)| (r, c.expect("made unless abandoned")))
+    let steps: Vec<(CreateTransferResult, CreateTransferResult)> = (0..list.len())
+        .map(|i| (first[i], first[list.len() + i]))
         .collect();
 
     // 2. The decision, on the debit shard alone: post the reservation if
@@ -350,51 +354,53 @@ pub(crate) fn run_many(
     // decides whether the post lands before the reservation's deadline;
     // any answer but ok/exists (expired, already voided, a retry's failed
     // id) is settled by what the reservation now is.
-    let mut decisions = Vec::with_capacity(list.len());
-    for (saga, &(reserved, credited)) in list.iter().zip(&steps) {
-        let decide = match (applied(reserved), applied(credited)) {
-            (false, _) => None,
-            (true, true) => Some(saga.finish(step::POST_RESERVE, step::RESERVE, true)),
-            (true, false) => Some(saga.finish(step::VOID_RESERVE, step::RESERVE, false)),
-        };
-        let ack = decide
-            .map(|t| submit_transfer(clients, saga.debit_shard, &t))
-            .transpose()?;
-        decisions.push(ack);
+    let mut decide: Vec<(u16, Transfer)> = Vec::new();
+    let mut deciding: Vec<usize> = Vec::new();
+    for (i, (saga, &(reserved, credited))) in list.iter().zip(&steps).enumerate() {
+        if applied(reserved) {
+            let (id_step, post) = match applied(credited) {
+                true => (step::POST_RESERVE, true),
+                false => (step::VOID_RESERVE, false),
+            };
+            decide.push((saga.debit_shard, saga.finish(id_step, step::RESERVE, post)));
+            deciding.push(i);
+        }
     }
-    let mut committed = Vec::with_capacity(list.len());
-    for ((saga, &(_, credited)), ack) in list.iter().zip(&steps).zip(decisions) {
+    let decided = finish_packed(submit_packed(clients, &decide, |_, _| Ok(()))?)?;
+    let mut committed = vec![false; list.len()];
+    for (&i, code) in deciding.iter().zip(decided) {
+        let saga = &list[i];
         let s1 = saga.debit_shard;
-        committed.push(match ack {
-            None => false,
-            Some(ack) => match finish_transfer(s1, ack)? {
-                code if applied(code) => applied(credited),
-                code => {
-                    let reserve = saga_step_id(saga.transfer.id, step::RESERVE);
-                    match pending_state(clients, s1, reserve)? {
-                        Some(PendingState::Posted) => true,
-                        Some(PendingState::Voided | PendingState::Expired) => false,
-                        _ => return Err(ShardError::Step { shard: s1, code }),
-                    }
+        committed[i] = match code {
+            code if applied(code) => applied(steps[i].1),
+            code => {
+                let reserve = saga_step_id(saga.transfer.id, step::RESERVE);
+                match pending_state(clients, s1, reserve)? {
+                    Some(PendingState::Posted) => true,
+                    Some(PendingState::Voided | PendingState::Expired) => false,
+                    _ => return Err(ShardError::Step { shard: s1, code }),
                 }
-            },
-        });
+            }
+        };
     }
     if dies_after(3) {
         return Ok(None);
     }
 
     // 3. Settle every credit side as decided.
-    let mut settles = Vec::with_capacity(list.len());
-    for (saga, &commit) in list.iter().zip(&committed) {
-        let finish = match commit {
-            true => saga.finish(step::POST_CREDIT, step::CREDIT, true),
-            false => saga.finish(step::VOID_CREDIT, step::CREDIT, false),
-        };
-        settles.push(submit_transfer(clients, saga.credit_shard, &finish)?);
-    }
-    for ((saga, &commit), ack) in list.iter().zip(&committed).zip(settles) {
-        let code = finish_transfer(saga.credit_shard, ack)?;
+    let settle: Vec<(u16, Transfer)> = list
+        .iter()
+        .zip(&committed)
+        .map(|(saga, &commit)| {
+            let finish = match commit {
+                true => saga.finish(step::POST_CREDIT, step::CREDIT, true),
+                false => saga.finish(step::VOID_CREDIT, step::CREDIT, false),
+            };
+            (saga.credit_shard, finish)
+        })
+        .collect();
+    let settles = finish_packed(submit_packed(clients, &settle, |_, _| Ok(()))?)?;
+    for ((saga, &commit), code) in list.iter().zip(&committed).zip(settles) {
         settled(clients, saga, code, commit)?;
     }
     if dies_after(4) {
@@ -435,53 +441,52 @@ pub(crate) fn run_many(
     Ok(Some(outcomes))
 }
 
-/// Submits `step` to `shard`, behind a begin record if `begin`.
-fn submit_step(
-    clients: &mut [LedgerClient],
-    shard: u16,
-    saga: &Saga,
-    step: &Transfer,
-    begin: bool,
-) -> Result<(Option<PendingAck>, PendingAck), ShardError> {
-    let record = match begin {
-        true => Some(
-            clients[usize::from(shard)]
-                .saga_record_async(&saga.record(saga_kind::BEGIN, None))
-                .map_err(|e| ShardError::client(shard, e))?,
-        ),
-        false => None,
-    };
-    Ok((record, submit_transfer(clients, shard, step)?))
+/// Commands submitted by [`submit_packed`]: per command its shard, the
+/// indices of its items, and its acknowledgement.
+struct Packed {
+    commands: Vec<(u16, Vec<usize>, PendingAck)>,
+    items: usize,
 }
 
-/// Waits for [`submit_step`]'s commands; the step's result.
-fn finish_step(
-    shard: u16,
-    (record, step): (Option<PendingAck>, PendingAck),
-) -> Result<CreateTransferResult, ShardError> {
-    if let Some(record) = record {
-        wait(shard, record)?;
+/// Submits each item's transfer to its shard, the items of one shard
+/// packed into commands of up to 7 independent (unlinked) events, each
+/// shard's right after what `before` submits to it.
+fn submit_packed(
+    clients: &mut [LedgerClient],
+    items: &[(u16, Transfer)],
+    mut before: impl FnMut(&mut LedgerClient, u16) -> Result<(), ShardError>,
+) -> Result<Packed, ShardError> {
+    let mut commands = Vec::new();
+    for shard in 0..clients.len() as u16 {
+        before(&mut clients[usize::from(shard)], shard)?;
+        let mine: Vec<usize> = (0..items.len()).filter(|&i| items[i].0 == shard).collect();
+        for chunk in mine.chunks(keel_ledger::commands::TRANSFERS_PER_COMMAND_MAX) {
+            let transfers: Vec<Transfer> = chunk.iter().map(|&i| items[i].1).collect();
+            let ack = clients[usize::from(shard)]
+                .create_transfers_async(&transfers, Default::default())
+                .map_err(|e| ShardError::client(shard, e))?;
+            commands.push((shard, chunk.to_vec(), ack));
+        }
     }
-    finish_transfer(shard, step)
+    Ok(Packed {
+        commands,
+        items: items.len(),
+    })
 }
 
-fn submit_transfer(
-    clients: &mut [LedgerClient],
-    shard: u16,
-    transfer: &Transfer,
-) -> Result<PendingAck, ShardError> {
-    clients[usize::from(shard)]
-        .create_transfers_async(std::slice::from_ref(transfer), Default::default())
-        .map_err(|e| ShardError::client(shard, e))
-}
-
-/// The result of one transfer submitted with [`submit_transfer`].
-fn finish_transfer(shard: u16, ack: PendingAck) -> Result<CreateTransferResult, ShardError> {
-    let ack = wait(shard, ack)?;
-    keel_ledger::client::check_shard(&ack).map_err(|e| ShardError::client(shard, e))?;
-    let results = commands::event_results(command_type::CREATE_TRANSFERS, &ack.outcome)
-        .map_err(|e| ShardError::client(shard, e.into()))?;
-    Ok(code_of(results.codes()[0]))
+/// Each item's result, in the items' order.
+fn finish_packed(packed: Packed) -> Result<Vec<CreateTransferResult>, ShardError> {
+    let mut codes = vec![CreateTransferResult::ok; packed.items];
+    for (shard, indices, ack) in packed.commands {
+        let ack = wait(shard, ack)?;
+        keel_ledger::client::check_shard(&ack).map_err(|e| ShardError::client(shard, e))?;
+        let results = commands::event_results(command_type::CREATE_TRANSFERS, &ack.outcome)
+            .map_err(|e| ShardError::client(shard, e.into()))?;
+        for (&i, &code) in indices.iter().zip(results.codes()) {
+            codes[i] = code_of(code);
+        }
+    }
+    Ok(codes)
 }
 
 /// Checks a settlement's answer: anything but ok/exists must leave the
