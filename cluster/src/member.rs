@@ -331,11 +331,25 @@ async fn run_async(mut config: MemberConfig, stop: Arc<AtomicBool>) -> Result<Ex
 /// own task because the control loop waits on etcd calls (each bounded by
 /// the request timeout) and a check between them came too late: a cut-off
 /// leader heard of its successor before it noticed (the partition test).
+///
+/// The orderly stop (the replica thread ends, the server drains) must be
+/// done before etcd can expire the lease. If it is not — a thread stuck on
+/// something the partition cut off (the partition test caught a node still
+/// running 15 s after its guard fired) — the process exits at once with
+/// [`EXIT_STEPPED_DOWN`] once a whole TTL has passed without a renewal:
+/// a node whose lease may be gone never keeps running.
 async fn guard_lease(renewed: Arc<Mutex<Instant>>, ttl: Duration, events: SyncSender<Event>) {
     let mut check = tokio::time::interval(LEASE_CHECK);
     loop {
         check.tick().await;
         let since = renewed.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+        if since >= ttl {
+            eprintln!(
+                "keel-cluster node: stepped down: lease lost: no renewal answered for {since:.2?} \
+                 (TTL {ttl:?}) and the orderly stop did not finish: exiting now"
+            );
+            std::process::exit(i32::from(EXIT_STEPPED_DOWN));
+        }
         if since >= ttl - ttl / 5 {
             let _ = events.try_send(Event::Fatal(format!(
                 "lease lost: no renewal answered for {since:.2?} (TTL {ttl:?})"
@@ -343,6 +357,10 @@ async fn guard_lease(renewed: Arc<Mutex<Instant>>, ttl: Duration, events: SyncSe
         }
     }
 }
+
+/// The exit code of a node that stepped down (deposed, fenced, lease lost,
+/// a replication error): restart it; it rejoins as a follower.
+pub const EXIT_STEPPED_DOWN: u8 = 5;
 
 /// Renews the lease every third of its TTL, in a task of its own so a slow
 /// etcd call of the control loop (a controller round under load) never

@@ -32,7 +32,7 @@ const REFUSED: u8 = 1;
 const CANNOT_START: u8 = 3;
 /// `node` stepped down (deposed, fenced, lease lost, replication error):
 /// restart it; it rejoins as a follower in a new incarnation.
-const STEPPED_DOWN: u8 = 5;
+const STEPPED_DOWN: u8 = keel_cluster::member::EXIT_STEPPED_DOWN;
 /// A bad command-line argument.
 const USAGE: u8 = 64;
 /// An invalid configuration value.
