@@ -780,8 +780,6 @@ impl Ledger {
         finish_hash(sum, self.last_timestamp, self.ownership.as_ref())
     }
 
-    /// Whether every account `command` names is this shard's (always, when
-    /// not sharded). Checked before anything is applied.
     /// Whether every account id in `ids` (0: none named) is this shard's
     /// (always, when not sharded); else what `WRONG_SHARD` says. Checked
     /// before anything of the command is applied.
@@ -799,18 +797,19 @@ impl Ledger {
     }
 
     /// Answers a `SET_OWNERSHIP` whose table is not newer than the
-    /// installed one (`true`); `false` for any other.
+    /// installed one (`true`); `false` for any other. Version 0 is never
+    /// newer: it asks what is installed (version 0 and fingerprint 0: none).
     fn refuse_ownership(&self, payload: &[u8], outcome: &mut Outcome) -> bool {
-        let (Some(installed), Ok(new)) = (self.ownership, Rkyv::access::<Ownership>(payload))
-        else {
+        let Ok(new) = Rkyv::access::<Ownership>(payload) else {
             return false;
         };
-        if new.table_version.to_native() > installed.table_version {
+        let installed = self.ownership.map_or(0, |o| o.table_version);
+        if new.table_version.to_native() > installed {
             return false;
         }
         let body = WrongShard {
-            table_version: installed.table_version,
-            fingerprint: installed.fingerprint(),
+            table_version: installed,
+            fingerprint: self.ownership.map_or(0, |o| o.fingerprint()),
         };
         set_outcome(outcome, outcome_code::TABLE_NOT_NEWER, &body);
         true

@@ -12,7 +12,7 @@ use keel_core::quota::{Quota, QuotaPermit};
 use keel_core::PendingAck;
 use keel_ledger::client::{block_on, check_shard};
 use keel_ledger::commands::{self, command_type, TransferStatus};
-use keel_ledger::routing::SlotTable;
+use keel_ledger::routing::{Ownership, SlotTable};
 use keel_ledger::{
     account_flags, transfer_flags, Account, ClientError, CreateAccountResult, CreateTransferResult,
     Ledger, LedgerClient, Transfer,
@@ -109,6 +109,13 @@ pub enum ShardError {
         tenant: u32,
         /// How long to wait.
         retry_after: Duration,
+    },
+    /// `transfer_cross` of a transfer whose accounts are on one shard (or
+    /// name none): send it with `create_transfers`.
+    #[error("not a cross-shard transfer: its accounts are on shard {shard}")]
+    NotCrossShard {
+        /// The shard.
+        shard: u16,
     },
     /// Another caller (or a recovery) of this process is driving this saga.
     #[error("saga {saga:#x} is being driven by another caller")]
@@ -273,7 +280,7 @@ impl ShardedNode {
                 Some((config.journal.data_dir.clone(), status.durable_next()))
             })
             .collect();
-        saga::recover(&self.shared.sagas, &journals, |tenant| self.clients(tenant))
+        saga::recover(&self.shared.sagas, &journals, &mut self.clients(0))
     }
 
     /// Drains and stops every shard (each writing a snapshot of its final
@@ -306,25 +313,35 @@ fn install_ownership(
     shard: usize,
 ) -> Result<(), ShardedNodeError> {
     let wanted = table.ownership(shard as u16);
-    match node.client().set_ownership(&wanted) {
-        Ok(_) => Ok(()),
+    let mut client = node.client();
+    let failed = |source| ShardedNodeError::Ownership { shard, source };
+    // Version 0 asks what the journal installed (and changes nothing): a
+    // newer configured table must not be installed over an older one,
+    // which would move slots without their accounts.
+    let probe = Ownership {
+        table_version: 0,
+        ..wanted
+    };
+    let (installed, installed_fingerprint) = match client.set_ownership(&probe) {
         Err(ClientError::WrongShard {
             table_version,
             fingerprint,
-        }) if table_version == wanted.table_version && fingerprint == wanted.fingerprint() => {
+        }) => (table_version, fingerprint),
+        Ok(_) => unreachable!("version 0 is never installed"),
+        Err(source) => return Err(failed(source)),
+    };
+    match installed {
+        0 => client.set_ownership(&wanted).map(drop).map_err(failed),
+        _ if (installed, installed_fingerprint) == (wanted.table_version, wanted.fingerprint()) => {
             Ok(())
         }
-        Err(ClientError::WrongShard {
-            table_version,
-            fingerprint,
-        }) => Err(ShardedNodeError::TableChanged {
+        _ => Err(ShardedNodeError::TableChanged {
             shard,
-            installed: table_version,
-            installed_fingerprint: fingerprint,
+            installed,
+            installed_fingerprint,
             configured: wanted.table_version,
             configured_fingerprint: wanted.fingerprint(),
         }),
-        Err(source) => Err(ShardedNodeError::Ownership { shard, source }),
     }
 }
 
@@ -400,13 +417,7 @@ impl ShardedClient {
         for (index, t) in transfers.iter().enumerate() {
             let route = self.route_transfer(t)?;
             if let Route::Saga { .. } = route {
-                let plain = t.flags == 0 && t.pending_id == 0 && t.timeout == 0;
-                if !plain {
-                    return Err(ShardError::CrossShardFlags {
-                        index,
-                        flags: t.flags,
-                    });
-                }
+                check_plain(index, t)?;
             }
             routes.push(route);
         }
@@ -461,11 +472,16 @@ impl ShardedClient {
     /// transfer repeats no step (each is answered `exists`) and returns the
     /// same outcome (one refused for a transient reason answers
     /// `id_already_failed` then, as a retried TigerBeetle transfer does).
+    /// A transfer that is not one (accounts on one shard, or flags) is
+    /// refused with [`ShardError::NotCrossShard`] or
+    /// [`ShardError::CrossShardFlags`], nothing submitted.
     pub fn transfer_cross(&mut self, transfer: &Transfer) -> Result<SagaOutcome, ShardError> {
-        let debit = self.shard_of(transfer.debit_account_id);
-        let credit = self.shard_of(transfer.credit_account_id);
+        match self.route_transfer(transfer)? {
+            Route::Shard(shard) => return Err(ShardError::NotCrossShard { shard }),
+            Route::Saga { .. } => check_plain(0, transfer)?,
+        }
         let _permit = self.admit(1)?;
-        self.saga(transfer, debit, credit)
+        self.saga(transfer)
     }
 
     /// Fault injection for tests: runs the first `steps` steps (1..=4) of
@@ -497,14 +513,8 @@ impl ShardedClient {
         }
     }
 
-    fn saga(
-        &mut self,
-        transfer: &Transfer,
-        debit: u16,
-        credit: u16,
-    ) -> Result<SagaOutcome, ShardError> {
+    fn saga(&mut self, transfer: &Transfer) -> Result<SagaOutcome, ShardError> {
         let saga = self.describe(transfer);
-        debug_assert_eq!((saga.debit_shard, saga.credit_shard), (debit, credit));
         let outcome = saga::run(&self.shared.sagas, &mut self.clients, &saga, true, None)?;
         Ok(outcome.expect("not abandoned"))
     }
@@ -627,6 +637,17 @@ fn collect(
         }
     }
     Ok(())
+}
+
+/// Refuses a cross-shard transfer a saga cannot honour.
+fn check_plain(index: usize, t: &Transfer) -> Result<(), ShardError> {
+    match t.flags == 0 && t.pending_id == 0 && t.timeout == 0 {
+        true => Ok(()),
+        false => Err(ShardError::CrossShardFlags {
+            index,
+            flags: t.flags,
+        }),
+    }
 }
 
 /// Refuses a linked chain whose events do not all go to one shard.

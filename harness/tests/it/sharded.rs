@@ -222,7 +222,15 @@ fn a_refused_side_releases_what_was_reserved() {
         client.create_transfers(&[pending]),
         Err(ShardError::CrossShardFlags { index: 0, .. })
     ));
-    let (a2, _) = pair(&client, 0, 0, 100);
+    let (a2, same_shard) = pair(&client, 0, 0, 100);
+    assert!(matches!(
+        client.transfer_cross(&transfer(7, a2, same_shard, 1)),
+        Err(ShardError::NotCrossShard { shard: 0 })
+    ));
+    assert!(matches!(
+        client.transfer_cross(&pending),
+        Err(ShardError::CrossShardFlags { index: 0, .. })
+    ));
     let mut first = transfer(5, a2, a, 1);
     first.flags = transfer_flags::LINKED;
     assert!(matches!(
@@ -390,6 +398,22 @@ fn a_shard_refuses_to_start_under_another_table() {
         "{error}"
     );
     assert!(error.to_string().contains("rebalancing"), "{error}");
+    // A newer version of a table is not installed over the journal's
+    // either: it would move slots without their accounts.
+    let mut newer = config(dir.path(), 2);
+    newer.shards.table_version = 2;
+    let error = ShardedNode::start(&newer).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ShardedNodeError::TableChanged {
+                installed: 1,
+                configured: 2,
+                ..
+            }
+        ),
+        "{error}"
+    );
     // The same table again is fine.
     stop(ShardedNode::start(&two).unwrap());
 }

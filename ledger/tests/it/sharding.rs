@@ -84,6 +84,32 @@ fn clearing_accounts_are_their_owners_whatever_the_slots() {
 }
 
 #[test]
+fn version_0_asks_what_is_installed_and_changes_nothing() {
+    let table = SlotTable::even(3, 2, &[]).unwrap();
+    let mut h = Harness::new(64, 64);
+    let mut probe = table.ownership(0);
+    probe.table_version = 0;
+    let probe_payload = {
+        let mut buf = [0u8; 896];
+        let len = Rkyv::encode(&probe, &mut buf).unwrap();
+        buf[..len].to_vec()
+    };
+    let hash = h.ledger.state_hash();
+    let none = h.raw(command_type::SET_OWNERSHIP, &probe_payload);
+    assert_eq!(none.code, outcome_code::TABLE_NOT_NEWER);
+    let body = commands::wrong_shard(&none).unwrap();
+    assert_eq!((body.table_version, body.fingerprint), (0, 0));
+    assert!(h.ledger.ownership().is_none());
+    assert_eq!(h.ledger.state_hash(), hash);
+    install(&mut h, &table, 0);
+    let body = commands::wrong_shard(&h.raw(command_type::SET_OWNERSHIP, &probe_payload)).unwrap();
+    assert_eq!(
+        (body.table_version, body.fingerprint),
+        (3, table.ownership(0).fingerprint())
+    );
+}
+
+#[test]
 fn only_a_newer_table_replaces_the_installed_one() {
     let v1 = SlotTable::even(1, 2, &[]).unwrap();
     let mut h = Harness::new(64, 64);
