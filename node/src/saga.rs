@@ -558,58 +558,115 @@ pub struct SagaRecovery {
     pub in_flight: u64,
 }
 
-/// Scans each shard's journal (`journals[i]`: its directory and durable
-/// bound) for sagas begun and not ended, and drives each to its end. Safe
-/// while sagas run: one in flight elsewhere is skipped.
-pub(crate) fn recover(
-    sagas: &Sagas,
-    journals: &[(std::path::PathBuf, u64)],
-    mut clients_for: impl FnMut(u32) -> Vec<LedgerClient>,
-) -> Result<SagaRecovery, ShardError> {
-    let mut report = SagaRecovery::default();
-    // Every shard of a saga journals its begin record; its end record is on
-    // the debit shard: gather all of both, then subtract.
-    let mut open: HashMap<u128, (u32, Saga)> = HashMap::new();
-    let mut ended: HashSet<u128> = HashSet::new();
-    for (shard, (dir, durable)) in journals.iter().enumerate() {
-        let storage =
-            FsStorage::open_read_only(dir).map_err(|e| ShardError::Recovery(format!("{e}")))?;
-        let mut tail = JournalTail::new(&storage, 0);
-        let mut bad = None;
-        tail.poll(*durable, &mut |r| {
+/// The sagas begun and not ended, as read from the shards' journals. Every
+/// shard of a saga journals its begin record and the debit shard its end
+/// record, in no order across journals: an ended saga is remembered (for
+/// [`ENDED_TICKS`] reads of a follower) so a begin read after its end does
+/// not reopen it.
+#[derive(Default)]
+struct SagaLog {
+    /// Open sagas: their tenant, the saga, and its begin record's time (ns).
+    open: HashMap<u128, (u32, Saga, u64)>,
+    /// Ended sagas, with the read (tick) that saw them end.
+    ended: HashMap<u128, u64>,
+}
+
+impl SagaLog {
+    /// Takes in the records `tail` hands over below `bound`.
+    fn read(
+        &mut self,
+        tail: &mut JournalTail<'_, FsStorage>,
+        bound: u64,
+        tick: u64,
+    ) -> Result<(), keel_journal::TailError> {
+        tail.poll(bound, &mut |r| {
             if r.header.meta.command_type != command_type::SAGA_RECORD {
                 return;
             }
-            match keel_codecs::Rkyv::decode::<SagaRecord>(r.payload) {
-                Ok(record) if record.kind == saga_kind::BEGIN => {
+            let Ok(record) = keel_codecs::Rkyv::decode::<SagaRecord>(r.payload) else {
+                return; // the BLP answered it malformed: no saga's
+            };
+            let id = record.transfer.id;
+            match record.kind {
+                saga_kind::BEGIN if !self.ended.contains_key(&id) => {
+                    let meta = &r.header.meta;
                     let saga = Saga::from_record(&record);
-                    open.insert(saga.transfer.id, (r.header.meta.tenant_id, saga));
+                    self.open
+                        .entry(id)
+                        .or_insert((meta.tenant_id, saga, meta.timestamp_ns));
                 }
-                Ok(record) => {
-                    ended.insert(record.transfer.id);
-                }
-                Err(e) => bad = Some(format!("shard {shard} record {}: {e}", r.header.sequence)),
+                saga_kind::BEGIN => {}
+                _ => self.end(id, tick),
             }
-        })
-        .map_err(|e| ShardError::Recovery(format!("shard {shard}: {e}")))?;
-        if let Some(bad) = bad {
-            return Err(ShardError::Recovery(bad));
-        }
+        })?;
+        Ok(())
     }
-    report.begun = open.len() as u64;
-    open.retain(|id, _| !ended.contains(id));
-    let mut by_tenant: HashMap<u32, Vec<LedgerClient>> = HashMap::new();
-    for (_, (tenant, saga)) in open {
-        let clients = by_tenant
-            .entry(tenant)
-            .or_insert_with(|| clients_for(tenant));
+
+    fn end(&mut self, id: u128, tick: u64) {
+        self.open.remove(&id);
+        self.ended.insert(id, tick);
+    }
+
+    /// Open sagas whose begin is at least `age` old at `now` (ns).
+    fn due(&self, now: u64, age: u64) -> Vec<u128> {
+        self.open
+            .iter()
+            .filter(|(_, (_, _, begun))| now.saturating_sub(*begun) >= age)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// Drives open saga `id` to its end on `clients` (switched to its
+    /// tenant); its outcome, `None` if another caller is driving it.
+    fn resume(
+        &mut self,
+        sagas: &Sagas,
+        clients: &mut [LedgerClient],
+        id: u128,
+        tick: u64,
+    ) -> Result<Option<SagaOutcome>, ShardError> {
+        let (tenant, saga, _) = self.open[&id];
+        for client in clients.iter_mut() {
+            client.set_tenant(tenant);
+        }
         match run(sagas, clients, &saga, false, None) {
             Ok(outcome) => {
-                report.resumed += 1;
-                report.committed += u64::from(outcome == Some(SagaOutcome::Committed));
+                self.end(id, tick);
+                Ok(outcome)
             }
-            Err(ShardError::SagaInFlight { .. }) => report.in_flight += 1,
-            Err(e) => return Err(e),
+            Err(ShardError::SagaInFlight { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Scans each shard's journal (`journals[i]`: its directory and durable
+/// bound) for sagas begun and not ended, and drives each to its end on
+/// `clients` (one per shard). Safe while sagas run: one in flight
+/// elsewhere is skipped.
+pub(crate) fn recover(
+    sagas: &Sagas,
+    journals: &[(std::path::PathBuf, u64)],
+    clients: &mut [LedgerClient],
+) -> Result<SagaRecovery, ShardError> {
+    let mut log = SagaLog::default();
+    for (shard, (dir, durable)) in journals.iter().enumerate() {
+        let recovery = |e: String| ShardError::Recovery(format!("shard {shard}: {e}"));
+        let storage = FsStorage::open_read_only(dir).map_err(|e| recovery(e.to_string()))?;
+        log.read(&mut JournalTail::new(&storage, 0), *durable, 0)
+            .map_err(|e| recovery(e.to_string()))?;
+    }
+    let mut report = SagaRecovery {
+        begun: (log.open.len() + log.ended.len()) as u64,
+        ..SagaRecovery::default()
+    };
+    for id in log.due(u64::MAX, 0) {
+        match log.resume(sagas, clients, id, 0)? {
+            Some(outcome) => {
+                report.resumed += 1;
+                report.committed += u64::from(outcome == SagaOutcome::Committed);
+            }
+            None => report.in_flight += 1,
         }
     }
     Ok(report)
@@ -705,67 +762,32 @@ fn follow(
     };
     let mut tails: Vec<JournalTail<'_, FsStorage>> =
         storages.iter().map(|s| JournalTail::new(s, 0)).collect();
-    let mut open: HashMap<u128, (u32, Saga, u64)> = HashMap::new();
-    let mut ended: HashMap<u128, u64> = HashMap::new();
+    let mut log = SagaLog::default();
     for tick in 0u64.. {
         std::thread::park_timeout(interval);
         if stop.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
-        for (i, tail) in tails.iter_mut().enumerate() {
-            let polled = tail.poll(statuses[i].durable_next(), &mut |r| {
-                if r.header.meta.command_type != command_type::SAGA_RECORD {
-                    return;
-                }
-                let Ok(record) = keel_codecs::Rkyv::decode::<SagaRecord>(r.payload) else {
-                    return; // the BLP answered it malformed: not a saga's
-                };
-                let id = record.transfer.id;
-                match record.kind {
-                    saga_kind::BEGIN if !ended.contains_key(&id) => {
-                        let saga = Saga::from_record(&record);
-                        let meta = &r.header.meta;
-                        open.entry(id)
-                            .or_insert((meta.tenant_id, saga, meta.timestamp_ns));
-                    }
-                    saga_kind::BEGIN => {}
-                    _ => {
-                        open.remove(&id);
-                        ended.insert(id, tick);
-                    }
-                }
-            });
-            if polled.is_err() {
+        for (tail, status) in tails.iter_mut().zip(&statuses) {
+            if log.read(tail, status.durable_next(), tick).is_err() {
                 stats.errors.fetch_add(1, Relaxed);
             }
         }
-        ended.retain(|_, at| tick - *at < ENDED_TICKS);
+        log.ended.retain(|_, at| tick - *at < ENDED_TICKS);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        let due: Vec<u128> = open
-            .iter()
-            .filter(|(_, (_, _, begun))| now.saturating_sub(*begun) >= age.as_nanos() as u64)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in due {
+        for id in log.due(now, age.as_nanos() as u64) {
             if stop.load(std::sync::atomic::Ordering::Acquire) {
                 return;
             }
-            let (tenant, saga, _) = open[&id];
-            for client in &mut clients {
-                client.set_tenant(tenant);
-            }
-            match run(sagas, &mut clients, &saga, false, None) {
-                Ok(outcome) => {
+            match log.resume(sagas, &mut clients, id, tick) {
+                Ok(Some(outcome)) => {
                     stats.resumed.fetch_add(1, Relaxed);
-                    stats
-                        .committed
-                        .fetch_add(u64::from(outcome == Some(SagaOutcome::Committed)), Relaxed);
-                    open.remove(&id);
-                    ended.insert(id, tick);
+                    let committed = outcome == SagaOutcome::Committed;
+                    stats.committed.fetch_add(u64::from(committed), Relaxed);
                 }
-                Err(ShardError::SagaInFlight { .. }) => {}
+                Ok(None) => {}
                 Err(_) => {
                     stats.errors.fetch_add(1, Relaxed);
                 }
