@@ -707,15 +707,33 @@ impl Recoverer {
         shards: Vec<Followed>,
         interval: std::time::Duration,
         age: std::time::Duration,
-    ) -> std::io::Result<Self> {
+    ) -> Result<Self, String> {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stats = std::sync::Arc::new(RecovererStats::default());
+        // Opened here, so a journal it cannot read fails the start instead
+        // of a thread that silently does nothing.
+        let (mut statuses, mut clients, mut storages) = (Vec::new(), Vec::new(), Vec::new());
+        for shard in shards {
+            let storage = FsStorage::open_read_only(&shard.dir)
+                .map_err(|e| format!("{}: {e}", shard.dir.display()))?;
+            statuses.push(shard.status);
+            clients.push(shard.client);
+            storages.push(storage);
+        }
         let thread = std::thread::Builder::new()
             .name("keel-saga-recoverer".into())
             .spawn({
                 let (stop, stats) = (stop.clone(), stats.clone());
-                move || follow(&sagas, shards, interval, age, &stop, &stats)
-            })?;
+                move || {
+                    let followed = Following {
+                        storages,
+                        statuses,
+                        clients,
+                    };
+                    follow(&sagas, followed, interval, age, &stop, &stats)
+                }
+            })
+            .map_err(|e| e.to_string())?;
         Ok(Self {
             stop,
             thread: Some(thread),
@@ -738,28 +756,27 @@ impl Drop for Recoverer {
 /// credit shard can be read a tick after the end record on the debit shard.
 const ENDED_TICKS: u64 = 8;
 
+/// The shards as the recoverer thread holds them, index by index.
+struct Following {
+    storages: Vec<FsStorage>,
+    statuses: Vec<keel_journal::JournalStatus>,
+    clients: Vec<LedgerClient>,
+}
+
 fn follow(
     sagas: &Sagas,
-    shards: Vec<Followed>,
+    followed: Following,
     interval: std::time::Duration,
     age: std::time::Duration,
     stop: &std::sync::atomic::AtomicBool,
     stats: &RecovererStats,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
-    let (mut statuses, mut clients, mut storages) = (Vec::new(), Vec::new(), Vec::new());
-    for shard in shards {
-        statuses.push(shard.status);
-        clients.push(shard.client);
-        storages.push(FsStorage::open_read_only(&shard.dir));
-    }
-    let storages: Vec<FsStorage> = match storages.into_iter().collect() {
-        Ok(storages) => storages,
-        Err(_) => {
-            stats.errors.fetch_add(1, Relaxed);
-            return;
-        }
-    };
+    let Following {
+        storages,
+        statuses,
+        mut clients,
+    } = followed;
     let mut tails: Vec<JournalTail<'_, FsStorage>> =
         storages.iter().map(|s| JournalTail::new(s, 0)).collect();
     let mut log = SagaLog::default();

@@ -227,7 +227,7 @@ impl ShardedNode {
                 Duration::from_millis(interval),
                 Duration::from_millis(config.shards.saga_recovery_age_ms),
             )
-            .map_err(|e| ShardedNodeError::Recoverer(e.to_string()))?;
+            .map_err(ShardedNodeError::Recoverer)?;
             node.recoverer = Some(recoverer);
         }
         Ok(node)
